@@ -1,0 +1,10 @@
+"""The built-in solver backends of tsgu, each an ordinary plugin.
+
+Every backend here is registered through the ``tsgu`` entry-point group of
+the ``tsgu`` distribution, exactly as a third-party plugin is. Importing this
+package imports no solver library (no SciPy, CuPy or JAX): each backend
+imports its library when it is first asked to prepare a solve.
+
+* ``tsgu_backends.torch_native`` — backend ``torch``: Krylov methods in pure
+  torch, on CPU and CUDA.
+"""

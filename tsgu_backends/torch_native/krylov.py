@@ -1,0 +1,262 @@
+"""Block Krylov solvers in pure torch: every column of ``B`` iterates together.
+
+Each method works on ``(n, k)`` tensors with per-column scalars (shape
+``(k,)``) and a per-column ``active`` mask: a column that has converged or
+broken down stops changing (updates go through ``torch.where``, so nothing
+from a stopped column can leak NaN into its solution). There is no Python
+loop over columns.
+
+:func:`krylov_solve` drives a method: it computes the *true* residual,
+runs the method from the current iterate until the method's own estimate
+says every column is done, and repeats (a restart from the true residual)
+while columns are unconverged, progress is made and iterations remain. This
+corrects residual drift, restarts BiCGSTAB after a breakdown, and is what
+makes GMRES "restarted" (one cycle per pass).
+
+Conventions: ``op(X)`` returns ``A @ X`` for ``X`` of shape ``(n, k)``;
+``precond(R)`` applies ``M⁻¹``; ``tol`` is the per-column absolute threshold
+``max(rtol·‖b‖, atol)``. One iteration is one step of the method (BiCGSTAB:
+two products with ``A``; the others: one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["METHODS", "KrylovResult", "krylov_solve"]
+
+Operator = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _dot(U: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+    return (U * V).sum(0)
+
+
+def _safe(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with zeros replaced by ones, for divisions whose result is masked anyway."""
+    return torch.where(x == 0, torch.ones_like(x), x)
+
+
+def _cg(op: Operator, precond: Operator, X, R, tol, maxiter: int, active, **_: object):
+    Z = precond(R)
+    P = Z
+    rz = _dot(R, Z)
+    its = 0
+    while its < maxiter:
+        AP = op(P)
+        pAp = _dot(P, AP)
+        ok = active & (pAp > 0) & torch.isfinite(pAp)  # pAp ≤ 0: A is not SPD along P
+        alpha = torch.where(ok, rz / _safe(pAp), 0)
+        X = X + alpha * P
+        R = R - alpha * AP
+        its += 1
+        active = ok & (torch.linalg.vector_norm(R, dim=0) > tol)
+        if not bool(active.any()):
+            break
+        Z = precond(R)
+        rz_new = _dot(R, Z)
+        beta = torch.where(active, rz_new / _safe(rz), 0)
+        P = Z + beta * P
+        rz = rz_new
+    return X, its
+
+
+def _bicgstab(op: Operator, precond: Operator, X, R, tol, maxiter: int, active, **_: object):
+    R_hat = R
+    ones = torch.ones_like(tol)
+    rho, alpha, omega = ones, ones, ones
+    P = V = torch.zeros_like(R)
+    its = 0
+    while its < maxiter:
+        rho_new = _dot(R_hat, R)
+        ok = active & (rho_new != 0) & (omega != 0)
+        beta = torch.where(ok, (rho_new / _safe(rho)) * (alpha / _safe(omega)), 0)
+        P = R + beta * (P - omega * V)
+        P_hat = precond(P)
+        V = op(P_hat)
+        r_hat_v = _dot(R_hat, V)
+        ok = ok & (r_hat_v != 0) & torch.isfinite(r_hat_v)
+        alpha = torch.where(ok, rho_new / _safe(r_hat_v), 0)
+        S = R - alpha * V
+        X = X + alpha * P_hat
+        its += 1
+        go_on = ok & (torch.linalg.vector_norm(S, dim=0) > tol)
+        if bool(go_on.any()):
+            S_hat = precond(S)
+            T = op(S_hat)
+            tt = _dot(T, T)
+            omega = torch.where(go_on & (tt > 0), _dot(T, S) / _safe(tt), 0)
+            X = X + omega * S_hat
+            R = S - omega * T
+        else:
+            R = S
+        rho = rho_new
+        active = go_on & (omega != 0) & (torch.linalg.vector_norm(R, dim=0) > tol)
+        if not bool(active.any()):
+            break
+    return X, its
+
+
+def _minres(op: Operator, precond: Operator, X, R, tol, maxiter: int, active, **_: object):
+    # Paige & Saunders' MINRES, with the scalars of the Lanczos process and of the
+    # Givens rotations kept per column. ``phibar`` estimates the residual in the
+    # M⁻¹-norm; the stopping test scales ``tol`` by the same factor at the start.
+    zeros = torch.zeros_like(tol)
+    r1 = R
+    y = precond(R)
+    beta1 = torch.sqrt(torch.clamp(_dot(R, y), min=0))
+    tol_m = tol * beta1 / _safe(torch.linalg.vector_norm(R, dim=0))
+    old_beta, beta, dbar, epsln, phibar = zeros, beta1, zeros, zeros, beta1
+    cs, sn = -torch.ones_like(tol), zeros
+    w = w2 = torch.zeros_like(R)
+    r2 = r1
+    active = active & (beta1 > 0)
+    tiny = torch.finfo(R.dtype).tiny
+    its = 0
+    while its < maxiter and bool(active.any()):
+        v = y / _safe(beta)
+        y = op(v)
+        if its > 0:
+            y = y - (beta / _safe(old_beta)) * r1
+        alpha = _dot(v, y)
+        y = y - (alpha / _safe(beta)) * r2
+        r1, r2 = r2, y
+        y = precond(r2)
+        old_beta = beta
+        beta = torch.sqrt(torch.clamp(_dot(r2, y), min=0))
+        old_eps = epsln
+        delta = cs * dbar + sn * alpha
+        gbar = sn * dbar - cs * alpha
+        epsln = sn * beta
+        dbar = -cs * beta
+        gamma = torch.clamp(torch.sqrt(gbar**2 + beta**2), min=tiny)
+        cs, sn = gbar / gamma, beta / gamma
+        phi = cs * phibar
+        phibar = sn * phibar
+        w1, w2 = w2, w
+        w = (v - old_eps * w1 - delta * w2) / gamma
+        X = torch.where(active, X + phi * w, X)
+        its += 1
+        active = active & (phibar > tol_m) & (beta > 0) & torch.isfinite(phibar)
+    return X, its
+
+
+def _gmres(op: Operator, precond: Operator, X, R, tol, maxiter: int, active, restart: int = 20, **_: object):
+    # One cycle of right-preconditioned GMRES(m), per column: Arnoldi with
+    # classical Gram-Schmidt applied twice (batched over columns), Givens
+    # rotations giving each column's residual norm at every step, and a
+    # batched triangular solve in which each column uses only its own steps.
+    n, k = R.shape
+    m = max(1, min(restart, maxiter, n))
+    beta = torch.linalg.vector_norm(R, dim=0)
+    V = R.new_zeros(k, m + 1, n)
+    V[:, 0] = (R / _safe(beta)).T
+    H = R.new_zeros(k, m, m)
+    g = R.new_zeros(k, m + 1)
+    g[:, 0] = beta
+    cs = R.new_zeros(k, m)
+    sn = R.new_zeros(k, m)
+    steps = torch.zeros(k, dtype=torch.int64, device=R.device)
+    live = active.clone()
+    its = 0
+    for j in range(m):
+        W = op(precond(V[:, j].T)).T
+        W = torch.where(live[:, None], W, 0)
+        basis = V[:, : j + 1]
+        h = torch.bmm(basis, W.unsqueeze(2)).squeeze(2)
+        W = W - torch.bmm(h.unsqueeze(1), basis).squeeze(1)
+        h2 = torch.bmm(basis, W.unsqueeze(2)).squeeze(2)
+        W = W - torch.bmm(h2.unsqueeze(1), basis).squeeze(1)
+        h = h + h2
+        h_next = torch.linalg.vector_norm(W, dim=1)
+        V[:, j + 1] = W / _safe(h_next).unsqueeze(1)
+        for i in range(j):
+            a, b = h[:, i].clone(), h[:, i + 1].clone()
+            h[:, i] = cs[:, i] * a + sn[:, i] * b
+            h[:, i + 1] = -sn[:, i] * a + cs[:, i] * b
+        a = h[:, j]
+        denom = torch.sqrt(a**2 + h_next**2)
+        cs[:, j] = torch.where(denom > 0, a / _safe(denom), 1)
+        sn[:, j] = torch.where(denom > 0, h_next / _safe(denom), 0)
+        h[:, j] = denom
+        H[:, : j + 1, j] = h
+        g[:, j + 1] = -sn[:, j] * g[:, j]
+        g[:, j] = cs[:, j] * g[:, j]
+        valid = live & (denom > 0)  # denom = 0: A·M⁻¹ annihilates the basis vector
+        steps = steps + valid.to(torch.int64)
+        live = valid & (g[:, j + 1].abs() > tol) & (h_next > 0)
+        its = j + 1
+        if not bool(live.any()):
+            break
+    used = torch.arange(its, device=R.device).unsqueeze(0) < steps.unsqueeze(1)  # (k, its)
+    eye = torch.eye(its, dtype=R.dtype, device=R.device)
+    triangle = torch.where(used.unsqueeze(2), H[:, :its, :its], eye)
+    rhs = torch.where(used, g[:, :its], 0)
+    y = torch.linalg.solve_triangular(triangle, rhs.unsqueeze(2), upper=True).squeeze(2)
+    update = torch.bmm(y.unsqueeze(1), V[:, :its]).squeeze(1).T
+    X = X + precond(update)
+    return X, its
+
+
+METHODS = {"cg": _cg, "bicgstab": _bicgstab, "minres": _minres, "gmres": _gmres}
+
+
+@dataclass(frozen=True)
+class KrylovResult:
+    """The outcome of :func:`krylov_solve`."""
+
+    X: torch.Tensor
+    iterations: int
+    converged: bool
+    message: str
+
+
+def krylov_solve(
+    method: str,
+    op: Operator,
+    precond: Operator | None,
+    B: torch.Tensor,
+    *,
+    x0: torch.Tensor | None,
+    rtol: float,
+    atol: float,
+    maxiter: int,
+    restart: int = 20,
+) -> KrylovResult:
+    """Solve ``A X = B`` column-wise with ``method``, restarting from the true residual.
+
+    Stops when every column meets ``‖b − A x‖ ≤ max(rtol·‖b‖, atol)``, when
+    ``maxiter`` iterations are spent, or when a pass makes no progress.
+    """
+    step = METHODS[method]
+    apply_m = precond if precond is not None else (lambda R: R)
+    tol = torch.clamp(rtol * torch.linalg.vector_norm(B, dim=0), min=atol)
+    X = torch.zeros_like(B) if x0 is None else x0.clone()
+    used = 0
+    previous: torch.Tensor | None = None
+    message = ""
+    while True:
+        R = B - op(X)
+        r_norm = torch.linalg.vector_norm(R, dim=0)
+        active = ~(r_norm <= tol)
+        if not bool(active.any()):
+            break
+        if not bool(torch.isfinite(r_norm).all()):
+            message = "the iteration produced non-finite values (breakdown, or a singular A)"
+            break
+        if used >= maxiter:
+            message = f"reached maxiter={maxiter}"
+            break
+        if previous is not None and not bool((r_norm < previous)[active].any()):
+            message = f"stagnated after {used} iterations (a restart from the true residual made no progress)"
+            break
+        previous = r_norm
+        X, its = step(op, apply_m, X, R, tol, maxiter - used, active, restart=restart)
+        used += its
+        if its == 0:
+            message = "broke down immediately"
+            break
+    return KrylovResult(X, used, not bool(active.any()), message)

@@ -1,0 +1,101 @@
+"""tsgu: differentiable sparse linear solves for PyTorch, with solver backends as plugins.
+
+>>> import torch, tsgu_core
+>>> A = torch.eye(2, dtype=torch.float64).to_sparse_csr()
+>>> tsgu_core.solve(A, torch.ones(2, dtype=torch.float64), backend="torch")
+tensor([1., 1.], dtype=torch.float64)
+"""
+
+from tsgu_core.autograd import SparseSolveFunction
+from tsgu_core.errors import (
+    BackendContractError,
+    BackendUnavailableError,
+    ConvergenceError,
+    ConvergenceWarning,
+    DeviceMismatchError,
+    DtypeMismatchError,
+    LayoutError,
+    NonFiniteError,
+    PluginLoadError,
+    ShapeError,
+    SingularMatrixError,
+    SolveFailedError,
+    TsguError,
+    UnknownBackendError,
+    UnknownMethodError,
+    UnknownOptionError,
+    UnsupportedDeviceError,
+)
+from tsgu_core.hookspecs import hookimpl, hookspec
+from tsgu_core.info import SolveInfo
+from tsgu_core.protocol import (
+    COMMON_ITERATIVE_OPTIONS,
+    Availability,
+    BackendReport,
+    MethodSpec,
+    SolveOptions,
+    SolverBackend,
+)
+from tsgu_core.registry import (
+    BackendEntry,
+    BrokenPlugin,
+    get_backend,
+    get_entry,
+    list_backends,
+    list_broken_plugins,
+    register_plugin,
+    reload_plugins,
+    unregister_plugin,
+)
+from tsgu_core.select import Selection, explain, set_default_backend
+from tsgu_core.solve import solve
+
+__all__ = [
+    "COMMON_ITERATIVE_OPTIONS",
+    "Availability",
+    "BackendContractError",
+    "BackendEntry",
+    "BackendReport",
+    "BackendUnavailableError",
+    "BrokenPlugin",
+    "ConvergenceError",
+    "ConvergenceWarning",
+    "DeviceMismatchError",
+    "DtypeMismatchError",
+    "LayoutError",
+    "MethodSpec",
+    "NonFiniteError",
+    "PluginLoadError",
+    "Selection",
+    "ShapeError",
+    "SingularMatrixError",
+    "SolveFailedError",
+    "SolveInfo",
+    "SolveOptions",
+    "SolverBackend",
+    "SparseSolveFunction",
+    "TsguError",
+    "UnknownBackendError",
+    "UnknownMethodError",
+    "UnknownOptionError",
+    "UnsupportedDeviceError",
+    "explain",
+    "get_backend",
+    "get_entry",
+    "hookimpl",
+    "hookspec",
+    "list_backends",
+    "list_broken_plugins",
+    "register_plugin",
+    "reload_plugins",
+    "set_default_backend",
+    "solve",
+    "unregister_plugin",
+]
+
+try:  # the installed version, without importing anything heavy
+    from importlib.metadata import PackageNotFoundError, version
+
+    __version__ = version("tsgu")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0+unknown"

@@ -1,0 +1,120 @@
+"""THE differentiable sparse solve: one ``torch.autograd.Function`` for every backend.
+
+For ``op(A) X = B`` with ``op(A) = A`` or ``Aᵀ`` and upstream gradient
+``G = ∂L/∂X``:
+
+* ``∂L/∂B = S`` with ``op(A)ᵀ S = G`` — one solve with the *other* transpose
+  flag, asked of the same backend state (a direct backend reuses its
+  factorisation);
+* ``∂L/∂A`` at a stored entry ``(i, j)``: ``−⟨S_i, X_j⟩`` when
+  ``op(A) = A`` and ``−⟨X_i, S_j⟩`` when ``op(A) = Aᵀ``.
+
+The Function works on ``A``'s values (a dense 1-D tensor in ``A.values()``
+order), so torch turns the values' gradient into a sparse gradient of ``A`` in
+its own layout. The backward is written with this same Function and
+differentiable index operations, so second derivatives are exact, not
+approximated. The backend never sees ``ctx`` or a gradient.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from tsgu_core.convergence import assess
+from tsgu_core.errors import BackendContractError
+from tsgu_core.info import SolveInfo
+from tsgu_core.pattern import SparsePattern
+from tsgu_core.protocol import MethodSpec, SolveOptions, SolverBackend
+
+__all__ = ["PreparedSolve", "SparseSolveFunction"]
+
+
+@dataclass
+class PreparedSolve:
+    """A backend's prepared state for one ``A``, with everything the Function needs.
+
+    ``infos`` collects the :class:`SolveInfo` of every solve run with this
+    state, in order (forward first, then backward transpose solves).
+    """
+
+    backend: SolverBackend
+    spec: MethodSpec
+    options: SolveOptions
+    state: Any
+    pattern: SparsePattern
+    on_failure: str
+    prepare_time: float = 0.0
+    infos: list[SolveInfo] = field(default_factory=list)
+
+    def run(self, values: torch.Tensor, B: torch.Tensor, transpose: bool, x0: torch.Tensor | None) -> torch.Tensor:
+        """One backend solve followed by the core's residual check."""
+        start = time.perf_counter()
+        X, report = self.backend.solve(self.state, B, transpose=transpose, x0=x0)
+        elapsed = time.perf_counter() - start
+        if not isinstance(X, torch.Tensor) or X.shape != B.shape or X.dtype != B.dtype or X.device != B.device:
+            got = f"{tuple(X.shape)} {X.dtype} on {X.device}" if isinstance(X, torch.Tensor) else type(X).__name__
+            raise BackendContractError(
+                f"backend {self.backend.name!r} returned {got} for B of {tuple(B.shape)} {B.dtype} on {B.device}; "
+                "solve() must return X shaped like B, with its dtype and device"
+            )
+        if not self.infos:
+            elapsed += self.prepare_time
+        info = assess(
+            pattern=self.pattern,
+            values=values,
+            B=B,
+            X=X,
+            transpose=transpose,
+            backend=self.backend.name,
+            spec=self.spec,
+            options=self.options,
+            report=report,
+            on_failure=self.on_failure,
+            wall_time=elapsed,
+        )
+        if self.infos and transpose:
+            self.infos[0].backward = info
+        self.infos.append(info)
+        return X
+
+
+class SparseSolveFunction(torch.autograd.Function):
+    """``X = op(A)⁻¹ B`` on ``A``'s values; see the module docstring for the math.
+
+    ``apply(values, B, prepared, transpose, x0)`` with ``B`` of shape ``(n, k)``.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        values: torch.Tensor,
+        B: torch.Tensor,
+        prepared: PreparedSolve,
+        transpose: bool,
+        x0: torch.Tensor | None,
+    ) -> torch.Tensor:
+        return prepared.run(values.detach(), B.detach().contiguous(), transpose, x0)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        values, _, prepared, transpose, _ = inputs
+        ctx.prepared = prepared
+        ctx.transpose = transpose
+        ctx.save_for_backward(values, output)
+
+    @staticmethod
+    def backward(ctx: Any, G: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        values, X = ctx.saved_tensors
+        need_values, need_B = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if not (need_values or need_B):
+            return None, None, None, None, None
+        prepared: PreparedSolve = ctx.prepared
+        S = SparseSolveFunction.apply(values, G, prepared, not ctx.transpose, None)
+        grad_values = None
+        if need_values:
+            pattern = prepared.pattern
+            grad_values = -(pattern.outer_at_entries(X, S) if ctx.transpose else pattern.outer_at_entries(S, X))
+        return grad_values, (S if need_B else None), None, None, None

@@ -1,0 +1,121 @@
+"""The convergence and failure policy, applied to every solve in one place.
+
+After every solve — forward and the backward's transpose solve alike — the
+core computes the true residual ``R = B − op(A) X`` itself (it does not trust
+a backend's estimate) and judges each column ``j``:
+
+* iterative methods: ``‖R_j‖ ≤ max(rtol·‖B_j‖, atol)``, else the solve failed;
+* direct methods: a non-finite ``X`` means ``A`` is singular.
+
+A failed iterative solve raises :class:`~tsgu_core.errors.ConvergenceError`
+(``on_failure="raise"``, the default), warns with
+:class:`~tsgu_core.errors.ConvergenceWarning` (``"warn"``) or is returned
+as is (``"ignore"``). A singular matrix always raises
+:class:`~tsgu_core.errors.SingularMatrixError`.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from tsgu_core.errors import ConvergenceError, ConvergenceWarning, SingularMatrixError
+from tsgu_core.info import SolveInfo
+from tsgu_core.pattern import SparsePattern
+from tsgu_core.protocol import BackendReport, MethodSpec, SolveOptions
+
+__all__ = ["assess"]
+
+
+def _remedy(spec: MethodSpec, options: SolveOptions, dtype: torch.dtype, iterations: int | None) -> str:
+    hints = []
+    if options.rtol is not None and options.rtol < 100 * torch.finfo(dtype).eps:
+        hints.append(f"rtol={options.rtol:g} is below what {dtype} can reach; use float64 or a larger rtol")
+    if spec.assumes != "general":
+        hints.append(f"method {spec.name!r} assumes a {spec.assumes} A; if A is not, use a general method such as 'gmres'")
+    if iterations is not None and options.maxiter is not None and iterations >= options.maxiter:
+        hints.append(f"raise maxiter (it was {options.maxiter})")
+    hints.append("use a preconditioner, loosen rtol/atol, or a direct method")
+    hints.append("pass on_failure='warn' or 'ignore' to get the unconverged result anyway")
+    return "; ".join(hints)
+
+
+def assess(
+    *,
+    pattern: SparsePattern,
+    values: torch.Tensor,
+    B: torch.Tensor,
+    X: torch.Tensor,
+    transpose: bool,
+    backend: str,
+    spec: MethodSpec,
+    options: SolveOptions,
+    report: BackendReport,
+    on_failure: str,
+    wall_time: float,
+) -> SolveInfo:
+    """Check ``X`` against ``B`` by its true residual and apply the policy.
+
+    Returns the :class:`SolveInfo` of the solve, or raises as described in the
+    module docstring.
+    """
+    with torch.no_grad():
+        residual = B - pattern.matmul(values, X, transpose=transpose)
+        r_norm = torch.linalg.vector_norm(residual, dim=0)
+        b_norm = torch.linalg.vector_norm(B, dim=0)
+        relative = torch.where(b_norm > 0, r_norm / torch.where(b_norm > 0, b_norm, 1), r_norm)
+        finite = bool(torch.isfinite(X).all())
+        residuals = tuple(float(r) for r in relative.cpu())
+    which = "transpose solve (backward pass)" if transpose else "solve"
+    if spec.kind == "direct":
+        if not finite:
+            raise SingularMatrixError(
+                f"backend {backend!r}, method {spec.name!r}: the {which} produced non-finite values, "
+                "so A is singular (or numerically so); check A for empty rows/columns or dependent rows"
+            )
+        return SolveInfo(backend, spec.name, "direct", transpose, None, residuals, None, True, wall_time, report.message)
+
+    assert options.rtol is not None and options.atol is not None
+    with torch.no_grad():
+        limit = torch.clamp(options.rtol * b_norm, min=options.atol)
+        ok = (r_norm <= limit) & torch.isfinite(r_norm)
+        failed = [int(j) for j in torch.nonzero(~ok).flatten().cpu()]
+        thresholds = tuple(
+            float(t) for t in torch.where(b_norm > 0, limit / torch.where(b_norm > 0, b_norm, 1), limit).cpu()
+        )
+    info = SolveInfo(
+        backend,
+        spec.name,
+        "iterative",
+        transpose,
+        report.iterations,
+        residuals,
+        thresholds,
+        not failed and finite,
+        wall_time,
+        report.message,
+    )
+    if info.converged or on_failure == "ignore":
+        return info
+    shown = ", ".join(f"column {j}: {residuals[j]:.3g} > {thresholds[j]:.3g}" for j in failed[:5])
+    more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
+    message = (
+        f"backend {backend!r}, method {spec.name!r}: the {which} did not converge after "
+        f"{report.iterations} iteration(s); true relative residual {shown}{more}"
+        f"{'; backend says: ' + report.message if report.message else ''}. "
+        f"Remedy: {_remedy(spec, options, X.dtype, report.iterations)}"
+    )
+    if on_failure == "warn":
+        warnings.warn(message, ConvergenceWarning, stacklevel=4)
+        return info
+    raise ConvergenceError(
+        message,
+        backend=backend,
+        method=spec.name,
+        transpose=transpose,
+        iterations=report.iterations,
+        residuals=residuals,
+        thresholds=thresholds,
+        failed_columns=failed,
+    )

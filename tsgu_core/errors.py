@@ -1,0 +1,202 @@
+"""The exception and warning types of tsgu.
+
+Every error tsgu raises on purpose derives from :class:`TsguError` and also
+from the built-in exception a Python user would expect (``TypeError`` for a
+wrong layout or an unknown option, ``ValueError`` for a wrong shape, ...), so
+``except ValueError`` keeps working while ``except TsguError`` catches them
+all. Each error carries the facts needed to act on it as attributes, and its
+message says what to do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "BackendContractError",
+    "BackendUnavailableError",
+    "ConvergenceError",
+    "ConvergenceWarning",
+    "DeviceMismatchError",
+    "DtypeMismatchError",
+    "LayoutError",
+    "NonFiniteError",
+    "PluginLoadError",
+    "ShapeError",
+    "SingularMatrixError",
+    "SolveFailedError",
+    "TsguError",
+    "UnknownBackendError",
+    "UnknownMethodError",
+    "UnknownOptionError",
+    "UnsupportedDeviceError",
+]
+
+
+class TsguError(Exception):
+    """Base class of every error raised by tsgu on purpose."""
+
+
+# --- input errors ---------------------------------------------------------
+
+
+class LayoutError(TsguError, TypeError):
+    """A tensor has a layout tsgu does not accept (e.g. CSC, BSR or dense ``A``)."""
+
+
+class ShapeError(TsguError, ValueError):
+    """Shapes of ``A``, ``B`` or an option tensor do not fit together."""
+
+
+class DtypeMismatchError(TsguError, TypeError):
+    """An unsupported dtype, or ``A`` and ``B`` with different dtypes."""
+
+
+class DeviceMismatchError(TsguError, ValueError):
+    """``A`` and ``B`` (or an option tensor) live on different devices."""
+
+
+class NonFiniteError(TsguError, ValueError):
+    """``A`` or ``B`` contains NaN or infinity."""
+
+
+class UnknownOptionError(TsguError, TypeError):
+    """An option the chosen method does not accept (never dropped silently).
+
+    Attributes
+    ----------
+    unknown : tuple of str
+        The rejected option names.
+    accepted : tuple of str
+        The option names the method accepts.
+    """
+
+    def __init__(self, message: str, *, unknown: Sequence[str], accepted: Sequence[str]):
+        super().__init__(message)
+        self.unknown = tuple(unknown)
+        self.accepted = tuple(accepted)
+
+
+# --- selection errors -----------------------------------------------------
+
+
+class UnknownBackendError(TsguError, ValueError):
+    """No backend of that name is registered.
+
+    Attributes
+    ----------
+    name : str
+        The requested name.
+    registered : tuple of str
+        The names that are registered.
+    """
+
+    def __init__(self, message: str, *, name: str, registered: Sequence[str]):
+        super().__init__(message)
+        self.name = name
+        self.registered = tuple(registered)
+
+
+class UnknownMethodError(TsguError, ValueError):
+    """The backend has no method of that name (or none for that device).
+
+    Attributes
+    ----------
+    method : str
+        The requested method.
+    valid : tuple of str
+        The methods that would have been accepted.
+    """
+
+    def __init__(self, message: str, *, method: str, valid: Sequence[str]):
+        super().__init__(message)
+        self.method = method
+        self.valid = tuple(valid)
+
+
+class UnsupportedDeviceError(TsguError, ValueError):
+    """The backend does not serve the device type of ``A``."""
+
+
+class BackendUnavailableError(TsguError, RuntimeError):
+    """The backend is registered but cannot run here.
+
+    Attributes
+    ----------
+    backend : str
+        The backend's name.
+    reason : str
+        Why it is unavailable.
+    install : str or None
+        The command that would fix it, where one exists.
+    """
+
+    def __init__(self, message: str, *, backend: str, reason: str, install: str | None = None):
+        super().__init__(message)
+        self.backend = backend
+        self.reason = reason
+        self.install = install
+
+
+class BackendContractError(TsguError, RuntimeError):
+    """A backend returned something the protocol does not allow (a plugin bug)."""
+
+
+class PluginLoadError(TsguError, ImportError):
+    """A plugin failed to load; raised only when one of its backends is asked for."""
+
+
+# --- solve failures -------------------------------------------------------
+
+
+class SolveFailedError(TsguError, RuntimeError):
+    """Base class of the errors that mean "no trustworthy solution was found"."""
+
+
+class SingularMatrixError(SolveFailedError):
+    """``A`` is (numerically) singular for a direct method."""
+
+
+class ConvergenceError(SolveFailedError):
+    """An iterative solve did not reach its tolerance.
+
+    Attributes
+    ----------
+    backend, method : str
+        Who solved.
+    transpose : bool
+        Whether it was the transpose solve of a backward pass.
+    iterations : int or None
+        Iterations the backend reports.
+    residuals : tuple of float
+        True relative residual ``‖b − A x‖ / ‖b‖`` of every column.
+    thresholds : tuple of float
+        The relative residual each column had to reach.
+    failed_columns : tuple of int
+        The columns that missed their threshold.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        backend: str,
+        method: str,
+        transpose: bool,
+        iterations: int | None,
+        residuals: Sequence[float],
+        thresholds: Sequence[float],
+        failed_columns: Sequence[int],
+    ):
+        super().__init__(message)
+        self.backend = backend
+        self.method = method
+        self.transpose = transpose
+        self.iterations = iterations
+        self.residuals = tuple(residuals)
+        self.thresholds = tuple(thresholds)
+        self.failed_columns = tuple(failed_columns)
+
+
+class ConvergenceWarning(UserWarning):
+    """Issued instead of :class:`ConvergenceError` when ``on_failure="warn"``."""

@@ -1,0 +1,208 @@
+"""Choosing a backend and a method for a solve.
+
+One pure decision: (backend name or None, device type, method or None) →
+(backend, method), made from declared data only — each backend's
+``device_types``, ``priority``, ``methods`` and ``is_available`` — never from
+plugin load order. Ties in priority are broken by name. A per-process
+preference set with :func:`set_default_backend` comes before priority.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import torch
+
+from tsgu_core.errors import BackendUnavailableError, UnknownMethodError, UnsupportedDeviceError
+from tsgu_core.registry import BackendEntry, get_entry, list_backends
+
+__all__ = ["Selection", "explain", "select", "set_default_backend"]
+
+_preferences: dict[str, str] = {}
+_preferences_lock = threading.Lock()
+
+
+def set_default_backend(device_type: str, name: str | None) -> None:
+    """Prefer backend ``name`` for ``backend=None`` solves on ``device_type``.
+
+    The preference holds for this process and comes before priority; it is
+    still subject to availability and to the method asked for. ``None``
+    removes it.
+
+    Examples
+    --------
+    >>> from tsgu_core import set_default_backend, explain
+    >>> set_default_backend("cpu", "torch")
+    >>> explain("cpu").backend
+    'torch'
+    >>> set_default_backend("cpu", None)
+    """
+    with _preferences_lock:
+        if name is None:
+            _preferences.pop(device_type, None)
+        else:
+            get_entry(name)  # fail now on an unknown name
+            _preferences[device_type] = name
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The backend and method a solve uses, and why.
+
+    Attributes
+    ----------
+    backend : str
+        The chosen backend's name.
+    method : str
+        The chosen method.
+    device_type : str
+        The device type of ``A``.
+    reason : str
+        One sentence on why this backend and method.
+    considered : tuple of (str, str)
+        Every backend looked at with its verdict, in the order considered.
+    entry : BackendEntry
+        The chosen backend's registry entry.
+    """
+
+    backend: str
+    method: str
+    device_type: str
+    reason: str
+    considered: tuple[tuple[str, str], ...]
+    entry: BackendEntry
+
+    def __str__(self) -> str:
+        lines = [f"backend={self.backend!r} method={self.method!r} on {self.device_type}: {self.reason}"]
+        lines += [f"  {name}: {verdict}" for name, verdict in self.considered]
+        return "\n".join(lines)
+
+
+def _method_for(entry: BackendEntry, method: str | None, device_type: str) -> str:
+    backend = entry.backend
+    if method is None:
+        return backend.default_method
+    if method not in backend.methods:
+        others = [
+            e.name for e in list_backends() if method in e.backend.methods and device_type in e.backend.device_types
+        ]
+        elsewhere = f"; on {device_type}, {method!r} is offered by {others}" if others else ""
+        raise UnknownMethodError(
+            f"backend {backend.name!r} has no method {method!r}; its methods: {sorted(backend.methods)}{elsewhere}",
+            method=method,
+            valid=sorted(backend.methods),
+        )
+    return method
+
+
+def _named(name: str, device_type: str, method: str | None) -> Selection:
+    entry = get_entry(name)
+    if device_type not in entry.backend.device_types:
+        raise UnsupportedDeviceError(
+            f"backend {name!r} serves device types {list(entry.backend.device_types)}, but A is on "
+            f"{device_type!r}; move A and B with .to(...) or choose another backend"
+        )
+    available = entry.availability(device_type)
+    if not available:
+        fix = f"; to fix: {available.install}" if available.install else ""
+        raise BackendUnavailableError(
+            f"backend {name!r} is unavailable on {device_type}: {available.reason}{fix}",
+            backend=name,
+            reason=available.reason,
+            install=available.install,
+        )
+    chosen = _method_for(entry, method, device_type)
+    how = "requested method" if method is not None else "the backend's default method"
+    return Selection(name, chosen, device_type, f"backend requested by name; {how}", ((name, "requested"),), entry)
+
+
+def _ranked(device_type: str) -> list[BackendEntry]:
+    preferred = _preferences.get(device_type)
+    entries = [e for e in list_backends() if device_type in e.backend.device_types]
+    return sorted(entries, key=lambda e: (e.name != preferred, -e.backend.priority, e.name))
+
+
+def _automatic(device_type: str, method: str | None) -> Selection:
+    considered: list[tuple[str, str]] = []
+    preferred = _preferences.get(device_type)
+    for entry in _ranked(device_type):
+        available = entry.availability(device_type)
+        if not available:
+            considered.append((entry.name, f"unavailable: {available.reason}"))
+            continue
+        if method is not None and method not in entry.backend.methods:
+            considered.append((entry.name, f"no method {method!r}"))
+            continue
+        chosen = _method_for(entry, method, device_type)
+        rank = "the per-process default" if entry.name == preferred else f"highest priority ({entry.backend.priority})"
+        offer = f"offering {method!r}" if method is not None else f"default method {chosen!r}"
+        considered.append((entry.name, "chosen"))
+        reason = f"{rank} available backend for {device_type}, {offer}"
+        return Selection(entry.name, chosen, device_type, reason, tuple(considered), entry)
+    if not considered:
+        raise UnsupportedDeviceError(f"no registered backend serves device type {device_type!r}")
+    summary = "; ".join(f"{name}: {verdict}" for name, verdict in considered)
+    if method is not None and all(verdict.startswith("no method") for _, verdict in considered):
+        valid = sorted({m for e in _ranked(device_type) for m in e.backend.methods})
+        raise UnknownMethodError(
+            f"no backend for {device_type} offers method {method!r}; methods offered there: {valid}",
+            method=method,
+            valid=valid,
+        )
+    raise BackendUnavailableError(
+        f"no available backend on {device_type}{' offers ' + repr(method) if method else ''}: {summary}",
+        backend="",
+        reason=summary,
+    )
+
+
+def select(backend: str | None, device_type: str, method: str | None) -> Selection:
+    """Decide the backend and method for a solve on ``device_type``.
+
+    Raises
+    ------
+    UnknownBackendError, PluginLoadError
+        ``backend`` is not registered, or its plugin failed to load.
+    UnsupportedDeviceError
+        The backend does not serve ``device_type`` (or none does).
+    BackendUnavailableError
+        The backend (or every candidate) is unavailable; says why and how to fix.
+    UnknownMethodError
+        The method is not offered; lists the valid ones.
+    """
+    if backend is not None:
+        return _named(backend, device_type, method)
+    return _automatic(device_type, method)
+
+
+def explain(
+    A: torch.Tensor | torch.device | str,
+    *,
+    backend: str | None = None,
+    method: str | None = None,
+) -> Selection:
+    """What :func:`tsgu_core.solve` would choose for ``A``, and why.
+
+    Parameters
+    ----------
+    A : Tensor, torch.device or str
+        The matrix (only its device is used) or a device.
+    backend, method : str, optional
+        As passed to :func:`tsgu_core.solve`.
+
+    Returns
+    -------
+    Selection
+        ``str(selection)`` lists every backend considered with its verdict.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tsgu_core import explain
+    >>> A = torch.eye(3).to_sparse_csr()
+    >>> explain(A, backend="torch").method
+    'gmres'
+    """
+    device = A.device if isinstance(A, torch.Tensor) else torch.device(A)
+    return select(backend, device.type, method)

@@ -1,0 +1,163 @@
+"""The public entry point :func:`solve`."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal, overload
+
+import torch
+
+from tsgu_core.autograd import PreparedSolve, SparseSolveFunction
+from tsgu_core.info import SolveInfo
+from tsgu_core.pattern import SparsePattern
+from tsgu_core.select import select
+from tsgu_core.validate import check_finite, check_matrix, check_on_failure, check_rhs, resolve_options
+
+__all__ = ["solve"]
+
+
+@overload
+def solve(
+    A: torch.Tensor,
+    B: torch.Tensor,
+    *,
+    backend: str | None = ...,
+    method: str | None = ...,
+    return_info: Literal[False] = ...,
+    on_failure: str = ...,
+    **options: Any,
+) -> torch.Tensor: ...
+
+
+@overload
+def solve(
+    A: torch.Tensor,
+    B: torch.Tensor,
+    *,
+    backend: str | None = ...,
+    method: str | None = ...,
+    return_info: Literal[True],
+    on_failure: str = ...,
+    **options: Any,
+) -> tuple[torch.Tensor, SolveInfo]: ...
+
+
+def solve(
+    A: torch.Tensor,
+    B: torch.Tensor,
+    *,
+    backend: str | None = None,
+    method: str | None = None,
+    return_info: bool = False,
+    on_failure: str = "raise",
+    **options: Any,
+) -> torch.Tensor | tuple[torch.Tensor, SolveInfo]:
+    r"""Solve the sparse system :math:`A X = B`, differentiably in ``A`` and ``B``.
+
+    For an upstream gradient :math:`G = \partial L / \partial X`,
+
+    .. math::
+
+        \frac{\partial L}{\partial B} = A^{-\top} G =: G_B, \qquad
+        \frac{\partial L}{\partial A_{ij}} = -\langle (G_B)_{i,:},\, X_{j,:} \rangle
+        \quad \text{for every stored } (i, j),
+
+    computed with one transpose solve of the same backend (a direct method
+    reuses its factorisation) and returned as a sparse gradient in ``A``'s
+    layout: memory :math:`O(\mathrm{nnz} + n k)`, never :math:`O(n^2)`.
+
+    Parameters
+    ----------
+    A : Tensor
+        Sparse COO (coalesced or not) or CSR, shape ``(n, n)``, float32 or
+        float64, int32 or int64 indices.
+    B : Tensor
+        Dense, shape ``(n,)`` or ``(n, k)``, with ``A``'s dtype and device.
+    backend : str, optional
+        A registered backend (see :func:`list_backends`). Default: the
+        highest-priority available backend for ``A``'s device that offers
+        ``method`` (see :func:`explain`).
+    method : str, optional
+        A method of that backend. Default: the backend's default, which is
+        correct for a general nonsymmetric ``A``.
+    return_info : bool
+        Also return the :class:`SolveInfo` of the forward solve (its
+        ``backward`` attribute is filled in when the backward pass runs).
+    on_failure : {"raise", "warn", "ignore"}
+        What to do when an iterative solve (forward or backward) misses its
+        tolerance by the true residual: raise
+        :class:`~tsgu_core.errors.ConvergenceError`, warn with
+        :class:`~tsgu_core.errors.ConvergenceWarning`, or return silently.
+    **options
+        Method options. Iterative methods take ``rtol`` (default 1e-5 for
+        float32, 1e-8 for float64), ``atol`` (0), ``maxiter`` (10·n) and
+        ``x0``, plus what the method declares (``tsgu info`` lists them).
+        An option the method does not accept raises
+        :class:`~tsgu_core.errors.UnknownOptionError`.
+
+    Returns
+    -------
+    X : Tensor
+        Shaped like ``B``. With ``return_info=True``, ``(X, info)``.
+
+    Raises
+    ------
+    LayoutError, ShapeError, DtypeMismatchError, DeviceMismatchError, NonFiniteError
+        Bad inputs, detected before any backend work.
+    UnknownBackendError, UnknownMethodError, UnknownOptionError, BackendUnavailableError
+        A backend, method or option that cannot be used; the message lists
+        the valid choices or the install command.
+    ConvergenceError
+        An iterative solve missed its tolerance (``on_failure="raise"``).
+    SingularMatrixError
+        A direct method found ``A`` singular.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tsgu_core import solve
+    >>> A = torch.tensor([[4.0, 1.0, 0.0], [2.0, 5.0, 1.0], [0.0, 1.0, 3.0]], dtype=torch.float64)
+    >>> A = A.to_sparse_csr().requires_grad_()
+    >>> b = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64, requires_grad=True)
+    >>> x = solve(A, b, backend="torch", method="gmres", rtol=1e-12)
+    >>> torch.allclose(x, torch.linalg.solve(A.detach().to_dense(), b.detach()))
+    True
+    >>> x.sum().backward()
+    >>> A.grad.layout, A.grad.values().shape
+    (torch.sparse_csr, torch.Size([7]))
+    """
+    check_matrix(A)
+    check_rhs(B, A)
+    check_on_failure(on_failure)
+    selection = select(backend, A.device.type, method)
+    chosen = selection.entry.backend
+    spec = chosen.methods[selection.method]
+    B2 = B if B.dim() == 2 else B.unsqueeze(-1)
+    solve_options, x0 = resolve_options(spec, chosen.name, options, B2)
+
+    if A.layout == torch.sparse_coo and not A.is_coalesced():
+        A = A.coalesce()  # differentiable; duplicates are summed, as in A's meaning
+    values = A.values()
+    check_finite(values.detach(), B.detach())
+
+    n, k = B2.shape
+    if n == 0 or k == 0:
+        X2 = B2 * 0 + values.sum() * 0  # empty, but connected to A and B for autograd
+        info = SolveInfo(chosen.name, spec.name, spec.kind, False, None, (), None, True, 0.0)
+    else:
+        A_detached = A.detach()
+        start = time.perf_counter()
+        state = chosen.prepare(A_detached, spec.name, solve_options)
+        prepared = PreparedSolve(
+            backend=chosen,
+            spec=spec,
+            options=solve_options,
+            state=state,
+            pattern=SparsePattern.of(A_detached),
+            on_failure=on_failure,
+            prepare_time=time.perf_counter() - start,
+        )
+        X2 = SparseSolveFunction.apply(values, B2, prepared, False, x0)
+        info = prepared.infos[0]
+    X = X2 if B.dim() == 2 else X2.squeeze(-1)
+    return (X, info) if return_info else X

@@ -1,0 +1,200 @@
+"""Every input check of a solve, done once, before any backend work.
+
+Each check raises a typed error from :mod:`tsgu_core.errors` whose message
+says what was wrong and how to fix it. Nothing here casts, copies or moves a
+tensor: a mismatch is an error, never a silent conversion.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from tsgu_core.errors import (
+    DeviceMismatchError,
+    DtypeMismatchError,
+    LayoutError,
+    NonFiniteError,
+    ShapeError,
+    UnknownOptionError,
+)
+from tsgu_core.protocol import COMMON_ITERATIVE_OPTIONS, MethodSpec, SolveOptions
+
+__all__ = [
+    "FLOAT_DTYPES",
+    "INDEX_DTYPES",
+    "ON_FAILURE_CHOICES",
+    "check_finite",
+    "check_matrix",
+    "check_on_failure",
+    "check_rhs",
+    "default_rtol",
+    "resolve_options",
+]
+
+FLOAT_DTYPES = (torch.float32, torch.float64)
+INDEX_DTYPES = (torch.int32, torch.int64)
+ON_FAILURE_CHOICES = ("raise", "warn", "ignore")
+
+_LAYOUT_ADVICE = {
+    torch.strided: "A is dense; convert it with A.to_sparse_csr() (or use torch.linalg.solve for dense systems)",
+    torch.sparse_csc: "convert it with A.to_sparse_csr()",
+    torch.sparse_bsr: "convert it with A.to_sparse_coo() (or .to_sparse_coo().to_sparse_csr())",
+    torch.sparse_bsc: "convert it with A.to_sparse_coo() (or .to_sparse_coo().to_sparse_csr())",
+}
+
+
+def default_rtol(dtype: torch.dtype) -> float:
+    """The default relative tolerance of iterative methods for ``dtype``."""
+    return 1e-5 if dtype == torch.float32 else 1e-8
+
+
+def check_matrix(A: Any, name: str = "A") -> None:
+    """Check that ``A`` is a square 2-D sparse COO/CSR float matrix.
+
+    Raises
+    ------
+    TypeError (LayoutError, DtypeMismatchError)
+        Not a tensor, a layout other than COO/CSR, a non-float dtype, or
+        index dtypes other than int32/int64 (or mixed in CSR).
+    ShapeError
+        Not 2-D, not square, or with dense (hybrid) dimensions.
+    """
+    if not isinstance(A, torch.Tensor):
+        raise LayoutError(f"{name} must be a torch sparse tensor (COO or CSR), got {type(A).__name__}")
+    if A.layout not in (torch.sparse_coo, torch.sparse_csr):
+        advice = _LAYOUT_ADVICE.get(A.layout, "convert it with A.to_sparse_csr()")
+        raise LayoutError(f"{name} has layout {A.layout}; tsgu accepts sparse COO or CSR: {advice}")
+    if A.dim() != 2 or A.dense_dim() != 0:
+        raise ShapeError(
+            f"{name} must be a 2-D sparse matrix without dense dimensions, got shape {tuple(A.shape)} "
+            f"with {A.sparse_dim()} sparse and {A.dense_dim()} dense dimensions"
+        )
+    if A.shape[0] != A.shape[1]:
+        raise ShapeError(f"{name} must be square, got shape {tuple(A.shape)}; for a tall A use a least-squares solver")
+    if A.dtype not in FLOAT_DTYPES:
+        raise DtypeMismatchError(
+            f"{name} has dtype {A.dtype}; tsgu solves in float32 or float64: convert with {name}.to(torch.float64)"
+        )
+    if A.layout == torch.sparse_coo:
+        index_dtypes = {A._indices().dtype}
+    else:
+        index_dtypes = {A.crow_indices().dtype, A.col_indices().dtype}
+        if len(index_dtypes) > 1:
+            raise DtypeMismatchError(
+                f"{name} is CSR with crow_indices of dtype {A.crow_indices().dtype} and col_indices of "
+                f"dtype {A.col_indices().dtype}; they must match (both int32 or both int64)"
+            )
+    (index_dtype,) = index_dtypes
+    if index_dtype not in INDEX_DTYPES:
+        raise DtypeMismatchError(f"{name} has index dtype {index_dtype}; use int32 or int64 indices")
+
+
+def check_rhs(B: Any, A: torch.Tensor, name: str = "B") -> None:
+    """Check that ``B`` is dense, ``(n,)`` or ``(n, k)``, with ``A``'s dtype and device."""
+    _check_dense(B, name, A.shape[0], A.dtype, A.device, f"A of shape {tuple(A.shape)}")
+
+
+def _check_dense(X: Any, name: str, n: int, dtype: torch.dtype, device: torch.device, against: str) -> None:
+    if not isinstance(X, torch.Tensor):
+        raise TypeError(f"{name} must be a dense torch tensor, got {type(X).__name__}")
+    if X.layout != torch.strided:
+        raise LayoutError(f"{name} must be dense (torch.strided), got {X.layout}: convert it with {name}.to_dense()")
+    if X.dim() not in (1, 2) or X.shape[0] != n:
+        raise ShapeError(f"{name} must have shape ({n},) or ({n}, k) to match {against}, got {tuple(X.shape)}")
+    if X.dtype != dtype:
+        raise DtypeMismatchError(
+            f"{name} has dtype {X.dtype} but A has {dtype}; tsgu does not cast silently: "
+            f"use {name}.to({dtype}) or convert A"
+        )
+    if X.device != device:
+        raise DeviceMismatchError(
+            f"{name} is on {X.device} but A is on {device}; move one with .to(device) — tsgu does not copy silently"
+        )
+
+
+def check_finite(values: torch.Tensor, B: torch.Tensor) -> None:
+    """Raise :class:`NonFiniteError` if ``A``'s values or ``B`` hold NaN or infinity."""
+    for label, tensor in (("A", values), ("B", B)):
+        finite = torch.isfinite(tensor)
+        if not bool(finite.all()):
+            bad = int((~finite).sum())
+            raise NonFiniteError(
+                f"{label} contains {bad} non-finite value(s) (NaN or infinity); a solve would return garbage. "
+                f"Find them with (~torch.isfinite({label}{'.values()' if label == 'A' else ''})).nonzero()"
+            )
+
+
+def check_on_failure(on_failure: str) -> None:
+    if on_failure not in ON_FAILURE_CHOICES:
+        raise ValueError(f"on_failure must be one of {ON_FAILURE_CHOICES}, got {on_failure!r}")
+
+
+def _number(name: str, value: Any, *, integer: bool = False) -> float:
+    kind = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind):
+        wanted = "an int" if integer else "a float"
+        raise TypeError(f"option {name} must be {wanted}, got {value!r}")
+    if not math.isfinite(value) or value < 0 or (integer and value < 1):
+        bound = "≥ 1" if integer else "finite and ≥ 0"
+        raise ValueError(f"option {name} must be {bound}, got {value!r}")
+    return value
+
+
+def resolve_options(
+    spec: MethodSpec,
+    backend_name: str,
+    options: Mapping[str, Any],
+    B2: torch.Tensor,
+) -> tuple[SolveOptions, torch.Tensor | None]:
+    """Check ``options`` against ``spec`` and resolve the common defaults.
+
+    Parameters
+    ----------
+    spec : MethodSpec
+        The chosen method.
+    backend_name : str
+        For messages.
+    options : mapping
+        What the user passed as ``**options``.
+    B2 : Tensor
+        The right-hand side as ``(n, k)``, to check ``x0`` against.
+
+    Returns
+    -------
+    (SolveOptions, Tensor or None)
+        The options for ``prepare`` and ``x0`` reshaped to ``(n, k)``.
+
+    Raises
+    ------
+    UnknownOptionError
+        For any option the method does not declare; lists the accepted ones.
+    """
+    accepted = spec.accepted_options
+    unknown = [key for key in options if key not in accepted]
+    if unknown:
+        kind_note = " (a direct method takes no tolerance or iteration options)" if spec.kind == "direct" else ""
+        raise UnknownOptionError(
+            f"method {spec.name!r} of backend {backend_name!r} does not accept option(s) {unknown}{kind_note}; "
+            f"accepted: {list(accepted) or 'none'}",
+            unknown=unknown,
+            accepted=accepted,
+        )
+    extra = {key: value for key, value in options.items() if key not in COMMON_ITERATIVE_OPTIONS}
+    if spec.kind == "direct":
+        return SolveOptions(extra=extra), None
+    n = B2.shape[0]
+    rtol = _number("rtol", options.get("rtol", default_rtol(B2.dtype)))
+    atol = _number("atol", options.get("atol", 0.0))
+    maxiter = int(_number("maxiter", options.get("maxiter", max(10 * n, 1)), integer=True))
+    x0 = options.get("x0")
+    if x0 is not None:
+        _check_dense(x0, "x0", n, B2.dtype, B2.device, f"B with {B2.shape[1]} column(s)")
+        if x0.numel() != B2.numel():
+            raise ShapeError(f"x0 must have B's shape, got {tuple(x0.shape)} for B with {B2.shape[1]} column(s)")
+        x0 = x0.detach().reshape(B2.shape)
+    return SolveOptions(rtol=float(rtol), atol=float(atol), maxiter=maxiter, extra=extra), x0
+
