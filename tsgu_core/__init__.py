@@ -2,7 +2,7 @@
 
 >>> import torch, tsgu_core
 >>> A = torch.eye(2, dtype=torch.float64).to_sparse_csr()
->>> tsgu_core.solve(A, torch.ones(2, dtype=torch.float64), backend="torch")
+>>> tsgu_core.solve(A, torch.ones(2, dtype=torch.float64), backend="torch").round(decimals=8)
 tensor([1., 1.], dtype=torch.float64)
 """
 

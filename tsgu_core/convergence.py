@@ -33,7 +33,9 @@ def _remedy(spec: MethodSpec, options: SolveOptions, dtype: torch.dtype, iterati
     if options.rtol is not None and options.rtol < 100 * torch.finfo(dtype).eps:
         hints.append(f"rtol={options.rtol:g} is below what {dtype} can reach; use float64 or a larger rtol")
     if spec.assumes != "general":
-        hints.append(f"method {spec.name!r} assumes a {spec.assumes} A; if A is not, use a general method such as 'gmres'")
+        hints.append(
+            f"method {spec.name!r} assumes a {spec.assumes} A; if A is not, use a general method such as 'gmres'"
+        )
     if iterations is not None and options.maxiter is not None and iterations >= options.maxiter:
         hints.append(f"raise maxiter (it was {options.maxiter})")
     hints.append("use a preconditioner, loosen rtol/atol, or a direct method")
@@ -74,7 +76,9 @@ def assess(
                 f"backend {backend!r}, method {spec.name!r}: the {which} produced non-finite values, "
                 "so A is singular (or numerically so); check A for empty rows/columns or dependent rows"
             )
-        return SolveInfo(backend, spec.name, "direct", transpose, None, residuals, None, True, wall_time, report.message)
+        return SolveInfo(
+            backend, spec.name, "direct", transpose, None, residuals, None, True, wall_time, report.message
+        )
 
     assert options.rtol is not None and options.atol is not None
     with torch.no_grad():

@@ -96,7 +96,9 @@ class MethodSpec:
             )
         clash = set(self.options) & set(COMMON_ITERATIVE_OPTIONS)
         if clash:
-            raise ValueError(f"MethodSpec {self.name!r}: options {sorted(clash)} are common options; do not redeclare them")
+            raise ValueError(
+                f"MethodSpec {self.name!r}: options {sorted(clash)} are common options; do not redeclare them"
+            )
 
     @property
     def accepted_options(self) -> tuple[str, ...]:

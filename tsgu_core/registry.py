@@ -72,9 +72,7 @@ class BackendEntry:
     def availability(self, device_type: str) -> Availability:
         """The backend's availability on ``device_type`` (never raises)."""
         if device_type not in self.backend.device_types:
-            return Availability.no(
-                f"serves device types {list(self.backend.device_types)}, not {device_type!r}"
-            )
+            return Availability.no(f"serves device types {list(self.backend.device_types)}, not {device_type!r}")
         try:
             result = self.backend.is_available(device_type)
         except Exception as exc:  # a contract breach must not take selection down
@@ -128,7 +126,16 @@ def _check_backend(backend: Any) -> str | None:
     """Return why ``backend`` breaks the contract, or None if it keeps it."""
     missing = [
         attr
-        for attr in ("name", "device_types", "methods", "default_method", "priority", "is_available", "prepare", "solve")
+        for attr in (
+            "name",
+            "device_types",
+            "methods",
+            "default_method",
+            "priority",
+            "is_available",
+            "prepare",
+            "solve",
+        )
         if not hasattr(backend, attr)
     ]
     if missing:
@@ -373,4 +380,3 @@ def get_backend(name: str) -> SolverBackend:
     ('cpu', 'cuda')
     """
     return get_entry(name).backend
-

@@ -197,4 +197,3 @@ def resolve_options(
             raise ShapeError(f"x0 must have B's shape, got {tuple(x0.shape)} for B with {B2.shape[1]} column(s)")
         x0 = x0.detach().reshape(B2.shape)
     return SolveOptions(rtol=float(rtol), atol=float(atol), maxiter=maxiter, extra=extra), x0
-

@@ -99,7 +99,7 @@ class TorchBackend:
         if device_type == "cuda":
             if torch.cuda.is_available():
                 return Availability.yes()
-            return Availability.no("unavailable: no CUDA device visible to torch")
+            return Availability.no("no CUDA device visible to torch")
         return Availability.no(f"does not serve {device_type!r}")
 
     def prepare(self, A: torch.Tensor, method: str, options: SolveOptions) -> _State:

@@ -18,9 +18,7 @@ _INT32_MAX = torch.iinfo(torch.int32).max
 
 def _csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, n: int) -> torch.Tensor:
     index_dtype = torch.int32 if max(n, values.numel()) < _INT32_MAX else torch.int64
-    return torch.sparse_csr_tensor(
-        crow.to(index_dtype), col.to(index_dtype), values, (n, n), check_invariants=False
-    )
+    return torch.sparse_csr_tensor(crow.to(index_dtype), col.to(index_dtype), values, (n, n), check_invariants=False)
 
 
 class CsrOperator:

@@ -1,0 +1,333 @@
+"""The conformance suite every backend must pass — ours and third parties'.
+
+Use it from pytest in three lines::
+
+    import pytest
+    from tsgu_core.testing import conformance_cases, run_case
+
+    @pytest.mark.parametrize("case", conformance_cases("mybackend"), ids=str)
+    def test_conformance(case):
+        run_case(case)
+
+The cases are derived from what the backend declares: every method × device
+type × check, and for the checks that vary them, layout (COO, CSR) ×
+right-hand side (``(n,)``, ``(n, 1)``, ``(n, k)``) × dtype (float32,
+float64). A case that cannot run here (the backend or its device is
+unavailable) is a skip whose reason says what is missing.
+
+The checks, each against an independent reference:
+
+``reference``
+    ``X``, ``∂L/∂B`` and ``∂L/∂A`` (at the stored entries, in ``A``'s layout)
+    against dense ``torch.linalg.solve`` autograd.
+``transpose``
+    the backend's ``solve(state, B, transpose=True)`` against dense ``Aᵀ``.
+``gradcheck`` / ``gradgradcheck``
+    ``torch.autograd.gradcheck`` / ``gradgradcheck`` in float64 on the values
+    of ``A`` and on ``B``. General methods get a nonsymmetric ``A``; symmetric
+    and SPD methods get a symmetric ``A`` perturbed symmetrically.
+``policy``
+    iterative: one iteration at an unreachable tolerance raises
+    ``ConvergenceError``, warns with ``on_failure="warn"``, returns with
+    ``"ignore"``; direct: a singular ``A`` raises ``SingularMatrixError``.
+``options``
+    an unknown option raises ``UnknownOptionError``.
+``unmodified``
+    ``A`` and ``B`` are unchanged by a forward and backward pass.
+``x0``
+    iterative: an initial guess is accepted and the answer is still right.
+
+Matrices are small (n ≤ 24), so the whole suite of one method runs in seconds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from tsgu_core.errors import ConvergenceError, ConvergenceWarning, SingularMatrixError, UnknownOptionError
+from tsgu_core.registry import get_entry, list_backends
+from tsgu_core.solve import solve
+from tsgu_core.testing.matrices import matrix_for, to_layout
+from tsgu_core.validate import resolve_options
+
+__all__ = ["CHECKS", "Case", "conformance_cases", "run_case"]
+
+N_REFERENCE = 24
+N_GRADCHECK = 10
+K_MATRIX = 3
+RHS_SHAPES = {"vector": None, "column": 1, "matrix": K_MATRIX}
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One conformance check of one backend method in one configuration."""
+
+    backend: str
+    method: str
+    check: str
+    device: str
+    layout: str = "csr"
+    rhs: str = "matrix"
+    dtype: str = "float64"
+    options: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __str__(self) -> str:
+        return "-".join((self.backend, self.method, self.check, self.device, self.layout, self.rhs, self.dtype))
+
+
+def _variants(check: str, kind: str) -> Iterable[tuple[str, str, str]]:
+    if check == "reference":
+        return itertools.product(("coo", "csr"), RHS_SHAPES, DTYPES)
+    if check == "transpose":
+        return itertools.product(("coo", "csr"), ("column", "matrix"), ("float64",))
+    if check == "gradcheck":
+        return itertools.product(("coo", "csr"), ("vector", "matrix"), ("float64",))
+    if check == "x0" and kind == "direct":
+        return ()
+    return [("csr", "matrix", "float64")]
+
+
+CHECKS = ("reference", "transpose", "gradcheck", "gradgradcheck", "policy", "options", "unmodified", "x0")
+
+
+def conformance_cases(
+    backend: str | None = None,
+    *,
+    methods: Iterable[str] | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    checks: Iterable[str] = CHECKS,
+) -> list[Any]:
+    """The conformance cases as ``pytest.param`` objects, skips included.
+
+    Parameters
+    ----------
+    backend : str, optional
+        A registered backend name; default: every registered backend.
+    methods : iterable of str, optional
+        Restrict to these methods (default: all the backend declares).
+    options : mapping of method name to options, optional
+        Extra options for a method's solves (e.g. a preconditioner). The
+        suite chooses ``rtol``/``maxiter`` itself.
+    checks : iterable of str
+        A subset of :data:`CHECKS`.
+    """
+    import pytest
+
+    names = [backend] if backend is not None else [entry.name for entry in list_backends()]
+    params = []
+    for name in names:
+        entry = get_entry(name)
+        chosen = list(methods) if methods is not None else sorted(entry.backend.methods)
+        for method, device in itertools.product(chosen, entry.backend.device_types):
+            spec = entry.backend.methods[method]
+            availability = entry.availability(device)
+            marks = [pytest.mark.cuda] if device == "cuda" else []
+            if not availability:
+                needs = "needs a CUDA device" if device == "cuda" else f"needs backend {name!r} on {device}"
+                marks.append(pytest.mark.skip(reason=f"{needs}: {availability.reason}"))
+            method_options = dict((options or {}).get(method, {}))
+            for check in checks:
+                for layout, rhs, dtype in _variants(check, spec.kind):
+                    case = Case(name, method, check, device, layout, rhs, dtype, method_options)
+                    params.append(pytest.param(case, marks=marks, id=str(case)))
+    return params
+
+
+# --- helpers ---------------------------------------------------------------
+
+
+def _solve_options(spec_kind: str, dtype: torch.dtype, case: Case) -> dict[str, Any]:
+    options = dict(case.options)
+    if spec_kind == "iterative":
+        options.setdefault("rtol", 1e-12 if dtype == torch.float64 else 1e-5)
+        options.setdefault("maxiter", 2000)
+    return options
+
+
+def _tolerance(dtype: torch.dtype) -> dict[str, float]:
+    return {"rtol": 1e-7, "atol": 1e-8} if dtype == torch.float64 else {"rtol": 2e-3, "atol": 2e-3}
+
+
+def _seed(case: Case) -> int:
+    return sum(map(ord, str(case))) % 10_000
+
+
+def _problem(case: Case, n: int) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]:
+    entry = get_entry(case.backend)
+    spec = entry.backend.methods[case.method]
+    dtype = DTYPES[case.dtype]
+    seed = _seed(case)
+    D = matrix_for(spec.assumes, n, seed=seed, dtype=dtype).to(case.device)
+    k = RHS_SHAPES[case.rhs]
+    generator = torch.Generator().manual_seed(seed + 1)
+    B = torch.randn((n,) if k is None else (n, k), generator=generator, dtype=dtype).to(case.device)
+    return spec, D, to_layout(D.cpu(), case.layout).to(case.device), B
+
+
+def _assert_close(actual: torch.Tensor, expected: torch.Tensor, what: str, case: Case) -> None:
+    torch.testing.assert_close(actual, expected, **_tolerance(actual.dtype), msg=lambda m: f"{case}: {what}: {m}")
+
+
+def _sparse_from_values(template: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    if template.layout == torch.sparse_coo:
+        return torch.sparse_coo_tensor(
+            template.indices(), values, template.shape, is_coalesced=True, check_invariants=False
+        )
+    return torch.sparse_csr_tensor(
+        template.crow_indices(), template.col_indices(), values, template.shape, check_invariants=False
+    )
+
+
+def _symmetric_parameterisation(A: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+    """Parameters ``p`` of the upper triangle and ``values = p[index]`` keeping ``A`` symmetric."""
+    if A.layout == torch.sparse_coo:
+        row, col = A.indices()
+    else:
+        crow = A.crow_indices()
+        row = torch.repeat_interleave(torch.arange(A.shape[0], device=A.device), crow[1:] - crow[:-1])
+        col = A.col_indices()
+    key = torch.minimum(row, col) * A.shape[0] + torch.maximum(row, col)
+    unique, index = torch.unique(key, return_inverse=True)
+    first = torch.full((unique.numel(),), -1, dtype=torch.int64, device=A.device)
+    first.scatter_(0, index, torch.arange(index.numel(), device=A.device))
+    return A.values()[first].clone(), lambda p: p[index]
+
+
+# --- the checks --------------------------------------------------------------
+
+
+def _check_reference(case: Case) -> None:
+    spec, D, A, B = _problem(case, N_REFERENCE)
+    A = A.requires_grad_()
+    B = B.clone().requires_grad_()
+    X = solve(A, B, backend=case.backend, method=case.method, **_solve_options(spec.kind, D.dtype, case))
+    assert X.shape == B.shape and X.dtype == B.dtype and X.device == B.device, f"{case}: X is {X.shape} {X.dtype}"
+    G = torch.randn(X.shape, generator=torch.Generator().manual_seed(7), dtype=X.dtype).to(X.device)
+    (X * G).sum().backward()
+    D_ref = D.clone().requires_grad_()
+    B_ref = B.detach().clone().requires_grad_()
+    X_ref = torch.linalg.solve(D_ref, B_ref)
+    (X_ref * G).sum().backward()
+    _assert_close(X, X_ref, "solution", case)
+    _assert_close(B.grad, B_ref.grad, "gradient of B", case)
+    assert A.grad is not None and A.grad.layout == A.layout, (
+        f"{case}: A.grad has layout {getattr(A.grad, 'layout', None)}"
+    )
+    grad_dense = A.grad.to_dense()
+    pattern = A.detach().to_dense() != 0
+    _assert_close(grad_dense, D_ref.grad * pattern, "gradient of A at the stored entries", case)
+
+
+def _check_transpose(case: Case) -> None:
+    spec, D, A, B = _problem(case, N_REFERENCE)
+    backend = get_entry(case.backend).backend
+    options, _ = resolve_options(spec, case.backend, _solve_options(spec.kind, D.dtype, case), B)
+    state = backend.prepare(A, case.method, options)
+    X_t, _ = backend.solve(state, B, transpose=True)
+    X_n, _ = backend.solve(state, B, transpose=False)
+    _assert_close(X_t, torch.linalg.solve(D.T, B), "transpose solve against dense Aᵀ", case)
+    _assert_close(X_n, torch.linalg.solve(D, B), "plain solve after a transpose solve on the same state", case)
+
+
+def _gradcheck_function(case: Case, spec: Any, A: torch.Tensor):
+    options = _solve_options(spec.kind, torch.float64, case)
+    if spec.assumes == "general":
+        params = A.values().clone()
+
+        def to_values(p: torch.Tensor) -> torch.Tensor:
+            return p
+    else:
+        params, to_values = _symmetric_parameterisation(A)
+
+    def function(p: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+        return solve(_sparse_from_values(A, to_values(p)), B, backend=case.backend, method=case.method, **options)
+
+    return params.requires_grad_(), function
+
+
+def _check_gradcheck(case: Case, second_order: bool = False) -> None:
+    spec, _, A, B = _problem(case, N_GRADCHECK)
+    params, function = _gradcheck_function(case, spec, A)
+    B = B.requires_grad_()
+    check = torch.autograd.gradgradcheck if second_order else torch.autograd.gradcheck
+    assert check(function, (params, B), atol=1e-6, rtol=1e-4), f"{case}: {check.__name__} failed"
+
+
+def _check_policy(case: Case) -> None:
+    spec, _, A, B = _problem(case, N_REFERENCE)
+    if spec.kind == "direct":
+        singular = A.to_dense()
+        singular[:, 3] = 0
+        singular[5, :] = 0
+        S = to_layout(singular.cpu(), case.layout).to(case.device)
+        try:
+            solve(S, B, backend=case.backend, method=case.method)
+        except SingularMatrixError:
+            return
+        raise AssertionError(f"{case}: a singular A did not raise SingularMatrixError")
+    options = dict(case.options, rtol=1e-14, maxiter=1)
+    try:
+        solve(A, B, backend=case.backend, method=case.method, **options)
+    except ConvergenceError as error:
+        assert error.failed_columns and error.residuals, f"{case}: ConvergenceError without residuals"
+    else:
+        raise AssertionError(f"{case}: one iteration at rtol=1e-14 did not raise ConvergenceError")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        X = solve(A, B, backend=case.backend, method=case.method, on_failure="warn", **options)
+    assert any(issubclass(w.category, ConvergenceWarning) for w in caught), f"{case}: no ConvergenceWarning"
+    assert X.shape == B.shape
+    X, info = solve(A, B, backend=case.backend, method=case.method, on_failure="ignore", return_info=True, **options)
+    assert not info.converged and X.shape == B.shape, f"{case}: on_failure='ignore' misreported"
+
+
+def _check_options(case: Case) -> None:
+    _, _, A, B = _problem(case, N_REFERENCE)
+    try:
+        solve(A, B, backend=case.backend, method=case.method, no_such_option_xyz=1)
+    except UnknownOptionError as error:
+        assert "no_such_option_xyz" in str(error)
+    else:
+        raise AssertionError(f"{case}: an unknown option was accepted silently")
+
+
+def _check_unmodified(case: Case) -> None:
+    spec, D, A, B = _problem(case, N_REFERENCE)
+    A = A.requires_grad_()
+    B = B.requires_grad_()
+    A_before, B_before = A.detach().to_dense().clone(), B.detach().clone()
+    X = solve(A, B, backend=case.backend, method=case.method, **_solve_options(spec.kind, D.dtype, case))
+    X.square().sum().backward()
+    assert torch.equal(A.detach().to_dense(), A_before), f"{case}: A was modified"
+    assert torch.equal(B.detach(), B_before), f"{case}: B was modified"
+
+
+def _check_x0(case: Case) -> None:
+    spec, D, A, B = _problem(case, N_REFERENCE)
+    x0 = torch.linalg.solve(D, B) + 1e-3
+    X = solve(A, B, backend=case.backend, method=case.method, x0=x0, **_solve_options(spec.kind, D.dtype, case))
+    _assert_close(X, torch.linalg.solve(D, B), "solution from an initial guess", case)
+
+
+_RUNNERS: dict[str, Callable[[Case], None]] = {
+    "reference": _check_reference,
+    "transpose": _check_transpose,
+    "gradcheck": _check_gradcheck,
+    "gradgradcheck": lambda case: _check_gradcheck(case, second_order=True),
+    "policy": _check_policy,
+    "options": _check_options,
+    "unmodified": _check_unmodified,
+    "x0": _check_x0,
+}
+
+
+def run_case(case: Case) -> None:
+    """Run one conformance case; raises ``AssertionError`` (or the solve's error) on failure."""
+    _RUNNERS[case.check](case)
