@@ -17,6 +17,7 @@ from tsgu_core.errors import (
     LayoutError,
     NonFiniteError,
     PluginLoadError,
+    SecondDerivativeError,
     ShapeError,
     SingularMatrixError,
     SolveFailedError,
@@ -48,7 +49,7 @@ from tsgu_core.registry import (
     unregister_plugin,
 )
 from tsgu_core.select import Selection, explain, set_default_backend
-from tsgu_core.solve import solve
+from tsgu_core.solve import solve, solve_values
 
 __all__ = [
     "COMMON_ITERATIVE_OPTIONS",
@@ -66,6 +67,7 @@ __all__ = [
     "MethodSpec",
     "NonFiniteError",
     "PluginLoadError",
+    "SecondDerivativeError",
     "Selection",
     "ShapeError",
     "SingularMatrixError",
@@ -90,6 +92,7 @@ __all__ = [
     "reload_plugins",
     "set_default_backend",
     "solve",
+    "solve_values",
     "unregister_plugin",
 ]
 

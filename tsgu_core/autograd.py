@@ -25,12 +25,12 @@ from typing import Any
 import torch
 
 from tsgu_core.convergence import assess
-from tsgu_core.errors import BackendContractError
+from tsgu_core.errors import BackendContractError, SecondDerivativeError
 from tsgu_core.info import SolveInfo
 from tsgu_core.pattern import SparsePattern
 from tsgu_core.protocol import MethodSpec, SolveOptions, SolverBackend
 
-__all__ = ["PreparedSolve", "SparseSolveFunction"]
+__all__ = ["PreparedSolve", "SparseSolveFunction", "SparseValues"]
 
 
 @dataclass
@@ -118,3 +118,41 @@ class SparseSolveFunction(torch.autograd.Function):
             pattern = prepared.pattern
             grad_values = -(pattern.outer_at_entries(X, S) if ctx.transpose else pattern.outer_at_entries(S, X))
         return grad_values, (S if need_B else None), None, None, None
+
+
+class SparseValues(torch.autograd.Function):
+    """``A.values()`` whose backward builds ``∂L/∂A`` in ``A``'s layout, differentiably.
+
+    torch's own ``values()`` backward drops the graph under ``create_graph=True``
+    (its gradient has no ``grad_fn``), which would make second derivatives
+    with respect to ``A`` silently zero. This Function keeps them exact for a
+    leaf ``A``. For a non-leaf ``A`` (built by a sparse constructor from
+    values), torch's constructor backward loses higher derivatives, so a
+    higher-order pass raises :class:`~tsgu_core.errors.SecondDerivativeError`
+    instead of returning a wrong number.
+    """
+
+    @staticmethod
+    def forward(A: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return A.values() if A.layout == torch.sparse_csr else A._values()
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        (A,) = inputs
+        ctx.pattern_of = A.detach()
+        ctx.is_leaf = A.is_leaf
+
+    @staticmethod
+    def backward(ctx: Any, grad_values: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        A = ctx.pattern_of
+        if torch.is_grad_enabled() and grad_values.requires_grad and not ctx.is_leaf:
+            raise SecondDerivativeError(
+                "second derivatives with respect to a sparse A that was built from other tensors are lost by "
+                "torch's sparse constructors; pass A's values explicitly with "
+                "tsgu_core.solve_values(A_pattern, values, B) (exact to any order), or detach A"
+            )
+        if A.layout == torch.sparse_csr:
+            return torch.sparse_csr_tensor(
+                A.crow_indices(), A.col_indices(), grad_values, A.shape, check_invariants=False
+            )
+        return torch.sparse_coo_tensor(A._indices(), grad_values, A.shape, is_coalesced=True, check_invariants=False)

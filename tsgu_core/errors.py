@@ -22,6 +22,7 @@ __all__ = [
     "LayoutError",
     "NonFiniteError",
     "PluginLoadError",
+    "SecondDerivativeError",
     "ShapeError",
     "SingularMatrixError",
     "SolveFailedError",
@@ -147,6 +148,10 @@ class PluginLoadError(TsguError, ImportError):
 
 
 # --- solve failures -------------------------------------------------------
+
+
+class SecondDerivativeError(TsguError, RuntimeError):
+    """A higher derivative was asked for along a path where torch would silently drop it."""
 
 
 class SolveFailedError(TsguError, RuntimeError):

@@ -180,6 +180,8 @@ def _register_into(
     try:
         caller(register=register)
         problems = [p for p in map(_check_backend, collected) if p]
+        if problems:
+            raise ValueError("; ".join(problems))
         names = [b.name for b in collected]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:

@@ -7,13 +7,13 @@ from typing import Any, Literal, overload
 
 import torch
 
-from tsgu_core.autograd import PreparedSolve, SparseSolveFunction
+from tsgu_core.autograd import PreparedSolve, SparseSolveFunction, SparseValues
 from tsgu_core.info import SolveInfo
 from tsgu_core.pattern import SparsePattern
 from tsgu_core.select import select
-from tsgu_core.validate import check_finite, check_matrix, check_on_failure, check_rhs, resolve_options
+from tsgu_core.validate import check_finite, check_matrix, check_on_failure, check_rhs, check_values, resolve_options
 
-__all__ = ["solve"]
+__all__ = ["solve", "solve_values"]
 
 
 @overload
@@ -127,6 +127,72 @@ def solve(
     (torch.sparse_csr, torch.Size([7]))
     """
     check_matrix(A)
+    if A.layout == torch.sparse_coo and not A.is_coalesced():
+        A = A.coalesce()  # differentiable; duplicates are summed, as in A's meaning
+    values = SparseValues.apply(A) if A.requires_grad else A.detach().values()
+    return _solve(A.detach(), values, B, backend, method, return_info, on_failure, options)
+
+
+def solve_values(
+    A: torch.Tensor,
+    values: torch.Tensor,
+    B: torch.Tensor,
+    *,
+    backend: str | None = None,
+    method: str | None = None,
+    return_info: bool = False,
+    on_failure: str = "raise",
+    **options: Any,
+) -> torch.Tensor | tuple[torch.Tensor, SolveInfo]:
+    r"""Solve :math:`A X = B` where ``A``'s pattern and its values come separately.
+
+    Same as :func:`solve`, but the values of ``A`` are the dense 1-D tensor
+    ``values`` (in the order of ``A.values()``) and ``A`` only supplies the
+    sparsity pattern. Gradients flow to ``values`` as a dense tensor, so
+    derivatives of any order are exact (torch's sparse constructors lose
+    second derivatives; :func:`solve` raises
+    :class:`~tsgu_core.errors.SecondDerivativeError` there).
+
+    Parameters
+    ----------
+    A : Tensor
+        Coalesced COO or CSR; must not require grad (its values are not used).
+    values : Tensor
+        Shape ``(nnz,)``, with ``A``'s dtype and device.
+    B, backend, method, return_info, on_failure, **options
+        As for :func:`solve`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tsgu_core import solve_values
+    >>> A = torch.tensor([[2.0, 1.0], [0.0, 4.0]], dtype=torch.float64).to_sparse_csr()
+    >>> v = A.values().clone().requires_grad_()
+    >>> b = torch.ones(2, dtype=torch.float64)
+    >>> (g,) = torch.autograd.grad(solve_values(A, v, b, backend="torch").sum(), v, create_graph=True)
+    >>> g.requires_grad  # differentiable again
+    True
+    """
+    check_matrix(A)
+    if A.requires_grad:
+        raise ValueError("A must not require grad in solve_values: its values are not used; detach it")
+    if A.layout == torch.sparse_coo and not A.is_coalesced():
+        raise ValueError("solve_values needs a coalesced COO A (values follow its order): use A.coalesce()")
+    check_values(values, A)
+    return _solve(A.detach(), values, B, backend, method, return_info, on_failure, options)
+
+
+def _solve(
+    A: torch.Tensor,
+    values: torch.Tensor,
+    B: torch.Tensor,
+    backend: str | None,
+    method: str | None,
+    return_info: bool,
+    on_failure: str,
+    options: dict[str, Any],
+) -> torch.Tensor | tuple[torch.Tensor, SolveInfo]:
+    """The shared body of :func:`solve` and :func:`solve_values`; ``A`` is detached."""
     check_rhs(B, A)
     check_on_failure(on_failure)
     selection = select(backend, A.device.type, method)
@@ -134,10 +200,6 @@ def solve(
     spec = chosen.methods[selection.method]
     B2 = B if B.dim() == 2 else B.unsqueeze(-1)
     solve_options, x0 = resolve_options(spec, chosen.name, options, B2)
-
-    if A.layout == torch.sparse_coo and not A.is_coalesced():
-        A = A.coalesce()  # differentiable; duplicates are summed, as in A's meaning
-    values = A.values()
     check_finite(values.detach(), B.detach())
 
     n, k = B2.shape
@@ -145,15 +207,14 @@ def solve(
         X2 = B2 * 0 + values.sum() * 0  # empty, but connected to A and B for autograd
         info = SolveInfo(chosen.name, spec.name, spec.kind, False, None, (), None, True, 0.0)
     else:
-        A_detached = A.detach()
         start = time.perf_counter()
-        state = chosen.prepare(A_detached, spec.name, solve_options)
+        state = chosen.prepare(A, spec.name, solve_options)
         prepared = PreparedSolve(
             backend=chosen,
             spec=spec,
             options=solve_options,
             state=state,
-            pattern=SparsePattern.of(A_detached),
+            pattern=SparsePattern.of(A),
             on_failure=on_failure,
             prepare_time=time.perf_counter() - start,
         )

@@ -31,6 +31,7 @@ __all__ = [
     "check_matrix",
     "check_on_failure",
     "check_rhs",
+    "check_values",
     "default_rtol",
     "resolve_options",
 ]
@@ -114,6 +115,18 @@ def _check_dense(X: Any, name: str, n: int, dtype: torch.dtype, device: torch.de
         raise DeviceMismatchError(
             f"{name} is on {X.device} but A is on {device}; move one with .to(device) — tsgu does not copy silently"
         )
+
+
+def check_values(values: Any, A: torch.Tensor) -> None:
+    """Check a values tensor for ``A``'s pattern: dense, ``(nnz,)``, ``A``'s dtype and device."""
+    nnz = A._nnz()
+    if not isinstance(values, torch.Tensor) or values.layout != torch.strided:
+        raise LayoutError(f"values must be a dense torch tensor, got {type(values).__name__}")
+    if values.shape != (nnz,):
+        raise ShapeError(
+            f"values must have shape ({nnz},) to match A's {nnz} stored entries, got {tuple(values.shape)}"
+        )
+    _check_dense(values, "values", nnz, A.dtype, A.device, f"A's {nnz} stored entries")
 
 
 def check_finite(values: torch.Tensor, B: torch.Tensor) -> None:

@@ -52,7 +52,7 @@ import torch
 
 from tsgu_core.errors import ConvergenceError, ConvergenceWarning, SingularMatrixError, UnknownOptionError
 from tsgu_core.registry import get_entry, list_backends
-from tsgu_core.solve import solve
+from tsgu_core.solve import solve, solve_values
 from tsgu_core.testing.matrices import matrix_for, to_layout
 from tsgu_core.validate import resolve_options
 
@@ -236,7 +236,12 @@ def _check_transpose(case: Case) -> None:
     _assert_close(X_n, torch.linalg.solve(D, B), "plain solve after a transpose solve on the same state", case)
 
 
-def _gradcheck_function(case: Case, spec: Any, A: torch.Tensor):
+def _gradcheck_function(case: Case, spec: Any, A: torch.Tensor, through_values: bool):
+    """``f(p, B)``: a solve whose A is built from parameters ``p`` (symmetric methods: symmetrically).
+
+    With ``through_values`` the values go to :func:`solve_values` (dense, exact to any
+    order: what ``gradgradcheck`` needs); otherwise into a sparse tensor given to :func:`solve`.
+    """
     options = _solve_options(spec.kind, torch.float64, case)
     if spec.assumes == "general":
         params = A.values().clone()
@@ -247,6 +252,8 @@ def _gradcheck_function(case: Case, spec: Any, A: torch.Tensor):
         params, to_values = _symmetric_parameterisation(A)
 
     def function(p: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+        if through_values:
+            return solve_values(A, to_values(p), B, backend=case.backend, method=case.method, **options)
         return solve(_sparse_from_values(A, to_values(p)), B, backend=case.backend, method=case.method, **options)
 
     return params.requires_grad_(), function
@@ -254,7 +261,7 @@ def _gradcheck_function(case: Case, spec: Any, A: torch.Tensor):
 
 def _check_gradcheck(case: Case, second_order: bool = False) -> None:
     spec, _, A, B = _problem(case, N_GRADCHECK)
-    params, function = _gradcheck_function(case, spec, A)
+    params, function = _gradcheck_function(case, spec, A, through_values=second_order)
     B = B.requires_grad_()
     check = torch.autograd.gradgradcheck if second_order else torch.autograd.gradcheck
     assert check(function, (params, B), atol=1e-6, rtol=1e-4), f"{case}: {check.__name__} failed"
