@@ -268,3 +268,15 @@ def test_device_mismatch_is_an_error_not_a_copy():
     A = to_layout(random_nonsymmetric(N, seed=1), "csr").cuda()
     with pytest.raises(errors.DeviceMismatchError, match="does not copy"):
         tsgu_core.solve(A, torch.ones(N, dtype=torch.float64), backend="torch")
+
+
+@pytest.mark.parametrize("layout", ["coo", "csr"])
+def test_solve_values_uses_the_given_values_not_As(layout):
+    D = random_nonsymmetric(N, seed=12)
+    A = to_layout(D, layout)
+    values = A.values() * 2
+    b = torch.randn(N, dtype=torch.float64)
+    x = tsgu_core.solve_values(A, values, b, backend="torch", rtol=1e-13)
+    torch.testing.assert_close(x, torch.linalg.solve(2 * D, b))
+    with pytest.raises(errors.ShapeError, match="stored entries"):
+        tsgu_core.solve_values(A, values[:-1], b, backend="torch")

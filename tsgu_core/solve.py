@@ -179,7 +179,11 @@ def solve_values(
     if A.layout == torch.sparse_coo and not A.is_coalesced():
         raise ValueError("solve_values needs a coalesced COO A (values follow its order): use A.coalesce()")
     check_values(values, A)
-    return _solve(A.detach(), values, B, backend, method, return_info, on_failure, options)
+    if A.layout == torch.sparse_coo:
+        A = torch.sparse_coo_tensor(A._indices(), values.detach(), A.shape, is_coalesced=True, check_invariants=False)
+    else:
+        A = torch.sparse_csr_tensor(A.crow_indices(), A.col_indices(), values.detach(), A.shape, check_invariants=False)
+    return _solve(A, values, B, backend, method, return_info, on_failure, options)
 
 
 def _solve(
