@@ -40,9 +40,11 @@ def _safe(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x == 0, torch.ones_like(x), x)
 
 
-def _cg(op: Operator, precond: Operator, X, R, tol, maxiter: int, active, **_: object):
-    Z = precond(R)
-    P = Z
+def _cg(op: Operator, precond: Operator | None, X, R, tol, maxiter: int, active, **_: object):
+    # In-place updates keep one pass over memory per vector operation; without a
+    # preconditioner Z is R, so ⟨R, Z⟩ is ‖R‖² and one dot product is saved.
+    Z = R if precond is None else precond(R)
+    P = Z.clone()
     rz = _dot(R, Z)
     its = 0
     while its < maxiter:
@@ -50,60 +52,68 @@ def _cg(op: Operator, precond: Operator, X, R, tol, maxiter: int, active, **_: o
         pAp = _dot(P, AP)
         ok = active & (pAp > 0) & torch.isfinite(pAp)  # pAp ≤ 0: A is not SPD along P
         alpha = torch.where(ok, rz / _safe(pAp), 0)
-        X = X + alpha * P
-        R = R - alpha * AP
+        X.addcmul_(P, alpha)
+        R.addcmul_(AP, alpha, value=-1)
         its += 1
-        active = ok & (torch.linalg.vector_norm(R, dim=0) > tol)
+        rr = _dot(R, R)
+        active = ok & (rr > tol**2)
         if not bool(active.any()):
             break
-        Z = precond(R)
-        rz_new = _dot(R, Z)
+        if precond is None:
+            Z, rz_new = R, rr
+        else:
+            Z = precond(R)
+            rz_new = _dot(R, Z)
         beta = torch.where(active, rz_new / _safe(rz), 0)
-        P = Z + beta * P
+        torch.addcmul(Z, P, beta, out=P)  # P = Z + β P in one pass
         rz = rz_new
     return X, its
 
 
-def _bicgstab(op: Operator, precond: Operator, X, R, tol, maxiter: int, active, **_: object):
-    R_hat = R
+def _bicgstab(op: Operator, precond: Operator | None, X, R, tol, maxiter: int, active, **_: object):
+    R_hat = R.clone()
     ones = torch.ones_like(tol)
     rho, alpha, omega = ones, ones, ones
-    P = V = torch.zeros_like(R)
+    P = torch.zeros_like(R)
+    V = torch.zeros_like(R)
     its = 0
     while its < maxiter:
         rho_new = _dot(R_hat, R)
         ok = active & (rho_new != 0) & (omega != 0)
         beta = torch.where(ok, (rho_new / _safe(rho)) * (alpha / _safe(omega)), 0)
-        P = R + beta * (P - omega * V)
-        P_hat = precond(P)
+        P.addcmul_(V, omega, value=-1).mul_(beta).add_(R)  # P = R + β (P − ω V)
+        P_hat = P if precond is None else precond(P)
         V = op(P_hat)
         r_hat_v = _dot(R_hat, V)
         ok = ok & (r_hat_v != 0) & torch.isfinite(r_hat_v)
         alpha = torch.where(ok, rho_new / _safe(r_hat_v), 0)
-        S = R - alpha * V
-        X = X + alpha * P_hat
+        X.addcmul_(P_hat, alpha)
+        R.addcmul_(V, alpha, value=-1)  # R now holds S = R − α V
         its += 1
-        go_on = ok & (torch.linalg.vector_norm(S, dim=0) > tol)
+        go_on = ok & (_dot(R, R) > tol**2)
         if bool(go_on.any()):
-            S_hat = precond(S)
+            S_hat = R if precond is None else precond(R)
             T = op(S_hat)
             tt = _dot(T, T)
-            omega = torch.where(go_on & (tt > 0), _dot(T, S) / _safe(tt), 0)
-            X = X + omega * S_hat
-            R = S - omega * T
-        else:
-            R = S
+            omega = torch.where(go_on & (tt > 0), _dot(T, R) / _safe(tt), 0)
+            X.addcmul_(S_hat, omega)
+            R.addcmul_(T, omega, value=-1)
         rho = rho_new
-        active = go_on & (omega != 0) & (torch.linalg.vector_norm(R, dim=0) > tol)
+        active = go_on & (omega != 0) & (_dot(R, R) > tol**2)
         if not bool(active.any()):
             break
     return X, its
 
 
-def _minres(op: Operator, precond: Operator, X, R, tol, maxiter: int, active, **_: object):
+def _identity(R: torch.Tensor) -> torch.Tensor:
+    return R
+
+
+def _minres(op: Operator, precond: Operator | None, X, R, tol, maxiter: int, active, **_: object):
     # Paige & Saunders' MINRES, with the scalars of the Lanczos process and of the
     # Givens rotations kept per column. ``phibar`` estimates the residual in the
     # M⁻¹-norm; the stopping test scales ``tol`` by the same factor at the start.
+    precond = precond or _identity
     zeros = torch.zeros_like(tol)
     r1 = R
     y = precond(R)
@@ -144,11 +154,12 @@ def _minres(op: Operator, precond: Operator, X, R, tol, maxiter: int, active, **
     return X, its
 
 
-def _gmres(op: Operator, precond: Operator, X, R, tol, maxiter: int, active, restart: int = 20, **_: object):
+def _gmres(op: Operator, precond: Operator | None, X, R, tol, maxiter: int, active, restart: int = 20, **_: object):
     # One cycle of right-preconditioned GMRES(m), per column: Arnoldi with
     # classical Gram-Schmidt applied twice (batched over columns), Givens
     # rotations giving each column's residual norm at every step, and a
     # batched triangular solve in which each column uses only its own steps.
+    precond = precond or _identity
     n, k = R.shape
     m = max(1, min(restart, maxiter, n))
     beta = torch.linalg.vector_norm(R, dim=0)
@@ -232,9 +243,8 @@ def krylov_solve(
     ``maxiter`` iterations are spent, or when a pass makes no progress.
     """
     step = METHODS[method]
-    apply_m = precond if precond is not None else (lambda R: R)
     tol = torch.clamp(rtol * torch.linalg.vector_norm(B, dim=0), min=atol)
-    X = torch.zeros_like(B) if x0 is None else x0.clone()
+    X = torch.zeros_like(B) if x0 is None else x0.clone()  # updated in place by the methods
     used = 0
     previous: torch.Tensor | None = None
     message = ""
@@ -254,7 +264,7 @@ def krylov_solve(
             message = f"stagnated after {used} iterations (a restart from the true residual made no progress)"
             break
         previous = r_norm
-        X, its = step(op, apply_m, X, R, tol, maxiter - used, active, restart=restart)
+        X, its = step(op, precond, X, R, tol, maxiter - used, active, restart=restart)
         used += its
         if its == 0:
             message = "broke down immediately"
