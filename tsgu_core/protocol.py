@@ -186,11 +186,20 @@ class SolverBackend(Protocol):
         jax 20.
     """
 
-    name: str
-    device_types: tuple[str, ...]
-    methods: Mapping[str, MethodSpec]
-    default_method: str
-    priority: int
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def device_types(self) -> tuple[str, ...]: ...
+
+    @property
+    def methods(self) -> Mapping[str, MethodSpec]: ...
+
+    @property
+    def default_method(self) -> str: ...
+
+    @property
+    def priority(self) -> int: ...
 
     def is_available(self, device_type: str) -> Availability:
         """Whether the backend can run on ``device_type`` now; never raises."""

@@ -133,6 +133,34 @@ def solve(
     return _solve(A.detach(), values, B, backend, method, return_info, on_failure, options)
 
 
+@overload
+def solve_values(
+    A: torch.Tensor,
+    values: torch.Tensor,
+    B: torch.Tensor,
+    *,
+    backend: str | None = ...,
+    method: str | None = ...,
+    return_info: Literal[False] = ...,
+    on_failure: str = ...,
+    **options: Any,
+) -> torch.Tensor: ...
+
+
+@overload
+def solve_values(
+    A: torch.Tensor,
+    values: torch.Tensor,
+    B: torch.Tensor,
+    *,
+    backend: str | None = ...,
+    method: str | None = ...,
+    return_info: Literal[True],
+    on_failure: str = ...,
+    **options: Any,
+) -> tuple[torch.Tensor, SolveInfo]: ...
+
+
 def solve_values(
     A: torch.Tensor,
     values: torch.Tensor,

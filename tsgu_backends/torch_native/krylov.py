@@ -212,7 +212,12 @@ def _gmres(op: Operator, precond: Operator | None, X, R, tol, maxiter: int, acti
     return X, its
 
 
-METHODS = {"cg": _cg, "bicgstab": _bicgstab, "minres": _minres, "gmres": _gmres}
+METHODS: dict[str, Callable[..., tuple[torch.Tensor, int]]] = {
+    "cg": _cg,
+    "bicgstab": _bicgstab,
+    "minres": _minres,
+    "gmres": _gmres,
+}
 
 
 @dataclass(frozen=True)

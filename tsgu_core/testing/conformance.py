@@ -171,8 +171,12 @@ def _problem(case: Case, n: int) -> tuple[Any, torch.Tensor, torch.Tensor, torch
     return spec, D, to_layout(D.cpu(), case.layout).to(case.device), B
 
 
-def _assert_close(actual: torch.Tensor, expected: torch.Tensor, what: str, case: Case) -> None:
-    torch.testing.assert_close(actual, expected, **_tolerance(actual.dtype), msg=lambda m: f"{case}: {what}: {m}")
+def _assert_close(actual: torch.Tensor | None, expected: torch.Tensor | None, what: str, case: Case) -> None:
+    assert actual is not None and expected is not None, f"{case}: {what}: a gradient is missing"
+    tolerance = _tolerance(actual.dtype)
+    torch.testing.assert_close(
+        actual, expected, rtol=tolerance["rtol"], atol=tolerance["atol"], msg=lambda m: f"{case}: {what}: {m}"
+    )
 
 
 def _sparse_from_values(template: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -222,6 +226,7 @@ def _check_reference(case: Case) -> None:
     )
     grad_dense = A.grad.to_dense()
     pattern = A.detach().to_dense() != 0
+    assert D_ref.grad is not None
     _assert_close(grad_dense, D_ref.grad * pattern, "gradient of A at the stored entries", case)
 
 
@@ -243,6 +248,7 @@ def _gradcheck_function(case: Case, spec: Any, A: torch.Tensor, through_values: 
     order: what ``gradgradcheck`` needs); otherwise into a sparse tensor given to :func:`solve`.
     """
     options = _solve_options(spec.kind, torch.float64, case)
+    to_values: Callable[[torch.Tensor], torch.Tensor]
     if spec.assumes == "general":
         params = A.values().clone()
 
