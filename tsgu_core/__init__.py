@@ -21,12 +21,14 @@ from tsgu_core.errors import (
     ShapeError,
     SingularMatrixError,
     SolveFailedError,
+    StaleFactorizationError,
     TsguError,
     UnknownBackendError,
     UnknownMethodError,
     UnknownOptionError,
     UnsupportedDeviceError,
 )
+from tsgu_core.factorize import Factorization, factorize
 from tsgu_core.hookspecs import hookimpl, hookspec
 from tsgu_core.info import SolveInfo
 from tsgu_core.protocol import (
@@ -63,6 +65,7 @@ __all__ = [
     "ConvergenceWarning",
     "DeviceMismatchError",
     "DtypeMismatchError",
+    "Factorization",
     "LayoutError",
     "MethodSpec",
     "NonFiniteError",
@@ -76,12 +79,14 @@ __all__ = [
     "SolveOptions",
     "SolverBackend",
     "SparseSolveFunction",
+    "StaleFactorizationError",
     "TsguError",
     "UnknownBackendError",
     "UnknownMethodError",
     "UnknownOptionError",
     "UnsupportedDeviceError",
     "explain",
+    "factorize",
     "get_backend",
     "get_entry",
     "hookimpl",

@@ -30,15 +30,22 @@ from tsgu_core.info import SolveInfo
 from tsgu_core.pattern import SparsePattern
 from tsgu_core.protocol import MethodSpec, SolveOptions, SolverBackend
 
-__all__ = ["PreparedSolve", "SparseSolveFunction", "SparseValues"]
+__all__ = ["InfoSink", "PreparedSolve", "SparseSolveFunction", "SparseValues"]
+
+
+@dataclass
+class InfoSink:
+    """Receives the :class:`SolveInfo` of one forward solve (and, later, of its backward)."""
+
+    info: SolveInfo | None = None
 
 
 @dataclass
 class PreparedSolve:
     """A backend's prepared state for one ``A``, with everything the Function needs.
 
-    ``infos`` collects the :class:`SolveInfo` of every solve run with this
-    state, in order (forward first, then backward transpose solves).
+    The same prepared state serves the forward solve, the backward's transpose
+    solve and, through :func:`tsgu_core.factorize`, any number of further solves.
     """
 
     backend: SolverBackend
@@ -48,9 +55,11 @@ class PreparedSolve:
     pattern: SparsePattern
     on_failure: str
     prepare_time: float = 0.0
-    infos: list[SolveInfo] = field(default_factory=list)
+    _prepare_time_reported: bool = field(default=False, repr=False)
 
-    def run(self, values: torch.Tensor, B: torch.Tensor, transpose: bool, x0: torch.Tensor | None) -> torch.Tensor:
+    def run(
+        self, values: torch.Tensor, B: torch.Tensor, transpose: bool, x0: torch.Tensor | None
+    ) -> tuple[torch.Tensor, SolveInfo]:
         """One backend solve followed by the core's residual check."""
         start = time.perf_counter()
         X, report = self.backend.solve(self.state, B, transpose=transpose, x0=x0)
@@ -61,8 +70,9 @@ class PreparedSolve:
                 f"backend {self.backend.name!r} returned {got} for B of {tuple(B.shape)} {B.dtype} on {B.device}; "
                 "solve() must return X shaped like B, with its dtype and device"
             )
-        if not self.infos:
+        if not self._prepare_time_reported:
             elapsed += self.prepare_time
+            self._prepare_time_reported = True
         info = assess(
             pattern=self.pattern,
             values=values,
@@ -76,16 +86,15 @@ class PreparedSolve:
             on_failure=self.on_failure,
             wall_time=elapsed,
         )
-        if self.infos and transpose:
-            self.infos[0].backward = info
-        self.infos.append(info)
-        return X
+        return X, info
 
 
 class SparseSolveFunction(torch.autograd.Function):
     """``X = op(A)⁻¹ B`` on ``A``'s values; see the module docstring for the math.
 
-    ``apply(values, B, prepared, transpose, x0)`` with ``B`` of shape ``(n, k)``.
+    ``apply(values, B, prepared, transpose, x0, sink)`` with ``B`` of shape
+    ``(n, k)``; the forward's :class:`SolveInfo` goes to ``sink.info`` and the
+    backward's transpose solve to ``sink.info.backward``.
     """
 
     @staticmethod
@@ -95,14 +104,17 @@ class SparseSolveFunction(torch.autograd.Function):
         prepared: PreparedSolve,
         transpose: bool,
         x0: torch.Tensor | None,
+        sink: InfoSink,
     ) -> torch.Tensor:
-        return prepared.run(values.detach(), B.detach().contiguous(), transpose, x0)
+        X, sink.info = prepared.run(values.detach(), B.detach().contiguous(), transpose, x0)
+        return X
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
-        values, _, prepared, transpose, _ = inputs
+        values, _, prepared, transpose, _, sink = inputs
         ctx.prepared = prepared
         ctx.transpose = transpose
+        ctx.sink = sink
         ctx.save_for_backward(values, output)
 
     @staticmethod
@@ -110,14 +122,17 @@ class SparseSolveFunction(torch.autograd.Function):
         values, X = ctx.saved_tensors
         need_values, need_B = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if not (need_values or need_B):
-            return None, None, None, None, None
+            return None, None, None, None, None, None
         prepared: PreparedSolve = ctx.prepared
-        S = SparseSolveFunction.apply(values, G, prepared, not ctx.transpose, None)
+        inner = InfoSink()
+        S = SparseSolveFunction.apply(values, G, prepared, not ctx.transpose, None, inner)
+        if ctx.sink.info is not None:
+            ctx.sink.info.backward = inner.info
         grad_values = None
         if need_values:
             pattern = prepared.pattern
             grad_values = -(pattern.outer_at_entries(X, S) if ctx.transpose else pattern.outer_at_entries(S, X))
-        return grad_values, (S if need_B else None), None, None, None
+        return grad_values, (S if need_B else None), None, None, None, None
 
 
 class SparseValues(torch.autograd.Function):

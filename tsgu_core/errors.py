@@ -26,6 +26,7 @@ __all__ = [
     "ShapeError",
     "SingularMatrixError",
     "SolveFailedError",
+    "StaleFactorizationError",
     "TsguError",
     "UnknownBackendError",
     "UnknownMethodError",
@@ -152,6 +153,10 @@ class PluginLoadError(TsguError, ImportError):
 
 class SecondDerivativeError(TsguError, RuntimeError):
     """A higher derivative was asked for along a path where torch would silently drop it."""
+
+
+class StaleFactorizationError(TsguError, RuntimeError):
+    """``A`` changed after :func:`tsgu_core.factorize`; its handle no longer describes it."""
 
 
 class SolveFailedError(TsguError, RuntimeError):

@@ -7,7 +7,7 @@ from typing import Any, Literal, overload
 
 import torch
 
-from tsgu_core.autograd import PreparedSolve, SparseSolveFunction, SparseValues
+from tsgu_core.autograd import InfoSink, PreparedSolve, SparseSolveFunction, SparseValues
 from tsgu_core.info import SolveInfo
 from tsgu_core.pattern import SparsePattern
 from tsgu_core.select import select
@@ -232,7 +232,7 @@ def _solve(
     spec = chosen.methods[selection.method]
     B2 = B if B.dim() == 2 else B.unsqueeze(-1)
     solve_options, x0 = resolve_options(spec, chosen.name, options, B2)
-    check_finite(values.detach(), B.detach())
+    check_finite(A=values.detach(), B=B.detach())
 
     n, k = B2.shape
     if n == 0 or k == 0:
@@ -250,7 +250,9 @@ def _solve(
             on_failure=on_failure,
             prepare_time=time.perf_counter() - start,
         )
-        X2 = SparseSolveFunction.apply(values, B2, prepared, False, x0)
-        info = prepared.infos[0]
+        sink = InfoSink()
+        X2 = SparseSolveFunction.apply(values, B2, prepared, False, x0, sink)
+        assert sink.info is not None
+        info = sink.info
     X = X2 if B.dim() == 2 else X2.squeeze(-1)
     return (X, info) if return_info else X

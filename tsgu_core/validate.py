@@ -32,7 +32,9 @@ __all__ = [
     "check_on_failure",
     "check_rhs",
     "check_values",
+    "check_x0",
     "default_rtol",
+    "resolve_method_options",
     "resolve_options",
 ]
 
@@ -129,9 +131,9 @@ def check_values(values: Any, A: torch.Tensor) -> None:
     _check_dense(values, "values", nnz, A.dtype, A.device, f"A's {nnz} stored entries")
 
 
-def check_finite(values: torch.Tensor, B: torch.Tensor) -> None:
-    """Raise :class:`NonFiniteError` if ``A``'s values or ``B`` hold NaN or infinity."""
-    for label, tensor in (("A", values), ("B", B)):
+def check_finite(**tensors: torch.Tensor) -> None:
+    """Raise :class:`NonFiniteError` if a tensor holds NaN or infinity (``check_finite(A=values, B=B)``)."""
+    for label, tensor in tensors.items():
         finite = torch.isfinite(tensor)
         if not bool(finite.all()):
             bad = int((~finite).sum())
@@ -157,29 +159,14 @@ def _number(name: str, value: Any, *, integer: bool = False) -> float:
     return value
 
 
-def resolve_options(
+def resolve_method_options(
     spec: MethodSpec,
     backend_name: str,
     options: Mapping[str, Any],
-    B2: torch.Tensor,
-) -> tuple[SolveOptions, torch.Tensor | None]:
-    """Check ``options`` against ``spec`` and resolve the common defaults.
-
-    Parameters
-    ----------
-    spec : MethodSpec
-        The chosen method.
-    backend_name : str
-        For messages.
-    options : mapping
-        What the user passed as ``**options``.
-    B2 : Tensor
-        The right-hand side as ``(n, k)``, to check ``x0`` against.
-
-    Returns
-    -------
-    (SolveOptions, Tensor or None)
-        The options for ``prepare`` and ``x0`` reshaped to ``(n, k)``.
+    n: int,
+    dtype: torch.dtype,
+) -> SolveOptions:
+    """Check ``options`` (without ``x0``) against ``spec`` and resolve the common defaults.
 
     Raises
     ------
@@ -198,15 +185,46 @@ def resolve_options(
         )
     extra = {key: value for key, value in options.items() if key not in COMMON_ITERATIVE_OPTIONS}
     if spec.kind == "direct":
-        return SolveOptions(extra=extra), None
-    n = B2.shape[0]
-    rtol = _number("rtol", options.get("rtol", default_rtol(B2.dtype)))
+        return SolveOptions(extra=extra)
+    rtol = _number("rtol", options.get("rtol", default_rtol(dtype)))
     atol = _number("atol", options.get("atol", 0.0))
     maxiter = int(_number("maxiter", options.get("maxiter", max(10 * n, 1)), integer=True))
+    return SolveOptions(rtol=float(rtol), atol=float(atol), maxiter=maxiter, extra=extra)
+
+
+def check_x0(x0: Any, B2: torch.Tensor) -> torch.Tensor:
+    """Check an initial guess against ``B`` (as ``(n, k)``) and return it detached, as ``(n, k)``."""
+    n = B2.shape[0]
+    _check_dense(x0, "x0", n, B2.dtype, B2.device, f"B with {B2.shape[1]} column(s)")
+    if x0.numel() != B2.numel():
+        raise ShapeError(f"x0 must have B's shape, got {tuple(x0.shape)} for B with {B2.shape[1]} column(s)")
+    return x0.detach().reshape(B2.shape)
+
+
+def resolve_options(
+    spec: MethodSpec,
+    backend_name: str,
+    options: Mapping[str, Any],
+    B2: torch.Tensor,
+) -> tuple[SolveOptions, torch.Tensor | None]:
+    """Check ``options`` against ``spec``, resolve the defaults, and check ``x0`` against ``B2``.
+
+    Parameters
+    ----------
+    spec : MethodSpec
+        The chosen method.
+    backend_name : str
+        For messages.
+    options : mapping
+        What the user passed as ``**options``.
+    B2 : Tensor
+        The right-hand side as ``(n, k)``, to check ``x0`` against.
+
+    Returns
+    -------
+    (SolveOptions, Tensor or None)
+        The options for ``prepare`` and ``x0`` reshaped to ``(n, k)``.
+    """
+    solve_options = resolve_method_options(spec, backend_name, options, B2.shape[0], B2.dtype)
     x0 = options.get("x0")
-    if x0 is not None:
-        _check_dense(x0, "x0", n, B2.dtype, B2.device, f"B with {B2.shape[1]} column(s)")
-        if x0.numel() != B2.numel():
-            raise ShapeError(f"x0 must have B's shape, got {tuple(x0.shape)} for B with {B2.shape[1]} column(s)")
-        x0 = x0.detach().reshape(B2.shape)
-    return SolveOptions(rtol=float(rtol), atol=float(atol), maxiter=maxiter, extra=extra), x0
+    return solve_options, (None if x0 is None else check_x0(x0, B2))

@@ -1,0 +1,201 @@
+"""Factorise once, solve many times: :func:`factorize` and its :class:`Factorization` handle."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from tsgu_core.autograd import InfoSink, PreparedSolve, SparseSolveFunction, SparseValues
+from tsgu_core.errors import StaleFactorizationError
+from tsgu_core.info import SolveInfo
+from tsgu_core.pattern import SparsePattern
+from tsgu_core.select import Selection, select
+from tsgu_core.validate import (
+    check_finite,
+    check_matrix,
+    check_on_failure,
+    check_rhs,
+    check_x0,
+    resolve_method_options,
+)
+
+__all__ = ["Factorization", "factorize"]
+
+
+def _raw_parts(A: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The tensors that define ``A`` exactly as stored (uncoalesced COO included)."""
+    if A.layout == torch.sparse_coo:
+        return A._indices(), A._values()
+    return A.crow_indices(), A.col_indices(), A.values()
+
+
+class Factorization:
+    """``A`` prepared once by a backend; each :meth:`solve` reuses it, forward and backward.
+
+    Made by :func:`factorize`. A direct method factorises once; an iterative
+    method converts ``A`` and builds its preconditioner once. Every
+    :meth:`solve` is differentiable with respect to ``B`` and to ``A``'s values
+    (exactly as :func:`tsgu_core.solve`), and its backward pass reuses the same
+    prepared state. Before every solve the handle checks that ``A`` still holds
+    the values and pattern it was prepared with, and raises
+    :class:`~tsgu_core.errors.StaleFactorizationError` if not.
+
+    Attributes
+    ----------
+    selection : Selection
+        The backend and method, and why.
+    prepare_time : float
+        Seconds the backend spent in ``prepare``.
+    """
+
+    def __init__(self, A: torch.Tensor, selection: Selection, prepared: PreparedSolve | None):
+        self._source = A
+        self._snapshot = tuple(part.detach().clone() for part in _raw_parts(A))
+        self.selection = selection
+        self._prepared = prepared
+        self.prepare_time = prepared.prepare_time if prepared is not None else 0.0
+
+    @property
+    def backend(self) -> str:
+        return self.selection.backend
+
+    @property
+    def method(self) -> str:
+        return self.selection.method
+
+    def __repr__(self) -> str:
+        n = self._source.shape[0]
+        return f"Factorization(n={n}, backend={self.backend!r}, method={self.method!r})"
+
+    def _check_unchanged(self) -> None:
+        current = _raw_parts(self._source)
+        same = len(current) == len(self._snapshot) and all(
+            now.shape == then.shape and torch.equal(now.detach(), then)
+            for now, then in zip(current, self._snapshot, strict=True)
+        )
+        if not same:
+            raise StaleFactorizationError(
+                "A changed after factorize(A) (its values or pattern differ from when it was prepared); "
+                "the handle would solve with the old A. Call tsgu_core.factorize(A) again."
+            )
+
+    def solve(
+        self,
+        B: torch.Tensor,
+        *,
+        transpose: bool = False,
+        x0: torch.Tensor | None = None,
+        return_info: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, SolveInfo]:
+        """Solve ``A X = B`` (or ``Aᵀ X = B``) with the prepared ``A``.
+
+        Parameters
+        ----------
+        B : Tensor
+            ``(n,)`` or ``(n, k)``, with ``A``'s dtype and device.
+        transpose : bool
+            Solve with ``Aᵀ`` instead (gradients are exact either way).
+        x0 : Tensor, optional
+            Initial guess (iterative methods only), shaped like ``B``.
+        return_info : bool
+            Also return the :class:`SolveInfo`.
+
+        Raises
+        ------
+        StaleFactorizationError
+            If ``A`` changed since :func:`factorize`.
+        """
+        self._check_unchanged()
+        A = self._source
+        check_rhs(B, A)
+        check_finite(B=B.detach())
+        B2 = B if B.dim() == 2 else B.unsqueeze(-1)
+        spec = self.selection.entry.backend.methods[self.method]
+        if x0 is not None and spec.kind == "direct":
+            raise TypeError(f"x0 is an option of iterative methods; {self.method!r} is direct")
+        x0_checked = None if x0 is None else check_x0(x0, B2)
+        source = A.coalesce() if A.layout == torch.sparse_coo and not A.is_coalesced() else A
+        values = SparseValues.apply(source) if source.requires_grad else source.detach().values()
+        if self._prepared is None or B2.shape[1] == 0:
+            X2 = B2 * 0 + values.sum() * 0
+            info = SolveInfo(self.backend, self.method, spec.kind, transpose, None, (), None, True, 0.0)
+        else:
+            sink = InfoSink()
+            X2 = SparseSolveFunction.apply(values, B2, self._prepared, transpose, x0_checked, sink)
+            assert sink.info is not None
+            info = sink.info
+        X = X2 if B.dim() == 2 else X2.squeeze(-1)
+        return (X, info) if return_info else X
+
+
+def factorize(
+    A: torch.Tensor,
+    *,
+    backend: str | None = None,
+    method: str | None = None,
+    on_failure: str = "raise",
+    **options: Any,
+) -> Factorization:
+    r"""Prepare ``A`` once (factorise, convert, precondition) for many differentiable solves.
+
+    ``factorize(A).solve(B)`` equals ``solve(A, B)`` — same selection, options,
+    convergence policy and gradients — but the backend's ``prepare`` (a
+    factorisation for direct methods) runs once for all solves and their
+    backward passes.
+
+    Parameters
+    ----------
+    A : Tensor
+        Sparse COO or CSR, ``(n, n)``. It may require grad: each solve's
+        backward adds to ``A.grad``.
+    backend, method, on_failure, **options
+        As for :func:`tsgu_core.solve`, except ``x0``, which belongs to
+        :meth:`Factorization.solve`.
+
+    Returns
+    -------
+    Factorization
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tsgu_core import factorize
+    >>> from tsgu_core.testing import DenseBackend, random_nonsymmetric
+    >>> A = random_nonsymmetric(5, seed=0).to_sparse_csr().requires_grad_()
+    >>> handle = factorize(A, backend="torch", method="gmres", rtol=1e-12)
+    >>> xs = [handle.solve(torch.eye(5, dtype=torch.float64)[:, j]) for j in range(5)]
+    >>> torch.allclose(torch.stack(xs, 1), torch.linalg.inv(A.detach().to_dense()))
+    True
+    >>> sum(x.sum() for x in xs).backward()  # every solve's gradient reaches A
+    >>> A.grad.layout
+    torch.sparse_csr
+    """
+    check_matrix(A)
+    check_on_failure(on_failure)
+    if "x0" in options:
+        raise TypeError("x0 is an initial guess for one solve: pass it to handle.solve(B, x0=...), not factorize()")
+    selection = select(backend, A.device.type, method)
+    chosen = selection.entry.backend
+    spec = chosen.methods[selection.method]
+    n = A.shape[0]
+    solve_options = resolve_method_options(spec, chosen.name, options, n, A.dtype)
+    detached = A.detach()
+    if detached.layout == torch.sparse_coo and not detached.is_coalesced():
+        detached = detached.coalesce()
+    check_finite(A=detached.values())
+    if n == 0:
+        return Factorization(A, selection, None)
+    start = time.perf_counter()
+    state = chosen.prepare(detached, spec.name, solve_options)
+    prepared = PreparedSolve(
+        backend=chosen,
+        spec=spec,
+        options=solve_options,
+        state=state,
+        pattern=SparsePattern.of(detached),
+        on_failure=on_failure,
+        prepare_time=time.perf_counter() - start,
+    )
+    return Factorization(A, selection, prepared)
