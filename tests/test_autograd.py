@@ -233,10 +233,11 @@ def test_forward_policy_raise_warn_ignore(register):
 
 def test_info_reports_true_residuals():
     A = to_layout(random_nonsymmetric(N, seed=1), "csr")
-    B = torch.randn(N, 3, dtype=torch.float64)
+    B = torch.randn(N, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     X, info = tsgu_core.solve(A, B, backend="torch", method="bicgstab", rtol=1e-9, return_info=True)
     true = (B - A.to_dense() @ X).norm(dim=0) / B.norm(dim=0)
-    torch.testing.assert_close(torch.tensor(info.residuals, dtype=torch.float64), true, rtol=1e-6, atol=1e-18)
+    # two summation orders of a residual near 1e-10 agree to a few digits, not to machine precision
+    torch.testing.assert_close(torch.tensor(info.residuals, dtype=torch.float64), true, rtol=1e-3, atol=1e-15)
     assert info.converged and info.iterations > 0 and info.wall_time > 0
     assert (info.backend, info.method, info.kind, info.transpose) == ("torch", "bicgstab", "iterative", False)
     assert info.thresholds == pytest.approx((1e-9,) * 3)

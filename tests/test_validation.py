@@ -44,7 +44,7 @@ def counting_backend():
         (lambda D: D[:, :4].to_sparse_csr(), errors.ShapeError, "square"),
         (lambda D: D.to(torch.float16).to_sparse_csr(), errors.DtypeMismatchError, "float64"),
         (lambda D: D.to(torch.complex128).to_sparse_csr(), errors.DtypeMismatchError, "float64"),
-        (lambda D: torch.stack([D, D]).to_sparse(), errors.ShapeError, "2-D"),
+        (lambda D: torch.stack([D, D]).unsqueeze(0).to_sparse(), errors.ShapeError, "2-D"),
         (lambda D: "not a tensor", errors.LayoutError, "sparse"),
     ],
 )

@@ -28,7 +28,7 @@ from tsgu_core.convergence import assess
 from tsgu_core.errors import BackendContractError, SecondDerivativeError
 from tsgu_core.info import SolveInfo
 from tsgu_core.pattern import SparsePattern
-from tsgu_core.protocol import MethodSpec, SolveOptions, SolverBackend
+from tsgu_core.protocol import BackendReport, MethodSpec, SolveOptions, SolverBackend
 
 __all__ = ["InfoSink", "PreparedSolve", "SparseSolveFunction", "SparseValues"]
 
@@ -55,14 +55,63 @@ class PreparedSolve:
     pattern: SparsePattern
     on_failure: str
     prepare_time: float = 0.0
+    member_states: list[Any] | None = None
     _prepare_time_reported: bool = field(default=False, repr=False)
+
+    @classmethod
+    def of(
+        cls, backend: SolverBackend, spec: MethodSpec, A: torch.Tensor, options: SolveOptions, on_failure: str
+    ) -> PreparedSolve:
+        """Prepare ``A`` (detached; a batch is a shared-pattern CSR ``(b, n, n)``) with ``backend``.
+
+        A batch goes to ``prepare`` whole when the method is ``batched``, else
+        member by member.
+        """
+        start = time.perf_counter()
+        members = None
+        if A.dim() == 3:
+            crow, col = A.crow_indices()[0], A.col_indices()[0]
+            n = A.shape[-1]
+
+            def member(values: torch.Tensor) -> torch.Tensor:
+                return torch.sparse_csr_tensor(crow, col, values, (n, n), check_invariants=False)
+
+            pattern = SparsePattern.of(member(A.values()[0]))
+            if spec.batched:
+                state = backend.prepare(A, spec.name, options)
+            else:
+                state = None
+                members = [backend.prepare(member(values), spec.name, options) for values in A.values()]
+        else:
+            pattern = SparsePattern.of(A)
+            state = backend.prepare(A, spec.name, options)
+        return cls(backend, spec, options, state, pattern, on_failure, time.perf_counter() - start, members)
+
+    def _backend_solve(
+        self, B: torch.Tensor, transpose: bool, x0: torch.Tensor | None
+    ) -> tuple[torch.Tensor, BackendReport]:
+        if self.member_states is None:
+            return self.backend.solve(self.state, B, transpose=transpose, x0=x0)
+        results = [
+            self.backend.solve(state, B[i], transpose=transpose, x0=None if x0 is None else x0[i])
+            for i, state in enumerate(self.member_states)
+        ]
+        reports = [report for _, report in results]
+        iterations = [r.iterations for r in reports if r.iterations is not None]
+        verdicts = [r.converged for r in reports]
+        report = BackendReport(
+            iterations=max(iterations) if iterations else None,
+            converged=None if None in verdicts else all(verdicts),
+            message="; ".join(sorted({r.message for r in reports if r.message})),
+        )
+        return torch.stack([X for X, _ in results]), report
 
     def run(
         self, values: torch.Tensor, B: torch.Tensor, transpose: bool, x0: torch.Tensor | None
     ) -> tuple[torch.Tensor, SolveInfo]:
         """One backend solve followed by the core's residual check."""
         start = time.perf_counter()
-        X, report = self.backend.solve(self.state, B, transpose=transpose, x0=x0)
+        X, report = self._backend_solve(B, transpose, x0)
         elapsed = time.perf_counter() - start
         if not isinstance(X, torch.Tensor) or X.shape != B.shape or X.dtype != B.dtype or X.device != B.device:
             got = f"{tuple(X.shape)} {X.dtype} on {X.device}" if isinstance(X, torch.Tensor) else type(X).__name__
@@ -93,8 +142,9 @@ class SparseSolveFunction(torch.autograd.Function):
     """``X = op(A)⁻¹ B`` on ``A``'s values; see the module docstring for the math.
 
     ``apply(values, B, prepared, transpose, x0, sink)`` with ``B`` of shape
-    ``(n, k)``; the forward's :class:`SolveInfo` goes to ``sink.info`` and the
-    backward's transpose solve to ``sink.info.backward``.
+    ``(n, k)`` (or ``(b, n, k)`` with ``values`` ``(b, nnz)`` for a batch);
+    the forward's :class:`SolveInfo` goes to ``sink.info`` and the backward's
+    transpose solve to ``sink.info.backward``.
     """
 
     @staticmethod

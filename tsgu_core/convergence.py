@@ -64,12 +64,18 @@ def assess(
     """
     with torch.no_grad():
         residual = B - pattern.matmul(values, X, transpose=transpose)
-        r_norm = torch.linalg.vector_norm(residual, dim=0)
-        b_norm = torch.linalg.vector_norm(B, dim=0)
+        r_norm = torch.linalg.vector_norm(residual, dim=-2).reshape(-1)  # batch members' columns in order
+        b_norm = torch.linalg.vector_norm(B, dim=-2).reshape(-1)
         relative = torch.where(b_norm > 0, r_norm / torch.where(b_norm > 0, b_norm, 1), r_norm)
         finite = bool(torch.isfinite(X).all())
         residuals = tuple(float(r) for r in relative.cpu())
     which = "transpose solve (backward pass)" if transpose else "solve"
+    batch = B.shape[0] if B.dim() == 3 else None
+    columns = B.shape[-1]
+
+    def label(j: int) -> str:
+        return f"member {j // columns} column {j % columns}" if batch is not None else f"column {j}"
+
     if spec.kind == "direct":
         if not finite:
             raise SingularMatrixError(
@@ -77,7 +83,7 @@ def assess(
                 "so A is singular (or numerically so); check A for empty rows/columns or dependent rows"
             )
         return SolveInfo(
-            backend, spec.name, "direct", transpose, None, residuals, None, True, wall_time, report.message
+            backend, spec.name, "direct", transpose, None, residuals, None, True, wall_time, report.message, batch
         )
 
     assert options.rtol is not None and options.atol is not None
@@ -99,10 +105,11 @@ def assess(
         not failed and finite,
         wall_time,
         report.message,
+        batch,
     )
     if info.converged or on_failure == "ignore":
         return info
-    shown = ", ".join(f"column {j}: {residuals[j]:.3g} > {thresholds[j]:.3g}" for j in failed[:5])
+    shown = ", ".join(f"{label(j)}: {residuals[j]:.3g} > {thresholds[j]:.3g}" for j in failed[:5])
     more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
     message = (
         f"backend {backend!r}, method {spec.name!r}: the {which} did not converge after "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import torch
@@ -10,7 +9,6 @@ import torch
 from tsgu_core.autograd import InfoSink, PreparedSolve, SparseSolveFunction, SparseValues
 from tsgu_core.errors import StaleFactorizationError
 from tsgu_core.info import SolveInfo
-from tsgu_core.pattern import SparsePattern
 from tsgu_core.select import Selection, select
 from tsgu_core.validate import (
     check_finite,
@@ -187,15 +185,4 @@ def factorize(
     check_finite(A=detached.values())
     if n == 0:
         return Factorization(A, selection, None)
-    start = time.perf_counter()
-    state = chosen.prepare(detached, spec.name, solve_options)
-    prepared = PreparedSolve(
-        backend=chosen,
-        spec=spec,
-        options=solve_options,
-        state=state,
-        pattern=SparsePattern.of(detached),
-        on_failure=on_failure,
-        prepare_time=time.perf_counter() - start,
-    )
-    return Factorization(A, selection, prepared)
+    return Factorization(A, selection, PreparedSolve.of(chosen, spec, detached, solve_options, on_failure))

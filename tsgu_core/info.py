@@ -25,6 +25,7 @@ class SolveInfo:
     residuals : tuple of float
         True relative residual ``‖b_j − A x_j‖ / ‖b_j‖`` of every column ``j``
         (absolute where ``b_j = 0``), computed by the core, not the backend.
+        For a batch, member by member (``b·k`` values).
     thresholds : tuple of float or None
         The relative residual each column had to reach,
         ``max(rtol, atol / ‖b_j‖)``; ``None`` for direct methods.
@@ -34,6 +35,8 @@ class SolveInfo:
         Seconds spent in the backend (``prepare`` and ``solve``).
     message : str
         The backend's own remark, if any.
+    batch : int or None
+        The number of batch members for a batched solve.
     backward : SolveInfo or None
         Filled in when the backward pass runs its transpose solve.
     """
@@ -48,6 +51,7 @@ class SolveInfo:
     converged: bool
     wall_time: float
     message: str = ""
+    batch: int | None = None
     backward: SolveInfo | None = None
 
     @property

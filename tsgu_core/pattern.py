@@ -48,11 +48,16 @@ class SparsePattern:
         return cls(row, A.col_indices().to(torch.int64), A.shape[0])
 
     def matmul(self, values: torch.Tensor, X: torch.Tensor, *, transpose: bool = False) -> torch.Tensor:
-        """``A @ X`` (or ``Aᵀ @ X``) for ``X`` of shape ``(n, k)``."""
+        """``A @ X`` (or ``Aᵀ @ X``) for ``values`` ``(..., nnz)`` and ``X`` ``(..., n, k)``.
+
+        Leading dimensions are a batch of matrices sharing this pattern.
+        """
         source, target = (self.row, self.col) if transpose else (self.col, self.row)
-        products = values.unsqueeze(-1) * X.index_select(0, source)
-        return torch.zeros_like(X).index_add(0, target, products)
+        dim = X.dim() - 2
+        products = values.unsqueeze(-1) * X.index_select(dim, source)
+        return torch.zeros_like(X).index_add(dim, target, products)
 
     def outer_at_entries(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-        """``(left @ rightᵀ)`` sampled at the stored entries: ``⟨left[row], right[col]⟩``."""
-        return (left.index_select(0, self.row) * right.index_select(0, self.col)).sum(-1)
+        """``(left @ rightᵀ)`` at the stored entries: ``⟨left[row], right[col]⟩``, shape ``(..., nnz)``."""
+        dim = left.dim() - 2
+        return (left.index_select(dim, self.row) * right.index_select(dim, self.col)).sum(-1)

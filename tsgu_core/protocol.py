@@ -9,7 +9,9 @@ Rules of the contract
 * ``prepare(A, method, options)`` is called once per forward solve. ``A`` is a
   detached torch sparse tensor, COO (coalesced) or CSR, 2-D and square, already
   validated: finite, float32/float64, indices int32/int64, on a device the
-  backend declared. Convert, factorise, build preconditioners here.
+  backend declared. Convert, factorise, build preconditioners here. Only a
+  method declared ``batched`` ever receives a batch: a CSR ``A`` of shape
+  ``(b, n, n)`` whose members share one pattern, and ``B`` of shape ``(b, n, k)``.
 * ``solve(state, B, *, transpose, x0=None)`` solves ``A X = B`` (or
   ``Aᵀ X = B`` when ``transpose=True``) for a dense ``B`` of shape ``(n, k)``
   with ``k ≥ 1`` and returns ``(X, report)`` with ``X`` of ``B``'s shape, dtype
@@ -79,6 +81,11 @@ class MethodSpec:
         description (shown in errors and ``tsgu info``).
     summary : str
         One line describing the method.
+    batched : bool
+        ``prepare`` accepts a batched CSR ``A`` of shape ``(b, n, n)`` whose
+        members share one pattern, and ``solve`` a ``B`` of shape
+        ``(b, n, k)``, solving every member at once. Without it the core
+        prepares and solves the members one by one.
     """
 
     name: str
@@ -86,6 +93,7 @@ class MethodSpec:
     assumes: Assumption
     options: Mapping[str, str] = field(default_factory=dict)
     summary: str = ""
+    batched: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in ("direct", "iterative"):

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any, Literal, overload
 
 import torch
 
 from tsgu_core.autograd import InfoSink, PreparedSolve, SparseSolveFunction, SparseValues
+from tsgu_core.batch import as_shared_pattern_csr
 from tsgu_core.info import SolveInfo
-from tsgu_core.pattern import SparsePattern
 from tsgu_core.select import select
-from tsgu_core.validate import check_finite, check_matrix, check_on_failure, check_rhs, check_values, resolve_options
+from tsgu_core.validate import (
+    check_finite,
+    check_matrix,
+    check_on_failure,
+    check_rhs,
+    check_values,
+    check_x0,
+    resolve_method_options,
+)
 
 __all__ = ["solve", "solve_values"]
 
@@ -126,10 +133,15 @@ def solve(
     >>> A.grad.layout, A.grad.values().shape
     (torch.sparse_csr, torch.Size([7]))
     """
-    check_matrix(A)
+    check_matrix(A, allow_batch=True)
     if A.layout == torch.sparse_coo and not A.is_coalesced():
         A = A.coalesce()  # differentiable; duplicates are summed, as in A's meaning
     values = SparseValues.apply(A) if A.requires_grad else A.detach().values()
+    if A.dim() == 3:
+        shared = as_shared_pattern_csr(A)
+        return _solve(
+            shared, values.reshape(shared.values().shape), B, backend, method, return_info, on_failure, options
+        )
     return _solve(A.detach(), values, B, backend, method, return_info, on_failure, options)
 
 
@@ -224,35 +236,30 @@ def _solve(
     on_failure: str,
     options: dict[str, Any],
 ) -> torch.Tensor | tuple[torch.Tensor, SolveInfo]:
-    """The shared body of :func:`solve` and :func:`solve_values`; ``A`` is detached."""
+    """The shared body of :func:`solve` and :func:`solve_values`.
+
+    ``A`` is detached: 2-D COO/CSR, or a shared-pattern batched CSR with
+    ``values`` of shape ``(b, nnz)``.
+    """
     check_rhs(B, A)
     check_on_failure(on_failure)
     selection = select(backend, A.device.type, method)
     chosen = selection.entry.backend
     spec = chosen.methods[selection.method]
-    B2 = B if B.dim() == 2 else B.unsqueeze(-1)
-    solve_options, x0 = resolve_options(spec, chosen.name, options, B2)
+    Bk = B if B.dim() == A.dim() else B.unsqueeze(-1)  # (n, k) or (b, n, k)
+    solve_options = resolve_method_options(spec, chosen.name, options, A.shape[-1], A.dtype)
+    x0 = None if options.get("x0") is None else check_x0(options["x0"], Bk)
     check_finite(A=values.detach(), B=B.detach())
 
-    n, k = B2.shape
-    if n == 0 or k == 0:
-        X2 = B2 * 0 + values.sum() * 0  # empty, but connected to A and B for autograd
-        info = SolveInfo(chosen.name, spec.name, spec.kind, False, None, (), None, True, 0.0)
+    if Bk.numel() == 0:
+        X = Bk * 0 + values.sum() * 0  # empty, but connected to A and B for autograd
+        batch = A.shape[0] if A.dim() == 3 else None
+        info = SolveInfo(chosen.name, spec.name, spec.kind, False, None, (), None, True, 0.0, batch=batch)
     else:
-        start = time.perf_counter()
-        state = chosen.prepare(A, spec.name, solve_options)
-        prepared = PreparedSolve(
-            backend=chosen,
-            spec=spec,
-            options=solve_options,
-            state=state,
-            pattern=SparsePattern.of(A),
-            on_failure=on_failure,
-            prepare_time=time.perf_counter() - start,
-        )
+        prepared = PreparedSolve.of(chosen, spec, A, solve_options, on_failure)
         sink = InfoSink()
-        X2 = SparseSolveFunction.apply(values, B2, prepared, False, x0, sink)
+        X = SparseSolveFunction.apply(values, Bk, prepared, False, x0, sink)
         assert sink.info is not None
         info = sink.info
-    X = X2 if B.dim() == 2 else X2.squeeze(-1)
+    X = X if B.dim() == A.dim() else X.squeeze(-1)
     return (X, info) if return_info else X

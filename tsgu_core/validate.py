@@ -55,8 +55,10 @@ def default_rtol(dtype: torch.dtype) -> float:
     return 1e-5 if dtype == torch.float32 else 1e-8
 
 
-def check_matrix(A: Any, name: str = "A") -> None:
-    """Check that ``A`` is a square 2-D sparse COO/CSR float matrix.
+def check_matrix(A: Any, name: str = "A", *, allow_batch: bool = False) -> None:
+    """Check that ``A`` is a square sparse COO/CSR float matrix (or, if allowed, a batch of them).
+
+    A batch is ``(b, n, n)``: COO with three sparse dimensions, or batched CSR.
 
     Raises
     ------
@@ -64,19 +66,21 @@ def check_matrix(A: Any, name: str = "A") -> None:
         Not a tensor, a layout other than COO/CSR, a non-float dtype, or
         index dtypes other than int32/int64 (or mixed in CSR).
     ShapeError
-        Not 2-D, not square, or with dense (hybrid) dimensions.
+        Wrong number of dimensions, not square, or with dense (hybrid) dimensions.
     """
     if not isinstance(A, torch.Tensor):
         raise LayoutError(f"{name} must be a torch sparse tensor (COO or CSR), got {type(A).__name__}")
     if A.layout not in (torch.sparse_coo, torch.sparse_csr):
         advice = _LAYOUT_ADVICE.get(A.layout, "convert it with A.to_sparse_csr()")
         raise LayoutError(f"{name} has layout {A.layout}; tsgu accepts sparse COO or CSR: {advice}")
-    if A.dim() != 2 or A.dense_dim() != 0:
+    dims = (2, 3) if allow_batch else (2,)
+    if A.dim() not in dims or A.dense_dim() != 0:
+        wanted = "a 2-D sparse matrix or a (b, n, n) batch" if allow_batch else "a 2-D sparse matrix"
         raise ShapeError(
-            f"{name} must be a 2-D sparse matrix without dense dimensions, got shape {tuple(A.shape)} "
+            f"{name} must be {wanted} without dense dimensions, got shape {tuple(A.shape)} "
             f"with {A.sparse_dim()} sparse and {A.dense_dim()} dense dimensions"
         )
-    if A.shape[0] != A.shape[1]:
+    if A.shape[-1] != A.shape[-2]:
         raise ShapeError(f"{name} must be square, got shape {tuple(A.shape)}; for a tall A use a least-squares solver")
     if A.dtype not in FLOAT_DTYPES:
         raise DtypeMismatchError(
@@ -97,8 +101,20 @@ def check_matrix(A: Any, name: str = "A") -> None:
 
 
 def check_rhs(B: Any, A: torch.Tensor, name: str = "B") -> None:
-    """Check that ``B`` is dense, ``(n,)`` or ``(n, k)``, with ``A``'s dtype and device."""
-    _check_dense(B, name, A.shape[0], A.dtype, A.device, f"A of shape {tuple(A.shape)}")
+    """Check that ``B`` is dense, ``(n,)`` or ``(n, k)`` — ``(b, n)`` or ``(b, n, k)`` for a batched ``A`` —
+    with ``A``'s dtype and device."""
+    if A.dim() == 2:
+        _check_dense(B, name, A.shape[0], A.dtype, A.device, f"A of shape {tuple(A.shape)}")
+        return
+    batch, n = A.shape[0], A.shape[-1]
+    if not isinstance(B, torch.Tensor) or B.layout != torch.strided:
+        raise LayoutError(f"{name} must be a dense (strided) torch tensor, got {type(B).__name__}")
+    if B.dim() not in (2, 3) or tuple(B.shape[:2]) != (batch, n):
+        raise ShapeError(
+            f"{name} must have shape ({batch}, {n}) or ({batch}, {n}, k) to match the batched A of shape "
+            f"{tuple(A.shape)}, got {tuple(B.shape)}"
+        )
+    _check_dense(B.reshape(batch * n, -1), name, batch * n, A.dtype, A.device, f"A of shape {tuple(A.shape)}")
 
 
 def _check_dense(X: Any, name: str, n: int, dtype: torch.dtype, device: torch.device, against: str) -> None:
@@ -192,13 +208,19 @@ def resolve_method_options(
     return SolveOptions(rtol=float(rtol), atol=float(atol), maxiter=maxiter, extra=extra)
 
 
-def check_x0(x0: Any, B2: torch.Tensor) -> torch.Tensor:
-    """Check an initial guess against ``B`` (as ``(n, k)``) and return it detached, as ``(n, k)``."""
-    n = B2.shape[0]
-    _check_dense(x0, "x0", n, B2.dtype, B2.device, f"B with {B2.shape[1]} column(s)")
-    if x0.numel() != B2.numel():
-        raise ShapeError(f"x0 must have B's shape, got {tuple(x0.shape)} for B with {B2.shape[1]} column(s)")
-    return x0.detach().reshape(B2.shape)
+def check_x0(x0: Any, Bk: torch.Tensor) -> torch.Tensor:
+    """Check an initial guess against ``B`` (as ``(..., n, k)``); return it detached, shaped like ``Bk``."""
+    if not isinstance(x0, torch.Tensor) or x0.layout != torch.strided:
+        raise LayoutError(f"x0 must be a dense torch tensor, got {type(x0).__name__}")
+    if x0.shape != Bk.shape and x0.shape != Bk.shape[:-1]:
+        raise ShapeError(f"x0 must have B's shape {tuple(Bk.shape)} (or without its last axis), got {tuple(x0.shape)}")
+    if x0.shape == Bk.shape[:-1] and Bk.shape[-1] != 1:
+        raise ShapeError(f"x0 must have B's shape {tuple(Bk.shape)}, got {tuple(x0.shape)}")
+    if x0.dtype != Bk.dtype:
+        raise DtypeMismatchError(f"x0 has dtype {x0.dtype} but A has {Bk.dtype}; tsgu does not cast silently")
+    if x0.device != Bk.device:
+        raise DeviceMismatchError(f"x0 is on {x0.device} but A is on {Bk.device}; tsgu does not copy silently")
+    return x0.detach().reshape(Bk.shape)
 
 
 def resolve_options(

@@ -23,6 +23,7 @@ METHODS: dict[str, MethodSpec] = {
         "general",
         {"restart": "Krylov dimension before a restart (default 20)", "preconditioner": _PRECONDITIONER_DOC},
         "restarted GMRES, right-preconditioned; robust for any invertible A",
+        batched=True,
     ),
     "bicgstab": MethodSpec(
         "bicgstab",
@@ -30,6 +31,7 @@ METHODS: dict[str, MethodSpec] = {
         "general",
         {"preconditioner": _PRECONDITIONER_DOC},
         "BiCGSTAB; cheap per iteration for nonsymmetric A, may break down (restarted automatically)",
+        batched=True,
     ),
     "cg": MethodSpec(
         "cg",
@@ -37,6 +39,7 @@ METHODS: dict[str, MethodSpec] = {
         "spd",
         {"preconditioner": _PRECONDITIONER_DOC + " (positive for cg)"},
         "conjugate gradients; A must be symmetric positive definite",
+        batched=True,
     ),
     "minres": MethodSpec(
         "minres",
@@ -44,6 +47,7 @@ METHODS: dict[str, MethodSpec] = {
         "symmetric",
         {"preconditioner": "None (default) or 'jacobi': divide by |diag A|, which must have no zero"},
         "MINRES; A must be symmetric (may be indefinite)",
+        batched=True,
     ),
 }
 
@@ -61,16 +65,16 @@ def _jacobi(operator: CsrOperator, method: str) -> torch.Tensor:
     diagonal = operator.diagonal()
     if method == "minres":
         diagonal = diagonal.abs()  # MINRES needs an SPD preconditioner
-    bad = torch.nonzero(diagonal <= 0 if method in ("cg", "minres") else diagonal == 0).flatten()
-    if bad.numel():
-        rows = bad[:5].tolist()
+    bad = torch.nonzero(diagonal <= 0 if method in ("cg", "minres") else diagonal == 0)
+    if bad.shape[0]:
+        rows = [tuple(index) if len(index) > 1 else index[0] for index in bad[:5].tolist()]
         need = "positive" if method == "cg" else "nonzero"
         raise ValueError(
             f"preconditioner='jacobi' needs a {need} diagonal, but row(s) {rows} "
-            f"({bad.numel()} in all) have {'a non-positive' if method == 'cg' else 'a zero'} diagonal entry; "
+            f"({bad.shape[0]} in all) have {'a non-positive' if method == 'cg' else 'a zero'} diagonal entry; "
             "use preconditioner=None"
         )
-    return (1.0 / diagonal).unsqueeze(1)
+    return (1.0 / diagonal).unsqueeze(-1)
 
 
 class TorchBackend:

@@ -1,7 +1,8 @@
 """Block Krylov solvers in pure torch: every column of ``B`` iterates together.
 
-Each method works on ``(n, k)`` tensors with per-column scalars (shape
-``(k,)``) and a per-column ``active`` mask: a column that has converged or
+Each method works on ``(..., n, k)`` tensors — optional batch dimensions in
+front, one system per batch member — with per-column scalars (shape
+``(..., k)``) and a per-column ``active`` mask: a column that has converged or
 broken down stops changing (updates go through ``torch.where``, so nothing
 from a stopped column can leak NaN into its solution). There is no Python
 loop over columns.
@@ -13,7 +14,7 @@ while columns are unconverged, progress is made and iterations remain. This
 corrects residual drift, restarts BiCGSTAB after a breakdown, and is what
 makes GMRES "restarted" (one cycle per pass).
 
-Conventions: ``op(X)`` returns ``A @ X`` for ``X`` of shape ``(n, k)``;
+Conventions: ``op(X)`` returns ``A @ X`` for ``X`` of shape ``(..., n, k)``;
 ``precond(R)`` applies ``M⁻¹``; ``tol`` is the per-column absolute threshold
 ``max(rtol·‖b‖, atol)``. One iteration is one step of the method (BiCGSTAB:
 two products with ``A``; the others: one).
@@ -32,7 +33,17 @@ Operator = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _dot(U: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
-    return (U * V).sum(0)
+    """Column-wise inner products: ``(..., n, k) × (..., n, k) → (..., k)``."""
+    return (U * V).sum(-2)
+
+
+def _col(a: torch.Tensor) -> torch.Tensor:
+    """Per-column scalars ``(..., k)`` shaped to scale ``(..., n, k)`` tensors."""
+    return a.unsqueeze(-2)
+
+
+def _norm(R: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.vector_norm(R, dim=-2)
 
 
 def _safe(x: torch.Tensor) -> torch.Tensor:
@@ -52,8 +63,8 @@ def _cg(op: Operator, precond: Operator | None, X, R, tol, maxiter: int, active,
         pAp = _dot(P, AP)
         ok = active & (pAp > 0) & torch.isfinite(pAp)  # pAp ≤ 0: A is not SPD along P
         alpha = torch.where(ok, rz / _safe(pAp), 0)
-        X.addcmul_(P, alpha)
-        R.addcmul_(AP, alpha, value=-1)
+        X.addcmul_(P, _col(alpha))
+        R.addcmul_(AP, _col(alpha), value=-1)
         its += 1
         rr = _dot(R, R)
         active = ok & (rr > tol**2)
@@ -65,7 +76,7 @@ def _cg(op: Operator, precond: Operator | None, X, R, tol, maxiter: int, active,
             Z = precond(R)
             rz_new = _dot(R, Z)
         beta = torch.where(active, rz_new / _safe(rz), 0)
-        torch.addcmul(Z, P, beta, out=P)  # P = Z + β P in one pass
+        torch.addcmul(Z, P, _col(beta), out=P)  # P = Z + β P in one pass
         rz = rz_new
     return X, its
 
@@ -81,14 +92,14 @@ def _bicgstab(op: Operator, precond: Operator | None, X, R, tol, maxiter: int, a
         rho_new = _dot(R_hat, R)
         ok = active & (rho_new != 0) & (omega != 0)
         beta = torch.where(ok, (rho_new / _safe(rho)) * (alpha / _safe(omega)), 0)
-        P.addcmul_(V, omega, value=-1).mul_(beta).add_(R)  # P = R + β (P − ω V)
+        P.addcmul_(V, _col(omega), value=-1).mul_(_col(beta)).add_(R)  # P = R + β (P − ω V)
         P_hat = P if precond is None else precond(P)
         V = op(P_hat)
         r_hat_v = _dot(R_hat, V)
         ok = ok & (r_hat_v != 0) & torch.isfinite(r_hat_v)
         alpha = torch.where(ok, rho_new / _safe(r_hat_v), 0)
-        X.addcmul_(P_hat, alpha)
-        R.addcmul_(V, alpha, value=-1)  # R now holds S = R − α V
+        X.addcmul_(P_hat, _col(alpha))
+        R.addcmul_(V, _col(alpha), value=-1)  # R now holds S = R − α V
         its += 1
         go_on = ok & (_dot(R, R) > tol**2)
         if bool(go_on.any()):
@@ -96,8 +107,8 @@ def _bicgstab(op: Operator, precond: Operator | None, X, R, tol, maxiter: int, a
             T = op(S_hat)
             tt = _dot(T, T)
             omega = torch.where(go_on & (tt > 0), _dot(T, R) / _safe(tt), 0)
-            X.addcmul_(S_hat, omega)
-            R.addcmul_(T, omega, value=-1)
+            X.addcmul_(S_hat, _col(omega))
+            R.addcmul_(T, _col(omega), value=-1)
         rho = rho_new
         active = go_on & (omega != 0) & (_dot(R, R) > tol**2)
         if not bool(active.any()):
@@ -118,7 +129,7 @@ def _minres(op: Operator, precond: Operator | None, X, R, tol, maxiter: int, act
     r1 = R
     y = precond(R)
     beta1 = torch.sqrt(torch.clamp(_dot(R, y), min=0))
-    tol_m = tol * beta1 / _safe(torch.linalg.vector_norm(R, dim=0))
+    tol_m = tol * beta1 / _safe(_norm(R))
     old_beta, beta, dbar, epsln, phibar = zeros, beta1, zeros, zeros, beta1
     cs, sn = -torch.ones_like(tol), zeros
     w = w2 = torch.zeros_like(R)
@@ -127,12 +138,12 @@ def _minres(op: Operator, precond: Operator | None, X, R, tol, maxiter: int, act
     tiny = torch.finfo(R.dtype).tiny
     its = 0
     while its < maxiter and bool(active.any()):
-        v = y / _safe(beta)
+        v = y / _col(_safe(beta))
         y = op(v)
         if its > 0:
-            y = y - (beta / _safe(old_beta)) * r1
+            y = y - _col(beta / _safe(old_beta)) * r1
         alpha = _dot(v, y)
-        y = y - (alpha / _safe(beta)) * r2
+        y = y - _col(alpha / _safe(beta)) * r2
         r1, r2 = r2, y
         y = precond(r2)
         old_beta = beta
@@ -147,8 +158,8 @@ def _minres(op: Operator, precond: Operator | None, X, R, tol, maxiter: int, act
         phi = cs * phibar
         phibar = sn * phibar
         w1, w2 = w2, w
-        w = (v - old_eps * w1 - delta * w2) / gamma
-        X = torch.where(active, X + phi * w, X)
+        w = (v - _col(old_eps) * w1 - _col(delta) * w2) / _col(gamma)
+        X = torch.where(_col(active), X + _col(phi) * w, X)
         its += 1
         active = active & (phibar > tol_m) & (beta > 0) & torch.isfinite(phibar)
     return X, its
@@ -159,12 +170,24 @@ def _gmres(op: Operator, precond: Operator | None, X, R, tol, maxiter: int, acti
     # classical Gram-Schmidt applied twice (batched over columns), Givens
     # rotations giving each column's residual norm at every step, and a
     # batched triangular solve in which each column uses only its own steps.
+    # Internally every (batch member, column) pair is one row of a (C, n) tensor.
     precond = precond or _identity
-    n, k = R.shape
+    shape = R.shape  # (..., n, k)
+    n = shape[-2]
+
+    def to_rows(Y: torch.Tensor) -> torch.Tensor:
+        return Y.movedim(-1, -2).reshape(-1, n)
+
+    def from_rows(Y: torch.Tensor) -> torch.Tensor:
+        return Y.reshape(*shape[:-2], shape[-1], n).movedim(-1, -2)
+
+    tol, active = tol.reshape(-1), active.reshape(-1)
+    Rc = to_rows(R)
+    k = Rc.shape[0]
     m = max(1, min(restart, maxiter, n))
-    beta = torch.linalg.vector_norm(R, dim=0)
+    beta = torch.linalg.vector_norm(Rc, dim=1)
     V = R.new_zeros(k, m + 1, n)
-    V[:, 0] = (R / _safe(beta)).T
+    V[:, 0] = Rc / _safe(beta).unsqueeze(1)
     H = R.new_zeros(k, m, m)
     g = R.new_zeros(k, m + 1)
     g[:, 0] = beta
@@ -174,7 +197,7 @@ def _gmres(op: Operator, precond: Operator | None, X, R, tol, maxiter: int, acti
     live = active.clone()
     its = 0
     for j in range(m):
-        W = op(precond(V[:, j].T)).T
+        W = to_rows(op(precond(from_rows(V[:, j]))))
         W = torch.where(live[:, None], W, 0)
         basis = V[:, : j + 1]
         h = torch.bmm(basis, W.unsqueeze(2)).squeeze(2)
@@ -202,13 +225,13 @@ def _gmres(op: Operator, precond: Operator | None, X, R, tol, maxiter: int, acti
         its = j + 1
         if not bool(live.any()):
             break
-    used = torch.arange(its, device=R.device).unsqueeze(0) < steps.unsqueeze(1)  # (k, its)
+    used = torch.arange(its, device=R.device).unsqueeze(0) < steps.unsqueeze(1)  # (C, its)
     eye = torch.eye(its, dtype=R.dtype, device=R.device)
     triangle = torch.where(used.unsqueeze(2), H[:, :its, :its], eye)
     rhs = torch.where(used, g[:, :its], 0)
     y = torch.linalg.solve_triangular(triangle, rhs.unsqueeze(2), upper=True).squeeze(2)
-    update = torch.bmm(y.unsqueeze(1), V[:, :its]).squeeze(1).T
-    X = X + precond(update)
+    update = torch.bmm(y.unsqueeze(1), V[:, :its]).squeeze(1)
+    X = X + precond(from_rows(update))
     return X, its
 
 
@@ -248,14 +271,14 @@ def krylov_solve(
     ``maxiter`` iterations are spent, or when a pass makes no progress.
     """
     step = METHODS[method]
-    tol = torch.clamp(rtol * torch.linalg.vector_norm(B, dim=0), min=atol)
+    tol = torch.clamp(rtol * _norm(B), min=atol)
     X = torch.zeros_like(B) if x0 is None else x0.clone()  # updated in place by the methods
     used = 0
     previous: torch.Tensor | None = None
     message = ""
     while True:
         R = B - op(X)
-        r_norm = torch.linalg.vector_norm(R, dim=0)
+        r_norm = _norm(R)
         active = ~(r_norm <= tol)
         if not bool(active.any()):
             break

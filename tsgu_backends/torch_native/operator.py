@@ -22,52 +22,67 @@ def _csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, n: int) ->
 
 
 class CsrOperator:
-    """Multiplication by ``A`` or ``Aᵀ`` for a square sparse ``A``.
+    """Multiplication by ``A`` or ``Aᵀ`` for a square sparse ``A``, or a batch of them.
 
     Parameters
     ----------
     A : Tensor
-        Coalesced COO or CSR, 2-D, square.
+        Coalesced COO or CSR ``(n, n)``, or batched CSR ``(b, n, n)`` whose
+        members share one pattern. A batch is stored as one block-diagonal
+        ``(b·n, b·n)`` CSR matrix, so one product serves every member.
     """
 
     def __init__(self, A: torch.Tensor):
-        n = A.shape[0]
-        if A.layout == torch.sparse_coo:
+        n = A.shape[-1]
+        if A.dim() == 3:
+            batch = A.shape[0]
+            crow, col, values = A.crow_indices(), A.col_indices(), A.values()
+            nnz = col.shape[1]
+            offsets = torch.arange(batch, device=A.device).unsqueeze(1)
+            big_crow = torch.cat([(crow[:, :-1] + offsets * nnz).reshape(-1), crow.new_tensor([batch * nnz])])
+            big_col = (col + offsets * n).reshape(-1)
+            crow, col, values = big_crow, big_col, values.reshape(-1)
+            self.batch_shape: tuple[int, ...] = (batch,)
+        elif A.layout == torch.sparse_coo:
             row, col = A._indices()
             crow = torch.zeros(n + 1, dtype=torch.int64, device=A.device)
             crow[1:] = torch.cumsum(torch.bincount(row, minlength=n), 0)
             values = A._values()
+            self.batch_shape = ()
         else:
             crow, col, values = A.crow_indices(), A.col_indices(), A.values()
+            self.batch_shape = ()
         self.n = n
-        self.matrix = _csr(crow, col, values, n)
+        self.size = n * (self.batch_shape[0] if self.batch_shape else 1)
+        self.matrix = _csr(crow, col, values, self.size)
         self._transposed: torch.Tensor | None = None
 
     def _transpose(self) -> torch.Tensor:
         if self._transposed is None:
             A = self.matrix
+            size = self.size
             crow = A.crow_indices().to(torch.int64)
             col = A.col_indices().to(torch.int64)
-            row = torch.repeat_interleave(torch.arange(self.n, device=A.device), crow[1:] - crow[:-1])
+            row = torch.repeat_interleave(torch.arange(size, device=A.device), crow[1:] - crow[:-1])
             order = torch.sort(col, stable=True).indices  # rows stay sorted within each column
-            crow_t = torch.zeros(self.n + 1, dtype=torch.int64, device=A.device)
-            crow_t[1:] = torch.cumsum(torch.bincount(col, minlength=self.n), 0)
-            self._transposed = _csr(crow_t, row[order], A.values()[order], self.n)
+            crow_t = torch.zeros(size + 1, dtype=torch.int64, device=A.device)
+            crow_t[1:] = torch.cumsum(torch.bincount(col, minlength=size), 0)
+            self._transposed = _csr(crow_t, row[order], A.values()[order], size)
         return self._transposed
 
     def apply(self, X: torch.Tensor, *, transpose: bool = False) -> torch.Tensor:
-        """``A @ X`` or ``Aᵀ @ X`` for ``X`` of shape ``(n, k)``."""
+        """``A @ X`` or ``Aᵀ @ X`` for ``X`` of shape ``(*batch, n, k)``."""
         matrix = self._transpose() if transpose else self.matrix
-        if X.shape[1] == 1:
-            return (matrix @ X[:, 0]).unsqueeze(1)
-        return matrix @ X
+        flat = X.reshape(self.size, X.shape[-1])
+        product = (matrix @ flat[:, 0]).unsqueeze(1) if flat.shape[1] == 1 else matrix @ flat
+        return product.reshape(X.shape)
 
     def diagonal(self) -> torch.Tensor:
-        """The diagonal of ``A`` as a dense vector (zeros where nothing is stored)."""
+        """The diagonal of ``A`` as a dense ``(*batch, n)`` tensor (zeros where nothing is stored)."""
         A = self.matrix
         crow = A.crow_indices().to(torch.int64)
         col = A.col_indices().to(torch.int64)
-        row = torch.repeat_interleave(torch.arange(self.n, device=A.device), crow[1:] - crow[:-1])
+        row = torch.repeat_interleave(torch.arange(self.size, device=A.device), crow[1:] - crow[:-1])
         on_diagonal = row == col
-        diag = torch.zeros(self.n, dtype=A.dtype, device=A.device)
-        return diag.index_add(0, row[on_diagonal], A.values()[on_diagonal])
+        diag = torch.zeros(self.size, dtype=A.dtype, device=A.device)
+        return diag.index_add(0, row[on_diagonal], A.values()[on_diagonal]).reshape(*self.batch_shape, self.n)

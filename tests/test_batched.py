@@ -1,0 +1,127 @@
+"""Batched A (b, n, n) sharing one pattern, with batched B (SPEC S7.3)."""
+
+import pytest
+import torch
+
+import tsgu_core
+from tsgu_core import errors
+from tsgu_core.testing import DenseBackend, random_nonsymmetric
+
+B_SIZE, N = 3, 9
+
+
+@pytest.fixture(autouse=True)
+def dense_backend():
+    """A backend without batch support: the core solves its members one by one."""
+    backend = DenseBackend(name="dense-loop")
+
+    class Plugin:
+        @tsgu_core.hookimpl
+        def tsgu_register_backends(self, register):
+            register(backend)
+
+    tsgu_core.register_plugin(Plugin(), name="dense-loop-plugin")
+    yield backend
+    tsgu_core.unregister_plugin("dense-loop-plugin")
+
+
+def batch_of_matrices(seed=0):
+    """Members with the same pattern and different (nonsymmetric) values."""
+    base = random_nonsymmetric(N, seed=seed)
+    mask = base != 0
+    scale = torch.rand(B_SIZE, N, N, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)) + 0.5
+    return base * scale * mask
+
+
+def as_layout(D, layout):
+    return D.to_sparse().coalesce() if layout == "coo" else D.to_sparse_csr()
+
+
+def options_for(backend):
+    return {"method": "gmres", "rtol": 1e-13} if backend == "torch" else {}
+
+
+@pytest.mark.parametrize("backend", ["torch", "dense-loop"])
+@pytest.mark.parametrize("layout", ["coo", "csr"])
+@pytest.mark.parametrize("k", [None, 2])
+def test_batched_solution_and_gradients_match_dense(backend, layout, k):
+    D = batch_of_matrices()
+    A = as_layout(D, layout).requires_grad_()
+    B = torch.randn((B_SIZE, N) if k is None else (B_SIZE, N, k), dtype=torch.float64, requires_grad=True)
+    G = torch.randn(B.shape, dtype=torch.float64)
+    X, info = tsgu_core.solve(A, B, backend=backend, return_info=True, **options_for(backend))
+    (X * G).sum().backward()
+    D_ref = D.clone().requires_grad_()
+    B_ref = B.detach().clone().requires_grad_()
+    X_ref = (
+        torch.linalg.solve(D_ref, B_ref.unsqueeze(-1)).squeeze(-1) if k is None else torch.linalg.solve(D_ref, B_ref)
+    )
+    (X_ref * G).sum().backward()
+    torch.testing.assert_close(X, X_ref)
+    torch.testing.assert_close(B.grad, B_ref.grad)
+    assert A.grad.layout == A.layout
+    torch.testing.assert_close(A.grad.to_dense(), D_ref.grad * (D != 0))
+    assert info.batch == B_SIZE and len(info.residuals) == B_SIZE * (k or 1)
+
+
+def test_native_batch_prepares_once_and_the_fallback_once_per_member(dense_backend):
+    D = batch_of_matrices()
+    tsgu_core.solve(as_layout(D, "csr"), torch.ones(B_SIZE, N, dtype=torch.float64), backend="dense-loop")
+    assert dense_backend.factorisations == B_SIZE
+
+
+@pytest.mark.parametrize("backend", ["torch", "dense-loop"])
+@pytest.mark.parametrize("layout", ["coo", "csr"])
+def test_batched_gradcheck(backend, layout):
+    D = batch_of_matrices(seed=2)
+    A = as_layout(D, layout)
+    values = A.values().clone().requires_grad_()
+    B = torch.randn(B_SIZE, N, 2, dtype=torch.float64, requires_grad=True)
+
+    def function(vals, rhs):
+        if layout == "coo":
+            matrix = torch.sparse_coo_tensor(A.indices(), vals, A.shape, is_coalesced=True)
+        else:
+            matrix = torch.sparse_csr_tensor(A.crow_indices(), A.col_indices(), vals, A.shape)
+        return tsgu_core.solve(matrix, rhs, backend=backend, **options_for(backend))
+
+    assert torch.autograd.gradcheck(function, (values, B))
+
+
+def test_members_with_different_patterns_are_refused():
+    D = batch_of_matrices()
+    row = D[1, 0]
+    stored, empty = row.nonzero()[-1], (row == 0).nonzero()[0]
+    moved = D.clone()
+    moved[1, 0, empty], moved[1, 0, stored] = moved[1, 0, stored], 0.0  # same count, other columns
+    for layout in ("coo", "csr"):
+        with pytest.raises(errors.ShapeError, match="member 1 differs from member 0 in column indices"):
+            tsgu_core.solve(as_layout(moved, layout), torch.ones(B_SIZE, N, dtype=torch.float64), backend="torch")
+    extra = D.clone()
+    extra[2, 0, empty] = 1.0  # torch's batched CSR cannot hold this; COO can, and is refused
+    with pytest.raises(errors.ShapeError, match="member 2 differs from member 0 in a number of stored entries"):
+        tsgu_core.solve(as_layout(extra, "coo"), torch.ones(B_SIZE, N, dtype=torch.float64), backend="torch")
+
+
+def test_batched_rhs_shape_is_checked():
+    A = as_layout(batch_of_matrices(), "csr")
+    with pytest.raises(errors.ShapeError, match=r"\(3, 9\) or \(3, 9, k\)"):
+        tsgu_core.solve(A, torch.ones(N, dtype=torch.float64), backend="torch")
+
+
+def test_batched_convergence_failure_names_the_member():
+    A = as_layout(batch_of_matrices(), "csr")
+    with pytest.raises(errors.ConvergenceError, match="member 0 column 0") as caught:
+        tsgu_core.solve(A, torch.ones(B_SIZE, N, dtype=torch.float64), backend="torch", maxiter=1, rtol=1e-14)
+    assert len(caught.value.residuals) == B_SIZE
+
+
+@pytest.mark.parametrize("method", ["gmres", "bicgstab"])
+def test_batched_jacobi_and_initial_guess(method):
+    D = batch_of_matrices()
+    B = torch.randn(B_SIZE, N, 2, dtype=torch.float64)
+    expected = torch.linalg.solve(D, B)
+    X = tsgu_core.solve(
+        as_layout(D, "coo"), B, backend="torch", method=method, rtol=1e-12, preconditioner="jacobi", x0=expected * 0.9
+    )
+    torch.testing.assert_close(X, expected)
