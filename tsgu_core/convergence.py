@@ -64,10 +64,10 @@ def assess(
     """
     with torch.no_grad():
         residual = B - pattern.matmul(values, X, transpose=transpose)
-        r_norm = torch.linalg.vector_norm(residual, dim=-2).reshape(-1)  # batch members' columns in order
-        b_norm = torch.linalg.vector_norm(B, dim=-2).reshape(-1)
+        r_norm = pattern.column_norms(residual).reshape(-1)  # batch members' columns in order
+        b_norm = pattern.column_norms(B).reshape(-1)
         relative = torch.where(b_norm > 0, r_norm / torch.where(b_norm > 0, b_norm, 1), r_norm)
-        finite = bool(torch.isfinite(X).all())
+        finite = bool(torch.isfinite(X).all()) and bool(torch.isfinite(pattern.column_norms(X)).all())
         residuals = tuple(float(r) for r in relative.cpu())
     which = "transpose solve (backward pass)" if transpose else "solve"
     batch = B.shape[0] if B.dim() == 3 else None

@@ -57,6 +57,14 @@ class SparsePattern:
         products = values.unsqueeze(-1) * X.index_select(dim, source)
         return torch.zeros_like(X).index_add(dim, target, products)
 
+    def column_norms(self, X: torch.Tensor) -> torch.Tensor:
+        """The 2-norm of every column of ``X`` ``(..., n, k)``, shape ``(..., k)``.
+
+        A distributed pattern (rows spread over processes) reduces over every
+        process here; this one has all rows locally.
+        """
+        return torch.linalg.vector_norm(X, dim=-2)
+
     def outer_at_entries(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
         """``(left @ rightᵀ)`` at the stored entries: ``⟨left[row], right[col]⟩``, shape ``(..., nnz)``."""
         dim = left.dim() - 2
