@@ -22,6 +22,7 @@ from tsgu_core.errors import (
     SingularMatrixError,
     SolveFailedError,
     StaleFactorizationError,
+    StructureError,
     TsguError,
     UnknownBackendError,
     UnknownMethodError,
@@ -52,6 +53,7 @@ from tsgu_core.registry import (
 )
 from tsgu_core.select import Selection, explain, set_default_backend
 from tsgu_core.solve import solve, solve_values
+from tsgu_core.triangular import triangular_solve
 
 __all__ = [
     "COMMON_ITERATIVE_OPTIONS",
@@ -80,6 +82,7 @@ __all__ = [
     "SolverBackend",
     "SparseSolveFunction",
     "StaleFactorizationError",
+    "StructureError",
     "TsguError",
     "UnknownBackendError",
     "UnknownMethodError",
@@ -98,6 +101,7 @@ __all__ = [
     "set_default_backend",
     "solve",
     "solve_values",
+    "triangular_solve",
     "unregister_plugin",
 ]
 

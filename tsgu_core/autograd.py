@@ -60,15 +60,22 @@ class PreparedSolve:
 
     @classmethod
     def of(
-        cls, backend: SolverBackend, spec: MethodSpec, A: torch.Tensor, options: SolveOptions, on_failure: str
+        cls,
+        backend: SolverBackend,
+        spec: MethodSpec,
+        A: torch.Tensor,
+        options: SolveOptions,
+        on_failure: str,
+        pattern: SparsePattern | None = None,
     ) -> PreparedSolve:
         """Prepare ``A`` (detached; a batch is a shared-pattern CSR ``(b, n, n)``) with ``backend``.
 
         A batch goes to ``prepare`` whole when the method is ``batched``, else
-        member by member.
+        member by member. ``pattern`` replaces the pattern read off ``A``
+        (e.g. one with an implicit unit diagonal).
         """
         start = time.perf_counter()
-        members = None
+        override, members = pattern, None
         if A.dim() == 3:
             crow, col = A.crow_indices()[0], A.col_indices()[0]
             n = A.shape[-1]
@@ -85,7 +92,7 @@ class PreparedSolve:
         else:
             pattern = SparsePattern.of(A)
             state = backend.prepare(A, spec.name, options)
-        return cls(backend, spec, options, state, pattern, on_failure, time.perf_counter() - start, members)
+        return cls(backend, spec, options, state, override or pattern, on_failure, time.perf_counter() - start, members)
 
     def _backend_solve(
         self, B: torch.Tensor, transpose: bool, x0: torch.Tensor | None

@@ -27,6 +27,7 @@ __all__ = [
     "SingularMatrixError",
     "SolveFailedError",
     "StaleFactorizationError",
+    "StructureError",
     "TsguError",
     "UnknownBackendError",
     "UnknownMethodError",
@@ -56,6 +57,10 @@ class DtypeMismatchError(TsguError, TypeError):
 
 class DeviceMismatchError(TsguError, ValueError):
     """``A`` and ``B`` (or an option tensor) live on different devices."""
+
+
+class StructureError(TsguError, ValueError):
+    """``A``'s stored pattern contradicts what was declared (e.g. not triangular on the declared side)."""
 
 
 class NonFiniteError(TsguError, ValueError):

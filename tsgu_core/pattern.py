@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["SparsePattern"]
+__all__ = ["SparsePattern", "UnitDiagonalPattern"]
 
 
 @dataclass(frozen=True)
@@ -69,3 +69,14 @@ class SparsePattern:
         """``(left @ rightᵀ)`` at the stored entries: ``⟨left[row], right[col]⟩``, shape ``(..., nnz)``."""
         dim = left.dim() - 2
         return (left.index_select(dim, self.row) * right.index_select(dim, self.col)).sum(-1)
+
+
+@dataclass(frozen=True)
+class UnitDiagonalPattern(SparsePattern):
+    """A pattern whose matrix also has an implicit (unstored) unit diagonal: ``A = I + stored``.
+
+    The implicit ones have no values, so they take no gradient.
+    """
+
+    def matmul(self, values: torch.Tensor, X: torch.Tensor, *, transpose: bool = False) -> torch.Tensor:
+        return super().matmul(values, X, transpose=transpose) + X

@@ -43,6 +43,7 @@ __all__ = [
     "BackendReport",
     "MethodKind",
     "MethodSpec",
+    "Operation",
     "SolveOptions",
     "SolverBackend",
 ]
@@ -51,6 +52,9 @@ Assumption = Literal["general", "symmetric", "spd"]
 """What a method assumes of ``A``: any invertible matrix, symmetric, or SPD."""
 
 MethodKind = Literal["direct", "iterative"]
+
+Operation = Literal["solve", "triangular", "lstsq"]
+"""What a method computes (see :class:`MethodSpec`)."""
 
 COMMON_ITERATIVE_OPTIONS: Mapping[str, str] = {
     "rtol": "relative tolerance: stop when ‖b − A x‖ ≤ max(rtol·‖b‖, atol) "
@@ -86,6 +90,21 @@ class MethodSpec:
         members share one pattern, and ``solve`` a ``B`` of shape
         ``(b, n, k)``, solving every member at once. Without it the core
         prepares and solves the members one by one.
+    operation : {"solve", "triangular", "lstsq"}
+        ``"solve"`` (default): a square ``A``; used by :func:`tsgu_core.solve`.
+        ``"triangular"``: a square triangular ``A``, used by
+        :func:`tsgu_core.triangular_solve`; ``options.extra`` always holds
+        ``upper`` and ``unit_diagonal`` (bools; with ``unit_diagonal`` the
+        diagonal is not stored and is taken as ones). ``"lstsq"``: a tall
+        ``A`` of shape ``(m, n)``, used by :func:`tsgu_core.lstsq`; ``solve``
+        receives ``Z = [c; d]`` of shape ``(m + n, k)`` and returns ``[r; x]``
+        solving the augmented system ``[[I, A], [Aᵀ, 0]] [r; x] = [c; d]``
+        (symmetric, so ``transpose`` changes nothing): ``x`` is the least-squares
+        solution of ``A x ≈ c`` when ``d = 0``.
+    priority : int or None
+        Ranks this method against other backends' methods of the same
+        operation when none is named (default: the backend's priority).
+        For ``"solve"`` the backend's priority and default method decide.
     """
 
     name: str
@@ -94,6 +113,8 @@ class MethodSpec:
     options: Mapping[str, str] = field(default_factory=dict)
     summary: str = ""
     batched: bool = False
+    operation: Operation = "solve"
+    priority: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("direct", "iterative"):
@@ -101,6 +122,10 @@ class MethodSpec:
         if self.assumes not in ("general", "symmetric", "spd"):
             raise ValueError(
                 f"MethodSpec {self.name!r}: assumes must be 'general', 'symmetric' or 'spd', got {self.assumes!r}"
+            )
+        if self.operation not in ("solve", "triangular", "lstsq"):
+            raise ValueError(
+                f"MethodSpec {self.name!r}: operation must be 'solve', 'triangular' or 'lstsq', got {self.operation!r}"
             )
         clash = set(self.options) & set(COMMON_ITERATIVE_OPTIONS)
         if clash:

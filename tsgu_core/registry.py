@@ -148,6 +148,8 @@ def _check_backend(backend: Any) -> str | None:
             f"is not among its methods {sorted(backend.methods)}"
         )
     default = backend.methods[backend.default_method]
+    if default.operation != "solve":
+        return f"backend {backend.name!r}: default method {default.name!r} must be a square-solve method"
     if default.assumes != "general":
         return (
             f"backend {backend.name!r}: default method {default.name!r} assumes {default.assumes!r} A; "

@@ -79,24 +79,47 @@ class Selection:
         return "\n".join(lines)
 
 
-def _method_for(entry: BackendEntry, method: str | None, device_type: str) -> str:
+def _methods_of(entry: BackendEntry, operation: str) -> list[str]:
+    """The backend's methods for ``operation``, best first (method priority, then declaration order)."""
     backend = entry.backend
+    names = [name for name, spec in backend.methods.items() if spec.operation == operation]
+    if operation == "solve":
+        return sorted(names, key=lambda name: name != backend.default_method)
+    return sorted(names, key=lambda name: -_method_priority(entry, name))
+
+
+def _method_priority(entry: BackendEntry, method: str) -> int:
+    spec = entry.backend.methods[method]
+    return spec.priority if spec.priority is not None else entry.backend.priority
+
+
+def _method_for(entry: BackendEntry, method: str | None, device_type: str, operation: str) -> str:
+    offered = _methods_of(entry, operation)
     if method is None:
-        return backend.default_method
-    if method not in backend.methods:
+        if not offered:
+            raise UnknownMethodError(
+                f"backend {entry.name!r} has no {operation!r} method; its methods: {sorted(entry.backend.methods)}",
+                method="",
+                valid=[],
+            )
+        return offered[0]
+    if method not in offered:
         others = [
-            e.name for e in list_backends() if method in e.backend.methods and device_type in e.backend.device_types
+            e.name
+            for e in list_backends()
+            if method in _methods_of(e, operation) and device_type in e.backend.device_types
         ]
         elsewhere = f"; on {device_type}, {method!r} is offered by {others}" if others else ""
+        what = "method" if operation == "solve" else f"{operation} method"
         raise UnknownMethodError(
-            f"backend {backend.name!r} has no method {method!r}; its methods: {sorted(backend.methods)}{elsewhere}",
+            f"backend {entry.name!r} has no {what} {method!r}; its {what}s: {sorted(offered)}{elsewhere}",
             method=method,
-            valid=sorted(backend.methods),
+            valid=sorted(offered),
         )
     return method
 
 
-def _named(name: str, device_type: str, method: str | None) -> Selection:
+def _named(name: str, device_type: str, method: str | None, operation: str) -> Selection:
     entry = get_entry(name)
     if device_type not in entry.backend.device_types:
         raise UnsupportedDeviceError(
@@ -112,42 +135,57 @@ def _named(name: str, device_type: str, method: str | None) -> Selection:
             reason=available.reason,
             install=available.install,
         )
-    chosen = _method_for(entry, method, device_type)
+    chosen = _method_for(entry, method, device_type, operation)
     how = "requested method" if method is not None else "the backend's default method"
     return Selection(name, chosen, device_type, f"backend requested by name; {how}", ((name, "requested"),), entry)
 
 
-def _ranked(device_type: str) -> list[BackendEntry]:
-    preferred = _preferences.get(device_type)
+def _rank(entry: BackendEntry, operation: str, method: str | None) -> int:
+    if operation == "solve":
+        return entry.backend.priority
+    offered = _methods_of(entry, operation) if method is None else [method]
+    return max((_method_priority(entry, m) for m in offered if m in entry.backend.methods), default=0)
+
+
+def _ranked(device_type: str, operation: str = "solve", method: str | None = None) -> list[BackendEntry]:
+    preferred = _preferences.get(device_type) if operation == "solve" else None
     entries = [e for e in list_backends() if device_type in e.backend.device_types]
-    return sorted(entries, key=lambda e: (e.name != preferred, -e.backend.priority, e.name))
+    return sorted(entries, key=lambda e: (e.name != preferred, -_rank(e, operation, method), e.name))
 
 
-def _automatic(device_type: str, method: str | None) -> Selection:
+def _automatic(device_type: str, method: str | None, operation: str) -> Selection:
     considered: list[tuple[str, str]] = []
-    preferred = _preferences.get(device_type)
-    for entry in _ranked(device_type):
+    preferred = _preferences.get(device_type) if operation == "solve" else None
+    what = "method" if operation == "solve" else f"{operation} method"
+    for entry in _ranked(device_type, operation, method):
+        offered = _methods_of(entry, operation)
+        if not offered:
+            considered.append((entry.name, f"no {what}"))
+            continue
         available = entry.availability(device_type)
         if not available:
             considered.append((entry.name, f"unavailable: {available.reason}"))
             continue
-        if method is not None and method not in entry.backend.methods:
-            considered.append((entry.name, f"no method {method!r}"))
+        if method is not None and method not in offered:
+            considered.append((entry.name, f"no {what} {method!r}"))
             continue
-        chosen = _method_for(entry, method, device_type)
-        rank = "the per-process default" if entry.name == preferred else f"highest priority ({entry.backend.priority})"
-        offer = f"offering {method!r}" if method is not None else f"default method {chosen!r}"
+        chosen = _method_for(entry, method, device_type, operation)
+        priority = _rank(entry, operation, method)
+        rank = "the per-process default" if entry.name == preferred else f"highest priority ({priority})"
+        offer = f"offering {method!r}" if method is not None else f"default {what} {chosen!r}"
         considered.append((entry.name, "chosen"))
         reason = f"{rank} available backend for {device_type}, {offer}"
         return Selection(entry.name, chosen, device_type, reason, tuple(considered), entry)
     if not considered:
         raise UnsupportedDeviceError(f"no registered backend serves device type {device_type!r}")
     summary = "; ".join(f"{name}: {verdict}" for name, verdict in considered)
-    if method is not None and all(verdict.startswith("no method") for _, verdict in considered):
-        valid = sorted({m for e in _ranked(device_type) for m in e.backend.methods})
+    if all(verdict.startswith("no ") for _, verdict in considered):
+        valid = sorted({m for e in _ranked(device_type) for m in _methods_of(e, operation)})
         raise UnknownMethodError(
-            f"no backend for {device_type} offers method {method!r}; methods offered there: {valid}",
-            method=method,
+            f"no backend for {device_type} offers {what} {method!r}; {what}s offered there: {valid}"
+            if method is not None
+            else f"no backend for {device_type} offers a {what}",
+            method=method or "",
             valid=valid,
         )
     raise BackendUnavailableError(
@@ -157,8 +195,8 @@ def _automatic(device_type: str, method: str | None) -> Selection:
     )
 
 
-def select(backend: str | None, device_type: str, method: str | None) -> Selection:
-    """Decide the backend and method for a solve on ``device_type``.
+def select(backend: str | None, device_type: str, method: str | None, operation: str = "solve") -> Selection:
+    """Decide the backend and method for an ``operation`` on ``device_type``.
 
     Raises
     ------
@@ -172,8 +210,8 @@ def select(backend: str | None, device_type: str, method: str | None) -> Selecti
         The method is not offered; lists the valid ones.
     """
     if backend is not None:
-        return _named(backend, device_type, method)
-    return _automatic(device_type, method)
+        return _named(backend, device_type, method, operation)
+    return _automatic(device_type, method, operation)
 
 
 def explain(
@@ -181,6 +219,7 @@ def explain(
     *,
     backend: str | None = None,
     method: str | None = None,
+    operation: str = "solve",
 ) -> Selection:
     """What :func:`tsgu_core.solve` would choose for ``A``, and why.
 
@@ -190,6 +229,9 @@ def explain(
         The matrix (only its device is used) or a device.
     backend, method : str, optional
         As passed to :func:`tsgu_core.solve`.
+    operation : {"solve", "triangular", "lstsq"}
+        Which function asks: :func:`~tsgu_core.solve`,
+        :func:`~tsgu_core.triangular_solve` or :func:`~tsgu_core.lstsq`.
 
     Returns
     -------
@@ -205,4 +247,4 @@ def explain(
     'gmres'
     """
     device = A.device if isinstance(A, torch.Tensor) else torch.device(A)
-    return select(backend, device.type, method)
+    return select(backend, device.type, method, operation)

@@ -49,7 +49,25 @@ METHODS: dict[str, MethodSpec] = {
         "MINRES; A must be symmetric (may be indefinite)",
         batched=True,
     ),
+    "triangular": MethodSpec(
+        "triangular",
+        "direct",
+        "general",
+        {},
+        "torch.triangular_solve on CSR (MKL on CPU, cuSPARSE on CUDA)",
+        operation="triangular",
+        # measured (CPU, one thread, lower triangle of 2-D Poisson, n = 1e5): 2.2 ms against
+        # 7.7 ms for scipy.sparse.linalg.spsolve_triangular (k = 1) and 5.9 ms against 41 ms (k = 8)
+        priority=150,
+    ),
 }
+
+
+@dataclass
+class _TriangularState:
+    matrix: torch.Tensor
+    upper: bool
+    unit_diagonal: bool
 
 
 @dataclass
@@ -106,7 +124,13 @@ class TorchBackend:
             return Availability.no("no CUDA device visible to torch")
         return Availability.no(f"does not serve {device_type!r}")
 
-    def prepare(self, A: torch.Tensor, method: str, options: SolveOptions) -> _State:
+    def prepare(self, A: torch.Tensor, method: str, options: SolveOptions) -> _State | _TriangularState:
+        if method == "triangular":
+            extra = dict(options.extra)
+            upper, unit = extra.pop("upper"), extra.pop("unit_diagonal")
+            if extra:
+                raise TypeError(f"torch backend: unhandled option(s) {sorted(extra)}")
+            return _TriangularState(CsrOperator(A).matrix, upper, unit)
         extra = dict(options.extra)
         preconditioner = extra.pop("preconditioner", None)
         if preconditioner not in _PRECONDITIONERS:
@@ -122,12 +146,19 @@ class TorchBackend:
 
     def solve(
         self,
-        state: _State,
+        state: _State | _TriangularState,
         B: torch.Tensor,
         *,
         transpose: bool,
         x0: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, BackendReport]:
+        if isinstance(state, _TriangularState):
+            # contiguous: torch 2.13's sparse triangular_solve returns wrong numbers for a strided
+            # (n, 1) view of a wider B (seen here; tested in tests/test_triangular.py)
+            solution = torch.triangular_solve(
+                B.contiguous(), state.matrix, upper=state.upper, transpose=transpose, unitriangular=state.unit_diagonal
+            ).solution
+            return solution, BackendReport()
         operator = state.operator
 
         def op(X: torch.Tensor) -> torch.Tensor:

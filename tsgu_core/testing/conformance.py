@@ -124,7 +124,8 @@ def conformance_cases(
     params = []
     for name in names:
         entry = get_entry(name)
-        chosen = list(methods) if methods is not None else sorted(entry.backend.methods)
+        square = sorted(name for name, spec in entry.backend.methods.items() if spec.operation == "solve")
+        chosen = list(methods) if methods is not None else square
         for method, device in itertools.product(chosen, entry.backend.device_types):
             spec = entry.backend.methods[method]
             availability = entry.availability(device)
