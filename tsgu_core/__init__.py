@@ -32,6 +32,7 @@ from tsgu_core.errors import (
 from tsgu_core.factorize import Factorization, factorize
 from tsgu_core.hookspecs import hookimpl, hookspec
 from tsgu_core.info import SolveInfo
+from tsgu_core.lstsq import lstsq
 from tsgu_core.protocol import (
     COMMON_ITERATIVE_OPTIONS,
     Availability,
@@ -96,6 +97,7 @@ __all__ = [
     "hookspec",
     "list_backends",
     "list_broken_plugins",
+    "lstsq",
     "register_plugin",
     "reload_plugins",
     "set_default_backend",

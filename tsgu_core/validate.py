@@ -55,10 +55,11 @@ def default_rtol(dtype: torch.dtype) -> float:
     return 1e-5 if dtype == torch.float32 else 1e-8
 
 
-def check_matrix(A: Any, name: str = "A", *, allow_batch: bool = False) -> None:
+def check_matrix(A: Any, name: str = "A", *, allow_batch: bool = False, tall: bool = False) -> None:
     """Check that ``A`` is a square sparse COO/CSR float matrix (or, if allowed, a batch of them).
 
     A batch is ``(b, n, n)``: COO with three sparse dimensions, or batched CSR.
+    With ``tall=True``, ``A`` may be ``(m, n)`` with ``m ≥ n`` (least squares).
 
     Raises
     ------
@@ -80,8 +81,13 @@ def check_matrix(A: Any, name: str = "A", *, allow_batch: bool = False) -> None:
             f"{name} must be {wanted} without dense dimensions, got shape {tuple(A.shape)} "
             f"with {A.sparse_dim()} sparse and {A.dense_dim()} dense dimensions"
         )
-    if A.shape[-1] != A.shape[-2]:
-        raise ShapeError(f"{name} must be square, got shape {tuple(A.shape)}; for a tall A use a least-squares solver")
+    if tall and A.shape[-2] < A.shape[-1]:
+        raise ShapeError(
+            f"{name} must be tall (m ≥ n, full column rank) for least squares, got shape {tuple(A.shape)}; "
+            "an underdetermined system has no unique least-squares solution"
+        )
+    if not tall and A.shape[-1] != A.shape[-2]:
+        raise ShapeError(f"{name} must be square, got shape {tuple(A.shape)}; for a tall A use tsgu_core.lstsq")
     if A.dtype not in FLOAT_DTYPES:
         raise DtypeMismatchError(
             f"{name} has dtype {A.dtype}; tsgu solves in float32 or float64: convert with {name}.to(torch.float64)"
@@ -101,8 +107,8 @@ def check_matrix(A: Any, name: str = "A", *, allow_batch: bool = False) -> None:
 
 
 def check_rhs(B: Any, A: torch.Tensor, name: str = "B") -> None:
-    """Check that ``B`` is dense, ``(n,)`` or ``(n, k)`` — ``(b, n)`` or ``(b, n, k)`` for a batched ``A`` —
-    with ``A``'s dtype and device."""
+    """Check that ``B`` is dense, ``(m,)`` or ``(m, k)`` for ``A`` ``(m, n)`` — ``(b, n)`` or ``(b, n, k)``
+    for a batched ``A`` — with ``A``'s dtype and device."""
     if A.dim() == 2:
         _check_dense(B, name, A.shape[0], A.dtype, A.device, f"A of shape {tuple(A.shape)}")
         return

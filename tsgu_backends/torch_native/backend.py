@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from tsgu_backends.torch_native.krylov import krylov_solve
+from tsgu_backends.torch_native.least_squares import solve_augmented
 from tsgu_backends.torch_native.operator import CsrOperator
 from tsgu_core import Availability, BackendReport, MethodSpec, SolveOptions
 
@@ -49,6 +50,14 @@ METHODS: dict[str, MethodSpec] = {
         "MINRES; A must be symmetric (may be indefinite)",
         batched=True,
     ),
+    "lsqr": MethodSpec(
+        "lsqr",
+        "iterative",
+        "general",
+        {},
+        "LSQR on A and Aᵀ (Paige & Saunders), with refinement on the augmented system",
+        operation="lstsq",
+    ),
     "triangular": MethodSpec(
         "triangular",
         "direct",
@@ -68,6 +77,7 @@ class _TriangularState:
     matrix: torch.Tensor
     upper: bool
     unit_diagonal: bool
+    method: str = "triangular"
 
 
 @dataclass
@@ -152,6 +162,8 @@ class TorchBackend:
         transpose: bool,
         x0: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, BackendReport]:
+        if isinstance(state, _State) and state.method == "lsqr":
+            return self._solve_augmented(state, B, x0)
         if isinstance(state, _TriangularState):
             # contiguous: torch 2.13's sparse triangular_solve returns wrong numbers for a strided
             # (n, 1) view of a wider B (seen here; tested in tests/test_triangular.py)
@@ -185,3 +197,22 @@ class TorchBackend:
             restart=state.restart,
         )
         return result.X, BackendReport(result.iterations, result.converged, result.message)
+
+    def _solve_augmented(
+        self, state: _State, Z: torch.Tensor, z0: torch.Tensor | None
+    ) -> tuple[torch.Tensor, BackendReport]:
+        """The least-squares operation: ``K = [[I, A], [Aᵀ, 0]]`` is symmetric, so ``transpose`` is moot."""
+        operator = state.operator
+        options = state.options
+        assert options.rtol is not None and options.atol is not None and options.maxiter is not None
+        result = solve_augmented(
+            operator.apply,
+            lambda U: operator.apply(U, transpose=True),
+            Z,
+            operator.shape[0],
+            rtol=options.rtol,
+            atol=options.atol,
+            maxiter=options.maxiter,
+            z0=z0,
+        )
+        return result.Z, BackendReport(result.iterations, result.converged, result.message)

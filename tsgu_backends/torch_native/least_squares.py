@@ -1,0 +1,147 @@
+"""LSQR in pure torch, and the augmented-system solve that :func:`tsgu_core.lstsq` asks for.
+
+The core poses least squares as the square, symmetric system
+
+    K [r; x] = [c; d],   K = [[I, A], [Aᵀ, 0]],
+
+whose solution for ``d = 0`` is the least-squares ``x`` of ``A x ≈ c`` with
+residual ``r``. For a general right-hand side, with ``r₂`` the minimum-norm
+solution of ``Aᵀ r₂ = d``, the solution is ``x = argmin ‖A x − (c − r₂)‖``
+and ``r = c − A x``: two LSQR runs, the first only when ``d ≠ 0`` (the
+backward pass). Every column runs its own LSQR (Paige & Saunders, 1982) with
+per-column scalars; all columns iterate together.
+
+:func:`solve_augmented` then measures the true residual of ``K`` and, while
+it is above the tolerance, solves for the correction (iterative refinement),
+so that the core's residual check passes for a converged solve.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["AugmentedResult", "lsqr", "solve_augmented"]
+
+Operator = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _safe(x: torch.Tensor) -> torch.Tensor:
+    return torch.where(x == 0, torch.ones_like(x), x)
+
+
+def _normalise(V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    norm = torch.linalg.vector_norm(V, dim=0)
+    return V / _safe(norm), norm
+
+
+def lsqr(
+    matvec: Operator, rmatvec: Operator, C: torch.Tensor, q: int, tol: torch.Tensor, maxiter: int, *, consistent: bool
+) -> tuple[torch.Tensor, int]:
+    """``Y = argmin ‖M Y − C‖`` column by column (minimum norm when the system is consistent).
+
+    Parameters
+    ----------
+    matvec, rmatvec : callable
+        ``M @ V`` for ``V`` ``(q, k)`` and ``Mᵀ @ U`` for ``U`` ``(p, k)``.
+    C : Tensor
+        ``(p, k)``.
+    q : int
+        The number of columns of ``M``.
+    tol : Tensor
+        ``(k,)``: stop a column when ``‖Mᵀ (C − M y)‖`` (``consistent=False``)
+        or ``‖C − M y‖`` (``consistent=True``) is estimated below it.
+    maxiter : int
+        Iteration cap.
+
+    Returns
+    -------
+    (Y, iterations)
+    """
+    U, beta = _normalise(C)
+    V, alpha = _normalise(rmatvec(U))
+    W = V.clone()
+    Y = C.new_zeros(q, C.shape[1])
+    phi_bar, rho_bar = beta, alpha
+    active = (beta > 0) & (alpha > 0)
+    its = 0
+    while its < maxiter and bool(active.any()):
+        U, beta = _normalise(matvec(V) - alpha * U)
+        V, alpha = _normalise(rmatvec(U) - beta * V)
+        rho = torch.sqrt(rho_bar**2 + beta**2)
+        c, s = rho_bar / _safe(rho), beta / _safe(rho)
+        theta = s * alpha
+        rho_bar = -c * alpha
+        phi = c * phi_bar
+        phi_bar = s * phi_bar
+        step = torch.where(active, phi / _safe(rho), 0)
+        Y = Y + step * W
+        W = V - (theta / _safe(rho)) * W
+        its += 1
+        estimate = phi_bar if consistent else phi_bar * alpha * c.abs()
+        active = active & (estimate > tol) & (beta > 0) & (alpha > 0) & torch.isfinite(estimate)
+    return Y, its
+
+
+@dataclass(frozen=True)
+class AugmentedResult:
+    """The outcome of :func:`solve_augmented`."""
+
+    Z: torch.Tensor
+    iterations: int
+    converged: bool
+    message: str
+
+
+def solve_augmented(
+    matvec: Operator,
+    rmatvec: Operator,
+    Z: torch.Tensor,
+    m: int,
+    *,
+    rtol: float,
+    atol: float,
+    maxiter: int,
+    z0: torch.Tensor | None = None,
+) -> AugmentedResult:
+    """Solve ``[[I, A], [Aᵀ, 0]] [r; x] = Z`` for ``A`` ``(m, n)`` given by its products.
+
+    ``z0`` is an initial guess ``[r0; x0]``.
+
+    Stops when ``‖Z − K z‖ ≤ max(rtol·‖Z‖, atol)`` per column (the core's own
+    criterion), when ``maxiter`` LSQR iterations are spent, or when a
+    refinement pass does not reduce the residual.
+    """
+    tol = torch.clamp(rtol * torch.linalg.vector_norm(Z, dim=0), min=atol)
+    n = Z.shape[0] - m
+
+    def residual_of(z: torch.Tensor) -> torch.Tensor:
+        r, x = z[:m], z[m:]
+        return Z - torch.cat([r + matvec(x), rmatvec(r)])
+
+    solution = torch.zeros_like(Z) if z0 is None else z0.clone()
+    correction_rhs = Z if z0 is None else residual_of(solution)
+    used, previous, message = 0, None, ""
+    while True:
+        c, d = correction_rhs[:m], correction_rhs[m:]
+        r2 = torch.zeros_like(c)
+        if bool(d.abs().max() > 0):
+            r2, its = lsqr(rmatvec, matvec, d, m, tol / 2, maxiter - used, consistent=True)
+            used += its
+        x, its = lsqr(matvec, rmatvec, c - r2, n, tol / 2, maxiter - used, consistent=False)
+        used += its
+        solution = solution + torch.cat([c - matvec(x), x])
+        residual = residual_of(solution)
+        norm = torch.linalg.vector_norm(residual, dim=0)
+        if bool((norm <= tol).all()):
+            return AugmentedResult(solution, used, True, message)
+        if used >= maxiter:
+            message = f"reached maxiter={maxiter}"
+            break
+        if previous is not None and not bool((norm < previous)[norm > tol].any()):
+            message = f"refinement stagnated after {used} iterations"
+            break
+        previous, correction_rhs = norm, residual
+    return AugmentedResult(solution, used, False, message)
