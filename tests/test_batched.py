@@ -125,3 +125,16 @@ def test_batched_jacobi_and_initial_guess(method):
         as_layout(D, "coo"), B, backend="torch", method=method, rtol=1e-12, preconditioner="jacobi", x0=expected * 0.9
     )
     torch.testing.assert_close(X, expected)
+
+
+def test_solve_values_takes_a_batch_of_values():
+    D = batch_of_matrices(seed=4)
+    pattern = as_layout(D, "csr")
+    values = (pattern.values() * 2).requires_grad_()
+    B = torch.randn(B_SIZE, N, dtype=torch.float64)
+    X = tsgu_core.solve_values(pattern, values, B, backend="torch", rtol=1e-13)
+    torch.testing.assert_close(X, torch.linalg.solve(2 * D, B.unsqueeze(-1)).squeeze(-1))
+    (g,) = torch.autograd.grad(X.sum(), values, create_graph=True)
+    assert g.shape == values.shape and g.requires_grad
+    with pytest.raises(errors.ShapeError, match="stored entries"):
+        tsgu_core.solve_values(pattern, values.detach()[:, :-1], B, backend="torch")

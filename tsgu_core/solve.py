@@ -196,9 +196,11 @@ def solve_values(
     Parameters
     ----------
     A : Tensor
-        Coalesced COO or CSR; must not require grad (its values are not used).
+        Coalesced COO or CSR ``(n, n)``, or a ``(b, n, n)`` batch sharing one
+        pattern; must not require grad (its values are not used).
     values : Tensor
-        Shape ``(nnz,)``, with ``A``'s dtype and device.
+        Shape ``(nnz,)`` — for a batch ``(b, nnz)`` with ``nnz`` per member, in
+        row-major order — with ``A``'s dtype and device.
     B, backend, method, return_info, on_failure, **options
         As for :func:`solve`.
 
@@ -213,11 +215,18 @@ def solve_values(
     >>> g.requires_grad  # differentiable again
     True
     """
-    check_matrix(A)
+    check_matrix(A, allow_batch=True)
     if A.requires_grad:
         raise ValueError("A must not require grad in solve_values: its values are not used; detach it")
     if A.layout == torch.sparse_coo and not A.is_coalesced():
         raise ValueError("solve_values needs a coalesced COO A (values follow its order): use A.coalesce()")
+    if A.dim() == 3:
+        shared = as_shared_pattern_csr(A)
+        check_values(values, shared)
+        A = torch.sparse_csr_tensor(
+            shared.crow_indices(), shared.col_indices(), values.detach(), A.shape, check_invariants=False
+        )
+        return _solve(A, values, B, backend, method, return_info, on_failure, options)
     check_values(values, A)
     if A.layout == torch.sparse_coo:
         A = torch.sparse_coo_tensor(A._indices(), values.detach(), A.shape, is_coalesced=True, check_invariants=False)

@@ -142,15 +142,13 @@ def _check_dense(X: Any, name: str, n: int, dtype: torch.dtype, device: torch.de
 
 
 def check_values(values: Any, A: torch.Tensor) -> None:
-    """Check a values tensor for ``A``'s pattern: dense, ``(nnz,)``, ``A``'s dtype and device."""
-    nnz = A._nnz()
+    """Check a values tensor for ``A``'s pattern: dense, shaped like ``A.values()``, ``A``'s dtype and device."""
     if not isinstance(values, torch.Tensor) or values.layout != torch.strided:
         raise LayoutError(f"values must be a dense torch tensor, got {type(values).__name__}")
-    if values.shape != (nnz,):
-        raise ShapeError(
-            f"values must have shape ({nnz},) to match A's {nnz} stored entries, got {tuple(values.shape)}"
-        )
-    _check_dense(values, "values", nnz, A.dtype, A.device, f"A's {nnz} stored entries")
+    expected = tuple(A.values().shape) if A.layout == torch.sparse_csr else (A._nnz(),)
+    if tuple(values.shape) != expected:
+        raise ShapeError(f"values must have shape {expected} to match A's stored entries, got {tuple(values.shape)}")
+    _check_dense(values.reshape(-1), "values", values.numel(), A.dtype, A.device, "A's stored entries")
 
 
 def check_finite(**tensors: torch.Tensor) -> None:
