@@ -51,12 +51,14 @@ from typing import Any
 import torch
 
 from tsgu_core.errors import ConvergenceError, ConvergenceWarning, SingularMatrixError, UnknownOptionError
+from tsgu_core.lstsq import lstsq
 from tsgu_core.registry import get_entry, list_backends
 from tsgu_core.solve import solve, solve_values
 from tsgu_core.testing.matrices import matrix_for, to_layout
+from tsgu_core.triangular import triangular_solve
 from tsgu_core.validate import resolve_options
 
-__all__ = ["CHECKS", "Case", "conformance_cases", "run_case"]
+__all__ = ["CHECKS", "LSTSQ_CHECKS", "SOLVE_CHECKS", "TRIANGULAR_CHECKS", "Case", "conformance_cases", "run_case"]
 
 N_REFERENCE = 24
 N_GRADCHECK = 10
@@ -83,6 +85,12 @@ class Case:
 
 
 def _variants(check: str, kind: str) -> Iterable[tuple[str, str, str]]:
+    if check in ("triangular", "lstsq"):
+        return itertools.product(("coo", "csr"), ("vector", "matrix"), DTYPES)
+    if check in ("triangular-gradcheck", "lstsq-gradcheck"):
+        return itertools.product(("coo", "csr"), ("vector", "matrix"), ("float64",))
+    if check == "lstsq-policy" and kind == "direct":
+        return ()
     if check == "reference":
         return itertools.product(("coo", "csr"), RHS_SHAPES, DTYPES)
     if check == "transpose":
@@ -94,7 +102,11 @@ def _variants(check: str, kind: str) -> Iterable[tuple[str, str, str]]:
     return [("csr", "matrix", "float64")]
 
 
-CHECKS = ("reference", "transpose", "gradcheck", "gradgradcheck", "policy", "options", "unmodified", "x0")
+SOLVE_CHECKS = ("reference", "transpose", "gradcheck", "gradgradcheck", "policy", "options", "unmodified", "x0")
+TRIANGULAR_CHECKS = ("triangular", "triangular-gradcheck")
+LSTSQ_CHECKS = ("lstsq", "lstsq-gradcheck", "lstsq-policy")
+CHECKS = SOLVE_CHECKS + TRIANGULAR_CHECKS + LSTSQ_CHECKS
+_CHECKS_OF = {"solve": SOLVE_CHECKS, "triangular": TRIANGULAR_CHECKS, "lstsq": LSTSQ_CHECKS}
 
 
 def conformance_cases(
@@ -116,7 +128,9 @@ def conformance_cases(
         Extra options for a method's solves (e.g. a preconditioner). The
         suite chooses ``rtol``/``maxiter`` itself.
     checks : iterable of str
-        A subset of :data:`CHECKS`.
+        A subset of :data:`CHECKS`; each method gets the checks of its
+        operation (:data:`SOLVE_CHECKS`, :data:`TRIANGULAR_CHECKS` or
+        :data:`LSTSQ_CHECKS`).
     """
     import pytest
 
@@ -124,8 +138,7 @@ def conformance_cases(
     params = []
     for name in names:
         entry = get_entry(name)
-        square = sorted(name for name, spec in entry.backend.methods.items() if spec.operation == "solve")
-        chosen = list(methods) if methods is not None else square
+        chosen = list(methods) if methods is not None else sorted(entry.backend.methods)
         for method, device in itertools.product(chosen, entry.backend.device_types):
             spec = entry.backend.methods[method]
             availability = entry.availability(device)
@@ -134,7 +147,7 @@ def conformance_cases(
                 needs = "needs a CUDA device" if device == "cuda" else f"needs backend {name!r} on {device}"
                 marks.append(pytest.mark.skip(reason=f"{needs}: {availability.reason}"))
             method_options = dict((options or {}).get(method, {}))
-            for check in checks:
+            for check in (c for c in checks if c in _CHECKS_OF[spec.operation]):
                 for layout, rhs, dtype in _variants(check, spec.kind):
                     case = Case(name, method, check, device, layout, rhs, dtype, method_options)
                     params.append(pytest.param(case, marks=marks, id=str(case)))
@@ -330,7 +343,118 @@ def _check_x0(case: Case) -> None:
     _assert_close(X, torch.linalg.solve(D, B), "solution from an initial guess", case)
 
 
+# --- triangular and least-squares methods --------------------------------------
+
+
+def _triangle(case: Case, n: int, upper: bool, unit: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stored entries (dense) of a nonsymmetric triangular matrix, and the matrix they mean."""
+    D = matrix_for("general", n, seed=_seed(case), dtype=DTYPES[case.dtype])
+    T = torch.triu(D) if upper else torch.tril(D)
+    if unit:
+        T = T - torch.diag(torch.diagonal(T))
+        return T, T + torch.eye(n, dtype=T.dtype)
+    return T, T
+
+
+def _rhs(case: Case, rows: int) -> torch.Tensor:
+    k = RHS_SHAPES[case.rhs]
+    generator = torch.Generator().manual_seed(_seed(case) + 1)
+    shape = (rows,) if k is None else (rows, k)
+    return torch.randn(shape, generator=generator, dtype=DTYPES[case.dtype]).to(case.device)
+
+
+def _check_triangular(case: Case) -> None:
+    for upper, unit, transpose in itertools.product((True, False), repeat=3):
+        stored, meaning = _triangle(case, N_REFERENCE, upper, unit)
+        A = to_layout(stored, case.layout).to(case.device).requires_grad_()
+        B = _rhs(case, N_REFERENCE).requires_grad_()
+        X = triangular_solve(
+            A, B, upper=upper, unit_diagonal=unit, transpose=transpose, backend=case.backend, method=case.method
+        )
+        G = torch.randn(X.shape, generator=torch.Generator().manual_seed(3), dtype=X.dtype).to(X.device)
+        (X * G).sum().backward()
+        M = meaning.to(case.device).requires_grad_()
+        B_ref = B.detach().clone().requires_grad_()
+        op = M.T if transpose else M
+        X_ref = torch.linalg.solve_triangular(op, B_ref.reshape(N_REFERENCE, -1), upper=upper != transpose)
+        (X_ref.reshape(B.shape) * G).sum().backward()
+        what = f"upper={upper} unit_diagonal={unit} transpose={transpose}"
+        _assert_close(X, X_ref.reshape(B.shape), f"{what}: solution", case)
+        _assert_close(B.grad, B_ref.grad, f"{what}: gradient of B", case)
+        assert A.grad is not None and A.grad.layout == A.layout and M.grad is not None
+        _assert_close(A.grad.to_dense(), M.grad * (stored.to(case.device) != 0), f"{what}: gradient of A", case)
+
+
+def _tall(case: Case) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(_seed(case))
+    m, n = 2 * N_GRADCHECK, N_GRADCHECK
+    dtype = DTYPES[case.dtype]
+    D = torch.randn(m, n, generator=generator, dtype=dtype) * (torch.rand(m, n, generator=generator) < 0.4)
+    return D + torch.cat([2 * torch.eye(n, dtype=dtype), torch.zeros(m - n, n, dtype=dtype)])
+
+
+def _lstsq_options(case: Case, kind: str) -> dict[str, Any]:
+    options = dict(case.options)
+    if kind == "iterative":
+        options.setdefault("rtol", 1e-12 if case.dtype == "float64" else 1e-6)
+    return options
+
+
+def _check_lstsq(case: Case) -> None:
+    spec = get_entry(case.backend).backend.methods[case.method]
+    D = _tall(case).to(case.device)
+    m = D.shape[0]
+    A = to_layout(D.cpu(), case.layout).to(case.device).requires_grad_()
+    B = _rhs(case, m).requires_grad_()  # generic B: the residual is not zero
+    X = lstsq(A, B, backend=case.backend, method=case.method, **_lstsq_options(case, spec.kind))
+    G = torch.randn(X.shape, generator=torch.Generator().manual_seed(3), dtype=X.dtype).to(X.device)
+    (X * G).sum().backward()
+    D_ref = D.clone().requires_grad_()
+    B_ref = B.detach().clone().requires_grad_()
+    X_ref = torch.linalg.solve(D_ref.T @ D_ref, D_ref.T @ B_ref.reshape(m, -1)).reshape(X.shape)
+    (X_ref * G).sum().backward()
+    _assert_close(X, X_ref, "least-squares solution", case)
+    _assert_close(B.grad, B_ref.grad, "gradient of B", case)
+    assert A.grad is not None and A.grad.layout == A.layout and D_ref.grad is not None
+    _assert_close(A.grad.to_dense(), D_ref.grad * (D != 0), "gradient of A (with its residual term)", case)
+
+
+def _check_operation_gradcheck(case: Case) -> None:
+    spec = get_entry(case.backend).backend.methods[case.method]
+    if spec.operation == "triangular":
+        stored, _ = _triangle(case, N_GRADCHECK, upper=False, unit=False)
+    else:
+        stored = _tall(case)
+    A = to_layout(stored, case.layout).to(case.device)
+    params = A.values().clone().requires_grad_()
+    B = _rhs(case, A.shape[0]).requires_grad_()
+
+    def function(p: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+        matrix = _sparse_from_values(A, p)
+        if spec.operation == "triangular":
+            return triangular_solve(matrix, rhs, upper=False, transpose=True, backend=case.backend, method=case.method)
+        return lstsq(matrix, rhs, backend=case.backend, method=case.method, **_lstsq_options(case, spec.kind))
+
+    assert torch.autograd.gradcheck(function, (params, B), atol=1e-6, rtol=1e-4), f"{case}: gradcheck failed"
+
+
+def _check_lstsq_policy(case: Case) -> None:
+    D = _tall(case).to(case.device)
+    A = to_layout(D.cpu(), case.layout).to(case.device)
+    B = _rhs(case, D.shape[0])
+    try:
+        lstsq(A, B, backend=case.backend, method=case.method, **dict(case.options, rtol=1e-14, maxiter=1))
+    except ConvergenceError:
+        return
+    raise AssertionError(f"{case}: one iteration at rtol=1e-14 did not raise ConvergenceError")
+
+
 _RUNNERS: dict[str, Callable[[Case], None]] = {
+    "triangular": _check_triangular,
+    "triangular-gradcheck": _check_operation_gradcheck,
+    "lstsq": _check_lstsq,
+    "lstsq-gradcheck": _check_operation_gradcheck,
+    "lstsq-policy": _check_lstsq_policy,
     "reference": _check_reference,
     "transpose": _check_transpose,
     "gradcheck": _check_gradcheck,
