@@ -30,6 +30,7 @@ def _info(args: argparse.Namespace) -> int:
             print(f"  {device}: {state}{fix}")
         for name, spec in sorted(backend.methods.items()):
             default = " (default)" if name == backend.default_method else ""
+            default += f" [{spec.operation}]" if spec.operation != "solve" else ""
             options = ", ".join(spec.accepted_options) or "no options"
             print(f"  - {name}{default}: {spec.kind}, assumes {spec.assumes} A; options: {options}")
     for broken in list_broken_plugins():

@@ -21,7 +21,7 @@ an unconverged or inaccurate least-squares solve cannot pass silently.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 
@@ -49,6 +49,32 @@ def _augmented_pattern(A: torch.Tensor) -> SparsePattern:
     row = torch.cat([identity, stored.row, m + stored.col])
     col = torch.cat([identity, m + stored.col, stored.row])
     return SparsePattern(row, col, m + n)
+
+
+@overload
+def lstsq(
+    A: torch.Tensor,
+    B: torch.Tensor,
+    *,
+    backend: str | None = ...,
+    method: str | None = ...,
+    return_info: Literal[False] = ...,
+    on_failure: str = ...,
+    **options: Any,
+) -> torch.Tensor: ...
+
+
+@overload
+def lstsq(
+    A: torch.Tensor,
+    B: torch.Tensor,
+    *,
+    backend: str | None = ...,
+    method: str | None = ...,
+    return_info: Literal[True],
+    on_failure: str = ...,
+    **options: Any,
+) -> tuple[torch.Tensor, SolveInfo]: ...
 
 
 def lstsq(

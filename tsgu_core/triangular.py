@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 
@@ -48,6 +48,36 @@ def _check_triangular(pattern: SparsePattern, values: torch.Tensor, *, upper: bo
         index = int(row[on_diagonal][where[-1]])
         member = f" in batch member {where[0]}" if len(where) > 1 else ""
         raise SingularMatrixError(f"A is singular: its diagonal entry ({index}, {index}){member} is zero")
+
+
+@overload
+def triangular_solve(
+    A: torch.Tensor,
+    B: torch.Tensor,
+    *,
+    upper: bool,
+    unit_diagonal: bool = ...,
+    transpose: bool = ...,
+    backend: str | None = ...,
+    method: str | None = ...,
+    return_info: Literal[False] = ...,
+    **options: Any,
+) -> torch.Tensor: ...
+
+
+@overload
+def triangular_solve(
+    A: torch.Tensor,
+    B: torch.Tensor,
+    *,
+    upper: bool,
+    unit_diagonal: bool = ...,
+    transpose: bool = ...,
+    backend: str | None = ...,
+    method: str | None = ...,
+    return_info: Literal[True],
+    **options: Any,
+) -> tuple[torch.Tensor, SolveInfo]: ...
 
 
 def triangular_solve(

@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
+from tsgu_backends.augmented import solve_augmented
 from tsgu_backends.torch_native.krylov import krylov_solve
-from tsgu_backends.torch_native.least_squares import solve_augmented
 from tsgu_backends.torch_native.operator import CsrOperator
 from tsgu_core import Availability, BackendReport, MethodSpec, SolveOptions
 

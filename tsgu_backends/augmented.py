@@ -1,4 +1,4 @@
-"""LSQR in pure torch, and the augmented-system solve that :func:`tsgu_core.lstsq` asks for.
+"""The augmented-system solve that :func:`tsgu_core.lstsq` asks of a backend, and LSQR in torch.
 
 The core poses least squares as the square, symmetric system
 
@@ -7,13 +7,14 @@ The core poses least squares as the square, symmetric system
 whose solution for ``d = 0`` is the least-squares ``x`` of ``A x ≈ c`` with
 residual ``r``. For a general right-hand side, with ``r₂`` the minimum-norm
 solution of ``Aᵀ r₂ = d``, the solution is ``x = argmin ‖A x − (c − r₂)‖``
-and ``r = c − A x``: two LSQR runs, the first only when ``d ≠ 0`` (the
-backward pass). Every column runs its own LSQR (Paige & Saunders, 1982) with
-per-column scalars; all columns iterate together.
-
-:func:`solve_augmented` then measures the true residual of ``K`` and, while
-it is above the tolerance, solves for the correction (iterative refinement),
-so that the core's residual check passes for a converged solve.
+and ``r = c − A x``: two least-squares runs, the first only when ``d ≠ 0``
+(the backward pass). :func:`solve_augmented` does this with any
+least-squares routine a backend hands it (the torch backend: :func:`lsqr`
+below, every column its own LSQR of Paige & Saunders (1982) with per-column
+scalars, all columns together; the scipy backend: SciPy's LSMR/LSQR), then
+measures the true residual of ``K`` and, while it is above the tolerance,
+solves for the correction (iterative refinement), so that the core's residual
+check passes for a converged solve.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import torch
 __all__ = ["AugmentedResult", "lsqr", "solve_augmented"]
 
 Operator = Callable[[torch.Tensor], torch.Tensor]
+LeastSquares = Callable[..., tuple[torch.Tensor, int]]
+"""``(matvec, rmatvec, C, q, tol, maxiter, *, consistent) -> (Y, iterations)``, as :func:`lsqr`."""
 
 
 def _safe(x: torch.Tensor) -> torch.Tensor:
@@ -105,10 +108,12 @@ def solve_augmented(
     atol: float,
     maxiter: int,
     z0: torch.Tensor | None = None,
+    least_squares: LeastSquares | None = None,
 ) -> AugmentedResult:
     """Solve ``[[I, A], [Aᵀ, 0]] [r; x] = Z`` for ``A`` ``(m, n)`` given by its products.
 
-    ``z0`` is an initial guess ``[r0; x0]``.
+    ``z0`` is an initial guess ``[r0; x0]``; ``least_squares`` the routine for the
+    sub-problems (default: :func:`lsqr`).
 
     Stops when ``‖Z − K z‖ ≤ max(rtol·‖Z‖, atol)`` per column (the core's own
     criterion), when ``maxiter`` LSQR iterations are spent, or when a
@@ -116,6 +121,7 @@ def solve_augmented(
     """
     tol = torch.clamp(rtol * torch.linalg.vector_norm(Z, dim=0), min=atol)
     n = Z.shape[0] - m
+    solve_ls = least_squares or lsqr
 
     def residual_of(z: torch.Tensor) -> torch.Tensor:
         r, x = z[:m], z[m:]
@@ -128,9 +134,9 @@ def solve_augmented(
         c, d = correction_rhs[:m], correction_rhs[m:]
         r2 = torch.zeros_like(c)
         if bool(d.abs().max() > 0):
-            r2, its = lsqr(rmatvec, matvec, d, m, tol / 2, maxiter - used, consistent=True)
+            r2, its = solve_ls(rmatvec, matvec, d, m, tol / 2, maxiter - used, consistent=True)
             used += its
-        x, its = lsqr(matvec, rmatvec, c - r2, n, tol / 2, maxiter - used, consistent=False)
+        x, its = solve_ls(matvec, rmatvec, c - r2, n, tol / 2, maxiter - used, consistent=False)
         used += its
         solution = solution + torch.cat([c - matvec(x), x])
         residual = residual_of(solution)

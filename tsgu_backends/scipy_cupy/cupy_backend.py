@@ -1,0 +1,195 @@
+"""The ``cupy`` backend: ``cupyx.scipy.sparse.linalg`` on CUDA tensors, zero-copy through DLPack.
+
+Available only where CuPy imports, a CUDA device exists and CuPy's sparse
+linear algebra loads (it needs the CUDA libraries, e.g. cuBLAS and cuSPARSE:
+``pip install 'cupy-cuda12x[ctk]'`` on a machine without a CUDA toolkit).
+The availability check asks torch for a device first, so on a CPU-only
+machine CuPy is never imported.
+
+CuPy runs its kernels on torch's current CUDA stream, so no extra
+synchronisation is needed between the frameworks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.util
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from tsgu_backends.scipy_cupy.convert import torch_to_cupy
+from tsgu_backends.scipy_cupy.iterative import solve_columns
+from tsgu_backends.scipy_cupy.methods import CUPY_METHODS
+from tsgu_core import Availability, BackendReport, SingularMatrixError, SolveOptions
+
+__all__ = ["CupyBackend"]
+
+INSTALL = "pip install 'tsgu[cupy]'"
+
+
+@functools.cache
+def _cupy_status() -> Availability:
+    """Whether CuPy and its sparse solvers import and see a device (asked once per process)."""
+    try:
+        import cupy
+        import cupyx.scipy.sparse.linalg  # noqa: F401  (needs cuBLAS/cuSPARSE)
+
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            return Availability.no("CuPy sees no CUDA device")
+    except Exception as error:  # ImportError, CUDARuntimeError, missing libraries...
+        return Availability.no(
+            f"CuPy cannot run here: {type(error).__name__}: {error}",
+            install="pip install 'cupy-cuda12x[ctk]' (CuPy with the CUDA libraries)",
+        )
+    return Availability.yes()
+
+
+@contextlib.contextmanager
+def _on_torch_stream(device: torch.device) -> Iterator[None]:
+    import cupy
+
+    stream = torch.cuda.current_stream(device)
+    with cupy.cuda.Device(device.index or 0), cupy.cuda.ExternalStream(stream.cuda_stream):
+        yield
+
+
+def _cupy(X: torch.Tensor) -> Any:
+    import cupy
+
+    return cupy.from_dlpack(X.detach().contiguous())
+
+
+def _torch(X: Any, like: torch.Tensor) -> torch.Tensor:
+    return torch.from_dlpack(X).to(like.dtype).reshape(like.shape)
+
+
+def _singular(error: Exception) -> SingularMatrixError:
+    return SingularMatrixError(f"A is singular: {error}")
+
+
+@dataclass
+class _Direct:
+    factors: Any
+
+
+@dataclass
+class _Iterative:
+    matrix: Any
+    method: str
+    options: SolveOptions
+    keywords: dict[str, Any]
+    M: Any
+    _transposed: Any = field(default=None, repr=False)
+
+    def operator(self, transpose: bool) -> Any:
+        if not transpose:
+            return self.matrix
+        if self._transposed is None:
+            self._transposed = self.matrix.T.tocsr()
+        return self._transposed
+
+
+@dataclass
+class _Triangular:
+    matrix: Any
+    upper: bool
+    unit_diagonal: bool
+    _transposed: Any = field(default=None, repr=False)
+
+
+def _minres(A: Any, b: Any, *, rtol: float, **keywords: Any) -> tuple[Any, int]:
+    import cupyx.scipy.sparse.linalg as csla
+
+    return csla.minres(A, b, tol=rtol, **keywords)  # CuPy's minres names its tolerance ``tol``
+
+
+class CupyBackend:
+    """``cupyx.scipy.sparse.linalg`` for CUDA tensors, with SciPy's method and option names.
+
+    ``splu``/``spsolve`` factorise once (SuperLU on the CPU, as cupyx does;
+    triangular solves on the GPU) and reuse the factors for the transpose
+    solve. Iterative methods solve each column in turn; the transpose solve
+    uses ``Aᵀ``.
+    """
+
+    name = "cupy"
+    device_types = ("cuda",)
+    methods = CUPY_METHODS
+    default_method = "splu"
+    priority = 100
+
+    def is_available(self, device_type: str) -> Availability:
+        if device_type != "cuda":
+            return Availability.no(f"serves only CUDA, not {device_type!r}")
+        if importlib.util.find_spec("cupy") is None:
+            return Availability.no("CuPy is not installed", install=INSTALL)
+        if not torch.cuda.is_available():
+            return Availability.no("no CUDA device")
+        return _cupy_status()
+
+    def prepare(self, A: torch.Tensor, method: str, options: SolveOptions) -> Any:
+        import cupyx.scipy.sparse.linalg as csla
+
+        spec = self.methods[method]
+        extra = dict(options.extra)
+        with _on_torch_stream(A.device):
+            matrix = torch_to_cupy(A).tocsr()
+            if spec.operation == "triangular":
+                return _Triangular(matrix, extra.pop("upper"), extra.pop("unit_diagonal"))
+            if spec.kind == "direct":
+                try:
+                    return _Direct(csla.splu(matrix.tocsc(), **extra))
+                except RuntimeError as error:
+                    if "singular" in str(error).lower():
+                        raise _singular(error) from error
+                    raise
+            keywords: dict[str, Any] = {name: extra.pop(name) for name in ("restart", "shift") if name in extra}
+            M = extra.pop("M", None)
+            if extra:
+                raise TypeError(f"cupy backend: unhandled option(s) {sorted(extra)}")
+            return _Iterative(matrix, method, options, keywords, M)
+
+    def solve(
+        self, state: Any, B: torch.Tensor, *, transpose: bool, x0: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, BackendReport]:
+        import cupy
+        import cupyx.scipy.sparse.linalg as csla
+
+        with _on_torch_stream(B.device):
+            if isinstance(state, _Direct):
+                return _torch(state.factors.solve(_cupy(B), trans="T" if transpose else "N"), B), BackendReport()
+            if isinstance(state, _Triangular):
+                matrix, lower = state.matrix, not state.upper
+                if transpose:
+                    if state._transposed is None:
+                        state._transposed = state.matrix.T.tocsr()
+                    matrix, lower = state._transposed, state.upper
+                X = csla.spsolve_triangular(matrix, _cupy(B), lower=lower, unit_diagonal=state.unit_diagonal)
+                return _torch(X, B), BackendReport()
+            keywords = dict(state.keywords)
+            if state.M is not None:
+                operator = csla.aslinearoperator(state.M)
+                keywords["M"] = operator.H if transpose else operator
+            options = state.options
+            assert options.rtol is not None and options.atol is not None and options.maxiter is not None
+            restart = keywords.pop("restart", 20) if state.method == "gmres" else None
+            solver = _minres if state.method == "minres" else getattr(csla, state.method)
+            result = solve_columns(
+                cupy,
+                solver,
+                state.operator(transpose),
+                _cupy(B),
+                x0=None if x0 is None else _cupy(x0),
+                rtol=options.rtol,
+                atol=options.atol,
+                maxiter=options.maxiter,
+                keywords=keywords,
+                has_atol=state.method != "minres",
+                restart=restart,
+                shadow_from_start=state.method == "cgs",
+            )
+            return _torch(result.X, B), BackendReport(result.iterations, result.converged, result.message)

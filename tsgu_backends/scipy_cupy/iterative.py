@@ -1,0 +1,163 @@
+"""SciPy-style iterative solvers driven column by column, shared by the scipy and cupy backends.
+
+SciPy's and CuPy's Krylov solvers take one right-hand side, so every column
+of ``B`` is solved in turn (inside the backend; the core never loops). Each
+column's solve is checked by its true residual right away and, if the
+library stopped early (its own residual estimate drifted) or broke down,
+restarted from where it stopped while that makes progress and iterations
+remain (an attempt gets at most ``2n`` iterations, so an erratic method that
+stalls, like CGS, is restarted too) — the core's final check then rarely sees
+a library's false "converged". Iterations are counted with the library's callback; the
+reported count is the largest over the columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["ColumnResult", "solve_columns"]
+
+_MAX_RESTARTS = 3  # nudged restarts per column after a breakdown or a stall
+
+
+class _Breakdown(Exception):
+    """Raised from the callback to stop a library that iterates on NaN."""
+
+
+@dataclass(frozen=True)
+class ColumnResult:
+    """The outcome of :func:`solve_columns`."""
+
+    X: Any
+    iterations: int
+    converged: bool
+    message: str
+
+
+def solve_columns(
+    xp: Any,
+    solver: Callable[..., tuple[Any, int]],
+    operator: Any,
+    B: Any,
+    *,
+    x0: Any | None,
+    rtol: float,
+    atol: float,
+    maxiter: int,
+    keywords: Mapping[str, Any],
+    has_atol: bool = True,
+    restart: int | None = None,
+    inner_m: int | None = None,
+    shadow_from_start: bool = False,
+) -> ColumnResult:
+    """Solve ``operator @ X = B`` column by column with a SciPy-style ``solver``.
+
+    Parameters
+    ----------
+    xp : module
+        ``numpy`` or ``cupy``.
+    solver : callable
+        ``solver(A, b, x0=..., rtol=..., atol=..., maxiter=..., callback=..., **keywords) -> (x, info)``.
+    operator : matrix or LinearOperator
+        ``A`` or ``Aᵀ``.
+    B : array
+        ``(n, k)``.
+    maxiter : int
+        Iterations per column, restarts included.
+    has_atol : bool
+        ``False`` for solvers without ``atol`` (SciPy's ``minres``): the
+        column's threshold is then expressed through ``rtol`` alone.
+    restart : int, optional
+        For GMRES: the Krylov dimension. An inner step is an iteration
+        (counted with ``callback_type="pr_norm"``); the library gets its
+        ``maxiter`` in restart cycles, and a last cycle no longer than the
+        iterations left.
+    inner_m : int, optional
+        For LGMRES: inner steps per outer iteration, counted likewise.
+    shadow_from_start : bool
+        For the BiCG family (BiCGSTAB, CGS, TFQMR), whose shadow residual is
+        the initial residual: without ``x0``, start from the tiny nudge
+        described below instead of zero, so that a right-hand side with few
+        non-zeros (a one-hot gradient) does not break the method down.
+
+    Notes
+    -----
+    A Krylov method whose shadow residual is orthogonal to the residual
+    breaks down (BiCGSTAB, CGS, TFQMR on a right-hand side with one non-zero,
+    say); the library then stops or returns NaN. The column is restarted from
+    its last finite iterate nudged by a tiny, seeded random vector
+    (``1e-6 ‖b‖ / ‖A‖_F``), which gives the restart a different shadow
+    residual. The core's residual check judges the result as always.
+    """
+    k = B.shape[1]
+    n = B.shape[0]
+    X = xp.empty_like(B)
+    total, converged, messages = 0, True, []
+    scale = 1.0 / max(float(xp.linalg.norm(operator.data)) if hasattr(operator, "data") else 1.0, 1e-300)
+
+    def nudged(x: Any, b_norm: float, seed: int) -> Any:
+        nudge = xp.random.RandomState(seed).standard_normal(n).astype(B.dtype)
+        return x + (1e-6 * b_norm * scale / float(xp.linalg.norm(nudge))) * nudge
+
+    for j in range(k):
+        b = B[:, j]
+        b_norm = float(xp.linalg.norm(b))
+        target = max(rtol * b_norm, atol)
+        if b_norm == 0.0:
+            X[:, j] = 0
+            continue
+        x = x0[:, j].copy() if x0 is not None else xp.zeros_like(b)
+        if x0 is None and shadow_from_start:
+            x = nudged(x, b_norm, 1000 * j)
+        used, previous = 0, float(xp.linalg.norm(b - operator @ x))
+        residual, nudges = previous, 0
+        while residual > target:
+            left = maxiter - used
+            if left <= 0:
+                messages.append(f"column {j}: reached maxiter={maxiter}")
+                break
+            count = [0]
+
+            def callback(progress: Any, count: list[int] = count) -> None:
+                count[0] += 1
+                if not bool(xp.isfinite(progress).all()):  # the iterate (or GMRES's residual norm) went NaN
+                    raise _Breakdown
+
+            arguments: dict[str, Any] = dict(keywords, x0=x, callback=callback)
+            step = 1
+            if restart is not None:
+                cycle = min(restart, left)
+                arguments.update(restart=cycle, maxiter=-(-left // cycle), callback_type="pr_norm")
+            elif inner_m is not None:
+                step = min(inner_m, left)
+                arguments.update(inner_m=step, maxiter=-(-left // step))
+            else:  # attempts of at most 2n iterations: an erratic method (CGS) that stalls is restarted
+                arguments["maxiter"] = min(left, max(2 * n, 20))
+            if has_atol:
+                arguments.update(rtol=rtol, atol=atol)
+            else:
+                arguments.update(rtol=max(rtol, atol / b_norm))
+            try:
+                candidate, info = solver(operator, b, **arguments)
+            except _Breakdown:
+                candidate, info = xp.full_like(b, xp.nan), -1
+            used += max(count[0], 1) * step
+            finite = bool(xp.isfinite(candidate).all())
+            candidate_residual = float(xp.linalg.norm(b - operator @ candidate)) if finite else float("inf")
+            if candidate_residual < previous:
+                x, residual = candidate, candidate_residual
+                previous = residual
+                continue
+            if nudges >= _MAX_RESTARTS:
+                messages.append(f"column {j}: no progress at residual {residual:.3g} (library info={info})")
+                break
+            nudges += 1  # breakdown or stagnation: restart from x with another shadow residual
+            x = nudged(x, b_norm, 1000 * j + nudges)
+            previous = float(xp.linalg.norm(b - operator @ x))
+            residual = previous
+        total = max(total, used)
+        converged = converged and residual <= target
+        X[:, j] = x
+    return ColumnResult(X, total, converged, "; ".join(messages))
