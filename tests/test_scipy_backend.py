@@ -1,5 +1,7 @@
 """The scipy backend beyond the conformance suite: factorisation reuse, failures, options, preconditioners."""
 
+import importlib.util
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -67,7 +69,10 @@ def test_options_keep_scipy_names_and_unknown_ones_raise():
     torch.testing.assert_close(A.to_dense() @ X, b)
 
 
-@pytest.mark.parametrize("preconditioner", ["jacobi", "ilu", "amg"])
+AMG = pytest.param("amg", marks=pytest.mark.skipif(importlib.util.find_spec("pyamg") is None, reason="needs pyamg"))
+
+
+@pytest.mark.parametrize("preconditioner", ["jacobi", "ilu", AMG])
 @pytest.mark.parametrize("method", ["gmres", "bicgstab"])
 def test_named_preconditioners_keep_gradients_right(preconditioner, method):
     D = convection_diffusion_2d(6, peclet=0.8).to_dense()  # nonsymmetric: the transpose preconditioner matters
@@ -98,6 +103,7 @@ def test_user_preconditioner_operator_and_its_adjoint():
         tsgu_core.solve(A.detach(), b, backend="scipy", method="gmres", preconditioner="multigrid")
 
 
+@pytest.mark.skipif(importlib.util.find_spec("pyamg") is None, reason="needs pyamg")
 def test_amg_cuts_cg_iterations_on_poisson():
     A = poisson_2d(40)
     b = torch.ones(A.shape[0], dtype=torch.float64)

@@ -53,7 +53,9 @@ def _on_torch_stream(device: torch.device) -> Iterator[None]:
     import cupy
 
     stream = torch.cuda.current_stream(device)
-    with cupy.cuda.Device(device.index or 0), cupy.cuda.ExternalStream(stream.cuda_stream):
+    from_external = getattr(cupy.cuda.Stream, "from_external", None)  # CuPy ≥ 14; ExternalStream before
+    external = from_external(stream) if from_external is not None else cupy.cuda.ExternalStream(stream.cuda_stream)
+    with cupy.cuda.Device(device.index or 0), external:
         yield
 
 

@@ -141,7 +141,7 @@ def solve_columns(
                 arguments.update(rtol=max(rtol, atol / b_norm))
             try:
                 candidate, info = solver(operator, b, **arguments)
-            except _Breakdown:
+            except (_Breakdown, ArithmeticError, ValueError):  # NaN iterates, or the library's own LinAlgError
                 candidate, info = xp.full_like(b, xp.nan), -1
             used += max(count[0], 1) * step
             finite = bool(xp.isfinite(candidate).all())

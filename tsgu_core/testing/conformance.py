@@ -284,7 +284,10 @@ def _check_gradcheck(case: Case, second_order: bool = False) -> None:
     params, function = _gradcheck_function(case, spec, A, through_values=second_order)
     B = B.requires_grad_()
     check = torch.autograd.gradgradcheck if second_order else torch.autograd.gradcheck
-    assert check(function, (params, B), atol=1e-6, rtol=1e-4), f"{case}: {check.__name__} failed"
+    # GPU libraries do not promise bitwise-reproducible solves (cuSPARSE's triangular solves in CuPy's
+    # SuperLU path vary in the last bits): allow that much nondeterminism on CUDA, none on the CPU.
+    nondet_tol = 1e-10 if case.device == "cuda" else 0.0
+    assert check(function, (params, B), atol=1e-6, rtol=1e-4, nondet_tol=nondet_tol), f"{case}: {check.__name__} failed"
 
 
 def _check_policy(case: Case) -> None:
@@ -396,7 +399,7 @@ def _tall(case: Case) -> torch.Tensor:
 def _lstsq_options(case: Case, kind: str) -> dict[str, Any]:
     options = dict(case.options)
     if kind == "iterative":
-        options.setdefault("rtol", 1e-12 if case.dtype == "float64" else 1e-6)
+        options.setdefault("rtol", 1e-12 if case.dtype == "float64" else 1e-5)
     return options
 
 
@@ -435,7 +438,10 @@ def _check_operation_gradcheck(case: Case) -> None:
             return triangular_solve(matrix, rhs, upper=False, transpose=True, backend=case.backend, method=case.method)
         return lstsq(matrix, rhs, backend=case.backend, method=case.method, **_lstsq_options(case, spec.kind))
 
-    assert torch.autograd.gradcheck(function, (params, B), atol=1e-6, rtol=1e-4), f"{case}: gradcheck failed"
+    nondet_tol = 1e-10 if case.device == "cuda" else 0.0
+    assert torch.autograd.gradcheck(function, (params, B), atol=1e-6, rtol=1e-4, nondet_tol=nondet_tol), (
+        f"{case}: gradcheck failed"
+    )
 
 
 def _check_lstsq_policy(case: Case) -> None:
