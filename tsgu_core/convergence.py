@@ -112,8 +112,9 @@ def assess(
     shown = ", ".join(f"{label(j)}: {residuals[j]:.3g} > {thresholds[j]:.3g}" for j in failed[:5])
     more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
     message = (
-        f"backend {backend!r}, method {spec.name!r}: the {which} did not converge after "
-        f"{report.iterations} iteration(s); true relative residual {shown}{more}"
+        f"backend {backend!r}, method {spec.name!r}: the {which} did not converge"
+        f"{f' after {report.iterations} iteration(s)' if report.iterations is not None else ''}; "
+        f"true relative residual {shown}{more}"
         f"{'; backend says: ' + report.message if report.message else ''}. "
         f"Remedy: {_remedy(spec, options, X.dtype, report.iterations)}"
     )
