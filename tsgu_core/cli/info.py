@@ -1,25 +1,29 @@
-"""The ``tsgu`` command line.
-
-``tsgu info`` lists the registered backends; ``tsgu explain`` says which
-backend and method :func:`tsgu_core.solve` would choose, and why.
-"""
+"""``tsgu info`` and ``tsgu explain``."""
 
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Sequence
+from typing import Any
 
 from tsgu_core.errors import TsguError
 from tsgu_core.registry import list_backends, list_broken_plugins
 from tsgu_core.select import explain
 
-__all__ = ["main"]
-
 DEVICE_TYPES = ("cpu", "cuda")
 
 
-def _info(args: argparse.Namespace) -> int:
+def add_parser(commands: Any) -> None:
+    info = commands.add_parser("info", help="list backends, their availability, methods and the device defaults")
+    info.set_defaults(handler=run_info)
+    which = commands.add_parser("explain", help="say which backend and method solve() would use, and why")
+    which.add_argument("--device", default="cpu", help="device of A (default cpu)")
+    which.add_argument("--backend", default=None)
+    which.add_argument("--method", default=None)
+    which.add_argument("--operation", default="solve", choices=("solve", "triangular", "lstsq"))
+    which.set_defaults(handler=run_explain)
+
+
+def run_info(args: argparse.Namespace) -> int:
     for entry in list_backends():
         backend = entry.backend
         print(f"{entry.name}  [{entry.provenance}]  priority {backend.priority}")
@@ -46,31 +50,6 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _explain(args: argparse.Namespace) -> int:
-    print(explain(args.device, backend=args.backend, method=args.method))
+def run_explain(args: argparse.Namespace) -> int:
+    print(explain(args.device, backend=args.backend, method=args.method, operation=args.operation))
     return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tsgu", description="Differentiable sparse linear solves for PyTorch.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("info", help="list backends, their availability, methods and the device defaults")
-    which = commands.add_parser("explain", help="say which backend and method solve() would use, and why")
-    which.add_argument("--device", default="cpu", help="device of A (default cpu)")
-    which.add_argument("--backend", default=None)
-    which.add_argument("--method", default=None)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    handlers = {"info": _info, "explain": _explain}
-    try:
-        return handlers[args.command](args)
-    except TsguError as error:
-        print(f"tsgu {args.command}: {type(error).__name__}: {error}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Matrices and right-hand sides for the command line: Matrix Market files, NumPy files, named problems."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tsgu_core.cli import CommandError
+
+__all__ = ["GALLERY", "named_problem", "parse_options", "read_matrix", "read_rhs", "write_solution"]
+
+GALLERY = ("airfoil", "bar", "knot", "local_disc_galerkin_diffusion", "recirc_flow", "unit_cube", "unit_square")
+"""Real matrices shipped by pyamg (``pyamg.gallery.load_example``); recirc_flow is strongly nonsymmetric."""
+
+
+def _to_torch(M: Any, dtype: torch.dtype) -> torch.Tensor:
+    M = M.tocsr()
+    M.sort_indices()
+    return torch.sparse_csr_tensor(
+        torch.from_numpy(M.indptr.astype("int64")),
+        torch.from_numpy(M.indices.astype("int64")),
+        torch.from_numpy(M.data.astype("float64")).to(dtype),
+        M.shape,
+    )
+
+
+def read_matrix(path: str, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """A Matrix Market file as a CSR tensor; any problem is a :class:`CommandError`."""
+    import scipy.io
+    import scipy.sparse as sp
+
+    if not Path(path).is_file():
+        raise CommandError(f"no such file: {path}")
+    try:
+        M = scipy.io.mmread(path)
+    except Exception as error:
+        raise CommandError(f"{path} is not a readable Matrix Market file ({type(error).__name__}: {error})") from error
+    if not sp.issparse(M):
+        M = sp.csr_matrix(M)
+    if M.dtype.kind not in "fi":
+        raise CommandError(f"{path} holds {M.dtype} entries; tsgu solves real (float) systems")
+    return _to_torch(M, dtype)
+
+
+def read_rhs(path: str | None, n: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """The right-hand side from a ``.mtx`` or ``.npy`` file, or ones; ``(n,)`` or ``(n, k)``."""
+    if path is None:
+        return torch.ones(n, dtype=dtype)
+    if not Path(path).is_file():
+        raise CommandError(f"no such file: {path}")
+    try:
+        if path.endswith(".npy"):
+            import numpy as np
+
+            array = np.load(path)
+        else:
+            import scipy.io
+            import scipy.sparse as sp
+
+            array = scipy.io.mmread(path)
+            array = array.toarray() if sp.issparse(array) else array
+    except Exception as error:
+        raise CommandError(f"cannot read the right-hand side {path} ({type(error).__name__}: {error})") from error
+    B = torch.as_tensor(array).to(dtype)
+    if B.dim() == 2 and B.shape[1] == 1 and path.endswith(".mtx"):
+        B = B[:, 0]
+    if B.dim() not in (1, 2) or B.shape[0] != n:
+        raise CommandError(f"the right-hand side has shape {tuple(B.shape)}; A needs ({n},) or ({n}, k)")
+    return B
+
+
+def write_solution(path: str, X: torch.Tensor) -> None:
+    """Write ``X`` as ``.npy`` or Matrix Market (``.mtx``), by the file's extension."""
+    array = X.detach().cpu().numpy()
+    if path.endswith(".npy"):
+        import numpy as np
+
+        np.save(path, array)
+    elif path.endswith(".mtx"):
+        import scipy.io
+
+        scipy.io.mmwrite(path, array.reshape(array.shape[0], -1))
+    else:
+        raise CommandError(f"cannot tell the format of {path}: use a .npy or .mtx file name")
+
+
+def parse_options(pairs: list[str] | None) -> dict[str, Any]:
+    """``["restart=30", "preconditioner=jacobi"]`` → ``{"restart": 30, "preconditioner": "jacobi"}``."""
+    options: dict[str, Any] = {}
+    for pair in pairs or []:
+        name, sep, text = pair.partition("=")
+        if not sep or not name:
+            raise CommandError(f"options are NAME=VALUE, got {pair!r}")
+        try:
+            options[name] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            options[name] = text
+    return options
+
+
+def named_problem(name: str, n: int, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, str]:
+    """A named problem: ``poisson2d``, ``convdiff`` (n rounded to a square grid) or a pyamg gallery matrix."""
+    from tsgu_core.testing import convection_diffusion_2d, poisson_2d
+
+    side = max(2, round(n**0.5))
+    if name == "poisson2d":
+        return poisson_2d(side, dtype=dtype), f"2-D Poisson, {side}×{side} grid (SPD)"
+    if name == "convdiff":
+        return convection_diffusion_2d(
+            side, dtype=dtype
+        ), f"2-D convection–diffusion, {side}×{side} grid (nonsymmetric)"
+    if name in GALLERY:
+        try:
+            from pyamg.gallery import load_example
+        except ImportError as error:
+            raise CommandError(f"problem {name!r} comes from pyamg's gallery: pip install pyamg") from error
+        return _to_torch(load_example(name)["A"], dtype), f"pyamg gallery matrix {name!r}"
+    raise CommandError(f"unknown problem {name!r}; choose poisson2d, convdiff or one of {', '.join(GALLERY)}")
