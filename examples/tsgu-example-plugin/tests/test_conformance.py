@@ -11,6 +11,10 @@ import tsgu_core
 from tsgu_core.testing import conformance_cases, run_case
 
 if "banded" not in [entry.name for entry in tsgu_core.list_backends()]:  # not installed: register in-process
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "src"))
     import tsgu_banded
 
     tsgu_core.register_plugin(tsgu_banded, name="banded")
