@@ -9,6 +9,7 @@ import torch
 from tsgu_core.autograd import InfoSink, PreparedSolve, SparseSolveFunction, SparseValues
 from tsgu_core.errors import StaleFactorizationError
 from tsgu_core.info import SolveInfo
+from tsgu_core.protocol import SolverBackend
 from tsgu_core.select import Selection, select
 from tsgu_core.validate import (
     check_finite,
@@ -131,7 +132,7 @@ class Factorization:
 def factorize(
     A: torch.Tensor,
     *,
-    backend: str | None = None,
+    backend: str | SolverBackend | None = None,
     method: str | None = None,
     on_failure: str = "raise",
     **options: Any,

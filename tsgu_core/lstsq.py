@@ -28,6 +28,7 @@ import torch
 from tsgu_core.autograd import InfoSink, PreparedSolve, SparseSolveFunction, SparseValues
 from tsgu_core.info import SolveInfo
 from tsgu_core.pattern import SparsePattern
+from tsgu_core.protocol import SolverBackend
 from tsgu_core.select import select
 from tsgu_core.validate import (
     check_finite,
@@ -56,7 +57,7 @@ def lstsq(
     A: torch.Tensor,
     B: torch.Tensor,
     *,
-    backend: str | None = ...,
+    backend: str | SolverBackend | None = ...,
     method: str | None = ...,
     return_info: Literal[False] = ...,
     on_failure: str = ...,
@@ -69,7 +70,7 @@ def lstsq(
     A: torch.Tensor,
     B: torch.Tensor,
     *,
-    backend: str | None = ...,
+    backend: str | SolverBackend | None = ...,
     method: str | None = ...,
     return_info: Literal[True],
     on_failure: str = ...,
@@ -81,7 +82,7 @@ def lstsq(
     A: torch.Tensor,
     B: torch.Tensor,
     *,
-    backend: str | None = None,
+    backend: str | SolverBackend | None = None,
     method: str | None = None,
     return_info: bool = False,
     on_failure: str = "raise",

@@ -122,7 +122,7 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _check_backend(backend: Any) -> str | None:
+def check_backend(backend: Any) -> str | None:
     """Return why ``backend`` breaks the contract, or None if it keeps it."""
     missing = [
         attr
@@ -181,7 +181,7 @@ def _register_into(
 
     try:
         caller(register=register)
-        problems = [p for p in map(_check_backend, collected) if p]
+        problems = [p for p in map(check_backend, collected) if p]
         if problems:
             raise ValueError("; ".join(problems))
         names = [b.name for b in collected]

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import torch
 
 from tsgu_core.errors import BackendUnavailableError, UnknownMethodError, UnsupportedDeviceError
-from tsgu_core.registry import BackendEntry, get_entry, list_backends
+from tsgu_core.protocol import SolverBackend
+from tsgu_core.registry import BackendEntry, check_backend, get_entry, list_backends
 
 __all__ = ["Selection", "explain", "select", "set_default_backend"]
 
@@ -119,8 +120,18 @@ def _method_for(entry: BackendEntry, method: str | None, device_type: str, opera
     return method
 
 
-def _named(name: str, device_type: str, method: str | None, operation: str) -> Selection:
-    entry = get_entry(name)
+def _entry_of(backend: str | SolverBackend) -> BackendEntry:
+    if isinstance(backend, str):
+        return get_entry(backend)
+    problem = check_backend(backend)
+    if problem:
+        raise TypeError(f"backend= must be a registered name or a backend object: {problem}")
+    return BackendEntry(backend.name, backend, plugin="(an object passed as backend=)")
+
+
+def _named(backend: str | SolverBackend, device_type: str, method: str | None, operation: str) -> Selection:
+    entry = _entry_of(backend)
+    name = entry.name
     if device_type not in entry.backend.device_types:
         raise UnsupportedDeviceError(
             f"backend {name!r} serves device types {list(entry.backend.device_types)}, but A is on "
@@ -195,8 +206,13 @@ def _automatic(device_type: str, method: str | None, operation: str) -> Selectio
     )
 
 
-def select(backend: str | None, device_type: str, method: str | None, operation: str = "solve") -> Selection:
+def select(
+    backend: str | SolverBackend | None, device_type: str, method: str | None, operation: str = "solve"
+) -> Selection:
     """Decide the backend and method for an ``operation`` on ``device_type``.
+
+    ``backend`` may be a registered name or a backend object (used as is,
+    unregistered: handy to try a backend out before making it a plugin).
 
     Raises
     ------

@@ -9,6 +9,7 @@ import torch
 from tsgu_core.autograd import InfoSink, PreparedSolve, SparseSolveFunction, SparseValues
 from tsgu_core.batch import as_shared_pattern_csr
 from tsgu_core.info import SolveInfo
+from tsgu_core.protocol import SolverBackend
 from tsgu_core.select import select
 from tsgu_core.validate import (
     check_finite,
@@ -28,7 +29,7 @@ def solve(
     A: torch.Tensor,
     B: torch.Tensor,
     *,
-    backend: str | None = ...,
+    backend: str | SolverBackend | None = ...,
     method: str | None = ...,
     return_info: Literal[False] = ...,
     on_failure: str = ...,
@@ -41,7 +42,7 @@ def solve(
     A: torch.Tensor,
     B: torch.Tensor,
     *,
-    backend: str | None = ...,
+    backend: str | SolverBackend | None = ...,
     method: str | None = ...,
     return_info: Literal[True],
     on_failure: str = ...,
@@ -53,7 +54,7 @@ def solve(
     A: torch.Tensor,
     B: torch.Tensor,
     *,
-    backend: str | None = None,
+    backend: str | SolverBackend | None = None,
     method: str | None = None,
     return_info: bool = False,
     on_failure: str = "raise",
@@ -80,10 +81,10 @@ def solve(
         float64, int32 or int64 indices.
     B : Tensor
         Dense, shape ``(n,)`` or ``(n, k)``, with ``A``'s dtype and device.
-    backend : str, optional
-        A registered backend (see :func:`list_backends`). Default: the
-        highest-priority available backend for ``A``'s device that offers
-        ``method`` (see :func:`explain`).
+    backend : str or backend object, optional
+        A registered backend (see :func:`list_backends`), or a backend object
+        to use unregistered. Default: the highest-priority available backend
+        for ``A``'s device that offers ``method`` (see :func:`explain`).
     method : str, optional
         A method of that backend. Default: the backend's default, which is
         correct for a general nonsymmetric ``A``.
@@ -151,7 +152,7 @@ def solve_values(
     values: torch.Tensor,
     B: torch.Tensor,
     *,
-    backend: str | None = ...,
+    backend: str | SolverBackend | None = ...,
     method: str | None = ...,
     return_info: Literal[False] = ...,
     on_failure: str = ...,
@@ -165,7 +166,7 @@ def solve_values(
     values: torch.Tensor,
     B: torch.Tensor,
     *,
-    backend: str | None = ...,
+    backend: str | SolverBackend | None = ...,
     method: str | None = ...,
     return_info: Literal[True],
     on_failure: str = ...,
@@ -178,7 +179,7 @@ def solve_values(
     values: torch.Tensor,
     B: torch.Tensor,
     *,
-    backend: str | None = None,
+    backend: str | SolverBackend | None = None,
     method: str | None = None,
     return_info: bool = False,
     on_failure: str = "raise",
@@ -239,7 +240,7 @@ def _solve(
     A: torch.Tensor,
     values: torch.Tensor,
     B: torch.Tensor,
-    backend: str | None,
+    backend: str | SolverBackend | None,
     method: str | None,
     return_info: bool,
     on_failure: str,

@@ -12,6 +12,7 @@ from tsgu_core.batch import as_shared_pattern_csr
 from tsgu_core.errors import SingularMatrixError, StructureError
 from tsgu_core.info import SolveInfo
 from tsgu_core.pattern import SparsePattern, UnitDiagonalPattern
+from tsgu_core.protocol import SolverBackend
 from tsgu_core.select import select
 from tsgu_core.validate import check_finite, check_matrix, check_rhs, resolve_method_options
 
@@ -58,7 +59,7 @@ def triangular_solve(
     upper: bool,
     unit_diagonal: bool = ...,
     transpose: bool = ...,
-    backend: str | None = ...,
+    backend: str | SolverBackend | None = ...,
     method: str | None = ...,
     return_info: Literal[False] = ...,
     **options: Any,
@@ -73,7 +74,7 @@ def triangular_solve(
     upper: bool,
     unit_diagonal: bool = ...,
     transpose: bool = ...,
-    backend: str | None = ...,
+    backend: str | SolverBackend | None = ...,
     method: str | None = ...,
     return_info: Literal[True],
     **options: Any,
@@ -87,7 +88,7 @@ def triangular_solve(
     upper: bool,
     unit_diagonal: bool = False,
     transpose: bool = False,
-    backend: str | None = None,
+    backend: str | SolverBackend | None = None,
     method: str | None = None,
     return_info: bool = False,
     **options: Any,

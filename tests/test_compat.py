@@ -1,0 +1,173 @@
+"""The drop-in functions with the old signatures: gradcheck on nonsymmetric matrices, the defects fixed."""
+
+import itertools
+
+import numpy as np
+import pytest
+import scipy.sparse.linalg as sla
+import torch
+
+from tsgu_backends import compat
+from tsgu_core import errors
+from tsgu_core.testing import matrix_for, to_layout
+
+N = 8
+ASSUMES = {"cg": "spd", "linear_cg": "spd", "minres": "symmetric"}
+
+
+def case_matrix(name, layout, seed=0):
+    """Nonsymmetric for general methods; symmetric (SPD for cg) where the method requires it."""
+    D = matrix_for(ASSUMES.get(name, "general"), N, seed=seed)
+    return D, to_layout(D, layout)
+
+
+def gradcheck_through(function, D, A, k):
+    """gradcheck on A's values and B (general methods; symmetric ones are compared with dense below)."""
+    values = A.values().clone().requires_grad_()
+    B = torch.randn((N,) if k is None else (N, k), dtype=torch.float64, requires_grad=True)
+
+    def solve(vals, rhs):
+        if A.layout == torch.sparse_coo:
+            matrix = torch.sparse_coo_tensor(A.indices(), vals, A.shape, is_coalesced=True)
+        else:
+            matrix = torch.sparse_csr_tensor(A.crow_indices(), A.col_indices(), vals, A.shape)
+        return function(matrix, rhs)
+
+    assert torch.autograd.gradcheck(solve, (values, B))
+
+
+LAYOUTS_AND_SHAPES = list(itertools.product(["coo", "csr"], [None, 3]))
+
+
+@pytest.mark.parametrize("name", [None, "cgs", "gmres", "spsolve", "splu"])
+@pytest.mark.parametrize(("layout", "k"), LAYOUTS_AND_SHAPES)
+def test_c4t_string_solvers_gradcheck(name, layout, k):
+    D, A = case_matrix(name, layout)
+    options = {"tol": 1e-12} if name in ("cgs", "gmres") else {}
+    gradcheck_through(lambda M, R: compat.sparse_solve_c4t(M, R, solve=name, **options), D, A, k)
+
+
+@pytest.mark.parametrize("name", [None, "bicgstab", "gmres", "spsolve"])
+@pytest.mark.parametrize(("layout", "k"), LAYOUTS_AND_SHAPES)
+def test_j4t_string_solvers_gradcheck(name, layout, k):
+    pytest.importorskip("jax", reason="needs JAX")
+    D, A = case_matrix(name, layout)
+    options = {} if name == "spsolve" else {"tol": 1e-12}
+    gradcheck_through(lambda M, R: compat.sparse_solve_j4t(M, R, solve=name, **options), D, A, k)
+
+
+@pytest.mark.parametrize("name", [None, "bicgstab", "gmres"])
+@pytest.mark.parametrize(("layout", "k"), LAYOUTS_AND_SHAPES)
+def test_generic_string_solvers_gradcheck(name, layout, k):
+    D, A = case_matrix(name, layout)
+    gradcheck_through(lambda M, R: compat.sparse_generic_solve(M, R, solve=name, rtol=1e-12), D, A, k)
+
+
+@pytest.mark.parametrize(
+    ("function", "name", "options"),
+    [
+        (compat.sparse_solve_c4t, "cg", {"tol": 1e-12}),
+        (compat.sparse_solve_c4t, "minres", {"tol": 1e-12}),
+        (compat.sparse_generic_solve, "cg", {"rtol": 1e-12}),
+        (compat.sparse_generic_solve, "minres", {"rtol": 1e-12}),
+        (compat.sparse_solve_j4t, "cg", {"tol": 1e-12}),
+    ],
+)
+@pytest.mark.parametrize("layout", ["coo", "csr"])
+def test_symmetric_methods_match_dense_gradients(function, name, options, layout):
+    if function is compat.sparse_solve_j4t:
+        pytest.importorskip("jax", reason="needs JAX")
+    D, A = case_matrix(name, layout)
+    A.requires_grad_()
+    B = torch.randn(N, 2, dtype=torch.float64, requires_grad=True)
+    function(A, B, solve=name, **options).square().sum().backward()
+    D_ref = D.clone().requires_grad_()
+    B_ref = B.detach().clone().requires_grad_()
+    torch.linalg.solve(D_ref, B_ref).square().sum().backward()
+    torch.testing.assert_close(B.grad, B_ref.grad)
+    torch.testing.assert_close(A.grad.to_dense(), D_ref.grad * (D != 0))
+
+
+@pytest.mark.parametrize(("layout", "k"), LAYOUTS_AND_SHAPES)
+def test_generic_callable_bicgstab_gradcheck(layout, k):
+    D, A = case_matrix("bicgstab", layout)
+    gradcheck_through(lambda M, R: compat.sparse_generic_solve(M, R, solve=compat.bicgstab, rtol=1e-13), D, A, k)
+
+
+def test_default_transpose_solve_gets_A_transposed_and_a_custom_one_gets_A():
+    D, A = case_matrix("gmres", "csr", seed=3)
+    seen = []
+
+    def dense_solve(M, R, **_):
+        seen.append(M.to_dense())
+        return torch.linalg.solve(M.to_dense(), R)
+
+    def transpose_solve(M, G, **_):
+        seen.append(("custom", M.to_dense()))
+        return torch.linalg.solve(M.to_dense().T, G)
+
+    for custom in (None, transpose_solve):
+        seen.clear()
+        leaf = A.clone().requires_grad_()
+        x = compat.sparse_generic_solve(leaf, torch.ones(N, dtype=torch.float64), solve=dense_solve,
+                                        transpose_solve=custom)  # fmt: skip
+        x.sum().backward()
+        D_ref = D.clone().requires_grad_()
+        torch.linalg.solve(D_ref, torch.ones(N, dtype=torch.float64)).sum().backward()
+        torch.testing.assert_close(leaf.grad.to_dense(), D_ref.grad * (D != 0))
+        if custom is None:
+            torch.testing.assert_close(seen[1], D.T)  # the old default handed A here
+        else:
+            assert seen[1][0] == "custom"
+            torch.testing.assert_close(seen[1][1], D)  # the promise: the callable gets A and solves Aᵀ
+
+
+def test_library_callables_are_accepted():
+    D, A = case_matrix("gmres", "csr", seed=4)
+    b = torch.randn(N, dtype=torch.float64)
+    x = compat.sparse_solve_c4t(A, b, solve=sla.gmres, rtol=1e-12)
+    torch.testing.assert_close(x, torch.linalg.solve(D, b))
+    jax = pytest.importorskip("jax", reason="needs JAX")
+    x = compat.sparse_solve_j4t(A, b, solve=jax.scipy.sparse.linalg.gmres, tol=1e-12)
+    torch.testing.assert_close(x, torch.linalg.solve(D, b))
+
+
+def test_old_defects_are_now_errors():
+    D, A = case_matrix("gmres", "csr", seed=5)
+    b = torch.randn(N, dtype=torch.float64)
+    with pytest.raises(errors.UnknownOptionError, match="callback"):  # was dropped silently
+        compat.sparse_solve_c4t(A, b, solve="gmres", callback=print)
+    with pytest.raises(errors.ConvergenceError):  # was returned as a solution
+        compat.sparse_solve_c4t(A, b, solve="gmres", tol=1e-14, maxiter=1)
+    with pytest.raises(TypeError, match="either tol or rtol"):
+        compat.sparse_solve_c4t(A, b, solve="gmres", tol=1e-8, rtol=1e-8)
+    B = torch.randn(N, 3, dtype=torch.float64)  # iterative + many right-hand sides: refused before, fine now
+    torch.testing.assert_close(compat.sparse_solve_c4t(A, B, solve="cgs", tol=1e-12), torch.linalg.solve(D, B))
+
+
+def test_triangular_and_lstsq_wrappers():
+    L = torch.tril(matrix_for("general", N, seed=6))
+    b = torch.randn(N, dtype=torch.float64)
+    x = compat.sparse_triangular_solve(L.to_sparse_csr(), b, upper=False)
+    torch.testing.assert_close(x, torch.linalg.solve_triangular(L, b.unsqueeze(1), upper=False).squeeze(1))
+    with pytest.raises(errors.StructureError):
+        compat.sparse_triangular_solve(L.to_sparse_csr(), b, upper=True)
+    tall = torch.cat([matrix_for("general", N, seed=7), torch.eye(N, dtype=torch.float64)])
+    y = torch.randn(2 * N, dtype=torch.float64)
+    x = compat.sparse_generic_lstsq(tall.to_sparse_csr(), y, lstsq="lsmr", tol=1e-12)
+    torch.testing.assert_close(x, torch.linalg.lstsq(tall, y.unsqueeze(1)).solution.squeeze(1))
+
+
+@pytest.mark.parametrize("layout", ["coo", "csr"])
+def test_converters_round_trip(layout):
+    _, A = case_matrix("gmres", layout, seed=8)
+    M = compat.t2c_coo(A) if layout == "coo" else compat.t2c_csr(A)
+    np.testing.assert_array_equal(M.toarray(), A.to_dense().numpy())
+    back = compat.c2t_coo(M) if layout == "coo" else compat.c2t_csr(M)
+    torch.testing.assert_close(back.to_dense(), A.to_dense())
+    jax = pytest.importorskip("jax", reason="needs JAX")
+    with jax.enable_x64(True):
+        J = compat.t2j_coo(A) if layout == "coo" else compat.t2j_csr(A)
+        np.testing.assert_array_equal(np.asarray(J.todense()), A.to_dense().numpy())
+        back = compat.j2t_coo(J) if layout == "coo" else compat.j2t_csr(J)
+    torch.testing.assert_close(back.to_dense(), A.to_dense())
