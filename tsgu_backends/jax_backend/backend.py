@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -312,6 +313,9 @@ class JaxBackend:
             with precision(state.dtype):
                 state.csr[transpose] = tuple(to_jax(part) for part in _csr_parts(source))  # type: ignore[assignment]
         data, indices, indptr = state.csr[transpose]
-        with precision(state.dtype):
+        with precision(state.dtype), warnings.catch_warnings():
+            # on the CPU JAX hands the solve to SciPy, which warns and returns NaN for a singular A;
+            # the core turns the NaN into SingularMatrixError, so the warning says nothing more
+            warnings.filterwarnings("ignore", message="Matrix is exactly singular")
             columns = [from_jax(spsolve(data, indices, indptr, to_jax(B[:, j]))) for j in range(B.shape[1])]
         return torch.stack(columns, dim=1).to(B.dtype)
