@@ -158,3 +158,9 @@ def test_cupy_reports_a_broken_install(monkeypatch):
     monkeypatch.setattr(cupy_backend.importlib.util, "find_spec", lambda name: None)
     availability = cupy_backend.CupyBackend().is_available("cuda")
     assert not availability and "not installed" in availability.reason and "tsgu[cupy]" in availability.install
+
+
+def test_ilu_is_refused_for_symmetric_methods():
+    A = poisson_2d(5)
+    with pytest.raises(ValueError, match="not symmetric"):
+        tsgu_core.solve(A, torch.ones(25, dtype=torch.float64), backend="scipy", method="cg", preconditioner="ilu")

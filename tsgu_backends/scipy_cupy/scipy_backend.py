@@ -183,6 +183,11 @@ class ScipyBackend:
         if spec.kind == "direct":
             return _Direct([factorise(matrix, extra)], batched=False)
         keywords = _pop_keywords(extra)
+        if extra.get("preconditioner") == "ilu" and self.methods[method].assumes != "general":
+            raise ValueError(
+                f"preconditioner='ilu' is not symmetric, and {method!r} needs a symmetric positive definite "
+                "preconditioner: use 'jacobi' or 'amg', or a general method such as 'gmres'"
+            )
         preconditioner = build_preconditioner(
             matrix,
             name=extra.pop("preconditioner", None),
