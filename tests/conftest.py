@@ -19,3 +19,10 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_ignore_collect(collection_path, config):
+    """tests/mpi runs only inside the PETSc environment, launched by tests/test_petsc.py."""
+    if "mpi" in collection_path.parts and not os.environ.get("TSGU_PETSC_TESTS"):
+        return True
+    return None

@@ -7,6 +7,7 @@ tensor([1., 1.], dtype=torch.float64)
 """
 
 from tsgu_core.autograd import SparseSolveFunction
+from tsgu_core.distributed import solve_distributed
 from tsgu_core.errors import (
     BackendContractError,
     BackendUnavailableError,
@@ -102,6 +103,7 @@ __all__ = [
     "reload_plugins",
     "set_default_backend",
     "solve",
+    "solve_distributed",
     "solve_values",
     "triangular_solve",
     "unregister_plugin",

@@ -1,0 +1,245 @@
+"""The ``petsc`` backend: a KSP (Krylov method + preconditioner) per prepared ``A``.
+
+* ``prepare`` assembles a PETSc AIJ matrix from the CSR arrays of ``A`` (or, in
+  :func:`tsgu_core.solve_distributed`, of this process's rows), creates the
+  KSP and sets it up once — the preconditioner (or, for ``lu``, the
+  factorisation by MUMPS) is built here.
+* ``solve(transpose=True)`` calls ``KSPSolveTranspose`` on the same KSP and
+  preconditioner: no new set-up, no new factorisation.
+* PETSc's converged reason and iteration count feed ``BackendReport``; the
+  core checks the true residual regardless.
+* ``petsc_options`` passes any PETSc option (``{"ksp_gmres_restart": 50}``)
+  under a private prefix; an option PETSc never reads is reported as an error,
+  not dropped.
+
+Install: PyPI has only source distributions of PETSc and petsc4py (``pip install
+'tsgu[petsc]'`` builds PETSc: 15–25 min on 2 cores). ``scripts/setup-petsc-env.sh``
+makes a separate environment from Debian's petsc4py 3.18 (Open MPI, MUMPS,
+hypre) in under a minute; Debian's petsc4py needs NumPy 1.x, so that
+environment has no JAX.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from tsgu_core import Availability, BackendReport, MethodSpec, SingularMatrixError, SolveOptions
+
+__all__ = ["PetscBackend"]
+
+INSTALL = "scripts/setup-petsc-env.sh (Debian's petsc4py in its own environment), or pip install 'tsgu[petsc]'"
+_PCS = ("none", "jacobi", "bjacobi", "ilu", "gamg", "lu")
+_OPTIONS = {
+    "pc": f"preconditioner: one of {', '.join(_PCS)} (default: PETSc's own for gmres/bcgs, jacobi for cg, "
+    "none for minres)",
+    "petsc_options": "dict of further PETSc options, e.g. {'ksp_gmres_restart': 50, 'pc_gamg_threshold': 0.02}",
+}
+_KSP = {"gmres": "gmres", "bcgs": "bcgs", "cg": "cg", "minres": "minres", "lu": "preonly"}
+
+METHODS: dict[str, MethodSpec] = {
+    "gmres": MethodSpec("gmres", "iterative", "general", dict(_OPTIONS), "KSPGMRES (restart 30 unless set)"),
+    "bcgs": MethodSpec("bcgs", "iterative", "general", dict(_OPTIONS), "KSPBCGS (BiCGSTAB)"),
+    "cg": MethodSpec("cg", "iterative", "spd", dict(_OPTIONS), "KSPCG (A SPD; use an SPD preconditioner)"),
+    "minres": MethodSpec("minres", "iterative", "symmetric", dict(_OPTIONS), "KSPMINRES (A symmetric)"),
+    "lu": MethodSpec(
+        "lu",
+        "direct",
+        "general",
+        {"petsc_options": _OPTIONS["petsc_options"]},
+        "KSPPREONLY + PCLU (MUMPS when distributed); the factors serve the transpose solve",
+    ),
+}
+_prefixes = itertools.count()
+_REFINEMENTS = 3
+
+
+@dataclass
+class _State:
+    ksp: Any
+    matrix: Any
+    method: str
+    options: SolveOptions
+
+
+def _singular(reason: int) -> bool:
+    from petsc4py import PETSc
+
+    return reason == PETSc.KSP.ConvergedReason.DIVERGED_PCSETUP_FAILED
+
+
+class PetscBackend:
+    """PETSc KSP solvers (see the module docstring)."""
+
+    name = "petsc"
+    device_types = ("cpu",)
+    methods = METHODS
+    default_method = "gmres"
+    priority = 5  # never a device default; ask for it by name
+
+    def is_available(self, device_type: str) -> Availability:
+        if device_type != "cpu":
+            return Availability.no(f"serves only the CPU, not {device_type!r}")
+        for module in ("petsc4py", "mpi4py"):
+            if importlib.util.find_spec(module) is None:
+                return Availability.no(f"{module} is not importable here", install=INSTALL)
+        return Availability.yes()
+
+    def prepare(self, A: torch.Tensor, method: str, options: SolveOptions) -> _State:
+        from mpi4py import MPI
+
+        return self.prepare_distributed(A, method, options, MPI.COMM_SELF)
+
+    def prepare_distributed(self, A_local: torch.Tensor, method: str, options: SolveOptions, comm: Any) -> _State:
+        """Assemble this process's rows of ``A`` over ``comm`` and set the KSP up once."""
+        from petsc4py import PETSc
+
+        extra = dict(options.extra)
+        pc_type = extra.pop("pc", None)
+        petsc_options = extra.pop("petsc_options", {}) or {}
+        if pc_type is not None and pc_type not in _PCS:
+            raise ValueError(f"pc must be one of {list(_PCS)}, got {pc_type!r}")
+        if not isinstance(petsc_options, dict):
+            raise TypeError(f"petsc_options must be a dict, got {type(petsc_options).__name__}")
+        if extra:
+            raise TypeError(f"petsc backend: unhandled option(s) {sorted(extra)}")
+        csr = A_local if A_local.layout == torch.sparse_csr else A_local.to_sparse_csr()
+        n_local, n = A_local.shape
+        integer = PETSc.IntType
+        scalar = PETSc.ScalarType
+        matrix = PETSc.Mat().createAIJ(
+            size=((n_local, n), (n_local, n)),
+            csr=(
+                csr.crow_indices().numpy().astype(integer),
+                csr.col_indices().numpy().astype(integer),
+                csr.values().numpy().astype(scalar),
+            ),
+            comm=comm,
+        )
+        matrix.assemble()
+        prefix = f"tsgu{next(_prefixes)}_"
+        database = PETSc.Options()
+        for key, value in petsc_options.items():
+            database[prefix + key.lstrip("-")] = value
+        ksp = PETSc.KSP().create(comm=comm)
+        ksp.setOptionsPrefix(prefix)
+        ksp.setOperators(matrix)
+        ksp.setType(_KSP[method])
+        pc = ksp.getPC()
+        if method == "lu":
+            pc.setType("lu")
+            if comm.Get_size() > 1:
+                pc.setFactorSolverType("mumps")
+        else:  # CG and MINRES need an SPD preconditioner; PETSc's default (ILU) is not symmetric
+            pc.setType(pc_type or {"cg": "jacobi", "minres": "none"}.get(method, pc.getType()))
+        if options.rtol is not None:
+            ksp.setTolerances(rtol=options.rtol, atol=options.atol, max_it=options.maxiter)
+            if method in ("gmres", "bcgs", "cg"):  # stop on the true residual's norm where PETSc can
+                ksp.setNormType(PETSc.KSP.NormType.UNPRECONDITIONED)
+        ksp.setFromOptions()
+        try:
+            ksp.setUp()
+        except PETSc.Error as error:
+            raise SingularMatrixError(f"PETSc could not set up {method!r} (a singular A?): {error}") from error
+        unused = [key for key in petsc_options if not _used(database, prefix + key.lstrip("-"))]
+        for key in petsc_options:
+            database.delValue(prefix + key.lstrip("-"))
+        if unused:
+            raise ValueError(f"PETSc did not use option(s) {unused} for method {method!r}; check their names")
+        return _State(ksp, matrix, method, options)
+
+    def solve(
+        self, state: _State, B: torch.Tensor, *, transpose: bool, x0: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, BackendReport]:
+        """Each column: ``KSPSolve`` (or ``KSPSolveTranspose``), then refinement passes from the iterate.
+
+        PETSc stops on its own residual norm (preconditioned for CG and MINRES),
+        and BiCGSTAB breaks down on right-hand sides with few non-zeros (a
+        one-hot gradient): after a solve the true residual is measured, and
+        while it misses the tolerance the solve is repeated from the current
+        iterate — after a breakdown nudged by a tiny seeded random vector — up
+        to three times. The core's residual check decides as always.
+        """
+        import numpy as np
+        from petsc4py import PETSc
+
+        ksp, matrix = state.ksp, state.matrix
+        b, x = matrix.createVecs()
+        residual = b.duplicate()
+        multiply = matrix.multTranspose if transpose else matrix.mult
+        run = ksp.solveTranspose if transpose else ksp.solve
+        options = state.options
+        iterative = options.rtol is not None
+        X = torch.empty_like(B)
+        iterations, converged, reasons = 0, True, set()
+        norm, target, reason = 0.0, 0.0, 1
+        for j in range(B.shape[1]):
+            b.array[:] = B[:, j].numpy()
+            if b.norm() == 0.0:  # a zero column: its solution is exactly zero
+                X[:, j] = 0.0
+                continue
+            x.array[:] = 0.0 if x0 is None else x0[:, j].numpy()
+            ksp.setInitialGuessNonzero(x0 is not None)
+            target = max(options.rtol * b.norm(), options.atol) if iterative else float("inf")
+            used, good = 0, x.copy()
+            for attempt in range(_REFINEMENTS + 1):
+                run(b, x)
+                reason = ksp.getConvergedReason()
+                if state.method == "lu" and _singular(reason):
+                    raise SingularMatrixError("A is singular: PETSc's LU factorisation failed (zero pivot)")
+                used += ksp.getIterationNumber()
+                reasons.add(_reason_name(reason))
+                multiply(x, residual)
+                residual.aypx(-1.0, b)  # b − op(A) x
+                norm = residual.norm()
+                if not iterative or norm <= target or used >= options.maxiter or attempt == _REFINEMENTS:
+                    break
+                if reason < 0 or not math.isfinite(norm):  # breakdown: restart near the last finite iterate
+                    if math.isfinite(x.norm()):
+                        x.copy(good)
+                    nudge = x.duplicate()
+                    seed = 1000 * j + 10 * attempt + matrix.getComm().getRank()  # reproducible, per rank
+                    nudge.array[:] = np.random.default_rng(seed).standard_normal(nudge.getLocalSize())
+                    x.waxpy(1e-6 * b.norm() / (matrix.norm(PETSc.NormType.FROBENIUS) * nudge.norm()), nudge, good)
+                ksp.setInitialGuessNonzero(True)
+            iterations = max(iterations, used)
+            converged = converged and (norm <= target if iterative else reason > 0)
+            X[:, j] = torch.from_numpy(x.array.copy()).to(B.dtype)
+        ksp.setInitialGuessNonzero(False)
+        report = BackendReport(
+            iterations=iterations if iterative else None,
+            converged=converged,
+            message=f"PETSc converged reason(s): {', '.join(sorted(reasons))}",
+        )
+        return X, report
+
+
+def _used(database: Any, name: str) -> bool:
+    """Whether PETSc read option ``name``: petsc4py's ``Options.used`` where it exists (newer
+    petsc4py), else PETSc's own ``PetscOptionsUsed`` through ctypes (petsc4py 3.18 lacks it)."""
+    if hasattr(database, "used"):
+        return bool(database.used(name))
+    import ctypes
+
+    with open("/proc/self/maps") as maps:  # the libpetsc petsc4py loaded
+        paths = sorted({line.split()[-1] for line in maps if "libpetsc" in line and ".so" in line})
+    if not paths:
+        raise RuntimeError("cannot tell whether PETSc used an option: no libpetsc found in this process")
+    function = ctypes.CDLL(paths[0]).PetscOptionsUsed
+    function.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_int)]
+    flag = ctypes.c_int(0)
+    if function(None, name.encode(), ctypes.byref(flag)) != 0:
+        raise RuntimeError(f"PetscOptionsUsed failed for {name!r}")
+    return bool(flag.value)
+
+
+def _reason_name(reason: int) -> str:
+    from petsc4py import PETSc
+
+    names = {value: name for name, value in vars(PETSc.KSP.ConvergedReason).items() if isinstance(value, int)}
+    return names.get(reason, str(reason))
