@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from tsgu_backends.jax_backend.convert import from_jax, precision, to_jax
-from tsgu_core import Availability, BackendReport, MethodSpec, SolveOptions
+from tsgu_core import Availability, BackendReport, MethodSpec, SingularMatrixError, SolveOptions
 
 __all__ = ["JaxBackend", "SolveCache"]
 
@@ -317,5 +317,10 @@ class JaxBackend:
             # on the CPU JAX hands the solve to SciPy, which warns and returns NaN for a singular A;
             # the core turns the NaN into SingularMatrixError, so the warning says nothing more
             warnings.filterwarnings("ignore", message="Matrix is exactly singular")
-            columns = [from_jax(spsolve(data, indices, indptr, to_jax(B[:, j]))) for j in range(B.shape[1])]
+            try:
+                columns = [from_jax(spsolve(data, indices, indptr, to_jax(B[:, j]))) for j in range(B.shape[1])]
+            except Exception as error:  # on the GPU, cuSolver reports a singular A as a runtime error
+                if "singular" in str(error).lower():
+                    raise SingularMatrixError(f"A is singular: {error}") from error
+                raise
         return torch.stack(columns, dim=1).to(B.dtype)
