@@ -97,7 +97,7 @@ def _local_pattern(A_local: torch.Tensor, comm: Any) -> DistributedPattern:
         crow = A_local.crow_indices().to(torch.int64)
         row = torch.repeat_interleave(torch.arange(A_local.shape[0], device=A_local.device), crow[1:] - crow[:-1])
         col = A_local.col_indices()
-    return DistributedPattern(row.to(torch.int64), col.to(torch.int64), sum(counts), comm, counts, offset)
+    return DistributedPattern(row.to(torch.int64), col.to(torch.int64), sum(counts), None, comm, counts, offset)
 
 
 def solve_distributed(

@@ -158,7 +158,7 @@ def triangular_solve(
     check_rhs(B, detached)
     check_finite(A=values.detach(), B=B.detach())
     _check_triangular(base, values.detach(), upper=upper, unit_diagonal=unit_diagonal)
-    pattern = UnitDiagonalPattern(base.row, base.col, base.n) if unit_diagonal else base
+    pattern = UnitDiagonalPattern(base.row, base.col, base.n, base.crow) if unit_diagonal else base
 
     selection = select(backend, A.device.type, method, "triangular")
     chosen = selection.entry.backend
