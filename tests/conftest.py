@@ -9,6 +9,8 @@ for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+import tsgu_core  # noqa: E402
+
 torch.set_num_threads(1)
 
 
@@ -26,3 +28,24 @@ def pytest_ignore_collect(collection_path, config):
     if "mpi" in collection_path.parts and not os.environ.get("TSGU_PETSC_TESTS"):
         return True
     return None
+
+
+@pytest.fixture
+def register():
+    """``register(backend)`` registers a backend object as an in-test plugin, removed after the test."""
+    names = []
+
+    def _register(backend):
+        class Plugin:
+            @tsgu_core.hookimpl
+            def tsgu_register_backends(self, register):
+                register(backend)
+
+        name = f"plugin-{backend.name}"
+        tsgu_core.register_plugin(Plugin(), name=name)
+        names.append(name)
+        return backend
+
+    yield _register
+    for name in names:
+        tsgu_core.unregister_plugin(name)

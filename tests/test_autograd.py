@@ -50,26 +50,6 @@ class PlainBackend:
         return X * (1 + spoil), BackendReport(iterations=3, converged=True)
 
 
-@pytest.fixture
-def register():
-    names = []
-
-    def _register(backend):
-        class Plugin:
-            @tsgu_core.hookimpl
-            def tsgu_register_backends(self, register):
-                register(backend)
-
-        plugin_name = f"plugin-{backend.name}"
-        tsgu_core.register_plugin(Plugin(), name=plugin_name)
-        names.append(plugin_name)
-        return backend
-
-    yield _register
-    for name in names:
-        tsgu_core.unregister_plugin(name)
-
-
 @pytest.mark.parametrize("layout", ["coo", "csr"])
 @pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
 @pytest.mark.parametrize("k", [None, 1, 4])

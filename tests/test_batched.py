@@ -11,18 +11,9 @@ B_SIZE, N = 3, 9
 
 
 @pytest.fixture(autouse=True)
-def dense_backend():
+def dense_backend(register):
     """A backend without batch support: the core solves its members one by one."""
-    backend = DenseBackend(name="dense-loop")
-
-    class Plugin:
-        @tsgu_core.hookimpl
-        def tsgu_register_backends(self, register):
-            register(backend)
-
-    tsgu_core.register_plugin(Plugin(), name="dense-loop-plugin")
-    yield backend
-    tsgu_core.unregister_plugin("dense-loop-plugin")
+    return register(DenseBackend(name="dense-loop"))
 
 
 def batch_of_matrices(seed=0):

@@ -11,17 +11,8 @@ N = 10
 
 
 @pytest.fixture
-def dense_backend():
-    backend = DenseBackend(name="dense-lu")
-
-    class Plugin:
-        @tsgu_core.hookimpl
-        def tsgu_register_backends(self, register):
-            register(backend)
-
-    tsgu_core.register_plugin(Plugin(), name="dense-lu-plugin")
-    yield backend
-    tsgu_core.unregister_plugin("dense-lu-plugin")
+def dense_backend(register):
+    return register(DenseBackend(name="dense-lu"))
 
 
 def options_for(backend):

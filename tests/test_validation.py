@@ -21,18 +21,9 @@ def b():
 
 
 @pytest.fixture
-def counting_backend():
-    """A registered backend that counts prepare calls (to prove validation comes first)."""
-    backend = DenseBackend(name="counting")
-
-    class Plugin:
-        @tsgu_core.hookimpl
-        def tsgu_register_backends(self, register):
-            register(backend)
-
-    tsgu_core.register_plugin(Plugin(), name="counting-plugin")
-    yield backend
-    tsgu_core.unregister_plugin("counting-plugin")
+def counting_backend(register):
+    """A registered backend that counts factorisations (to prove validation comes first)."""
+    return register(DenseBackend(name="counting"))
 
 
 @pytest.mark.parametrize(

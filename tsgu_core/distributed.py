@@ -91,13 +91,8 @@ class DistributedPattern(SparsePattern):
 def _local_pattern(A_local: torch.Tensor, comm: Any) -> DistributedPattern:
     counts = tuple(comm.allgather(A_local.shape[0]))
     offset = sum(counts[: comm.Get_rank()])
-    if A_local.layout == torch.sparse_coo:
-        row, col = A_local._indices()
-    else:
-        crow = A_local.crow_indices().to(torch.int64)
-        row = torch.repeat_interleave(torch.arange(A_local.shape[0], device=A_local.device), crow[1:] - crow[:-1])
-        col = A_local.col_indices()
-    return DistributedPattern(row.to(torch.int64), col.to(torch.int64), sum(counts), None, comm, counts, offset)
+    local = SparsePattern.of(A_local)  # local row indices, global column indices
+    return DistributedPattern(local.row, local.col, sum(counts), None, comm, counts, offset)
 
 
 def solve_distributed(

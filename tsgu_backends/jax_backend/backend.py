@@ -13,6 +13,7 @@ import torch
 
 from tsgu_backends.jax_backend.convert import from_jax, precision, to_jax
 from tsgu_core import Availability, BackendReport, MethodSpec, SingularMatrixError, SolveOptions
+from tsgu_core.pattern import SparsePattern
 
 __all__ = ["JaxBackend", "SolveCache"]
 
@@ -90,16 +91,6 @@ def _csr_parts(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     return csr.values(), csr.col_indices().to(torch.int32), csr.crow_indices().to(torch.int32)
 
 
-def _rows_cols(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    if A.layout == torch.sparse_coo:
-        row, col = A._indices()
-    else:
-        crow = A.crow_indices().to(torch.int64)
-        row = torch.repeat_interleave(torch.arange(A.shape[0], device=A.device), crow[1:] - crow[:-1])
-        col = A.col_indices()
-    return row.to(torch.int32), col.to(torch.int32)
-
-
 class JaxBackend:
     """Krylov methods of ``jax.scipy.sparse.linalg`` and JAX's sparse ``spsolve``, on CPU and CUDA.
 
@@ -163,7 +154,8 @@ class JaxBackend:
         if method == "spsolve":
             state.source = A
             return state
-        rows, cols = _rows_cols(A)
+        pattern = SparsePattern.of(A)
+        rows, cols = pattern.row.to(torch.int32), pattern.col.to(torch.int32)
         values = A._values() if A.layout == torch.sparse_coo else A.values()
         with precision(A.dtype):
             state.data, state.rows, state.cols = to_jax(values), to_jax(rows), to_jax(cols)

@@ -16,7 +16,7 @@ import contextlib
 import functools
 import importlib.util
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,6 +24,7 @@ import torch
 from tsgu_backends.scipy_cupy.convert import torch_to_cupy
 from tsgu_backends.scipy_cupy.iterative import solve_columns
 from tsgu_backends.scipy_cupy.methods import CUPY_METHODS
+from tsgu_backends.scipy_cupy.operators import Operators, TriangularState
 from tsgu_core import Availability, BackendReport, SingularMatrixError, SolveOptions
 
 __all__ = ["CupyBackend"]
@@ -80,27 +81,11 @@ class _Direct:
 
 @dataclass
 class _Iterative:
-    matrix: Any
+    operators: Operators
     method: str
     options: SolveOptions
     keywords: dict[str, Any]
     M: Any
-    _transposed: Any = field(default=None, repr=False)
-
-    def operator(self, transpose: bool) -> Any:
-        if not transpose:
-            return self.matrix
-        if self._transposed is None:
-            self._transposed = self.matrix.T.tocsr()
-        return self._transposed
-
-
-@dataclass
-class _Triangular:
-    matrix: Any
-    upper: bool
-    unit_diagonal: bool
-    _transposed: Any = field(default=None, repr=False)
 
 
 def _minres(A: Any, b: Any, *, rtol: float, **keywords: Any) -> tuple[Any, int]:
@@ -141,7 +126,7 @@ class CupyBackend:
         with _on_torch_stream(A.device):
             matrix = torch_to_cupy(A).tocsr()
             if spec.operation == "triangular":
-                return _Triangular(matrix, extra.pop("upper"), extra.pop("unit_diagonal"))
+                return TriangularState(Operators(matrix), extra.pop("upper"), extra.pop("unit_diagonal"))
             if spec.kind == "direct":
                 try:
                     return _Direct(csla.splu(matrix.tocsc(), **extra))
@@ -153,7 +138,7 @@ class CupyBackend:
             M = extra.pop("M", None)
             if extra:
                 raise TypeError(f"cupy backend: unhandled option(s) {sorted(extra)}")
-            return _Iterative(matrix, method, options, keywords, M)
+            return _Iterative(Operators(matrix), method, options, keywords, M)
 
     def solve(
         self, state: Any, B: torch.Tensor, *, transpose: bool, x0: torch.Tensor | None = None
@@ -164,12 +149,8 @@ class CupyBackend:
         with _on_torch_stream(B.device):
             if isinstance(state, _Direct):
                 return _torch(state.factors.solve(_cupy(B), trans="T" if transpose else "N"), B), BackendReport()
-            if isinstance(state, _Triangular):
-                matrix, lower = state.matrix, not state.upper
-                if transpose:
-                    if state._transposed is None:
-                        state._transposed = state.matrix.T.tocsr()
-                    matrix, lower = state._transposed, state.upper
+            if isinstance(state, TriangularState):
+                matrix, lower = state.system(transpose)
                 X = csla.spsolve_triangular(matrix, _cupy(B), lower=lower, unit_diagonal=state.unit_diagonal)
                 return _torch(X, B), BackendReport()
             keywords = dict(state.keywords)
@@ -183,7 +164,7 @@ class CupyBackend:
             result = solve_columns(
                 cupy,
                 solver,
-                state.operator(transpose),
+                state.operators(transpose),
                 _cupy(B),
                 x0=None if x0 is None else _cupy(x0),
                 rtol=options.rtol,

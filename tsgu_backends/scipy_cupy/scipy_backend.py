@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -13,6 +13,7 @@ from tsgu_backends.augmented import solve_augmented
 from tsgu_backends.scipy_cupy.convert import torch_to_scipy
 from tsgu_backends.scipy_cupy.iterative import solve_columns
 from tsgu_backends.scipy_cupy.methods import SCIPY_METHODS
+from tsgu_backends.scipy_cupy.operators import Operators, TriangularState
 from tsgu_backends.scipy_cupy.preconditioners import PreconditionerPair, build_preconditioner
 from tsgu_core import Availability, BackendReport, SingularMatrixError, SolveOptions
 
@@ -51,42 +52,19 @@ class _Direct:
 
 @dataclass
 class _Iterative:
-    matrix: Any
+    operators: Operators
     method: str
     options: SolveOptions
     keywords: dict[str, Any]
     preconditioner: PreconditionerPair | None
-    _transposed: Any = field(default=None, repr=False)
-
-    def operator(self, transpose: bool) -> Any:
-        if not transpose:
-            return self.matrix
-        if self._transposed is None:
-            self._transposed = self.matrix.T.tocsr()
-        return self._transposed
-
-
-@dataclass
-class _Triangular:
-    matrix: Any
-    upper: bool
-    unit_diagonal: bool
-    _transposed: Any = field(default=None, repr=False)
 
 
 @dataclass
 class _LeastSquares:
-    matrix: Any
+    operators: Operators
     method: str
     options: SolveOptions
     factors: Any = None  # augmented_splu
-    _transposed: Any = field(default=None, repr=False)
-
-    @property
-    def transposed(self) -> Any:
-        if self._transposed is None:
-            self._transposed = self.matrix.T.tocsr()
-        return self._transposed
 
 
 def _pop_keywords(extra: dict[str, Any]) -> dict[str, Any]:
@@ -174,7 +152,7 @@ class ScipyBackend:
         spec = self.methods[method]
         extra = dict(options.extra)
         if spec.operation == "triangular":
-            return _Triangular(torch_to_scipy(A).tocsr(), extra.pop("upper"), extra.pop("unit_diagonal"))
+            return TriangularState(Operators(torch_to_scipy(A).tocsr()), extra.pop("upper"), extra.pop("unit_diagonal"))
         if A.dim() == 3:
             return self._prepare_batch(A, extra)
         matrix = torch_to_scipy(A).tocsr()
@@ -197,7 +175,7 @@ class ScipyBackend:
         )
         if extra:  # the core only passes declared options; this guards the declarations
             raise TypeError(f"scipy backend: unhandled option(s) {sorted(extra)}")
-        return _Iterative(matrix, method, options, keywords, preconditioner)
+        return _Iterative(Operators(matrix), method, options, keywords, preconditioner)
 
     def _prepare_batch(self, A: torch.Tensor, extra: dict[str, Any]) -> _Direct:
         """A shared-pattern batch: the CSR→CSC permutation is computed once, each member factorised."""
@@ -218,7 +196,7 @@ class ScipyBackend:
     def _prepare_least_squares(
         self, matrix: Any, method: str, options: SolveOptions, extra: dict[str, Any]
     ) -> _LeastSquares:
-        state = _LeastSquares(matrix, method, options)
+        state = _LeastSquares(Operators(matrix), method, options)
         if method == "augmented_splu":
             import scipy.sparse as sp
 
@@ -239,7 +217,7 @@ class ScipyBackend:
                 return _torch(state.factors[0].solve(_numpy(B), trans=trans), B), BackendReport()
             solutions = [lu.solve(_numpy(B[i]), trans=trans) for i, lu in enumerate(state.factors)]
             return torch.stack([_torch(x, B[i]) for i, x in enumerate(solutions)]), BackendReport()
-        if isinstance(state, _Triangular):
+        if isinstance(state, TriangularState):
             return self._solve_triangular(state, B, transpose), BackendReport()
         if isinstance(state, _LeastSquares):
             return self._solve_least_squares(state, B, x0)
@@ -267,7 +245,7 @@ class ScipyBackend:
         result = solve_columns(
             np,
             getattr(sla, state.method),
-            state.operator(transpose),
+            state.operators(transpose),
             _numpy(B),
             x0=None if x0 is None else _numpy(x0),
             rtol=options.rtol,
@@ -281,15 +259,11 @@ class ScipyBackend:
         )
         return _torch(result.X, B), BackendReport(result.iterations, result.converged, result.message)
 
-    def _solve_triangular(self, state: _Triangular, B: torch.Tensor, transpose: bool) -> torch.Tensor:
+    def _solve_triangular(self, state: TriangularState, B: torch.Tensor, transpose: bool) -> torch.Tensor:
         import numpy as np
         import scipy.sparse.linalg as sla
 
-        matrix, lower = state.matrix, not state.upper
-        if transpose:
-            if state._transposed is None:
-                state._transposed = state.matrix.T.tocsr()
-            matrix, lower = state._transposed, state.upper
+        matrix, lower = state.system(transpose)
         try:
             X = sla.spsolve_triangular(matrix, np.array(_numpy(B)), lower=lower, unit_diagonal=state.unit_diagonal)
         except np.linalg.LinAlgError as error:
@@ -301,7 +275,7 @@ class ScipyBackend:
     ) -> tuple[torch.Tensor, BackendReport]:
         if state.factors is not None:  # K is symmetric: the transpose solve is the same solve
             return _torch(state.factors.solve(_numpy(Z)), Z), BackendReport()
-        matrix, transposed = state.matrix, state.transposed
+        matrix, transposed = state.operators(False), state.operators(True)
 
         def matvec(X: torch.Tensor) -> torch.Tensor:
             return torch.from_numpy(matrix @ _numpy(X)).to(X.dtype)
