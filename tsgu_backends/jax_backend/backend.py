@@ -76,9 +76,9 @@ class _State:
     device: torch.device
     n: int
     options: SolveOptions
-    data: Any = None  # JAX arrays of A's values and its row / column indices (int32)
-    rows: Any = None
-    cols: Any = None
+    data: Any = None  # JAX arrays: A's values, and the (row, column) pairs of A and of Aᵀ (int32)
+    indices: Any = None
+    transposed_indices: Any = None
     inverse_diagonal: Any = None
     restart: int = 20
     solve_method: str = "batched"
@@ -158,7 +158,9 @@ class JaxBackend:
         rows, cols = pattern.row.to(torch.int32), pattern.col.to(torch.int32)
         values = A._values() if A.layout == torch.sparse_coo else A.values()
         with precision(A.dtype):
-            state.data, state.rows, state.cols = to_jax(values), to_jax(rows), to_jax(cols)
+            state.data = to_jax(values)
+            state.indices = to_jax(torch.stack([rows, cols], dim=1))
+            state.transposed_indices = to_jax(torch.stack([cols, rows], dim=1))
             if preconditioner == "jacobi":
                 diagonal = torch.zeros(A.shape[0], dtype=A.dtype, device=A.device)
                 on_diagonal = rows == cols
@@ -179,10 +181,15 @@ class JaxBackend:
         options = state.options
         assert options.rtol is not None and options.atol is not None and options.maxiter is not None
         restart = min(state.restart, options.maxiter)  # maxiter counts iterations, even below one cycle
-        function = self.cache.get(self._key(state, transpose, restart), lambda: self._build(state, transpose, restart))
+        maxiter = -(-options.maxiter // restart) if state.method == "gmres" else options.maxiter
+        limits = (options.rtol, options.atol, maxiter)
+        function = self.cache.get(
+            self._key(state, transpose, restart, limits), lambda: self._build(state, transpose, restart, limits)
+        )
         residual_norms = self.cache.get(
             ("residual", state.n, transpose), lambda: self._build_residual(state, transpose)
         )
+        indices = state.transposed_indices if transpose else state.indices
         with precision(state.dtype):
             import jax.numpy as jnp
 
@@ -193,17 +200,14 @@ class JaxBackend:
                 Xj = self._nudge(Xj, b_norms, state, 0)  # a generic shadow residual (see _nudge)
             target = jnp.maximum(options.rtol * b_norms, options.atol)
             inverse_diagonal = state.inverse_diagonal if state.inverse_diagonal is not None else jnp.ones(1, Bj.dtype)
-            maxiter = -(-options.maxiter // restart) if state.method == "gmres" else options.maxiter
             passes, previous = 0, None
             while True:
                 start = Xj
-                Xj = function(
-                    state.data, state.rows, state.cols, inverse_diagonal, Bj, Xj, options.rtol, options.atol, maxiter
-                )
+                Xj = function(state.data, indices, inverse_diagonal, Bj, Xj)
                 broken = ~jnp.isfinite(Xj).all(axis=1)
                 if bool(broken.any()):  # a breakdown: those columns restart from a nudged start
                     Xj = jnp.where(broken[:, None], self._nudge(start, b_norms, state, passes + 1), Xj)
-                norms = residual_norms(state.data, state.rows, state.cols, Bj, Xj)
+                norms = residual_norms(state.data, indices, Bj, Xj)
                 missing = ~(norms <= target)
                 if not bool(missing.any()) or passes == _REFINEMENTS:
                     break
@@ -217,11 +221,11 @@ class JaxBackend:
         return X.contiguous(), BackendReport(iterations=None, converged=converged, message=message)
 
     @staticmethod
-    def _key(state: _State, transpose: bool, restart: int) -> tuple[Any, ...]:
+    def _key(state: _State, transpose: bool, restart: int, limits: tuple[float, float, int]) -> tuple[Any, ...]:
         nnz = int(state.data.shape[0])
         preconditioned = state.inverse_diagonal is not None
         return (state.method, state.n, nnz, state.dtype, str(state.device), restart, state.solve_method,
-                preconditioned, transpose)  # fmt: skip
+                preconditioned, transpose, limits)  # fmt: skip
 
     @staticmethod
     def _nudge(X: Any, b_norms: Any, state: _State, seed: int) -> Any:
@@ -240,29 +244,32 @@ class JaxBackend:
         scale = 1e-6 * b_norms / (jnp.linalg.norm(state.data) * jnp.linalg.norm(noise, axis=1))
         return X + scale[:, None] * noise
 
-    def _operator(self, n: int, transpose: bool) -> Callable[..., Any]:
+    @staticmethod
+    def _operator(n: int, transpose: bool) -> Callable[..., Any]:
         from jax.experimental import sparse
 
-        def operator(data: Any, rows: Any, cols: Any) -> Any:
-            import jax.numpy as jnp
-
-            first, second = (cols, rows) if transpose else (rows, cols)
-            return sparse.BCOO((data, jnp.stack([first, second], axis=1)), shape=(n, n), indices_sorted=not transpose)
+        def operator(data: Any, indices: Any) -> Any:
+            return sparse.BCOO((data, indices), shape=(n, n), indices_sorted=not transpose)
 
         return operator
 
-    def _build(self, state: _State, transpose: bool, restart: int) -> Callable[..., Any]:
+    def _build(
+        self, state: _State, transpose: bool, restart: int, limits: tuple[float, float, int]
+    ) -> Callable[..., Any]:
+        """The jitted solve of every column; tolerances and iteration caps are compile-time constants,
+        part of the cache key (method, n, nnz, dtype, device, options), as the indices are arguments."""
         import jax
         import jax.scipy.sparse.linalg as jsla
 
         operator = self._operator(state.n, transpose)
         method, solve_method = state.method, state.solve_method
         preconditioned = state.inverse_diagonal is not None
+        rtol, atol, maxiter = limits
         cache = self.cache
 
-        def solve_all(data, rows, cols, inverse_diagonal, B, X0, rtol, atol, maxiter):  # type: ignore[no-untyped-def]
+        def solve_all(data, indices, inverse_diagonal, B, X0):  # type: ignore[no-untyped-def]
             cache.compilations += 1  # runs once per trace, i.e. per compilation
-            A = operator(data, rows, cols)
+            A = operator(data, indices)
 
             def matvec(v: Any) -> Any:
                 return A @ v
@@ -278,6 +285,8 @@ class JaxBackend:
                 solver = jsla.cg if method == "cg" else jsla.bicgstab
                 return solver(matvec, b, x0, tol=rtol, atol=atol, maxiter=maxiter, M=M)[0]
 
+            if B.shape[0] == 1:  # one column: no vmap (batched sparse products are slower on the CPU)
+                return one(B[0], X0[0])[None]
             return jax.vmap(one)(B, X0)
 
         return jax.jit(solve_all)
@@ -288,9 +297,8 @@ class JaxBackend:
 
         operator = self._operator(state.n, transpose)
 
-        def norms(data, rows, cols, B, X):  # type: ignore[no-untyped-def]
-            A = operator(data, rows, cols)
-            return jnp.linalg.norm(B - (A @ X.T).T, axis=1)
+        def norms(data, indices, B, X):  # type: ignore[no-untyped-def]
+            return jnp.linalg.norm(B - (operator(data, indices) @ X.T).T, axis=1)
 
         return jax.jit(norms)
 
