@@ -6,8 +6,6 @@ Timed in one run (interleaved repeats, medians):
 * ``scipy cg``: ``scipy.sparse.linalg.cg`` per column (SciPy takes vectors);
 * ``tsgu jax cg``: ``tsgu_core.solve(..., backend="jax", method="cg")``, steady
   state (after one warm-up call that compiles), forward only;
-* ``raw jax cg``: JAX's own jitted CG on the same BCOO operator, no tsgu in
-  between — the floor the backend stands on;
 * ``anchor j4t cg``: ``sparse_solve_j4t`` of torchsparsegradutils 0.2.7 with
   ``jax.scipy.sparse.linalg.cg`` (it needs JAX's x64 mode switched on
   process-wide, which the script does for it — tsgu does not).
@@ -39,34 +37,6 @@ import tsgu_core  # noqa: E402
 from tsgu_core.testing import poisson_2d  # noqa: E402
 
 RTOL = 1e-8
-
-
-def _raw_jax_cg(A: torch.Tensor, k: int):
-    """JAX's own CG on a BCOO operator, jitted, no tsgu in between: the floor tsgu's jax backend stands on."""
-    import jax
-    import jax.numpy as jnp
-    import jax.scipy.sparse.linalg as jsla
-    from jax.experimental import sparse
-
-    n = A.shape[0]
-    crow = A.crow_indices()
-    rows = torch.repeat_interleave(torch.arange(n), crow[1:] - crow[:-1])
-
-    with jax.enable_x64(True):
-        data = jnp.asarray(A.values().numpy())
-        indices = jnp.asarray(torch.stack([rows, A.col_indices()], 1).to(torch.int32).numpy())
-
-        def one(data, indices, b):  # type: ignore[no-untyped-def]
-            matrix = sparse.BCOO((data, indices), shape=(n, n), indices_sorted=True)
-            return jsla.cg(lambda v: matrix @ v, b, tol=RTOL, maxiter=10 * n)[0]
-
-        solve = jax.jit(one if k == 1 else jax.vmap(one, in_axes=(None, None, 1), out_axes=1))
-
-    def run(B: torch.Tensor) -> None:
-        with jax.enable_x64(True):
-            solve(data, indices, jnp.asarray(B.numpy())).block_until_ready()
-
-    return run
 
 
 def main() -> None:
@@ -103,8 +73,7 @@ def main() -> None:
         def tsgu_cg(B: torch.Tensor = B) -> None:
             tsgu_core.solve(A, B, backend="jax", method="cg", rtol=RTOL)
 
-        raw_cg = _raw_jax_cg(A, k)
-        variants = {"scipy cg": scipy_cg, "tsgu jax cg": tsgu_cg, "raw jax cg": lambda run=raw_cg, B=B: run(B)}
+        variants = {"scipy cg": scipy_cg, "tsgu jax cg": tsgu_cg}
         if sparse_solve_j4t is not None:
 
             def anchor(B: torch.Tensor = B) -> None:
@@ -127,9 +96,7 @@ def main() -> None:
                 f"{t['tsgu jax cg'] * 1e3:.0f}",
                 f"{(first_call - t['tsgu jax cg']) * 1e3:.0f}",
                 f"{t['anchor j4t cg'] * 1e3:.0f}" if "anchor j4t cg" in t else "-",
-                f"{t['raw jax cg'] * 1e3:.0f}",
                 f"{t['tsgu jax cg'] / t['scipy cg']:.2f}",
-                f"{t['raw jax cg'] / t['scipy cg']:.2f}",
                 f"{t['tsgu jax cg'] / t['anchor j4t cg']:.2f}" if "anchor j4t cg" in t else "-",
             ]
         )
@@ -140,9 +107,7 @@ def main() -> None:
         "tsgu jax cg ms (steady)",
         "compile ms (first call − steady)",
         "anchor j4t cg ms",
-        "raw jax cg ms",
         "tsgu ÷ scipy",
-        "raw jax ÷ scipy",
         "tsgu ÷ anchor",
     ]
     facts = environment() | {"jax": jax.__version__, "XLA_FLAGS": os.environ["XLA_FLAGS"]}

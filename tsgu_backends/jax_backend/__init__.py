@@ -2,6 +2,8 @@
 
 Tensors cross to JAX through DLPack (no copy), float64 is enabled only for
 the duration of a call (``jax.enable_x64``, never process-wide), every
-column of ``B`` is its own Krylov solve (``vmap``), and compiled solves are
-cached so that repeated calls with the same shapes do not recompile.
+column of ``B`` is its own Krylov solve (``lax.map`` on the CPU, ``vmap`` on
+a GPU), the CPU product is a hybrid ELL + COO one that XLA fuses (see
+:mod:`tsgu_backends.jax_backend.operator`), and compiled solves are cached so
+that repeated calls with the same shapes do not recompile.
 """
