@@ -37,8 +37,6 @@ class Factorization:
 
     Attributes
     ----------
-    selection : Selection
-        The backend and method, and why.
     prepare_time : float
         Seconds the backend spent in ``prepare``.
     """
@@ -165,13 +163,5 @@ def factorize(
             "x0 is an initial guess for one solve: pass it to handle.solve(B, x0=...), not factorize()"
         )
     detached, _ = matrix_values(A)
-    the_plan = plan(
-        backend,
-        method,
-        device_type=A.device.type,
-        n=A.shape[0],
-        dtype=A.dtype,
-        options=options,
-        on_failure=on_failure,
-    )
+    the_plan = plan(backend, method, detached, options, on_failure=on_failure)
     return Factorization(A, the_plan, the_plan.prepare(detached) if A.shape[0] else None)

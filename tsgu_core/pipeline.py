@@ -58,25 +58,28 @@ class Plan:
 def plan(
     backend: str | SolverBackend[Any] | None,
     method: str | None,
-    *,
-    device_type: str,
-    n: int,
-    dtype: torch.dtype,
+    A: torch.Tensor,
     options: Mapping[str, Any],
+    *,
+    n: int | None = None,
     on_failure: str = "raise",
     operation: str = "solve",
     capability: str | None = None,
     supplied: Mapping[str, Any] | None = None,
 ) -> Plan:
-    """Choose backend and method, and check and complete the options (``x0`` stays with the caller).
+    """Choose backend and method for ``A`` (its device), and check and complete the options.
 
-    ``capability="distributed"`` restricts the choice to backends that
-    implement :class:`~tsgu_core.protocol.DistributedBackend`.
+    ``n`` is the size of the system actually solved (default ``A``'s column
+    count), which sets the default ``maxiter``. ``capability="distributed"``
+    restricts the choice to backends that implement
+    :class:`~tsgu_core.protocol.DistributedBackend`. ``x0`` is only
+    type-checked here; the solve checks it against ``B``.
     """
     check_on_failure(on_failure)
-    selection = select(backend, device_type, method, operation, capability=capability)
+    selection = select(backend, A.device.type, method, operation, capability=capability)
     spec = selection.entry.backend.methods[selection.method]
-    solve_options = resolve_options(spec, selection.backend, options, n, dtype, supplied=supplied)
+    size = A.shape[-1] if n is None else n
+    solve_options = resolve_options(spec, selection.backend, options, size, A.dtype, supplied=supplied)
     return Plan(selection, solve_options, on_failure)
 
 

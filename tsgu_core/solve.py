@@ -268,15 +268,7 @@ def _solve(
     ``values`` of shape ``(b, nnz)``.
     """
     check_rhs(B, A)
-    the_plan = plan(
-        backend,
-        method,
-        device_type=A.device.type,
-        n=A.shape[-1],
-        dtype=A.dtype,
-        options=options,
-        on_failure=on_failure,
-    )
+    the_plan = plan(backend, method, A, options, on_failure=on_failure)
     Bk, restore = as_columns(B, A.dim())
     X, info = execute(the_plan, lambda: the_plan.prepare(A), values, Bk, x0=options.get("x0"))
     return (restore(X), info) if return_info else restore(X)

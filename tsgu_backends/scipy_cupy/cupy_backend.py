@@ -77,7 +77,8 @@ def _singular(error: Exception) -> SingularMatrixError:
 def _minres(A: Any, b: Any, *, rtol: float, **keywords: Any) -> tuple[Any, int]:
     import cupyx.scipy.sparse.linalg as csla
 
-    return csla.minres(A, b, tol=rtol, **keywords)  # CuPy's minres names its tolerance ``tol``
+    result: tuple[Any, int] = csla.minres(A, b, tol=rtol, **keywords)  # CuPy's minres names its tolerance ``tol``
+    return result
 
 
 @dataclass

@@ -157,7 +157,9 @@ def _scipy_least_squares(method: str, conlim: float | None) -> Any:
     import numpy as np
     import scipy.sparse.linalg as sla
 
-    def run(matvec: Any, rmatvec: Any, C: torch.Tensor, q: int, tol: torch.Tensor, maxiter: int, *, consistent: bool):
+    def run(
+        matvec: Any, rmatvec: Any, C: torch.Tensor, q: int, tol: torch.Tensor, maxiter: int, *, consistent: bool
+    ) -> tuple[torch.Tensor, int]:
         p = C.shape[0]
         operator = sla.LinearOperator(
             (p, q),
