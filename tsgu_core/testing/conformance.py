@@ -60,11 +60,11 @@ from typing import Any
 import torch
 
 from tsgu_core.errors import ConvergenceError, ConvergenceWarning, SingularMatrixError, UnknownOptionError
+from tsgu_core.factorize import factorize
 from tsgu_core.lstsq import lstsq
 from tsgu_core.options import resolve_options
 from tsgu_core.registry import get_entry, list_backends
 from tsgu_core.solve import solve, solve_values
-from tsgu_core.factorize import factorize
 from tsgu_core.testing.matrices import matrix_for, to_layout, triangular_pair
 from tsgu_core.triangular import triangular_solve
 
