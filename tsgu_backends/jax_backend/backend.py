@@ -171,6 +171,7 @@ class JaxBackend:
     device_types = ("cpu", "cuda")
     methods = METHODS
     default_method = "gmres"
+    preferred_methods = {"spd": "cg"}
     priority = 20
 
     def __init__(self) -> None:

@@ -156,6 +156,7 @@ class CupyBackend:
     device_types = ("cuda",)
     methods = CUPY_METHODS
     default_method = "splu"
+    preferred_methods = {"spd": "cg", "symmetric": "minres", "hermitian": "minres"}
     priority = 100
 
     def is_available(self, device_type: str) -> Availability:

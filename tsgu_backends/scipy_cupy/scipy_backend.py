@@ -215,6 +215,7 @@ class ScipyBackend:
     device_types = ("cpu",)
     methods = SCIPY_METHODS
     default_method = "splu"
+    preferred_methods = {"spd": "cg", "symmetric": "minres", "hermitian": "minres"}
     priority = 100
 
     def is_available(self, device_type: str) -> Availability:

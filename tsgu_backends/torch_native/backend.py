@@ -189,6 +189,7 @@ class TorchBackend:
     device_types = ("cpu", "cuda")
     methods = METHODS
     default_method = "gmres"
+    preferred_methods = {"spd": "cg", "symmetric": "minres", "hermitian": "minres"}
     priority = 50
 
     def is_available(self, device_type: str) -> Availability:
