@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 
@@ -76,6 +76,26 @@ class Factorization:
                 "A changed after factorize(A) (its values or pattern differ from when it was prepared); "
                 "the handle would solve with the old A. Call tsgu_core.factorize(A) again."
             )
+
+    @overload
+    def solve(
+        self,
+        B: torch.Tensor,
+        *,
+        transpose: bool = ...,
+        x0: torch.Tensor | None = ...,
+        return_info: Literal[False] = ...,
+    ) -> torch.Tensor: ...
+
+    @overload
+    def solve(
+        self,
+        B: torch.Tensor,
+        *,
+        transpose: bool = ...,
+        x0: torch.Tensor | None = ...,
+        return_info: Literal[True],
+    ) -> tuple[torch.Tensor, SolveInfo]: ...
 
     def solve(
         self,

@@ -55,7 +55,7 @@ class Plan:
     def prepare(
         self, A: torch.Tensor, *, pattern: Any = None, prepare: Callable[[torch.Tensor], Any] | None = None
     ) -> PreparedSolve:
-        """The backend's prepared state for ``A`` under this plan, after checking ``A`` against what is assumed of it."""
+        """The backend's prepared state for ``A``, after checking ``A`` against what is assumed of it."""
         if self.operation == "solve" and (self.spec.assumes != "general" or self.options.assume != "general"):
             own = SparsePattern.of(A)
             values = A.values() if A.layout == torch.sparse_csr else A._values()

@@ -142,9 +142,14 @@ def solve(
     if assume in ("lower", "upper"):  # a triangular A: a triangular solve (its structure is checked there)
         from tsgu_core.triangular import triangular_solve
 
-        return triangular_solve(
-            A, B, upper=assume == "upper", backend=backend, method=method, return_info=return_info, **options
-        )  # type: ignore[call-overload]
+        upper = assume == "upper"
+        if return_info:
+            pair: tuple[torch.Tensor, SolveInfo] = triangular_solve(
+                A, B, upper=upper, backend=backend, method=method, return_info=True, **options
+            )
+            return pair
+        X: torch.Tensor = triangular_solve(A, B, upper=upper, backend=backend, method=method, **options)
+        return X
     detached, values = matrix_values(A, allow_batch=True)
     return _solve(detached, values, B, backend, method, assume, return_info, on_failure, options)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -189,7 +190,7 @@ class TorchBackend:
     device_types = ("cpu", "cuda")
     methods = METHODS
     default_method = "gmres"
-    preferred_methods = {"spd": "cg", "symmetric": "minres", "hermitian": "minres"}
+    preferred_methods: ClassVar[dict[str, str]] = {"spd": "cg", "symmetric": "minres", "hermitian": "minres"}
     priority = 50
 
     def is_available(self, device_type: str) -> Availability:
