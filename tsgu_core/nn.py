@@ -100,7 +100,8 @@ class SparseSolve(torch.nn.Module):
     @property
     def pattern(self) -> SparsePattern:
         """The sparsity pattern, on the module's device."""
-        return SparsePattern.from_csr(self.crow_indices, self.col_indices, self.n)
+        crow, col = self.get_buffer("crow_indices"), self.get_buffer("col_indices")
+        return SparsePattern.from_csr(crow, col, self.n)
 
     def matrix(self) -> torch.Tensor:
         """``A`` as a (detached) sparse CSR tensor with the current values."""
