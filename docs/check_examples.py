@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import re
 import sys
+import textwrap
 import time
 import traceback
 from pathlib import Path
 
-BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+BLOCK = re.compile(r"^( *)```python\n(.*?)^\1```", re.S | re.M)
 
 
 def run_page(path: Path) -> int:
@@ -22,7 +23,7 @@ def run_page(path: Path) -> int:
     namespace: dict[str, object] = {"__name__": f"docs_{path.stem}"}
     failed = 0
     for number, match in enumerate(BLOCK.finditer(path.read_text(encoding="utf-8")), 1):
-        code = match.group(1)
+        code = textwrap.dedent(match.group(2))
         line = path.read_text(encoding="utf-8")[: match.start()].count("\n") + 1
         if code.startswith("# not run"):
             print(f"--- {path}:{line} block {number}: skipped ({code.splitlines()[0]})")
