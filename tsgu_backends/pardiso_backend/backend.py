@@ -48,12 +48,14 @@ from typing import Any
 import torch
 
 from tsgu_core import Availability, BackendReport, MethodSpec, SingularMatrixError, SolveOptions
-from tsgu_core.errors import SolveFailedError
+from tsgu_core.errors import SolveFailedError, TsguError
 
 try:  # the typed option error of issue 15 (tsgu_core.errors.InvalidOptionError), when present
     from tsgu_core.errors import InvalidOptionError  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover - until it lands
-    from tsgu_core.errors import UnknownOptionError as InvalidOptionError
+
+    class InvalidOptionError(TsguError, ValueError, TypeError):  # type: ignore[no-redef]
+        """An option value the backend cannot use (stand-in for tsgu_core.errors.InvalidOptionError)."""
 
 __all__ = ["METHODS", "MTYPES", "PardisoBackend", "PardisoHandle", "choose_mtypes"]
 
