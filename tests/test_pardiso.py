@@ -12,7 +12,6 @@ import torch
 
 import tsgu_core
 from tsgu_core import SolveOptions
-from tsgu_core.errors import SingularMatrixError
 from tsgu_core.testing import conformance_cases, random_nonsymmetric, random_spd, run_case, to_layout
 
 if "pardiso" not in [entry.name for entry in tsgu_core.list_backends()]:

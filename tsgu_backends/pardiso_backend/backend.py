@@ -57,6 +57,7 @@ except ImportError:  # pragma: no cover - until it lands
     class InvalidOptionError(TsguError, ValueError, TypeError):  # type: ignore[no-redef]
         """An option value the backend cannot use (stand-in for tsgu_core.errors.InvalidOptionError)."""
 
+
 __all__ = ["METHODS", "MTYPES", "PardisoBackend", "PardisoHandle", "choose_mtypes"]
 
 INSTALL = "pip install pypardiso  (or pip install 'tsgu[all]'; MKL wheels exist for x86-64 only)"
