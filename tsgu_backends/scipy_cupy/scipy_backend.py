@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -44,10 +44,99 @@ def factorise(matrix: Any, options: dict[str, Any], what: str = "A") -> Any:
         raise
 
 
+SYMMETRIC_MODE: dict[str, Any] = {
+    "permc_spec": "MMD_AT_PLUS_A",
+    "diag_pivot_thresh": 0.01,
+    "options": {"SymmetricMode": True},
+}
+"""SuperLU's options for a structurally symmetric pattern: minimum degree on ``A + Aᵀ``, diagonal pivots preferred.
+
+Measured on 2-D Poisson (n = 99 856, one thread): about half the fill of the
+default COLAMD ordering and 0.8× its factorisation time, with the same
+backward error (``benchmarks/superlu_ordering.py``).
+"""
+_ORDERING_OPTIONS = ("permc_spec", "diag_pivot_thresh")
+_BACKWARD_ERROR_LIMIT = 100  # × the dtype's ε: above it a symmetric-mode factorisation is redone with the defaults
+
+
+@dataclass(frozen=True)
+class PatternFacts:
+    """What :func:`pattern_facts` learns about a CSR matrix: symmetry of its pattern and of its values."""
+
+    symmetric_pattern: bool
+    symmetric_values: bool
+
+
+def pattern_facts(matrix: Any) -> PatternFacts:
+    """Whether a CSR matrix's pattern, and its values, are symmetric (one O(nnz) transposition).
+
+    >>> import scipy.sparse as sp
+    >>> pattern_facts(sp.csr_matrix([[2.0, 1.0], [1.0, 3.0]]))
+    PatternFacts(symmetric_pattern=True, symmetric_values=True)
+    >>> pattern_facts(sp.csr_matrix([[2.0, 1.0], [-1.0, 3.0]]))
+    PatternFacts(symmetric_pattern=True, symmetric_values=False)
+    """
+    import numpy as np
+    import scipy.sparse as sp
+
+    n = matrix.shape[0]
+    order = sp.csr_matrix((np.arange(matrix.nnz), matrix.indices, matrix.indptr), shape=(n, n)).transpose().tocsr()
+    if not (np.array_equal(order.indptr, matrix.indptr) and np.array_equal(order.indices, matrix.indices)):
+        return PatternFacts(False, False)
+    return PatternFacts(True, bool(np.array_equal(matrix.data[order.data], matrix.data)))
+
+
+def _backward_error(matrix: Any, lu: Any) -> float:
+    """Normwise backward error ‖b − A x‖∞ / (‖A‖∞‖x‖∞ + ‖b‖∞) of one solve with a fixed b = A v (scale-free)."""
+    import numpy as np
+
+    n = matrix.shape[0]
+    v = np.cos(np.arange(n) * 0.7).astype(matrix.dtype) + 1.5
+    b = matrix @ v
+    x = lu.solve(b)
+    norm_a = float(abs(matrix).sum(axis=1).max())
+    if not np.isfinite(x).all() or norm_a == 0.0:
+        return float("inf")
+    r = float(np.abs(b - matrix @ x).max()) / norm_a
+    return r / (float(np.abs(x).max()) + float(np.abs(b).max()) / norm_a)
+
+
+def factorise_chosen(
+    matrix: Any, options: dict[str, Any], facts: PatternFacts, what: str = "A"
+) -> tuple[Any, dict[str, Any]]:
+    """SuperLU with the ordering chosen from the pattern, unless the user chose one; returns the factors and options.
+
+    On a structurally symmetric pattern and without an explicit
+    ``permc_spec``/``diag_pivot_thresh``/``options['SymmetricMode']``,
+    :data:`SYMMETRIC_MODE` is used; the factorisation is kept only if one
+    test solve's normwise backward error stays below 100·ε (pivoting
+    restricted to the diagonal can lose digits on nonsymmetric values),
+    otherwise ``A`` is factorised again with SuperLU's defaults (COLAMD,
+    partial pivoting).
+    """
+    import numpy as np
+
+    chosen_by_user = any(name in options for name in _ORDERING_OPTIONS) or "SymmetricMode" in (
+        options.get("options") or {}
+    )
+    if chosen_by_user or not facts.symmetric_pattern:
+        return factorise(matrix, options, what), options
+    symmetric = {
+        **options,
+        **SYMMETRIC_MODE,
+        "options": {**(options.get("options") or {}), **SYMMETRIC_MODE["options"]},
+    }
+    lu = factorise(matrix, symmetric, what)
+    if _backward_error(matrix, lu) <= _BACKWARD_ERROR_LIMIT * float(np.finfo(matrix.dtype).eps):
+        return lu, symmetric
+    return factorise(matrix, options, what), options
+
+
 @dataclass
 class _Direct:
     factors: list[Any]  # one SuperLU per batch member (one for a single A)
     batched: bool
+    symmetric: list[bool] = field(default_factory=list)  # per member: A = Aᵀ, so the transpose solve is a plain one
 
 
 @dataclass
@@ -159,7 +248,9 @@ class ScipyBackend:
         if spec.operation == "lstsq":
             return self._prepare_least_squares(matrix, method, options, extra)
         if spec.kind == "direct":
-            return _Direct([factorise(matrix, extra)], batched=False)
+            facts = pattern_facts(matrix)
+            lu, _ = factorise_chosen(matrix, extra, facts)
+            return _Direct([lu], batched=False, symmetric=[facts.symmetric_values])
         keywords = _pop_keywords(extra)
         if extra.get("preconditioner") == "ilu" and self.methods[method].assumes != "general":
             raise ValueError(
@@ -187,11 +278,14 @@ class ScipyBackend:
         nnz = col.shape[0]
         order = sp.csr_matrix((np.arange(1, nnz + 1, dtype=np.float64), col, crow), shape=(n, n)).tocsc()
         permutation = order.data.astype(np.int64) - 1
-        factors = []
+        factors, symmetric = [], []
         for member, values in enumerate(A.values().numpy()):
             csc = sp.csc_matrix((values[permutation], order.indices, order.indptr), shape=(n, n))
-            factors.append(factorise(csc, dict(extra), what=f"batch member {member} of A"))
-        return _Direct(factors, batched=True)
+            facts = pattern_facts(sp.csr_matrix((values, col, crow), shape=(n, n)))
+            lu, _ = factorise_chosen(csc, dict(extra), facts, what=f"batch member {member} of A")
+            factors.append(lu)
+            symmetric.append(facts.symmetric_values)
+        return _Direct(factors, batched=True, symmetric=symmetric)
 
     def _prepare_least_squares(
         self, matrix: Any, method: str, options: SolveOptions, extra: dict[str, Any]
@@ -212,10 +306,12 @@ class ScipyBackend:
         self, state: Any, B: torch.Tensor, *, transpose: bool, x0: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, BackendReport]:
         if isinstance(state, _Direct):
-            trans = "T" if transpose else "N"
+            # SuperLU's transposed solve goes column by column (BLAS-2); for a symmetric A the plain
+            # solve (BLAS-3 over all columns, 2.4x faster at k = 8) gives the same answer.
+            trans = ["T" if transpose and not symmetric else "N" for symmetric in state.symmetric]
             if not state.batched:
-                return _torch(state.factors[0].solve(_numpy(B), trans=trans), B), BackendReport()
-            solutions = [lu.solve(_numpy(B[i]), trans=trans) for i, lu in enumerate(state.factors)]
+                return _torch(state.factors[0].solve(_numpy(B), trans=trans[0]), B), BackendReport()
+            solutions = [lu.solve(_numpy(B[i]), trans=trans[i]) for i, lu in enumerate(state.factors)]
             return torch.stack([_torch(x, B[i]) for i, x in enumerate(solutions)]), BackendReport()
         if isinstance(state, TriangularState):
             return self._solve_triangular(state, B, transpose), BackendReport()
