@@ -10,7 +10,8 @@ from tsgu_backends.scipy_cupy.scipy_backend import (
     SYMMETRIC_MODE,
     PatternFacts,
     ScipyBackend,
-    factorise_chosen,
+    factorise_member,
+    ordering_options,
     pattern_facts,
 )
 from tsgu_core import SolveOptions
@@ -19,12 +20,6 @@ from tsgu_core.testing import convection_diffusion_2d, poisson_2d, random_nonsym
 
 def _scipy(A: torch.Tensor) -> sp.csr_matrix:
     return sp.csr_matrix((A.values().numpy(), A.col_indices().numpy(), A.crow_indices().numpy()), shape=A.shape)
-
-
-def _random_values_on_poisson_pattern(m: int, seed: int) -> sp.csr_matrix:
-    M = _scipy(poisson_2d(m)).copy()
-    M.data = np.random.default_rng(seed).standard_normal(M.nnz)
-    return M
 
 
 def test_pattern_facts():
@@ -36,32 +31,49 @@ def test_pattern_facts():
 def test_symmetric_pattern_gets_symmetric_mode():
     for make in (poisson_2d, convection_diffusion_2d):
         M = _scipy(make(12))
-        lu, options = factorise_chosen(M, {}, pattern_facts(M))
-        assert options["permc_spec"] == SYMMETRIC_MODE["permc_spec"] and options["options"]["SymmetricMode"]
+        member = factorise_member(M, {})
+        assert (
+            member.options["permc_spec"] == SYMMETRIC_MODE["permc_spec"] and member.options["options"]["SymmetricMode"]
+        )
         b = np.linspace(-1.0, 1.0, M.shape[0])
-        np.testing.assert_allclose(lu.solve(b), np.linalg.solve(M.toarray(), b), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(member.solve(b, False), np.linalg.solve(M.toarray(), b), rtol=1e-12, atol=1e-12)
+        assert member.unverified is None and member.options["permc_spec"] == "MMD_AT_PLUS_A"  # checked, kept
 
 
 def test_nonsymmetric_pattern_keeps_defaults():
     M = _scipy(random_nonsymmetric(12).to_sparse_csr())
-    assert factorise_chosen(M, {}, pattern_facts(M))[1] == {}
+    member = factorise_member(M, {})
+    assert member.options == {} and member.unverified is None
 
 
 def test_users_ordering_wins():
-    M = _scipy(poisson_2d(8))
+    facts = pattern_facts(_scipy(poisson_2d(8)))
     for options in ({"permc_spec": "COLAMD"}, {"diag_pivot_thresh": 1.0}, {"options": {"SymmetricMode": False}}):
-        assert factorise_chosen(M, dict(options), pattern_facts(M))[1] == options
-    merged = factorise_chosen(M, {"relax": 2, "options": {"Equil": False}}, pattern_facts(M))[1]
+        assert ordering_options(dict(options), facts) is None
+        assert factorise_member(_scipy(poisson_2d(8)), dict(options)).options == options
+    merged = ordering_options({"relax": 2, "options": {"Equil": False}}, facts)
     assert merged["relax"] == 2 and merged["options"] == {"Equil": False, "SymmetricMode": True}
 
 
-def test_falls_back_when_diagonal_pivoting_loses_digits():
-    M = _random_values_on_poisson_pattern(40, seed=0)  # symmetric pattern, values far from dominant diagonals
-    lu, options = factorise_chosen(M, {}, pattern_facts(M))
-    assert options == {}  # symmetric mode's backward error was above 100 ε: refactorised with the defaults
+@pytest.mark.parametrize("transpose", [False, True])
+def test_falls_back_when_diagonal_pivoting_loses_digits(transpose):
+    # symmetric pattern; 2×2 blocks whose diagonal passes the 0.01 pivot threshold but grows the factors ~100×
+    n, rng = 200, np.random.default_rng(0)
+    D = np.zeros((n, n))
+    for i in range(0, n, 2):
+        D[i, i], D[i + 1, i + 1] = 0.0101 * (1 + rng.random()), 0.0101 * (1 + rng.random())
+        D[i, i + 1], D[i + 1, i] = 1 + rng.random(), -(1 + rng.random())
+    for i in range(n - 2):
+        D[i, i + 2], D[i + 2, i] = 0.3 * rng.standard_normal(), 0.3 * rng.standard_normal()
+    M = sp.csr_matrix(D)
+    member = factorise_member(M, {})
+    assert member.options["permc_spec"] == "MMD_AT_PLUS_A"
     b = np.cos(np.arange(M.shape[0]))
-    x = lu.solve(b)
-    assert np.abs(b - M @ x).max() / (abs(M).sum(1).max() * np.abs(x).max()) < 1e-15
+    x = member.solve(b, transpose)
+    assert member.options == {}  # symmetric mode's backward error was above 10 ε: refactorised with the defaults
+    op = M.T if transpose else M
+    np.testing.assert_allclose(x, np.linalg.solve(op.toarray(), b), rtol=1e-10, atol=1e-10)
+    assert np.abs(b - op @ x).max() / (abs(op).sum(1).max() * np.abs(x).max()) < 1e-15
 
 
 @pytest.mark.parametrize("layout", ["coo", "csr"])
@@ -98,7 +110,7 @@ class _Recording:
 def test_transpose_solve_of_a_symmetric_matrix_is_a_plain_solve(D, expected):
     backend = ScipyBackend()
     state = backend.prepare(to_layout(D, "csr"), "splu", SolveOptions())
-    state.factors[0] = recording = _Recording(state.factors[0])
+    state.members[0].lu = recording = _Recording(state.members[0].lu)
     B = torch.randn(D.shape[0], 8, dtype=torch.float64)
     X, _ = backend.solve(state, B, transpose=True)
     assert recording.calls == [expected]
