@@ -365,11 +365,12 @@ class PardisoBackend:
 
     Examples
     --------
-    >>> import torch
-    >>> from tsgu_core import solve
-    >>> A = torch.tensor([[3.0, 1.0], [-1.0, 2.0]], dtype=torch.float64).to_sparse_csr()
-    >>> solve(A, torch.tensor([4.0, 1.0], dtype=torch.float64), backend="pardiso").round(decimals=12)  # doctest: +SKIP
-    tensor([1., 1.], dtype=torch.float64)
+    >>> backend = PardisoBackend()
+    >>> backend.default_method, backend.priority > 100, bool(backend.is_available("cuda"))
+    ('pardiso', True, False)
+
+    With pypardiso installed, ``tsgu_core.solve(A, B)`` on the CPU uses it;
+    ``tsgu_core.solve(A, B, backend="pardiso", mtype=11)`` forces LU.
     """
 
     name = "pardiso"
