@@ -159,9 +159,12 @@ def factorise_member(matrix: Any, options: dict[str, Any], what: str = "A") -> _
     """SuperLU of a CSR/CSC matrix with the ordering chosen from its pattern (:func:`ordering_options`)."""
     facts = pattern_facts(matrix.tocsr())
     chosen = ordering_options(options, facts)
-    if chosen is None:
-        return _Member(factorise(matrix, options, what), facts.symmetric_values, options)
-    return _Member(factorise(matrix, chosen, what), facts.symmetric_values, chosen, (matrix, options, what))
+    if chosen is not None:
+        try:
+            return _Member(factorise(matrix, chosen, what), facts.symmetric_values, chosen, (matrix, options, what))
+        except SingularMatrixError:  # let SuperLU's default (partial pivoting) have the last word
+            pass
+    return _Member(factorise(matrix, options, what), facts.symmetric_values, options)
 
 
 @dataclass
