@@ -51,9 +51,10 @@ SYMMETRIC_MODE: dict[str, Any] = {
 }
 """SuperLU's options for a structurally symmetric pattern: minimum degree on ``A + Aᵀ``, diagonal pivots preferred.
 
-Measured on 2-D Poisson (n = 99 856, one thread): about half the fill of the
-default COLAMD ordering and 0.8× its factorisation time, with the same
-backward error (``benchmarks/superlu_ordering.py``).
+Measured (``benchmarks/superlu_ordering.py``, one thread, a loaded 2-core
+machine): on 2-D Poisson (n = 99 856) half the fill of the default COLAMD
+ordering and 0.84–0.97× its time; 0.78–0.85× on 2-D convection–diffusion;
+0.34–0.41× on 3-D Poisson (n = 27 000); backward errors 1–2 ε as with COLAMD.
 """
 _ORDERING_OPTIONS = ("permc_spec", "diag_pivot_thresh")
 # × the dtype's ε: above it a symmetric-mode factorisation is redone with the defaults. Measured at n = 99 856:
