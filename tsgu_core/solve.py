@@ -7,7 +7,7 @@ from typing import Any, Literal, overload
 import torch
 
 from tsgu_core.autograd import InfoSink, PreparedSolve, SparseSolveFunction, SparseValues
-from tsgu_core.batch import as_shared_pattern_csr
+from tsgu_core.batch import MemberGroup, group_by_pattern, run_by_groups
 from tsgu_core.info import SolveInfo
 from tsgu_core.protocol import SolverBackend
 from tsgu_core.select import select
@@ -139,10 +139,7 @@ def solve(
         A = A.coalesce()  # differentiable; duplicates are summed, as in A's meaning
     values = SparseValues.apply(A) if A.requires_grad else A.detach().values()
     if A.dim() == 3:
-        shared = as_shared_pattern_csr(A)
-        return _solve(
-            shared, values.reshape(shared.values().shape), B, backend, method, return_info, on_failure, options
-        )
+        return _solve_batch(A, values, B, backend, method, return_info, on_failure, options)
     return _solve(A.detach(), values, B, backend, method, return_info, on_failure, options)
 
 
@@ -197,11 +194,14 @@ def solve_values(
     Parameters
     ----------
     A : Tensor
-        Coalesced COO or CSR ``(n, n)``, or a ``(b, n, n)`` batch sharing one
-        pattern; must not require grad (its values are not used).
+        Coalesced COO or CSR ``(n, n)``, or a ``(b, n, n)`` batch (members
+        may have different patterns); must not require grad (its values are
+        not used).
     values : Tensor
-        Shape ``(nnz,)`` — for a batch ``(b, nnz)`` with ``nnz`` per member, in
-        row-major order — with ``A``'s dtype and device.
+        Shaped like ``A.values()`` and in its order — ``(nnz,)``; for a
+        batched CSR ``(b, nnz)``; for a batched COO ``(total nnz,)``, or
+        ``(b, nnz)`` when all members store ``nnz`` entries — with ``A``'s
+        dtype and device.
     B, backend, method, return_info, on_failure, **options
         As for :func:`solve`.
 
@@ -222,18 +222,43 @@ def solve_values(
     if A.layout == torch.sparse_coo and not A.is_coalesced():
         raise ValueError("solve_values needs a coalesced COO A (values follow its order): use A.coalesce()")
     if A.dim() == 3:
-        shared = as_shared_pattern_csr(A)
-        check_values(values, shared)
-        A = torch.sparse_csr_tensor(
-            shared.crow_indices(), shared.col_indices(), values.detach(), A.shape, check_invariants=False
-        )
-        return _solve(A, values, B, backend, method, return_info, on_failure, options)
+        if A.layout == torch.sparse_coo and values.dim() == 2 and values.numel() == A._nnz():
+            values = values.reshape(-1)  # (b, nnz) of a shared pattern, as before, is the same order
+        check_values(values, A)
+        return _solve_batch(A, values, B, backend, method, return_info, on_failure, options)
     check_values(values, A)
     if A.layout == torch.sparse_coo:
         A = torch.sparse_coo_tensor(A._indices(), values.detach(), A.shape, is_coalesced=True, check_invariants=False)
     else:
         A = torch.sparse_csr_tensor(A.crow_indices(), A.col_indices(), values.detach(), A.shape, check_invariants=False)
     return _solve(A, values, B, backend, method, return_info, on_failure, options)
+
+
+def _solve_batch(
+    A: torch.Tensor,
+    values: torch.Tensor,
+    B: torch.Tensor,
+    backend: str | SolverBackend | None,
+    method: str | None,
+    return_info: bool,
+    on_failure: str,
+    options: dict[str, Any],
+) -> torch.Tensor | tuple[torch.Tensor, SolveInfo]:
+    """A batch ``(b, n, n)``: members that share a pattern are solved together, groups one after another."""
+    check_rhs(B, A)
+    groups = group_by_pattern(A)
+    x0 = options.get("x0")
+
+    def run(group: MemberGroup, group_values: torch.Tensor, group_B: torch.Tensor) -> tuple[torch.Tensor, SolveInfo]:
+        group_options = options
+        if len(groups) > 1 and isinstance(x0, torch.Tensor) and x0.dim() > 1 and x0.shape[0] == A.shape[0]:
+            group_options = {**options, "x0": x0[group.members]}
+        return _solve(
+            group.with_values(group_values), group_values, group_B, backend, method, True, on_failure, group_options
+        )  # type: ignore[return-value]
+
+    X, info = run_by_groups(groups, values, B, run)
+    return (X, info) if return_info else X
 
 
 def _solve(

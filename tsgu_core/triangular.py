@@ -8,7 +8,7 @@ from typing import Any, Literal, overload
 import torch
 
 from tsgu_core.autograd import InfoSink, PreparedSolve, SparseSolveFunction, SparseValues
-from tsgu_core.batch import as_shared_pattern_csr
+from tsgu_core.batch import as_shared_pattern_csr, group_by_pattern, run_by_groups
 from tsgu_core.errors import SingularMatrixError, StructureError
 from tsgu_core.info import SolveInfo
 from tsgu_core.pattern import SparsePattern, UnitDiagonalPattern
@@ -114,7 +114,8 @@ def triangular_solve(
     Parameters
     ----------
     A : Tensor
-        Sparse COO or CSR ``(n, n)``, or a ``(b, n, n)`` batch sharing one pattern.
+        Sparse COO or CSR ``(n, n)``, or a ``(b, n, n)`` batch (members may
+        have different patterns: those sharing one are solved together).
     B : Tensor
         ``(n,)`` or ``(n, k)`` (batched: ``(b, n)`` or ``(b, n, k)``).
     upper : bool
@@ -144,9 +145,38 @@ def triangular_solve(
     if A.layout == torch.sparse_coo and not A.is_coalesced():
         A = A.coalesce()
     values = SparseValues.apply(A) if A.requires_grad else A.detach().values()
+    flags = {"upper": upper, "unit_diagonal": unit_diagonal, "transpose": transpose}
+    if A.dim() == 3:
+        check_rhs(B, A)
+        groups = group_by_pattern(A)
+        if len(groups) > 1:  # members with different patterns: group by group
+            solved = run_by_groups(
+                groups,
+                values,
+                B,
+                lambda g, v, rhs: _triangular(g.A, v, rhs, backend=backend, method=method, **flags, **options),
+            )
+            return solved if return_info else solved[0]
+        A, values = groups[0].A, groups[0].values_of(values)
+    return _triangular(A, values, B, backend=backend, method=method, return_info=return_info, **flags, **options)
+
+
+def _triangular(
+    A: torch.Tensor,
+    values: torch.Tensor,
+    B: torch.Tensor,
+    *,
+    upper: bool,
+    unit_diagonal: bool,
+    transpose: bool,
+    backend: str | SolverBackend | None,
+    method: str | None,
+    return_info: bool = True,
+    **options: Any,
+) -> Any:
+    """The body of :func:`triangular_solve` for a 2-D ``A`` or a batch sharing one pattern."""
     if A.dim() == 3:
         detached = as_shared_pattern_csr(A)
-        values = values.reshape(detached.values().shape)
         n = A.shape[-1]
         first = torch.sparse_csr_tensor(
             detached.crow_indices()[0], detached.col_indices()[0], detached.values()[0], (n, n), check_invariants=False
