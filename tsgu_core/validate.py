@@ -21,6 +21,7 @@ from tsgu_core.errors import (
     ShapeError,
     UnknownOptionError,
 )
+from tsgu_core.interop import conversion_hint
 from tsgu_core.protocol import COMMON_ITERATIVE_OPTIONS, MethodSpec, SolveOptions
 
 __all__ = [
@@ -70,7 +71,8 @@ def check_matrix(A: Any, name: str = "A", *, allow_batch: bool = False, tall: bo
         Wrong number of dimensions, not square, or with dense (hybrid) dimensions.
     """
     if not isinstance(A, torch.Tensor):
-        raise LayoutError(f"{name} must be a torch sparse tensor (COO or CSR), got {type(A).__name__}")
+        hint = conversion_hint(A)  # names tsgu_core.from_scipy / from_cupy / from_jax; imports none of them
+        raise LayoutError(f"{name} must be a torch sparse tensor (COO or CSR), got {type(A).__name__}{hint}")
     if A.layout not in (torch.sparse_coo, torch.sparse_csr):
         advice = _LAYOUT_ADVICE.get(A.layout, "convert it with A.to_sparse_csr()")
         raise LayoutError(f"{name} has layout {A.layout}; tsgu accepts sparse COO or CSR: {advice}")
