@@ -12,7 +12,11 @@ them, runs pytest on the copies, and prints pass/fail counts, the failures
 grouped by reason (exception type and message with numbers masked).
 
 Nothing else of the anchor is touched: its random matrices, solver callables
-(``linear_cg``, ``bicgstab``, ``minres``) and tolerances are its own.
+(``linear_cg``, ``bicgstab``, ``minres``) and tolerances are its own. On a
+machine where CuPy is installed without its CUDA libraries, the plugin stands
+in a placeholder for ``cupyx.scipy.sparse.linalg`` (which the anchor imports
+at module level but uses only for CUDA tensors), so its SciPy CPU path runs;
+``--anchor`` uses the same plugin without the swap.
 
 Usage (from the repository root)::
 
