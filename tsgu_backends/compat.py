@@ -74,7 +74,7 @@ import tsgu_core
 from tsgu_backends.scipy_cupy.convert import torch_to_cupy, torch_to_scipy
 from tsgu_core import BackendReport, ConvergenceWarning, MethodSpec, SolveOptions, triangular_solve
 from tsgu_core.interop import from_cupy, from_jax, from_scipy, to_cupy, to_jax, to_scipy
-from tsgu_core.validate import default_rtol
+from tsgu_core.options import default_rtol
 
 __all__ = [
     "LinearCGSettings",
