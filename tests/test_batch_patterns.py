@@ -167,3 +167,43 @@ def test_a_wrong_batch_size_of_B_is_a_shape_error_before_grouping():
     _, A = batch("coo")
     with pytest.raises(tsgu_core.ShapeError, match=r"\(4, 7\) or \(4, 7, k\)"):
         tsgu_core.solve(A, rhs(None, batch_size=3), backend="scipy")
+
+
+@pytest.mark.parametrize("layout", ["coo", "csr"])
+@pytest.mark.parametrize("transpose", [False, True])
+def test_factorize_a_batch_with_different_patterns_prepares_once(layout, transpose, dense_loop):
+    D, A = batch(layout, seed=12)
+    A = A.requires_grad_()
+    handle = tsgu_core.factorize(A, backend="dense-loop")
+    assert dense_loop.factorisations == 4  # one prepare per member (the dense backend has no batch support)
+    B1, B2 = rhs(2, seed=13).requires_grad_(), rhs(None, seed=14)
+    for B, loss in ((B1, torch.sum), (B2, lambda X: X.square().sum())):
+        # one backward per solve: torch 2.10 cannot accumulate two gradients of a batched CSR leaf
+        # (AccumulateGrad breaks its indices, whatever the patterns), so A.grad is compared each time
+        A.grad = None
+        X, info = handle.solve(B, transpose=transpose, return_info=True)
+        loss(X).backward()
+        assert info.batch == 4 and info.backward is not None
+        D_ref, B_ref = D.clone().requires_grad_(), B.detach().clone().requires_grad_()
+        X_ref = dense_solve(D_ref.transpose(-1, -2) if transpose else D_ref, B_ref)
+        loss(X_ref).backward()
+        torch.testing.assert_close(X, X_ref)
+        if B.requires_grad:
+            torch.testing.assert_close(B.grad, B_ref.grad)
+        assert A.grad.layout == A.layout
+        torch.testing.assert_close(A.grad.to_dense(), D_ref.grad * (D != 0))
+    assert dense_loop.factorisations == 4  # reused by both solves and their backward passes
+
+
+def test_factorize_a_batch_sharing_one_pattern_and_a_stale_one(dense_loop):
+    D, _ = batch("coo")
+    same = (D[0] != 0) * torch.rand(4, N, N, dtype=torch.float64) + 2 * torch.eye(N, dtype=torch.float64)
+    A = same.to_sparse_csr()
+    handle = tsgu_core.factorize(A, backend="scipy")
+    B = rhs(3, seed=15)
+    torch.testing.assert_close(handle.solve(B), torch.linalg.solve(same, B))
+    _, mixed = batch("coo", seed=16)
+    stale = tsgu_core.factorize(mixed, backend="scipy")
+    mixed.values().mul_(2.0)
+    with pytest.raises(tsgu_core.StaleFactorizationError):
+        stale.solve(B)
