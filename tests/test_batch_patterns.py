@@ -207,3 +207,34 @@ def test_factorize_a_batch_sharing_one_pattern_and_a_stale_one(dense_loop):
     mixed.values().mul_(2.0)
     with pytest.raises(tsgu_core.StaleFactorizationError):
         stale.solve(B)
+
+
+def _batched_methods():
+    """Every available CPU method that declares ``batched`` (it receives whole groups), with its operation."""
+    params = []
+    for entry in tsgu_core.list_backends():
+        if "cpu" not in entry.backend.device_types or not entry.availability("cpu"):
+            continue
+        for name, spec in sorted(entry.backend.methods.items()):
+            if spec.batched and spec.operation in ("solve", "triangular") and spec.assumes == "general":
+                params.append(pytest.param(entry.name, name, spec.operation, spec.kind, id=f"{entry.name}-{name}"))
+    return params
+
+
+@pytest.mark.parametrize(("backend", "method", "operation", "kind"), _batched_methods())
+@pytest.mark.parametrize("layout", ["coo", "csr"])
+def test_every_batched_method_gets_groups_with_different_patterns(backend, method, operation, kind, layout):
+    D, A = batch(layout, seed=17, triangle="lower" if operation == "triangular" else None)
+    A = A.requires_grad_()
+    B = rhs(2, seed=18).requires_grad_()
+    options = {"rtol": 1e-13} if kind == "iterative" else {}
+    if operation == "triangular":
+        X = tsgu_core.triangular_solve(A, B, upper=False, backend=backend, method=method, **options)
+    else:
+        X = tsgu_core.solve(A, B, backend=backend, method=method, **options)
+    X.square().sum().backward()
+    D_ref, B_ref = D.clone().requires_grad_(), B.detach().clone().requires_grad_()
+    torch.linalg.solve(D_ref, B_ref).square().sum().backward()
+    torch.testing.assert_close(X, torch.linalg.solve(D, B.detach()))
+    torch.testing.assert_close(B.grad, B_ref.grad)
+    torch.testing.assert_close(A.grad.to_dense(), D_ref.grad * (D != 0))
