@@ -184,7 +184,7 @@ def main() -> int:
     lines = [
         f"# torchsparsegradutils 0.2.7 solve tests through {what}",
         "",
-        f"command: `{' '.join(Path(sys.argv[0]).parts[-2:])} {' '.join(sys.argv[1:])}`".rstrip(),
+        "command: `" + " ".join(["python", "/".join(Path(sys.argv[0]).parts[-2:]), *sys.argv[1:]]) + "`",
         "",
         f"**{passed} passed, {len(failed)} failed, {skipped} skipped, of {total}**",
         "",
