@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 
@@ -38,8 +38,6 @@ class Factorization:
 
     Attributes
     ----------
-    selection : Selection
-        The backend and method, and why.
     prepare_time : float
         Seconds the backend spent in ``prepare``.
     """
@@ -49,14 +47,15 @@ class Factorization:
         A: torch.Tensor,
         the_plan: Plan,
         prepared: PreparedSolve | None,
-        groups: list[tuple[MemberGroup, PreparedSolve]] | None = None,
+        groups: list[tuple[MemberGroup, Plan, PreparedSolve]] | None = None,
     ):
         self._source = A
         self._snapshot = tuple(part.detach().clone() for part in _raw_parts(A))
         self._plan = the_plan
         self._prepared = prepared
-        self._groups = groups  # a batch whose members have different patterns: one prepared state per group
-        self.prepare_time = sum(p.prepare_time for _, p in groups or [(None, prepared)] if p is not None)
+        self._groups = groups  # a batch whose members have different patterns: a plan and a state per group
+        states = [state for _, _, state in groups] if groups is not None else [prepared]
+        self.prepare_time = sum(state.prepare_time for state in states if state is not None)
 
     @property
     def selection(self) -> Selection:
@@ -86,6 +85,26 @@ class Factorization:
                 "A changed after factorize(A) (its values or pattern differ from when it was prepared); "
                 "the handle would solve with the old A. Call tsgu_core.factorize(A) again."
             )
+
+    @overload
+    def solve(
+        self,
+        B: torch.Tensor,
+        *,
+        transpose: bool = ...,
+        x0: torch.Tensor | None = ...,
+        return_info: Literal[False] = ...,
+    ) -> torch.Tensor: ...
+
+    @overload
+    def solve(
+        self,
+        B: torch.Tensor,
+        *,
+        transpose: bool = ...,
+        x0: torch.Tensor | None = ...,
+        return_info: Literal[True],
+    ) -> tuple[torch.Tensor, SolveInfo]: ...
 
     def solve(
         self,
@@ -136,15 +155,16 @@ class Factorization:
         grouped = split_by_pattern(self._source)
         assert grouped is not None  # unchanged since factorize(), checked above
         check_rhs(B, self._source)
-        prepared = {id(group): state for group, state in self._groups}
+        states = {id(group): (group_plan, state) for group, group_plan, state in self._groups}
 
         def run(group: MemberGroup, values: torch.Tensor, rhs: torch.Tensor) -> tuple[torch.Tensor, SolveInfo]:
             Bk, restore = as_columns(rhs, 3)
             group_x0 = x0[group.members] if x0 is not None and x0.dim() > 1 and x0.shape[0] == B.shape[0] else x0
-            X, info = execute(self._plan, prepared[id(group)], values, Bk, transpose=transpose, x0=group_x0)
+            group_plan, state = states[id(group)]
+            X, info = execute(group_plan, state, values, Bk, transpose=transpose, x0=group_x0)
             return restore(X), info
 
-        return run_by_groups([group for group, _ in self._groups], grouped[1], B, run)
+        return run_by_groups([group for group, _, _ in self._groups], grouped[1], B, run)
 
 
 def factorize(
@@ -152,6 +172,7 @@ def factorize(
     *,
     backend: str | SolverBackend | None = None,
     method: str | None = None,
+    assume: str = "general",
     on_failure: str = "raise",
     **options: Any,
 ) -> Factorization:
@@ -168,7 +189,7 @@ def factorize(
         Sparse COO or CSR, ``(n, n)``, or a batch ``(b, n, n)`` (members that
         share a pattern are prepared together). It may require grad: each
         solve's backward adds to ``A.grad``.
-    backend, method, on_failure, **options
+    backend, method, assume, on_failure, **options
         As for :func:`tsgu_core.solve`, except ``x0``, which belongs to
         :meth:`Factorization.solve`.
 
@@ -194,18 +215,12 @@ def factorize(
         raise InvalidArgumentError(
             "x0 is an initial guess for one solve: pass it to handle.solve(B, x0=...), not factorize()"
         )
-    grouped = split_by_pattern(A)  # a batch whose members have different patterns
-    detached = None if grouped is not None else matrix_values(A, allow_batch=True)[0]
-    the_plan = plan(
-        backend,
-        method,
-        device_type=A.device.type,
-        n=A.shape[-1],
-        dtype=A.dtype,
-        options=options,
-        on_failure=on_failure,
-    )
+    if assume in ("lower", "upper"):
+        raise InvalidArgumentError("factorize takes assume='general', 'symmetric', 'hermitian' or 'spd'")
+    grouped = split_by_pattern(A)  # a batch whose members have different patterns: a plan per group
     if grouped is not None:
-        return Factorization(A, the_plan, None, [(group, the_plan.prepare(group.A)) for group in grouped[0]])
-    assert detached is not None
+        plans = [(g, plan(backend, method, g.A, options, on_failure=on_failure, assume=assume)) for g in grouped[0]]
+        return Factorization(A, plans[0][1], None, [(g, p, p.prepare(g.A)) for g, p in plans])
+    detached, _ = matrix_values(A, allow_batch=True)
+    the_plan = plan(backend, method, detached, options, on_failure=on_failure, assume=assume)
     return Factorization(A, the_plan, the_plan.prepare(detached) if A.shape[-1] else None)

@@ -24,6 +24,7 @@ def solve(
     *,
     backend: str | SolverBackend | None = ...,
     method: str | None = ...,
+    assume: str = ...,
     return_info: Literal[False] = ...,
     on_failure: str = ...,
     **options: Any,
@@ -37,6 +38,7 @@ def solve(
     *,
     backend: str | SolverBackend | None = ...,
     method: str | None = ...,
+    assume: str = ...,
     return_info: Literal[True],
     on_failure: str = ...,
     **options: Any,
@@ -49,6 +51,7 @@ def solve(
     *,
     backend: str | SolverBackend | None = None,
     method: str | None = None,
+    assume: str = "general",
     return_info: bool = False,
     on_failure: str = "raise",
     **options: Any,
@@ -79,8 +82,17 @@ def solve(
         to use unregistered. Default: the highest-priority available backend
         for ``A``'s device that offers ``method`` (see :func:`explain`).
     method : str, optional
-        A method of that backend. Default: the backend's default, which is
-        correct for a general nonsymmetric ``A``.
+        A method of that backend. Default: the backend's default, which
+        applies to a general nonsymmetric ``A`` — or, with ``assume``, the
+        method the backend prefers for that structure.
+    assume : {"general", "symmetric", "hermitian", "spd", "lower", "upper"}
+        What you know of ``A``. ``"spd"`` (symmetric positive definite) and
+        ``"symmetric"`` let the backend choose a method that exploits it
+        (e.g. CG or MINRES: ``tsgu explain`` shows the choice); the core
+        checks the cheap, exact part of the claim (values symmetric to
+        1000·ε, a positive diagonal for ``"spd"``) and raises
+        :class:`~tsgu_core.errors.StructureError` for a false one.
+        ``"lower"``/``"upper"`` solve with :func:`~tsgu_core.triangular_solve`.
     return_info : bool
         Also return the :class:`SolveInfo` of the forward solve (its
         ``backward`` attribute is filled in when the backward pass runs).
@@ -127,11 +139,22 @@ def solve(
     >>> A.grad.layout, A.grad.values().shape
     (torch.sparse_csr, torch.Size([7]))
     """
+    if assume in ("lower", "upper"):  # a triangular A: a triangular solve (its structure is checked there)
+        from tsgu_core.triangular import triangular_solve
+
+        upper = assume == "upper"
+        if return_info:
+            pair: tuple[torch.Tensor, SolveInfo] = triangular_solve(
+                A, B, upper=upper, backend=backend, method=method, return_info=True, **options
+            )
+            return pair
+        X: torch.Tensor = triangular_solve(A, B, upper=upper, backend=backend, method=method, **options)
+        return X
     grouped = split_by_pattern(A)  # a batch whose members have different patterns
     if grouped is not None:
-        return _solve_groups(A, *grouped, B, backend, method, return_info, on_failure, options)
+        return _solve_groups(A, *grouped, B, backend, method, assume, return_info, on_failure, options)
     detached, values = matrix_values(A, allow_batch=True)
-    return _solve(detached, values, B, backend, method, return_info, on_failure, options)
+    return _solve(detached, values, B, backend, method, assume, return_info, on_failure, options)
 
 
 @overload
@@ -142,6 +165,7 @@ def solve_values(
     *,
     backend: str | SolverBackend | None = ...,
     method: str | None = ...,
+    assume: str = ...,
     return_info: Literal[False] = ...,
     on_failure: str = ...,
     **options: Any,
@@ -156,6 +180,7 @@ def solve_values(
     *,
     backend: str | SolverBackend | None = ...,
     method: str | None = ...,
+    assume: str = ...,
     return_info: Literal[True],
     on_failure: str = ...,
     **options: Any,
@@ -169,6 +194,7 @@ def solve_values(
     *,
     backend: str | SolverBackend | None = None,
     method: str | None = None,
+    assume: str = "general",
     return_info: bool = False,
     on_failure: str = "raise",
     **options: Any,
@@ -192,7 +218,7 @@ def solve_values(
     values : Tensor
         Shape ``(nnz,)`` — for a batch ``(b, nnz)`` with ``nnz`` per member, in
         row-major order — with ``A``'s dtype and device.
-    B, backend, method, return_info, on_failure, **options
+    B, backend, method, assume, return_info, on_failure, **options
         As for :func:`solve`.
 
     Examples
@@ -208,10 +234,10 @@ def solve_values(
     """
     grouped = split_by_pattern(A, values)  # a batch whose members have different patterns
     if grouped is not None:
-        return _solve_groups(A, *grouped, B, backend, method, return_info, on_failure, options)
+        return _solve_groups(A, *grouped, B, backend, method, assume, return_info, on_failure, options)
     matrix = _pattern_matrix(A, values)
     check_finite(A=values.detach())
-    return _solve(matrix, values, B, backend, method, return_info, on_failure, options)
+    return _solve(matrix, values, B, backend, method, assume, return_info, on_failure, options)
 
 
 def _pattern_matrix(A: torch.Tensor | SparsePattern, values: torch.Tensor) -> torch.Tensor:
@@ -265,6 +291,7 @@ def _solve_groups(
     B: torch.Tensor,
     backend: str | SolverBackend | None,
     method: str | None,
+    assume: str,
     return_info: bool,
     on_failure: str,
     options: dict[str, Any],
@@ -278,7 +305,8 @@ def _solve_groups(
         if isinstance(x0, torch.Tensor) and x0.dim() > 1 and x0.shape[0] == A.shape[0]:
             group_options = {**options, "x0": x0[group.members]}
         matrix = group.with_values(group_values)
-        return _solve(matrix, group_values, group_B, backend, method, True, on_failure, group_options)  # type: ignore[return-value]
+        solved = _solve(matrix, group_values, group_B, backend, method, assume, True, on_failure, group_options)
+        return solved  # type: ignore[return-value]
 
     X, info = run_by_groups(groups, values, B, run)
     return (X, info) if return_info else X
@@ -290,6 +318,7 @@ def _solve(
     B: torch.Tensor,
     backend: str | SolverBackend | None,
     method: str | None,
+    assume: str,
     return_info: bool,
     on_failure: str,
     options: dict[str, Any],
@@ -300,15 +329,7 @@ def _solve(
     ``values`` of shape ``(b, nnz)``.
     """
     check_rhs(B, A)
-    the_plan = plan(
-        backend,
-        method,
-        device_type=A.device.type,
-        n=A.shape[-1],
-        dtype=A.dtype,
-        options=options,
-        on_failure=on_failure,
-    )
+    the_plan = plan(backend, method, A, options, on_failure=on_failure, assume=assume)
     Bk, restore = as_columns(B, A.dim())
     X, info = execute(the_plan, lambda: the_plan.prepare(A), values, Bk, x0=options.get("x0"))
     return (restore(X), info) if return_info else restore(X)

@@ -142,10 +142,10 @@ def triangular_solve(
     if grouped is not None:
         groups, flat = grouped
         check_rhs(B, A)
-        flags = {"upper": upper, "unit_diagonal": unit_diagonal, "transpose": transpose}
 
         def run(group: MemberGroup, values: torch.Tensor, rhs: torch.Tensor) -> tuple[torch.Tensor, SolveInfo]:
-            return _triangular(group.with_values(values), values, rhs, backend, method, options, **flags)
+            matrix = group.with_values(values)
+            return _triangular(matrix, values, rhs, backend, method, options, upper, unit_diagonal, transpose)
 
         X, info = run_by_groups(groups, flat, B, run)
         return (X, info) if return_info else X
@@ -170,16 +170,8 @@ def _triangular(
     base = SparsePattern.of(detached)
     _check_triangular(base, values.detach(), upper=upper, unit_diagonal=unit_diagonal)
     pattern = UnitDiagonalPattern(base.row, base.col, base.n, base.crow) if unit_diagonal else base
-    the_plan = plan(
-        backend,
-        method,
-        device_type=detached.device.type,
-        n=detached.shape[-1],
-        dtype=detached.dtype,
-        options=options,
-        operation="triangular",
-        supplied={"upper": upper, "unit_diagonal": unit_diagonal},
-    )
+    flags = {"upper": upper, "unit_diagonal": unit_diagonal}
+    the_plan = plan(backend, method, detached, options, operation="triangular", supplied=flags)
     Bk, restore = as_columns(B, detached.dim())
     X, info = execute(the_plan, lambda: the_plan.prepare(detached, pattern=pattern), values, Bk, transpose=transpose)
     return restore(X), info

@@ -7,7 +7,7 @@ import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -171,6 +171,7 @@ class JaxBackend:
     device_types = ("cpu", "cuda")
     methods = METHODS
     default_method = "gmres"
+    preferred_methods: ClassVar[dict[str, str]] = {"spd": "cg"}
     priority = 20
 
     def __init__(self) -> None:

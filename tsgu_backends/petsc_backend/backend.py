@@ -87,7 +87,7 @@ class _State:
 def _singular(reason: int) -> bool:
     from petsc4py import PETSc
 
-    return reason == PETSc.KSP.ConvergedReason.DIVERGED_PCSETUP_FAILED
+    return bool(reason == PETSc.KSP.ConvergedReason.DIVERGED_PCSETUP_FAILED)
 
 
 class PetscBackend:
@@ -253,4 +253,4 @@ def _reason_name(reason: int) -> str:
     from petsc4py import PETSc
 
     names = {value: name for name, value in vars(PETSc.KSP.ConvergedReason).items() if isinstance(value, int)}
-    return names.get(reason, str(reason))
+    return str(names.get(reason, reason))

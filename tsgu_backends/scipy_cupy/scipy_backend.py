@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -157,7 +157,9 @@ def _scipy_least_squares(method: str, conlim: float | None) -> Any:
     import numpy as np
     import scipy.sparse.linalg as sla
 
-    def run(matvec: Any, rmatvec: Any, C: torch.Tensor, q: int, tol: torch.Tensor, maxiter: int, *, consistent: bool):
+    def run(
+        matvec: Any, rmatvec: Any, C: torch.Tensor, q: int, tol: torch.Tensor, maxiter: int, *, consistent: bool
+    ) -> tuple[torch.Tensor, int]:
         p = C.shape[0]
         operator = sla.LinearOperator(
             (p, q),
@@ -213,6 +215,7 @@ class ScipyBackend:
     device_types = ("cpu",)
     methods = SCIPY_METHODS
     default_method = "splu"
+    preferred_methods: ClassVar[dict[str, str]] = {"spd": "cg", "symmetric": "minres", "hermitian": "minres"}
     priority = 100
 
     def is_available(self, device_type: str) -> Availability:
