@@ -73,6 +73,7 @@ import torch
 import tsgu_core
 from tsgu_backends.scipy_cupy.convert import torch_to_cupy, torch_to_scipy
 from tsgu_core import BackendReport, ConvergenceWarning, MethodSpec, SolveOptions, triangular_solve
+from tsgu_core.errors import InvalidArgumentError
 from tsgu_core.interop import from_cupy, from_jax, from_scipy, to_cupy, to_jax, to_scipy
 from tsgu_core.options import default_rtol
 
@@ -344,7 +345,7 @@ def _method_keywords(keywords: dict[str, Any]) -> dict[str, Any]:
     keywords = dict(keywords)
     if "tol" in keywords:
         if "rtol" in keywords:
-            raise TypeError("pass either tol or rtol, not both")
+            raise InvalidArgumentError("pass either tol or rtol, not both")
         keywords["rtol"] = keywords.pop("tol")
     return keywords
 
@@ -465,7 +466,7 @@ def sparse_solve_c4t(
     """
     backend_name = "cupy" if A.device.type == "cuda" else "scipy"
     if isinstance(transpose_solve, str) and transpose_solve != solve:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"transpose_solve={transpose_solve!r} differs from solve={solve!r}: tsgu's backward reuses the forward "
             "method on Aᵀ (and its factorisation); pass a callable for a different transpose solver"
         )
@@ -601,7 +602,9 @@ def sparse_generic_lstsq(
     torch.Size([2])
     """
     if transpose_lstsq is not None and transpose_lstsq != lstsq:
-        raise ValueError("tsgu's least-squares gradient uses the forward method; transpose_lstsq must equal lstsq")
+        raise InvalidArgumentError(
+            "tsgu's least-squares gradient uses the forward method; transpose_lstsq must equal lstsq"
+        )
     return tsgu_core.lstsq(A, B, method=lstsq, **_method_keywords(kwargs))
 
 
