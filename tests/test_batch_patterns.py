@@ -238,3 +238,14 @@ def test_every_batched_method_gets_groups_with_different_patterns(backend, metho
     torch.testing.assert_close(X, torch.linalg.solve(D, B.detach()))
     torch.testing.assert_close(B.grad, B_ref.grad)
     torch.testing.assert_close(A.grad.to_dense(), D_ref.grad * (D != 0))
+
+
+def test_a_singular_member_is_named_by_its_index_in_the_batch():
+    _, A = batch("coo", seed=19, triangle="lower")
+    index = A.indices()
+    where = ((index[0] == 2) & (index[1] == 4) & (index[2] == 4)).nonzero().item()
+    values = A.values().clone()
+    values[where] = 0.0  # a stored zero on member 2's diagonal; member 2 is alone in its group (index 0 there)
+    A = torch.sparse_coo_tensor(index, values, A.shape, is_coalesced=True)
+    with pytest.raises(tsgu_core.SingularMatrixError, match=r"\(4, 4\) in batch member 2 is zero"):
+        tsgu_core.triangular_solve(A, rhs(2, seed=20), upper=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal, overload
 
 import torch
@@ -145,7 +146,12 @@ def triangular_solve(
 
         def run(group: MemberGroup, values: torch.Tensor, rhs: torch.Tensor) -> tuple[torch.Tensor, SolveInfo]:
             matrix = group.with_values(values)
-            return _triangular(matrix, values, rhs, backend, method, options, upper, unit_diagonal, transpose)
+            try:
+                return _triangular(matrix, values, rhs, backend, method, options, upper, unit_diagonal, transpose)
+            except SingularMatrixError as error:  # name the member by its index in A, not in its group
+                members = group.members.tolist()
+                message = re.sub(r"batch member (\d+)", lambda m: f"batch member {members[int(m[1])]}", str(error))
+                raise SingularMatrixError(message) from error
 
         X, info = run_by_groups(groups, flat, B, run)
         return (X, info) if return_info else X
