@@ -9,6 +9,7 @@ from typing import ClassVar
 import torch
 
 from tsgu_backends.augmented import solve_augmented
+from tsgu_backends.torch_native.ilu import IncompleteLU
 from tsgu_backends.torch_native.krylov import krylov_solve
 from tsgu_backends.torch_native.operator import CsrOperator
 from tsgu_core import Availability, BackendReport, InvalidOptionError, MethodSpec, Option, SolveOptions
@@ -20,6 +21,15 @@ _JACOBI = Option(
     type=str,
     choices=("jacobi",),
 )
+_GENERAL_PRECONDITIONERS = {
+    "preconditioner": Option(
+        "'jacobi': divide by A's diagonal (no zero allowed); 'ilu0': incomplete LU on A's pattern, built and applied "
+        "on A's device (needs a stored diagonal); None: no preconditioner",
+        type=str,
+        choices=("jacobi", "ilu0"),
+    ),
+    "ilu_sweeps": Option("fixed-point sweeps that compute the ILU(0) factors", type=int, default=5, minimum=1),
+}
 _RESTART = Option("Krylov dimension before a restart", type=int, default=20, minimum=1)
 _USER_M = {
     "M": Option(
@@ -36,7 +46,7 @@ METHODS: dict[str, MethodSpec] = {
         "gmres",
         "iterative",
         "general",
-        {"restart": _RESTART, "preconditioner": _JACOBI, **_USER_M},
+        {"restart": _RESTART, **_GENERAL_PRECONDITIONERS, **_USER_M},
         "restarted GMRES, right-preconditioned; robust for any invertible A",
         batched=True,
     ),
@@ -44,7 +54,7 @@ METHODS: dict[str, MethodSpec] = {
         "bicgstab",
         "iterative",
         "general",
-        {"preconditioner": _JACOBI, **_USER_M},
+        {**_GENERAL_PRECONDITIONERS, **_USER_M},
         "BiCGSTAB; cheap per iteration for nonsymmetric A, may break down (restarted automatically)",
         batched=True,
     ),
@@ -153,9 +163,12 @@ def _preconditioners(
     """The forward and transpose preconditioners the options ask for (``None``: none, or not given)."""
     M, M_transpose = options["M"], options["M_transpose"]
     if M is not None and options["preconditioner"] is not None:
-        raise InvalidOptionError("pass either M or preconditioner='jacobi', not both", option="M")
+        raise InvalidOptionError("pass either M or a named preconditioner, not both", option="M")
     if M_transpose is not None and not callable(M):
         raise InvalidOptionError("M_transpose goes with a callable M", option="M_transpose")
+    if options["preconditioner"] == "ilu0":
+        factors = IncompleteLU(operator.pattern, operator.values, options["ilu_sweeps"])
+        return factors.apply, lambda R: factors.apply(R, transpose=True)
     if options["preconditioner"] == "jacobi":
         inverse_diagonal = _jacobi(operator, method)  # diag(Aᵀ) = diag(A): valid for both solves
 
