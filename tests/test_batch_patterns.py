@@ -249,3 +249,19 @@ def test_a_singular_member_is_named_by_its_index_in_the_batch():
     A = torch.sparse_coo_tensor(index, values, A.shape, is_coalesced=True)
     with pytest.raises(tsgu_core.SingularMatrixError, match=r"\(4, 4\) in batch member 2 is zero"):
         tsgu_core.triangular_solve(A, rhs(2, seed=20), upper=False)
+
+
+@pytest.mark.parametrize("layout", ["coo", "csr"])
+def test_triangular_gradcheck_with_different_patterns(layout):
+    _, A = batch(layout, seed=21, triangle="upper")
+    values = A.values().clone().requires_grad_()
+    B = rhs(2, seed=22).requires_grad_()
+
+    def function(vals, right):
+        if layout == "coo":
+            matrix = torch.sparse_coo_tensor(A.indices(), vals, A.shape, is_coalesced=True)
+        else:
+            matrix = torch.sparse_csr_tensor(A.crow_indices(), A.col_indices(), vals, A.shape)
+        return tsgu_core.triangular_solve(matrix, right, upper=True, transpose=True)
+
+    assert torch.autograd.gradcheck(function, (values, B))
