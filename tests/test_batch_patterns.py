@@ -178,7 +178,7 @@ def test_factorize_a_batch_with_different_patterns_prepares_once(layout, transpo
     assert dense_loop.factorisations == 4  # one prepare per member (the dense backend has no batch support)
     B1, B2 = rhs(2, seed=13).requires_grad_(), rhs(None, seed=14)
     for B, loss in ((B1, torch.sum), (B2, lambda X: X.square().sum())):
-        # one backward per solve: torch 2.10 cannot accumulate two gradients of a batched CSR leaf
+        # one backward per solve: torch 2.13 cannot accumulate two gradients of a batched CSR leaf
         # (AccumulateGrad breaks its indices, whatever the patterns), so A.grad is compared each time
         A.grad = None
         X, info = handle.solve(B, transpose=transpose, return_info=True)
