@@ -36,7 +36,7 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--smoothing", type=float, default=1e-4, help="weight of the gradient penalty on log κ")
     parser.add_argument("--lr", type=float, default=0.05, help="Adam's learning rate")
     parser.add_argument("--backends", nargs="*", default=None, help="default: every available backend")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="where A and B live: cpu (default), cuda, cuda:1, …")
     parser.add_argument("--plot", default=None, help="write the figure (true and recovered κ, loss and error curves)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no introduction")
     parser.set_defaults(handler=run)

@@ -72,7 +72,9 @@ def _format_option(record: Mapping[str, Any]) -> str:
     if record["minimum"] is not None:
         kind += f" ≥ {record['minimum']}"
     default = f" = {record['default']!r}" if record["default"] is not None else ""
-    return f"{record['name']:<20} {kind + default:<28} {record['doc']}"
+    declared = kind + default
+    name, doc = record["name"], record["doc"]
+    return f"{name:<20} {declared:<24} {doc}" if declared else f"{name:<20} {doc}"
 
 
 def _common_options() -> dict[str, Any]:
