@@ -44,6 +44,8 @@ def read_matrix(path: str, dtype: torch.dtype | None = None) -> torch.Tensor:
     import scipy.io
     import scipy.sparse as sp
 
+    if Path(path).is_dir():
+        raise CommandError(f"{path} is a folder, not a Matrix Market file")
     if not Path(path).is_file():
         raise CommandError(f"no such file: {path}")
     try:
