@@ -206,6 +206,13 @@ def test_unconverged_solve_exits_1(system, tmp_path):
     assert result.returncode == 1 and result.stdout == "" and "did not converge" in result.stderr
 
 
+def test_singular_matrix_exits_1(tmp_path):
+    scipy.io.mmwrite(tmp_path / "S.mtx", sp.csr_matrix(np.array([[1.0, 2.0], [2.0, 4.0]])))
+    result = tsgu("solve", str(tmp_path / "S.mtx"), check=False)
+    assert result.returncode == 1 and result.stderr.startswith("tsgu solve: SingularMatrixError: ")
+    assert result.stderr.count("\n") == 1
+
+
 def test_quiet_solve_prints_nothing(system):
     result = tsgu("solve", system[1], "-q", warnings_shown=True)
     assert result.stdout == "" and result.stderr == ""
@@ -232,6 +239,16 @@ def _rectangular(tmp_path):
     return [str(tmp_path / "R.mtx")]
 
 
+def _non_finite_rhs(tmp_path):
+    np.save(tmp_path / "nan.npy", np.full(30, np.nan))
+    return ["A", str(tmp_path / "nan.npy")]
+
+
+def _complex_matrix(tmp_path):
+    scipy.io.mmwrite(tmp_path / "C.mtx", sp.csr_matrix(np.eye(3) * (1 + 1j)))
+    return [str(tmp_path / "C.mtx")]
+
+
 BAD_SOLVES = {
     "missing file": (lambda t: ["nowhere.mtx"], "no such file"),
     "garbage file": (_garbage, "not a readable Matrix Market file"),
@@ -245,6 +262,10 @@ BAD_SOLVES = {
     "malformed option": (lambda t: ["A", "--option", "restart"], "NAME=VALUE"),
     "short right-hand side": (_short_rhs, "needs (30,)"),
     "rectangular matrix": (_rectangular, "square"),
+    "folder as matrix": (lambda t: [str(t)], "is a folder"),
+    "complex matrix": (_complex_matrix, "tsgu solves real"),
+    "non-finite right-hand side": (_non_finite_rhs, "NonFiniteError"),
+    "bad on_failure": (lambda t: ["A", "--option", "on_failure='bogus'"], "on_failure must be one of"),
 }
 
 

@@ -7,7 +7,8 @@ registers its arguments and a handler. The rules:
   are imported inside the handlers.
 * Every input and output is checked before any work (files, suffixes,
   folders, ``--device``, ``--plot``).
-* Exit codes: 0 success; 1 a solve failed or did not converge; 2 a
+* Exit codes: 0 success; 1 a solve failed (did not converge, singular ``A``,
+  a backend error); 2 a
   problem with the input (a bad file, an unknown backend, method or option,
   an unusable device): one line on stderr, never a traceback.
 * torch's notices about sparse CSR tensors are hidden while a command runs
@@ -23,10 +24,10 @@ from collections.abc import Sequence
 
 from tsgu_core.cli.common import CommandError, quiet_torch
 
-__all__ = ["EXIT_INPUT", "EXIT_NOT_CONVERGED", "EXIT_OK", "CommandError", "main"]
+__all__ = ["EXIT_INPUT", "EXIT_OK", "EXIT_SOLVE_FAILED", "CommandError", "main"]
 
 EXIT_OK = 0
-EXIT_NOT_CONVERGED = 1
+EXIT_SOLVE_FAILED = 1
 EXIT_INPUT = 2
 
 
@@ -69,18 +70,20 @@ def _report(command: str, error: BaseException, *, kind: bool = True) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
-    from tsgu_core.errors import SolveFailedError, TsguError
+    from tsgu_core import errors
 
+    # the solve ran and failed: did not converge, singular, or the backend itself failed
+    failed = tuple(getattr(errors, name) for name in ("SolveFailedError", "BackendError") if hasattr(errors, name))
     try:
         with quiet_torch():
             return int(args.handler(args) or EXIT_OK)
     except CommandError as error:
         _report(args.command, error, kind=False)
         return EXIT_INPUT
-    except SolveFailedError as error:  # did not converge, or singular
+    except failed as error:
         _report(args.command, error)
-        return EXIT_NOT_CONVERGED
-    except (TsguError, ValueError, TypeError) as error:
+        return EXIT_SOLVE_FAILED
+    except (errors.TsguError, ValueError, TypeError) as error:
         _report(args.command, error)
         return EXIT_INPUT
     except KeyboardInterrupt:
