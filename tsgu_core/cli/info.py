@@ -143,7 +143,7 @@ def run_info(args: argparse.Namespace) -> int:
             except TsguError as error:
                 defaults[device] = {"backend": None, "method": None, "why": " ".join(str(error).split())}
     if args.json:
-        report = {"backends": backends, "common_iterative_options": common, "broken_plugins": broken}
+        report: dict[str, Any] = {"backends": backends, "common_iterative_options": common, "broken_plugins": broken}
         if not args.backend:
             report["defaults"] = defaults
         print(json.dumps(report, indent=2))
