@@ -12,6 +12,7 @@ import argparse
 import json
 import re
 import statistics
+import textwrap
 import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -147,14 +148,17 @@ def _cases(args: argparse.Namespace, device_type: str, kinds: set[str]) -> tuple
         if device_type not in entry.backend.device_types:
             continue
         availability = entry.availability(device_type)
-        for name, spec in entry.backend.methods.items():
-            if spec.operation != "solve" or (args.methods and name not in args.methods):
-                continue
+        wanted = [
+            (name, spec)
+            for name, spec in entry.backend.methods.items()
+            if spec.operation == "solve" and (not args.methods or name in args.methods)
+        ]
+        if wanted and not availability:  # one row for the whole backend
+            skipped.append(Row(entry.name, "-", status="skipped", note=f"unavailable: {availability.reason}"))
+            continue
+        for name, spec in wanted:
             row = Row(entry.name, name, spec.kind)
-            if not availability:
-                row.status, row.note = "skipped", f"unavailable: {availability.reason}"
-                skipped.append(row)
-            elif spec.assumes not in kinds:
+            if spec.assumes not in kinds:
                 row.status, row.note = "skipped", f"assumes a {spec.assumes} A"
                 skipped.append(row)
             else:
@@ -280,8 +284,9 @@ def _plot(path: str, rows: list[Row], title: str, setting: str) -> None:
     palette = [plt.get_cmap("tab10")(i) for i in (0, 1, 2, 4, 5, 6, 8, 9)]  # no red: red marks failures
     colour = {name: palette[i % len(palette)] for i, name in enumerate(backends)}
     order = {"ok": 0, "failed": 1, "skipped": 2}
-    rows = sorted(rows, key=lambda r: (r.backend, order[r.status], r.method))
-    height = 1.9 + 0.32 * len(rows)
+    not_run = [r for r in rows if r.status == "skipped"]
+    rows = sorted((r for r in rows if r.status != "skipped"), key=lambda r: (r.backend, order[r.status], r.method))
+    height = 2.2 + 0.32 * len(rows)
     figure, axis = plt.subplots(figsize=(8.5, height), layout="constrained")
     finished = [r.forward_backward_ms for r in rows if r.forward_backward_ms is not None]
     right = max(finished, default=1.0) * 1.22
@@ -295,10 +300,8 @@ def _plot(path: str, rows: list[Row], title: str, setting: str) -> None:
             axis.annotate(f"{row.forward_backward_ms:.3g}", (row.forward_backward_ms, y), xytext=(6, 0),
                           textcoords="offset points", va="center", fontsize=7.5, color="0.25")  # fmt: skip
         else:
-            failed = row.status == "failed"
-            mark = "✕ failed — " if failed else "skipped — "
-            axis.annotate(mark + row.note[:80], (0, y), xytext=(4, 0), textcoords="offset points", va="center",
-                          fontsize=7.5, color="#b2182b" if failed else "0.5")  # fmt: skip
+            axis.annotate("✕ failed — " + row.note[:80], (0, y), xytext=(4, 0), textcoords="offset points",
+                          va="center", fontsize=7.5, color="#b2182b")  # fmt: skip
         if y and row.backend != rows[y - 1].backend:
             axis.axhline(y - 0.5, color="0.85", linewidth=0.8)
     axis.set_yticks(range(len(rows)), [f"{r.backend} / {r.method}" for r in rows], fontsize=8.5)
@@ -312,11 +315,19 @@ def _plot(path: str, rows: list[Row], title: str, setting: str) -> None:
     axis.set_axisbelow(True)
     for side in ("top", "right"):
         axis.spines[side].set_visible(False)
-    axis.set_title(title + "\n" + setting.split("; gradient")[0], fontsize=9, loc="left")
+    label, numbers = title.split(": ", 1)
+    axis.set_title(f"{label}\n{numbers}\n{setting.split('; gradient')[0]}", fontsize=9, loc="left")
+    if not_run:
+        reasons: dict[str, list[str]] = {}
+        for row in not_run:
+            name = row.backend if row.method == "-" else f"{row.backend}/{row.method}"
+            reasons.setdefault(row.note, []).append(name)
+        text = "not run: " + "; ".join(f"{', '.join(names)} ({why})" for why, names in reasons.items())
+        figure.supxlabel(textwrap.fill(text, 130), x=0.01, ha="left", fontsize=7.5, color="0.4")
     handles = [
         Line2D([], [], marker="o", linestyle="", markerfacecolor="white", markeredgecolor="0.2", label="forward"),
         Line2D([], [], marker="o", linestyle="", color="0.2", label="forward + backward"),
     ]
-    axis.legend(handles=handles, loc="lower right", fontsize=8, frameon=False)
+    axis.legend(handles=handles, loc="lower right", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
     figure.savefig(path, dpi=150)
     plt.close(figure)
