@@ -73,7 +73,9 @@ class DiffusionProblem:
     noise: float = 0.01
     seed: int = 0
     dtype: torch.dtype = torch.float64
-    _indices: dict[torch.device, tuple[torch.Tensor, ...]] = field(default_factory=dict, init=False, repr=False)
+    _indices: dict[torch.device, tuple[torch.Tensor, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         m = self.m
