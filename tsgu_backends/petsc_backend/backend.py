@@ -29,16 +29,33 @@ from typing import Any
 
 import torch
 
-from tsgu_core import Availability, BackendReport, MethodSpec, SingularMatrixError, SolveOptions
+from tsgu_core import (
+    Availability,
+    BackendContractError,
+    BackendReport,
+    InvalidOptionError,
+    MethodSpec,
+    Option,
+    SingularMatrixError,
+    SolveOptions,
+    SparsePattern,
+)
 
 __all__ = ["PetscBackend"]
 
 INSTALL = "scripts/setup-petsc-env.sh (Debian's petsc4py in its own environment), or pip install 'tsgu[petsc]'"
 _PCS = ("none", "jacobi", "bjacobi", "ilu", "gamg", "lu")
 _OPTIONS = {
-    "pc": f"preconditioner: one of {', '.join(_PCS)} (default: PETSc's own for gmres/bcgs, jacobi for cg, "
-    "none for minres)",
-    "petsc_options": "dict of further PETSc options, e.g. {'ksp_gmres_restart': 50, 'pc_gamg_threshold': 0.02}",
+    "pc": Option(
+        "preconditioner (default: PETSc's own for gmres/bcgs, jacobi for cg, none for minres)",
+        type=str,
+        choices=_PCS,
+    ),
+    "petsc_options": Option(
+        "further PETSc options, e.g. {'ksp_gmres_restart': 50, 'pc_gamg_threshold': 0.02}; one PETSc never "
+        "reads is an error",
+        type=dict,
+    ),
 }
 _KSP = {"gmres": "gmres", "bcgs": "bcgs", "cg": "cg", "minres": "minres", "lu": "preonly"}
 
@@ -70,7 +87,7 @@ class _State:
 def _singular(reason: int) -> bool:
     from petsc4py import PETSc
 
-    return reason == PETSc.KSP.ConvergedReason.DIVERGED_PCSETUP_FAILED
+    return bool(reason == PETSc.KSP.ConvergedReason.DIVERGED_PCSETUP_FAILED)
 
 
 class PetscBackend:
@@ -99,26 +116,17 @@ class PetscBackend:
         """Assemble this process's rows of ``A`` over ``comm`` and set the KSP up once."""
         from petsc4py import PETSc
 
-        extra = dict(options.extra)
-        pc_type = extra.pop("pc", None)
-        petsc_options = extra.pop("petsc_options", {}) or {}
-        if pc_type is not None and pc_type not in _PCS:
-            raise ValueError(f"pc must be one of {list(_PCS)}, got {pc_type!r}")
-        if not isinstance(petsc_options, dict):
-            raise TypeError(f"petsc_options must be a dict, got {type(petsc_options).__name__}")
-        if extra:
-            raise TypeError(f"petsc backend: unhandled option(s) {sorted(extra)}")
-        csr = A_local if A_local.layout == torch.sparse_csr else A_local.to_sparse_csr()
+        pc_type = options.extra.get("pc")
+        petsc_options = options.extra.get("petsc_options") or {}
+        pattern = SparsePattern.of(A_local)
+        crow, col = pattern.csr_indices()
+        values = A_local.values() if A_local.layout == torch.sparse_csr else A_local._values()
         n_local, n = A_local.shape
         integer = PETSc.IntType
         scalar = PETSc.ScalarType
         matrix = PETSc.Mat().createAIJ(
             size=((n_local, n), (n_local, n)),
-            csr=(
-                csr.crow_indices().numpy().astype(integer),
-                csr.col_indices().numpy().astype(integer),
-                csr.values().numpy().astype(scalar),
-            ),
+            csr=(crow.numpy().astype(integer), col.numpy().astype(integer), values.numpy().astype(scalar)),
             comm=comm,
         )
         matrix.assemble()
@@ -137,7 +145,7 @@ class PetscBackend:
                 pc.setFactorSolverType("mumps")
         else:  # CG and MINRES need an SPD preconditioner; PETSc's default (ILU) is not symmetric
             pc.setType(pc_type or {"cg": "jacobi", "minres": "none"}.get(method, pc.getType()))
-        if options.rtol is not None:
+        if self.methods[method].kind == "iterative":
             ksp.setTolerances(rtol=options.rtol, atol=options.atol, max_it=options.maxiter)
             if method in ("gmres", "bcgs", "cg"):  # stop on the true residual's norm where PETSc can
                 ksp.setNormType(PETSc.KSP.NormType.UNPRECONDITIONED)
@@ -150,7 +158,10 @@ class PetscBackend:
         for key in petsc_options:
             database.delValue(prefix + key.lstrip("-"))
         if unused:
-            raise ValueError(f"PETSc did not use option(s) {unused} for method {method!r}; check their names")
+            raise InvalidOptionError(
+                f"PETSc did not use option(s) {unused} for method {method!r}; check their names",
+                option="petsc_options",
+            )
         return _State(ksp, matrix, method, options)
 
     def solve(
@@ -174,7 +185,7 @@ class PetscBackend:
         multiply = matrix.multTranspose if transpose else matrix.mult
         run = ksp.solveTranspose if transpose else ksp.solve
         options = state.options
-        iterative = options.rtol is not None
+        iterative = self.methods[state.method].kind == "iterative"
         X = torch.empty_like(B)
         iterations, converged, reasons = 0, True, set()
         norm, target, reason = 0.0, 0.0, 1
@@ -229,12 +240,12 @@ def _used(database: Any, name: str) -> bool:
     with open("/proc/self/maps") as maps:  # the libpetsc petsc4py loaded
         paths = sorted({line.split()[-1] for line in maps if "libpetsc" in line and ".so" in line})
     if not paths:
-        raise RuntimeError("cannot tell whether PETSc used an option: no libpetsc found in this process")
+        raise BackendContractError("cannot tell whether PETSc used an option: no libpetsc found in this process")
     function = ctypes.CDLL(paths[0]).PetscOptionsUsed
     function.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_int)]
     flag = ctypes.c_int(0)
     if function(None, name.encode(), ctypes.byref(flag)) != 0:
-        raise RuntimeError(f"PetscOptionsUsed failed for {name!r}")
+        raise BackendContractError(f"PetscOptionsUsed failed for {name!r}")
     return bool(flag.value)
 
 
@@ -242,4 +253,4 @@ def _reason_name(reason: int) -> str:
     from petsc4py import PETSc
 
     names = {value: name for name, value in vars(PETSc.KSP.ConvergedReason).items() if isinstance(value, int)}
-    return names.get(reason, str(reason))
+    return str(names.get(reason, reason))

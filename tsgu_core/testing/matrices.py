@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from tsgu_core.errors import InvalidArgumentError
+
 __all__ = [
     "convection_diffusion_2d",
     "matrix_for",
@@ -18,6 +20,7 @@ __all__ = [
     "random_spd",
     "random_symmetric_indefinite",
     "to_layout",
+    "triangular_pair",
 ]
 
 
@@ -63,6 +66,26 @@ def random_symmetric_indefinite(
     return S + torch.diag(sign * (S.abs().sum(1) + 1))
 
 
+def triangular_pair(
+    n: int, *, upper: bool, unit_diagonal: bool = False, seed: int = 0, dtype: torch.dtype = torch.float64
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A nonsymmetric triangular test matrix: ``(stored, meaning)``, both dense ``(n, n)``.
+
+    ``stored`` holds the entries to store; ``meaning`` is the matrix they
+    stand for (with ``unit_diagonal`` the diagonal is not stored and means ones).
+
+    >>> stored, meaning = triangular_pair(3, upper=True, unit_diagonal=True)
+    >>> bool((stored.diagonal() == 0).all()), bool((meaning.diagonal() == 1).all())
+    (True, True)
+    """
+    D = random_nonsymmetric(n, seed=seed, dtype=dtype)
+    T = torch.triu(D) if upper else torch.tril(D)
+    if unit_diagonal:
+        T = T - torch.diag(torch.diagonal(T))
+        return T, T + torch.eye(n, dtype=dtype)
+    return T, T
+
+
 def matrix_for(assumes: str, n: int, *, seed: int = 0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """The random test matrix for a method that assumes ``"general"``, ``"symmetric"`` or ``"spd"``."""
     makers = {"general": random_nonsymmetric, "symmetric": random_symmetric_indefinite, "spd": random_spd}
@@ -85,7 +108,7 @@ def to_layout(D: torch.Tensor, layout: str, index_dtype: torch.dtype = torch.int
             A.shape,
             check_invariants=False,
         )
-    raise ValueError(f"layout must be 'coo' or 'csr', got {layout!r}")
+    raise InvalidArgumentError(f"layout must be 'coo' or 'csr', got {layout!r}")
 
 
 def _grid_csr(m: int, stencil: dict[tuple[int, int], float], dtype: torch.dtype) -> torch.Tensor:
