@@ -305,8 +305,8 @@ def _plot(path: str, rows: list[Row], title: str, setting: str) -> None:
         if y and row.backend != rows[y - 1].backend:
             axis.axhline(y - 0.5, color="0.85", linewidth=0.8)
     axis.set_yticks(range(len(rows)), [f"{r.backend} / {r.method}" for r in rows], fontsize=8.5)
-    for label, row in zip(axis.get_yticklabels(), rows, strict=True):
-        label.set_color(colour[row.backend])
+    for tick, row in zip(axis.get_yticklabels(), rows, strict=True):
+        tick.set_color(colour[row.backend])
     axis.invert_yaxis()
     axis.set_xlim(0, right)
     axis.set_ylim(len(rows) - 0.5, -0.5)

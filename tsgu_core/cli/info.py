@@ -48,6 +48,14 @@ def _type_name(kind: Any) -> str | None:
     return str(getattr(kind, "__name__", kind))
 
 
+def _declared_type(declared: Any) -> str | None:
+    """The core's own wording (``Option.type_name``) where it has one; ``None`` for any value."""
+    name = getattr(declared, "type_name", None)
+    if isinstance(name, str):
+        return None if name.split(" | ")[0] == "any" else name
+    return _type_name(getattr(declared, "type", object))
+
+
 def option_record(name: str, declared: Any) -> dict[str, Any]:
     """One option as a plain record: a declared :class:`~tsgu_core.Option` or a plain one-line string."""
     if isinstance(declared, str):
@@ -58,7 +66,7 @@ def option_record(name: str, declared: Any) -> dict[str, Any]:
     return {
         "name": name,
         "doc": str(getattr(declared, "doc", "")),
-        "type": _type_name(getattr(declared, "type", object)),
+        "type": _declared_type(declared),
         "default": default if default is None or isinstance(default, plain) else repr(default),
         "choices": None if choices is None else [c if isinstance(c, plain) else repr(c) for c in choices],
         "minimum": getattr(declared, "minimum", None),
@@ -70,11 +78,11 @@ def _format_option(record: Mapping[str, Any]) -> str:
     if record["choices"]:
         kind = "{" + ", ".join(map(str, record["choices"])) + "}"
     if record["minimum"] is not None:
-        kind += f" ≥ {record['minimum']}"
+        kind += f" ≥ {record['minimum']:g}"
     default = f" = {record['default']!r}" if record["default"] is not None else ""
     declared = kind + default
     name, doc = record["name"], record["doc"]
-    return f"{name:<20} {declared:<24} {doc}" if declared else f"{name:<20} {doc}"
+    return f"{name:<20} {declared:<24}  {doc}" if declared else f"{name:<20} {doc}"
 
 
 def _common_options() -> dict[str, Any]:

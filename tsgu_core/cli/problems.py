@@ -61,9 +61,11 @@ def read_matrix(path: str, dtype: torch.dtype | None = None) -> torch.Tensor:
     return _to_torch(M, dtype or torch.float64)
 
 
-def read_rhs(path: str | None, n: int, dtype: torch.dtype) -> torch.Tensor:
-    """The right-hand side from a ``.mtx`` or ``.npy`` file, or ones; ``(n,)`` or ``(n, k)``."""
+def read_rhs(path: str | None, n: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The right-hand side (float64 by default) from a ``.mtx`` or ``.npy`` file, or ones; ``(n,)`` or ``(n, k)``."""
     import torch
+
+    dtype = dtype or torch.float64
 
     if path is None:
         return torch.ones(n, dtype=dtype)
@@ -126,9 +128,14 @@ def parse_options(pairs: list[str] | None) -> dict[str, Any]:
     return options
 
 
-def named_problem(name: str, n: int, dtype: torch.dtype) -> tuple[torch.Tensor, str]:
-    """A named problem: ``poisson2d``, ``convdiff`` (n rounded to a square grid) or a pyamg gallery matrix."""
+def named_problem(name: str, n: int, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, str]:
+    """A named problem (float64 by default): ``poisson2d``, ``convdiff`` (n rounded to a square grid) or a pyamg
+    gallery matrix."""
+    import torch
+
     from tsgu_core.testing import convection_diffusion_2d, poisson_2d
+
+    dtype = dtype or torch.float64
 
     side = max(2, round(n**0.5))
     if name == "poisson2d":

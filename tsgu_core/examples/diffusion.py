@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -133,10 +134,10 @@ class DiffusionProblem:
                 warnings.filterwarnings("ignore", message=notice, category=UserWarning)
             return torch.sparse_csr_tensor(crow, col, values, (self.n, self.n), check_invariants=False)
 
-    def observations(self, solve) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    def observations(self, solve: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """Noisy observations of ``U(κ_true)``, computed with ``solve(A, B)``."""
         with torch.no_grad():
-            U = solve(self.matrix(torch.log(self.kappa_true)), self.B)
+            U: torch.Tensor = solve(self.matrix(torch.log(self.kappa_true)), self.B)
         generator = torch.Generator().manual_seed(self.seed)
         noise = torch.randn(U.shape, generator=generator, dtype=self.dtype).to(U.device)
         return U + self.noise * U.abs().mean() * noise
