@@ -11,7 +11,7 @@ import torch
 import tsgu_core
 from tsgu_core import Option, SparsePattern, errors
 from tsgu_core.protocol import Availability, BackendReport, MethodSpec
-from tsgu_core.testing import DenseBackend, random_nonsymmetric, to_layout
+from tsgu_core.testing import DenseBackend, random_nonsymmetric, random_spd, to_layout, triangular_pair
 
 N = 8
 
@@ -282,6 +282,62 @@ def test_solve_values_checks_values_against_a_pattern():
         tsgu_core.solve_values(pattern, torch.ones(pattern.nnz + 1, dtype=torch.float64), b)
     with pytest.raises(errors.DtypeMismatchError):
         tsgu_core.solve_values(pattern, torch.ones(pattern.nnz, dtype=torch.int64), b)
+
+
+# --- structure hints ---------------------------------------------------------------------------------
+
+
+HINTS = [
+    ("scipy", "spd", "cg"),
+    ("torch", "spd", "cg"),
+    ("torch", "symmetric", "minres"),
+    ("scipy", "hermitian", "minres"),
+]
+
+
+@pytest.mark.parametrize(("backend", "assume", "expected"), HINTS)
+def test_a_structure_hint_picks_the_method_that_exploits_it(backend, assume, expected):
+    D = random_spd(N, seed=6)
+    A = to_layout(D, "csr").requires_grad_()
+    b = torch.arange(1.0, N + 1, dtype=torch.float64, requires_grad=True)
+    x, info = tsgu_core.solve(A, b, backend=backend, assume=assume, rtol=1e-12, return_info=True)
+    assert info.method == expected
+    x.square().sum().backward()
+    D_ref, b_ref = D.clone().requires_grad_(), b.detach().clone().requires_grad_()
+    torch.linalg.solve(D_ref, b_ref).square().sum().backward()
+    torch.testing.assert_close(x, torch.linalg.solve(D, b.detach()))
+    torch.testing.assert_close(b.grad, b_ref.grad)
+    torch.testing.assert_close(A.grad.to_dense(), D_ref.grad * (D != 0))
+    assert f"assume={assume!r}" in tsgu_core.explain(A, backend=backend, assume=assume).reason
+
+
+def test_a_false_structure_claim_is_refused(A, b):
+    with pytest.raises(errors.StructureError, match="assume='spd' needs a symmetric A"):
+        tsgu_core.solve(A, b, assume="spd")
+    S = random_spd(N, seed=6)
+    S[3, 3] = -S[3, 3]
+    with pytest.raises(errors.StructureError, match=r"diagonal entry \(3, 3\) is not positive"):
+        tsgu_core.solve(to_layout(S, "csr"), b, assume="spd")
+    with pytest.raises(errors.InvalidArgumentError, match="assume must be one of"):
+        tsgu_core.solve(A, b, assume="positive")
+
+
+def test_symmetry_is_judged_relative_to_the_dtype():
+    S = random_spd(N, seed=6)
+    S[0, 1] *= 1 + 1e-14  # rounding-level asymmetry: still symmetric
+    x = tsgu_core.solve(to_layout(S, "coo"), torch.ones(N, dtype=torch.float64), assume="symmetric", rtol=1e-12)
+    torch.testing.assert_close(x, torch.linalg.solve(S, torch.ones(N, dtype=torch.float64)))
+
+
+@pytest.mark.parametrize("assume", ["lower", "upper"])
+def test_a_triangular_hint_solves_triangularly(assume):
+    stored, meaning = triangular_pair(N, upper=assume == "upper", seed=2)
+    b = torch.ones(N, dtype=torch.float64)
+    x, info = tsgu_core.solve(to_layout(stored, "csr"), b, assume=assume, return_info=True)
+    assert info.method in ("triangular", "spsolve_triangular")
+    torch.testing.assert_close(x, torch.linalg.solve(meaning, b))
+    with pytest.raises(errors.StructureError, match="not (upper|lower) triangular"):
+        tsgu_core.solve(to_layout(stored.T.contiguous(), "csr"), b, assume=assume)
 
 
 def test_no_untyped_raise_in_the_packages():

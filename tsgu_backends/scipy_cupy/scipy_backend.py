@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -215,6 +215,7 @@ class ScipyBackend:
     device_types = ("cpu",)
     methods = SCIPY_METHODS
     default_method = "splu"
+    preferred_methods: ClassVar[dict[str, str]] = {"spd": "cg", "symmetric": "minres", "hermitian": "minres"}
     priority = 100
 
     def is_available(self, device_type: str) -> Availability:
