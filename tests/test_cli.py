@@ -359,6 +359,14 @@ def test_demo_prints_no_warning():
     assert not result.stdout.startswith("tsgu demo:") and "error of κ" in result.stdout
 
 
+def test_demo_shows_failing_backends_and_exits_1_when_all_fail():
+    result = tsgu("demo", "--size", "6", "--iterations", "3", "--backends", "scipy", "torch", "--lr", "1e300",
+                  check=False)  # fmt: skip
+    assert result.returncode == 1 and result.stderr == "tsgu demo: every backend failed\n"
+    rows = [line for line in result.stdout.splitlines() if line.startswith(("scipy ", "torch "))]
+    assert len(rows) == 2 and all("failed: NonFiniteError" in row for row in rows)
+
+
 def _on_a_terminal(arguments, *, block_tqdm=False):
     """Run the CLI with stderr on a pseudo-terminal; returns (exit code, what the terminal showed)."""
     block = "sys.modules['tqdm'] = None; " if block_tqdm else ""  # then `import tqdm` raises ImportError
