@@ -4,14 +4,11 @@ Exit codes: 0 success, 1 a solve failed or did not converge, 2 bad input with
 one line on stderr and never a traceback.
 """
 
-import fcntl
 import json
 import os
-import pty
 import struct
 import subprocess
 import sys
-import termios
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -369,6 +366,10 @@ def test_demo_shows_failing_backends_and_exits_1_when_all_fail():
 
 def _on_a_terminal(arguments, *, block_tqdm=False):
     """Run the CLI with stderr on a pseudo-terminal; returns (exit code, what the terminal showed)."""
+    import fcntl
+    import pty
+    import termios
+
     block = "sys.modules['tqdm'] = None; " if block_tqdm else ""  # then `import tqdm` raises ImportError
     code = f"import sys; {block}from tsgu_core.cli import main; sys.exit(main({arguments!r}))"
     primary, secondary = pty.openpty()
@@ -391,6 +392,7 @@ def _on_a_terminal(arguments, *, block_tqdm=False):
 
 
 def test_progress_bar_only_on_a_terminal_and_not_when_quiet():
+    pytest.importorskip("termios", reason="needs POSIX pseudo-terminals (pty, termios)")
     demo = ["demo", "--size", "4", "--iterations", "2", "--backends", "scipy"]
     if _has_tqdm():
         code, shown = _on_a_terminal(demo)
