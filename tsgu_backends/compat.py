@@ -66,7 +66,7 @@ import numbers
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -259,8 +259,9 @@ def _real(value: Any) -> float | None:
 def _first(source: Any, names: tuple[str, ...], *, mapping: bool) -> tuple[float, str] | None:
     for name in names:
         value = source.get(name) if mapping else getattr(source, name, None)
-        if _real(value) is not None:
-            return float(value), name
+        real = _real(value)
+        if real is not None:
+            return float(real), name
     return None
 
 
@@ -409,7 +410,7 @@ def sparse_generic_solve(
     """
     if solve is None or isinstance(solve, str):
         name = {"linear_cg": "cg"}.get(solve or "gmres", solve or "gmres")
-        return tsgu_core.solve(A, B, backend="torch", method=name, **_method_keywords(kwargs))
+        return cast(torch.Tensor, tsgu_core.solve(A, B, backend="torch", method=name, **_method_keywords(kwargs)))
     kwargs = dict(kwargs)
     check, warn = _policy(solve, kwargs, A.dtype)
     backend = _CallableBackend(
@@ -423,7 +424,7 @@ def sparse_generic_solve(
         by_column=False,
         warn_above_default=warn,
     )
-    return tsgu_core.solve(A, B, backend=backend, **check)
+    return cast(torch.Tensor, tsgu_core.solve(A, B, backend=backend, **check))
 
 
 def sparse_solve_c4t(
@@ -471,7 +472,10 @@ def sparse_solve_c4t(
             "method on Aᵀ (and its factorisation); pass a callable for a different transpose solver"
         )
     if solve is None or isinstance(solve, str):
-        return tsgu_core.solve(A, B, backend=backend_name, method=solve or "splu", **_method_keywords(kwargs))
+        return cast(
+            torch.Tensor,
+            tsgu_core.solve(A, B, backend=backend_name, method=solve or "splu", **_method_keywords(kwargs)),
+        )
     cuda = A.device.type == "cuda"
 
     def to_library(t: torch.Tensor) -> Any:
@@ -497,7 +501,7 @@ def sparse_solve_c4t(
         by_column=True,
         warn_above_default=warn,
     )
-    return tsgu_core.solve(A, B, backend=backend, **check)
+    return cast(torch.Tensor, tsgu_core.solve(A, B, backend=backend, **check))
 
 
 def sparse_solve_j4t(
@@ -530,7 +534,9 @@ def sparse_solve_j4t(
     torch.Size([2])
     """
     if solve is None or isinstance(solve, str):
-        return tsgu_core.solve(A, B, backend="jax", method=solve or "bicgstab", **_method_keywords(kwargs))
+        return cast(
+            torch.Tensor, tsgu_core.solve(A, B, backend="jax", method=solve or "bicgstab", **_method_keywords(kwargs))
+        )
     from tsgu_backends.jax_backend.convert import precision
 
     def call_in_scope(function: Solver) -> Solver:
@@ -560,7 +566,7 @@ def sparse_solve_j4t(
         label=solve,
         warn_above_default=warn,
     )
-    return tsgu_core.solve(A, B, backend=backend, **check)
+    return cast(torch.Tensor, tsgu_core.solve(A, B, backend=backend, **check))
 
 
 def sparse_triangular_solve(
@@ -605,7 +611,7 @@ def sparse_generic_lstsq(
         raise InvalidArgumentError(
             "tsgu's least-squares gradient uses the forward method; transpose_lstsq must equal lstsq"
         )
-    return tsgu_core.lstsq(A, B, method=lstsq, **_method_keywords(kwargs))
+    return cast(torch.Tensor, tsgu_core.lstsq(A, B, method=lstsq, **_method_keywords(kwargs)))
 
 
 # --- converters: the old names, thin aliases of tsgu_core.interop ------------------------------

@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # eager for type checkers; at run time each name loads on fir
     from tsgu_core.factorize import Factorization, factorize
     from tsgu_core.hookspecs import hookimpl, hookspec
     from tsgu_core.info import SolveInfo
+    from tsgu_core.interop import from_cupy, from_jax, from_scipy, to_cupy, to_jax, to_scipy
     from tsgu_core.lstsq import lstsq
     from tsgu_core.pattern import SparsePattern
     from tsgu_core.protocol import (
@@ -100,6 +101,12 @@ _WHERE = {
     "hookimpl": "tsgu_core.hookspecs",
     "hookspec": "tsgu_core.hookspecs",
     "SolveInfo": "tsgu_core.info",
+    "from_cupy": "tsgu_core.interop",
+    "from_jax": "tsgu_core.interop",
+    "from_scipy": "tsgu_core.interop",
+    "to_cupy": "tsgu_core.interop",
+    "to_jax": "tsgu_core.interop",
+    "to_scipy": "tsgu_core.interop",
     "lstsq": "tsgu_core.lstsq",
     "SparsePattern": "tsgu_core.pattern",
     "COMMON_ITERATIVE_OPTIONS": "tsgu_core.protocol",
@@ -196,6 +203,9 @@ __all__ = [
     "UnsupportedDeviceError",
     "explain",
     "factorize",
+    "from_cupy",
+    "from_jax",
+    "from_scipy",
     "get_backend",
     "get_entry",
     "hookimpl",
@@ -209,6 +219,9 @@ __all__ = [
     "solve",
     "solve_distributed",
     "solve_values",
+    "to_cupy",
+    "to_jax",
+    "to_scipy",
     "triangular_solve",
     "unregister_plugin",
 ]

@@ -196,13 +196,13 @@ def group_by_pattern(A: torch.Tensor) -> list[MemberGroup]:
     for members in classes:
         index = torch.tensor(members, dtype=torch.int64, device=device)
         size, nnz = len(members), (counts_list[members[0]] if members else 0)
-        first = span(members[0]) if members else slice(0, 0)
+        first_span = span(members[0]) if members else slice(0, 0)
         crow = torch.zeros(n + 1, dtype=indices.dtype, device=device)
-        crow[1:] = torch.cumsum(torch.bincount(rows[first], minlength=n), 0)
+        crow[1:] = torch.cumsum(torch.bincount(rows[first_span], minlength=n), 0)
         value_index = starts[index].unsqueeze(1) + torch.arange(nnz, device=device)
         group_A = torch.sparse_csr_tensor(
             crow.expand(size, n + 1).contiguous(),
-            cols[first].expand(size, nnz).contiguous(),
+            cols[first_span].expand(size, nnz).contiguous(),
             values[value_index.reshape(-1)].reshape(size, nnz),
             (size, *shape),
             check_invariants=False,
@@ -281,7 +281,7 @@ class _GroupedInfo(SolveInfo):
             batch=batch,
         )
 
-    @property  # type: ignore[override]
+    @property
     def backward(self) -> SolveInfo | None:
         """The backward pass's record, once every group's backward solve has run."""
         backs = [getattr(info, "backward", None) for info in getattr(self, "_parts", [])]

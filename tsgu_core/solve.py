@@ -233,7 +233,7 @@ def solve_values(
     True
     """
     grouped = split_by_pattern(A, values)  # a batch whose members have different patterns
-    if grouped is not None:
+    if grouped is not None and isinstance(A, torch.Tensor):
         return _solve_groups(A, *grouped, B, backend, method, assume, return_info, on_failure, options)
     matrix = _pattern_matrix(A, values)
     check_finite(A=values.detach())
