@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from tsgu_backends.nudge import nudge
 from tsgu_core import (
     Availability,
     BackendContractError,
@@ -176,7 +177,6 @@ class PetscBackend:
         iterate — after a breakdown nudged by a tiny seeded random vector — up
         to three times. The core's residual check decides as always.
         """
-        import numpy as np
         from petsc4py import PETSc
 
         ksp, matrix = state.ksp, state.matrix
@@ -219,10 +219,11 @@ class PetscBackend:
                 if reason < 0 or not math.isfinite(norm) or norm > best:
                     # breakdown or divergence (BiCGSTAB's DIVERGED_DTOL on some right-hand sides): restart from
                     # the best iterate, nudged by a tiny seeded random vector so the shadow residual changes
-                    nudge = x.duplicate()
+                    step = x.duplicate()
                     seed = 1000 * j + 10 * attempt + matrix.getComm().getRank()  # reproducible, per rank
-                    nudge.array[:] = np.random.default_rng(seed).standard_normal(nudge.getLocalSize())
-                    x.waxpy(1e-6 * b.norm() / (matrix.norm(PETSc.NormType.FROBENIUS) * nudge.norm()), nudge, good)
+                    a_norm = matrix.norm(PETSc.NormType.FROBENIUS)
+                    step.array[:] = nudge(step.getLocalSize(), seed, b.norm(), a_norm)
+                    x.waxpy(1.0, step, good)
                 ksp.setInitialGuessNonzero(True)
             if iterative and not norm <= target and math.isfinite(best) and best < norm:
                 good.copy(x)  # hand back the best iterate, not the last (the core's check judges it)
