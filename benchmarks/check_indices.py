@@ -44,9 +44,7 @@ def main() -> None:
         args.repeats,
     )
     solve = median(times["splu solve"])
-    rows = [
-        [name, f"{median(t) * 1e3:.3g}", f"{median(t) / solve:.4f}"] for name, t in times.items()
-    ]
+    rows = [[name, f"{median(t) * 1e3:.3g}", f"{median(t) / solve:.4f}"] for name, t in times.items()]
     header = f"n = {A.shape[0]}, nnz = {A._nnz()}, threads = {torch.get_num_threads()}, repeats = {args.repeats}\n\n"
     table = header + markdown_table(["variant", "median ms", "÷ splu solve"], rows)
     print(table)

@@ -94,8 +94,14 @@ def main() -> None:
                     [str(dtype).split(".")[1], name, f"{backend}/{method}", f"{eta:.3g}", f"{rel:.3g}", str(good)]
                 )
                 payload.append(
-                    dict(dtype=str(dtype), problem=name, method=f"{backend}/{method}", eta_over_eps=eta,
-                         rel_over_sqrt_eps=rel, well_conditioned=good)
+                    dict(
+                        dtype=str(dtype),
+                        problem=name,
+                        method=f"{backend}/{method}",
+                        eta_over_eps=eta,
+                        rel_over_sqrt_eps=rel,
+                        well_conditioned=good,
+                    )
                 )
                 print(" | ".join(rows[-1]), flush=True)
     table = markdown_table(["dtype", "problem", "method", "max η/ε", "max (‖r‖/‖b‖)/√ε", "well-conditioned"], rows)

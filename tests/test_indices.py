@@ -145,8 +145,11 @@ def test_valid_indices_pass(layout: str, index_dtype: torch.dtype) -> None:
 
 def test_empty_matrix_passes() -> None:
     check_indices(torch.sparse_coo_tensor(torch.zeros(2, 0, dtype=torch.int64), torch.zeros(0), (3, 3)))
-    check_indices(torch.sparse_csr_tensor(torch.zeros(4, dtype=torch.int64), torch.zeros(0, dtype=torch.int64),
-                                          torch.zeros(0), (3, 3)))
+    check_indices(
+        torch.sparse_csr_tensor(
+            torch.zeros(4, dtype=torch.int64), torch.zeros(0, dtype=torch.int64), torch.zeros(0), (3, 3)
+        )
+    )
 
 
 def test_structure_error_is_a_value_error() -> None:

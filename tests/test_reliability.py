@@ -27,15 +27,14 @@ METHODS = [
     ("torch", "gmres"),
     ("torch", "bicgstab"),
     ("torch", "minres"),
-    *[
-        ("scipy", m)
-        for m in ("splu", "spsolve", "cg", "cgs", "bicgstab", "gmres", "lgmres", "minres", "qmr", "tfqmr")
-    ],
+    *[("scipy", m) for m in ("splu", "spsolve", "cg", "cgs", "bicgstab", "gmres", "lgmres", "minres", "qmr", "tfqmr")],
     *[("jax", m) for m in ("cg", "bicgstab", "gmres", "spsolve")],
 ]
 SCALES = {torch.float32: (1e-25, 1e21), torch.float64: (1e-300, 1e160)}
 CASES = [
-    pytest.param(backend, method, dtype, scale, layout, k, id=f"{backend}-{method}-{str(dtype)[6:]}-{scale:g}-{layout}-k{k}")
+    pytest.param(
+        backend, method, dtype, scale, layout, k, id=f"{backend}-{method}-{str(dtype)[6:]}-{scale:g}-{layout}-k{k}"
+    )
     for backend, method in METHODS
     for dtype, scales in SCALES.items()
     for scale in scales

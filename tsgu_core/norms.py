@@ -52,4 +52,3 @@ def scaled_norm(X: torch.Tensor, dim: int = -2) -> torch.Tensor:
     s = s.squeeze(dim)
     # s = 0: the zero vector; s = inf or NaN: the norm is s itself (inf, or NaN for a NaN entry)
     return torch.where(torch.isfinite(s) & (s > 0), norm, torch.where(s == 0, torch.zeros_like(s), s))
-

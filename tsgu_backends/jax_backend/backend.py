@@ -88,6 +88,7 @@ def _iterations(method: str, products: list[int], calls: int, restart: int) -> i
     spent = max(most - 2 * calls, 0)
     return spent - -(-spent // (restart + 1))
 
+
 INSTALL = "pip install 'tsgu[jax]'"
 _JACOBI = {"preconditioner": "None (default) or 'jacobi': divide by A's diagonal, which must have no zero"}
 _REFINEMENTS = 3  # extra passes from the last iterate when the true residual misses the tolerance

@@ -222,10 +222,11 @@ class PetscBackend:
             b.scale(1.0 / scale)
             x.array[:] = 0.0 if x0 is None else x0[:, j].numpy() * (sigma / scale)
             ksp.setInitialGuessNonzero(x0 is not None)
+            target = float("inf")
             if iterative:
                 assert options.rtol is not None and options.atol is not None
                 ksp.setTolerances(atol=options.atol / scale)
-            target = max(options.rtol * b.norm(), options.atol / scale) if iterative else float("inf")
+                target = max(options.rtol * b.norm(), options.atol / scale)
             used, good = 0, x.copy()  # good: the iterate with the smallest true residual so far
             multiply(x, residual)
             residual.aypx(-1.0, b)
