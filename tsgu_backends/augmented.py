@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
+from tsgu_backends.restarts import Restarts
 from tsgu_core.norms import scaled_norm
 
 __all__ = ["AugmentedResult", "lsqr", "solve_augmented"]
@@ -135,26 +136,16 @@ def solve_augmented(
         return Z - torch.cat([r + matvec(x), rmatvec(r)])
 
     solution = torch.zeros_like(Z) if z0 is None else z0.clone()
-    correction_rhs = Z if z0 is None else residual_of(solution)
-    used, previous, message = 0, None, ""
-    while True:
-        c, d = correction_rhs[:m], correction_rhs[m:]
+    residual = Z if z0 is None else residual_of(solution)
+    rules = Restarts(maxiter)  # each attempt is one refinement pass: solve for the correction of the residual
+    while (verdict := rules.review((norm := scaled_norm(residual, dim=0)).cpu(), (norm <= tol).cpu())) == "attempt":
+        c, d = residual[:m], residual[m:]
         r2 = torch.zeros_like(c)
+        used = 0
         if bool(d.abs().max() > 0):
-            r2, its = solve_ls(rmatvec, matvec, d, m, tol / 2, maxiter - used, consistent=True)
-            used += its
-        x, its = solve_ls(matvec, rmatvec, c - r2, n, tol / 2, maxiter - used, consistent=False)
-        used += its
+            r2, used = solve_ls(rmatvec, matvec, d, m, tol / 2, rules.left, consistent=True)
+        x, its = solve_ls(matvec, rmatvec, c - r2, n, tol / 2, max(rules.left - used, 0), consistent=False)
+        rules.charge(used + its)
         solution = solution + torch.cat([c - matvec(x), x])
         residual = residual_of(solution)
-        norm = scaled_norm(residual, dim=0)
-        if bool((norm <= tol).all()):
-            return AugmentedResult(solution, used, True, message)
-        if used >= maxiter:
-            message = f"reached maxiter={maxiter}"
-            break
-        if previous is not None and not bool((norm < previous)[norm > tol].any()):
-            message = f"refinement stagnated after {used} iterations"
-            break
-        previous, correction_rhs = norm, residual
-    return AugmentedResult(solution, used, False, message)
+    return AugmentedResult(solution, rules.used, verdict == "done", rules.message)

@@ -10,11 +10,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from tsgu_backends.jax_backend.convert import from_jax, precision, to_jax
 from tsgu_backends.jax_backend.operator import hybrid_matvec, hybrid_parts
 from tsgu_backends.nudge import nudge
+from tsgu_backends.restarts import Restarts
 from tsgu_core import (
     Availability,
     BackendReport,
@@ -346,10 +348,10 @@ class JaxBackend:
             inverse_diagonal = state.inverse_diagonal if state.inverse_diagonal is not None else jnp.ones(1, Bj.dtype)
             columns = jnp.arange(k)
             products = _ProductCount(k)
-            passes, previous, used = 0, None, 0
-            while True:
-                left = options.maxiter - used
-                allowed = left // restart if state.method == "gmres" else left  # GMRES: whole cycles only
+            rules = Restarts(options.maxiter, max_attempts=_REFINEMENTS + 1)  # JAX's solve and refinement passes
+            norms = residual_norms(operands, Bj, Xj, sigma)
+            while rules.review(np.asarray(norms), np.asarray(norms <= target)) == "attempt":
+                allowed = rules.left // restart if state.method == "gmres" else rules.left  # GMRES: whole cycles
                 if allowed <= 0:
                     break
                 start = Xj
@@ -358,18 +360,13 @@ class JaxBackend:
                         operands, inverse_diagonal, Bj, Xj, options.rtol, atols, allowed, sigma, token, columns
                     )
                     Xj.block_until_ready()
-                used = _iterations(state.method, products.counts, products.calls, restart)
+                rules.charge(_iterations(state.method, products.counts, products.calls, restart) - rules.used)
                 broken = ~jnp.isfinite(Xj).all(axis=1)
                 if bool(broken.any()):  # a breakdown: those columns restart from a nudged start
-                    Xj = jnp.where(broken[:, None], self._nudge(start, b_norms, a_norm, passes + 1), Xj)
+                    Xj = jnp.where(broken[:, None], self._nudge(start, b_norms, a_norm, rules.attempts), Xj)
+                    rules.forget()  # judge the restarted columns afresh
                 norms = residual_norms(operands, Bj, Xj, sigma)
-                missing = ~(norms <= target)
-                if not bool(missing.any()) or passes == _REFINEMENTS:
-                    break
-                stalled = previous is not None and not bool((norms < previous)[missing].any())
-                if stalled and not bool(broken.any()):
-                    break
-                previous, passes = norms, passes + 1
+            used, passes = rules.used, max(rules.attempts - 1, 0)
             X = (from_jax(Xj).T.to(B.dtype) * (column_scales / sigma)).contiguous()
             norms = residual_norms(operands, Bj, Xj, sigma)
             missing = ~(norms <= target)

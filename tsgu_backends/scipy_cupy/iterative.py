@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tsgu_backends.nudge import nudge
+from tsgu_backends.restarts import Restarts
 
 __all__ = ["ColumnResult", "solve_columns"]
 
@@ -148,13 +149,17 @@ def solve_columns(
         x = x0[:, j] * B.dtype.type(sigma / s) if x0 is not None else xp.zeros_like(b)
         if x0 is None and shadow_from_start:
             x = nudged(x, b_norm, 1000 * j)
-        used, previous = 0, float(xp.linalg.norm(b - operator @ x))
-        residual, nudges = previous, 0
-        while residual > target:
-            left = maxiter - used
-            if left <= 0:
-                messages.append(f"column {j}: reached maxiter={maxiter}")
+        residual = float(xp.linalg.norm(b - operator @ x))
+        rules, info = Restarts(maxiter, max_restarts=_MAX_RESTARTS), 0
+        while (verdict := rules.review([residual], [residual <= target])) != "done":
+            if verdict == "stop":
+                messages.append(f"column {j}: {rules.message} at residual {residual:.3g} (library info={info})")
                 break
+            if verdict == "restart":  # breakdown or stagnation: restart from x with another shadow residual
+                x = nudged(x, b_norm, 1000 * j + rules.restarts)
+                residual = float(xp.linalg.norm(b - operator @ x))
+                continue
+            left = rules.left
             count = [0]
 
             def callback(progress: Any, count: list[int] = count) -> None:
@@ -180,21 +185,12 @@ def solve_columns(
                 candidate, info = solver(operator, b, **arguments)
             except (_Breakdown, ArithmeticError, ValueError):  # NaN iterates, or the library's own LinAlgError
                 candidate, info = xp.full_like(b, xp.nan), -1
-            used += max(count[0], 1) * step
+            rules.charge(max(count[0], 1) * step)
             finite = bool(xp.isfinite(candidate).all())
             candidate_residual = float(xp.linalg.norm(b - operator @ candidate)) if finite else float("inf")
-            if candidate_residual < previous:
+            if candidate_residual < residual:  # keep the better iterate; no progress makes the next review restart
                 x, residual = candidate, candidate_residual
-                previous = residual
-                continue
-            if nudges >= _MAX_RESTARTS:
-                messages.append(f"column {j}: no progress at residual {residual:.3g} (library info={info})")
-                break
-            nudges += 1  # breakdown or stagnation: restart from x with another shadow residual
-            x = nudged(x, b_norm, 1000 * j + nudges)
-            previous = float(xp.linalg.norm(b - operator @ x))
-            residual = previous
-        total = max(total, used)
+        total = max(total, rules.used)
         converged = converged and residual <= target
         X[:, j] = x * B.dtype.type(s / sigma)
     return ColumnResult(X, total, converged, "; ".join(messages))

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
+from tsgu_backends.restarts import Restarts
 from tsgu_core.norms import scaled_norm
 
 __all__ = ["METHODS", "KrylovResult", "krylov_solve"]
@@ -336,27 +337,15 @@ def krylov_solve(
     sigma: torch.Tensor | None = None
     if scale is not None:
         sigma = _power_of_two(torch.tensor(float(scale), dtype=B.dtype, device=B.device))
-    used = 0
-    previous: torch.Tensor | None = None
-    message = ""
+    rules = Restarts(maxiter)  # one pass per attempt; no nudges (BiCGSTAB restarts from the true residual)
     while True:
         R = B - op(X)
         r_norm = scaled_norm(R)
         # ‖r‖ ≤ max(rtol·‖b‖, atol), compared as a ratio so that rtol·‖b‖ cannot underflow
         done = ((r_norm / _safe(b_norm) <= rtol) & (b_norm > 0)) | (r_norm <= atol)
         active = ~done
-        if not bool(active.any()):
+        if rules.review(r_norm.detach().cpu(), done.cpu()) != "attempt":
             break
-        if not bool(torch.isfinite(r_norm).all()):
-            message = "the iteration produced non-finite values (breakdown, or a singular A)"
-            break
-        if used >= maxiter:
-            message = f"reached maxiter={maxiter}"
-            break
-        if previous is not None and not bool((r_norm < previous)[active].any()):
-            message = f"stagnated after {used} iterations (a restart from the true residual made no progress)"
-            break
-        previous = r_norm
         s = _power_of_two(R.abs().amax(dim=-2))  # (..., k)
         R_scaled = R / _col(s)
         if sigma is None:
@@ -375,11 +364,11 @@ def krylov_solve(
                 return precond(V) * sigma
 
         D, its = step(
-            op_scaled, precond_scaled, torch.zeros_like(R), R_scaled, tol, maxiter - used, active, restart=restart
+            op_scaled, precond_scaled, torch.zeros_like(R), R_scaled, tol, rules.left, active, restart=restart
         )
         X = X + D * (_col(s) / sigma)
-        used += its
+        rules.charge(its)
         if its == 0:
-            message = "broke down immediately"
+            rules.message = "broke down immediately"
             break
-    return KrylovResult(X, used, not bool(active.any()), message)
+    return KrylovResult(X, rules.used, not bool(active.any()), rules.message)
