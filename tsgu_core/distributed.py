@@ -32,7 +32,7 @@ from tsgu_core.protocol import SolverBackend
 from tsgu_core.select import select
 from tsgu_core.validate import FLOAT_DTYPES, check_finite, check_on_failure, resolve_method_options
 
-__all__ = ["DistributedPattern", "Traffic", "solve_distributed"]
+__all__ = ["TRAFFIC", "DistributedPattern", "Traffic", "solve_distributed"]
 
 
 _TAG_GHOSTS, _TAG_CONTRIBUTIONS, _TAG_SETUP = 0x7567, 0x7568, 0x7569  # tsgu's point-to-point tags
@@ -63,6 +63,26 @@ class Traffic:
     def snapshot(self) -> Traffic:
         """A copy of the counters (subtract two snapshots to count one operation)."""
         return Traffic(self.bytes_sent, self.messages, self.reduced, self.setup_bytes)
+
+    def __sub__(self, other: Traffic) -> Traffic:
+        return Traffic(
+            self.bytes_sent - other.bytes_sent,
+            self.messages - other.messages,
+            self.reduced - other.reduced,
+            self.setup_bytes - other.setup_bytes,
+        )
+
+    def add(self, *, bytes_sent: int = 0, messages: int = 0, reduced: int = 0, setup_bytes: int = 0) -> None:
+        """Count into these counters and into this process's total, :data:`TRAFFIC`."""
+        for counters in {id(self): self, id(TRAFFIC): TRAFFIC}.values():
+            counters.bytes_sent += bytes_sent
+            counters.messages += messages
+            counters.reduced += reduced
+            counters.setup_bytes += setup_bytes
+
+
+TRAFFIC = Traffic()
+"""Everything this process has sent through any :class:`DistributedPattern` (snapshot it around a solve)."""
 
 
 @dataclass(frozen=True)
@@ -220,8 +240,7 @@ class DistributedPattern(SparsePattern):
             block = np.ascontiguousarray(local[rows.numpy()])
             outgoing.append(block)
             requests.append(self.comm.Isend(block, dest=r, tag=_TAG_GHOSTS))
-            self.traffic.bytes_sent += block.nbytes
-            self.traffic.messages += 1
+            self.traffic.add(bytes_sent=block.nbytes, messages=1)
         MPI.Request.Waitall(requests)
         return torch.from_numpy(received)
 
@@ -243,8 +262,7 @@ class DistributedPattern(SparsePattern):
         for q, a, b in self.exchange.recv:
             block = np.ascontiguousarray(ghost_part[a:b])
             requests.append(self.comm.Isend(block, dest=q, tag=_TAG_CONTRIBUTIONS))
-            self.traffic.bytes_sent += block.nbytes
-            self.traffic.messages += 1
+            self.traffic.add(bytes_sent=block.nbytes, messages=1)
         MPI.Request.Waitall(requests)
         for buffer, (_, rows) in zip(incoming, self.exchange.send):  # in rank order: the same sum on every run
             own.index_add_(0, rows, torch.from_numpy(buffer))
@@ -310,7 +328,7 @@ class DistributedPattern(SparsePattern):
         squares = torch.where(torch.isfinite(scale), squares, torch.nan)
         total = np.empty(X.shape[1], dtype=np.float64)
         self.comm.Allreduce(squares.numpy(), total, op=MPI.SUM)
-        self.traffic.reduced += 2 * X.shape[1]
+        self.traffic.add(reduced=2 * X.shape[1])
         return (torch.from_numpy(total).sqrt() * torch.where(scale > 0, scale, 0.0)).to(X.dtype)
 
     def outer_at_entries(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
@@ -347,7 +365,7 @@ def _setup_send_lists(
         block = np.ascontiguousarray(ghosts[a:b].numpy())
         outgoing.append(block)
         requests.append(comm.Isend(block, dest=q, tag=_TAG_SETUP))
-        traffic.setup_bytes += block.nbytes
+        traffic.add(setup_bytes=block.nbytes)
     MPI.Request.Waitall(requests)
     return [(r, torch.from_numpy(buffers[r] - lo)) for r in requesters]
 

@@ -30,14 +30,22 @@ from typing import Any
 import torch
 
 from tsgu_core import Availability, BackendReport, MethodSpec, SingularMatrixError, SolveOptions
+try:
+    from tsgu_core.errors import InvalidOptionError
+except ImportError:  # TEMPORARY until the core's typed option errors are merged
+
+    class InvalidOptionError(ValueError):  # type: ignore[no-redef]
+        def __init__(self, message: str, *, option: str = ""):
+            super().__init__(message)
+            self.option = option
 
 __all__ = ["PetscBackend"]
 
 INSTALL = "scripts/setup-petsc-env.sh (Debian's petsc4py in its own environment), or pip install 'tsgu[petsc]'"
-_PCS = ("none", "jacobi", "bjacobi", "ilu", "gamg", "lu")
+_PCS = ("none", "jacobi", "bjacobi", "ilu", "gamg", "hypre", "lu")
 _OPTIONS = {
     "pc": f"preconditioner: one of {', '.join(_PCS)} (default: PETSc's own for gmres/bcgs, jacobi for cg, "
-    "none for minres)",
+    "none for minres); gamg: PETSc's smoothed-aggregation AMG, hypre: BoomerAMG",
     "petsc_options": "dict of further PETSc options, e.g. {'ksp_gmres_restart': 50, 'pc_gamg_threshold': 0.02}",
 }
 _KSP = {"gmres": "gmres", "bcgs": "bcgs", "cg": "cg", "minres": "minres", "lu": "preonly"}
@@ -59,12 +67,25 @@ _prefixes = itertools.count()
 _REFINEMENTS = 3
 
 
+_ADJOINT_TOLERANCE = 1e-6  # a transposed preconditioner that misses the dot test by more is not the transpose
+
+
 @dataclass
 class _State:
+    """A set-up KSP and how its transpose solve is done.
+
+    ``transpose`` is ``"transpose"`` (``KSPSolveTranspose``: the preconditioner's
+    transpose passed the dot test), ``"symmetric"`` (``A = Aᵀ`` exactly, so
+    ``KSPSolve`` with the same preconditioner is the transpose solve) or
+    ``"refused"`` (``refusal`` says why; a transpose solve raises).
+    """
+
     ksp: Any
     matrix: Any
     method: str
     options: SolveOptions
+    transpose: str = "transpose"
+    refusal: str = ""
 
 
 def _singular(reason: int) -> bool:
@@ -108,24 +129,15 @@ class PetscBackend:
             raise TypeError(f"petsc_options must be a dict, got {type(petsc_options).__name__}")
         if extra:
             raise TypeError(f"petsc backend: unhandled option(s) {sorted(extra)}")
-        csr = A_local if A_local.layout == torch.sparse_csr else A_local.to_sparse_csr()
-        n_local, n = A_local.shape
-        integer = PETSc.IntType
-        scalar = PETSc.ScalarType
-        matrix = PETSc.Mat().createAIJ(
-            size=((n_local, n), (n_local, n)),
-            csr=(
-                csr.crow_indices().numpy().astype(integer),
-                csr.col_indices().numpy().astype(integer),
-                csr.values().numpy().astype(scalar),
-            ),
-            comm=comm,
-        )
-        matrix.assemble()
+        matrix = _assemble(A_local, comm)
         prefix = f"tsgu{next(_prefixes)}_"
         database = PETSc.Options()
         for key, value in petsc_options.items():
             database[prefix + key.lstrip("-")] = value
+        defaults = []  # our own defaults, set only where the user did not: not reported as unused
+        if pc_type == "gamg" and "pc_gamg_sym_graph" not in {key.lstrip("-") for key in petsc_options}:
+            defaults.append(prefix + "pc_gamg_sym_graph")  # aggregation needs a symmetric graph (nonsymmetric A)
+            database[defaults[-1]] = True
         ksp = PETSc.KSP().create(comm=comm)
         ksp.setOptionsPrefix(prefix)
         ksp.setOperators(matrix)
@@ -137,6 +149,8 @@ class PetscBackend:
                 pc.setFactorSolverType("mumps")
         else:  # CG and MINRES need an SPD preconditioner; PETSc's default (ILU) is not symmetric
             pc.setType(pc_type or {"cg": "jacobi", "minres": "none"}.get(method, pc.getType()))
+            if pc_type == "hypre":
+                pc.setHYPREType("boomeramg")
         if options.rtol is not None:
             ksp.setTolerances(rtol=options.rtol, atol=options.atol, max_it=options.maxiter)
             if method in ("gmres", "bcgs", "cg"):  # stop on the true residual's norm where PETSc can
@@ -149,9 +163,12 @@ class PetscBackend:
         unused = [key for key in petsc_options if not _used(database, prefix + key.lstrip("-"))]
         for key in petsc_options:
             database.delValue(prefix + key.lstrip("-"))
+        for name in defaults:
+            database.delValue(name)
         if unused:
             raise ValueError(f"PETSc did not use option(s) {unused} for method {method!r}; check their names")
-        return _State(ksp, matrix, method, options)
+        mode, refusal = _transpose_support(ksp, matrix, pc.getType())
+        return _State(ksp, matrix, method, options, mode, refusal)
 
     def solve(
         self, state: _State, B: torch.Tensor, *, transpose: bool, x0: torch.Tensor | None = None
@@ -169,10 +186,13 @@ class PetscBackend:
         from petsc4py import PETSc
 
         ksp, matrix = state.ksp, state.matrix
+        if transpose and state.transpose == "refused":
+            raise InvalidOptionError(state.refusal, option="pc")
         b, x = matrix.createVecs()
         residual = b.duplicate()
-        multiply = matrix.multTranspose if transpose else matrix.mult
-        run = ksp.solveTranspose if transpose else ksp.solve
+        transposed = transpose and state.transpose == "transpose"  # "symmetric": A = Aᵀ, KSPSolve is the same
+        multiply = matrix.multTranspose if transposed else matrix.mult
+        run = ksp.solveTranspose if transposed else ksp.solve
         options = state.options
         iterative = options.rtol is not None
         X = torch.empty_like(B)
@@ -217,6 +237,83 @@ class PetscBackend:
             message=f"PETSc converged reason(s): {', '.join(sorted(reasons))}",
         )
         return X, report
+
+
+def _assemble(A_local: torch.Tensor, comm: Any) -> Any:
+    """This process's rows as a PETSc AIJ matrix, preallocated exactly from the local CSR.
+
+    ``d_nnz``/``o_nnz`` — the stored entries of each row inside and outside
+    this process's diagonal block — are counted from the CSR arrays, so
+    assembly never reallocates; ``NEW_NONZERO_ALLOCATION_ERR`` turns any
+    reallocation into an error rather than a slowdown.
+    """
+    import numpy as np
+    from petsc4py import PETSc
+
+    csr = A_local if A_local.layout == torch.sparse_csr else A_local.to_sparse_csr()
+    n_local, n = A_local.shape
+    integer = PETSc.IntType
+    crow = csr.crow_indices().numpy().astype(integer)
+    col = csr.col_indices().numpy().astype(integer)
+    lo = comm.exscan(n_local) or 0  # this process's first row (exscan gives None on rank 0)
+    rows = np.repeat(np.arange(n_local), np.diff(crow))
+    inside = (col >= lo) & (col < lo + n_local)
+    d_nnz = np.bincount(rows[inside], minlength=n_local).astype(integer)
+    o_nnz = np.bincount(rows[~inside], minlength=n_local).astype(integer)
+    matrix = PETSc.Mat().createAIJ(size=((n_local, n), (n_local, n)), nnz=(d_nnz, o_nnz), comm=comm)
+    matrix.setOption(PETSc.Mat.Option.NEW_NONZERO_ALLOCATION_ERR, True)
+    matrix.setValuesCSR(crow, col, csr.values().numpy().astype(PETSc.ScalarType))
+    matrix.assemble()
+    return matrix
+
+
+def _transpose_support(ksp: Any, matrix: Any, pc_type: str) -> tuple[str, str]:
+    """How the transpose solve can be done with this KSP: ``(mode, refusal)`` as in :class:`_State`.
+
+    The dot test: for random ``u`` and ``v``, ``⟨v, M u⟩ = ⟨Mᵀ v, u⟩`` to
+    1e-6 relative, with ``M`` the preconditioner and ``Mᵀ`` what PETSc's
+    ``PCApplyTranspose`` applies. If that fails (or PETSc has no transpose for
+    this preconditioner), the transpose solve is allowed only for an exactly
+    symmetric ``A`` (then ``KSPSolve`` is the transpose solve); otherwise it is
+    refused, with alternatives. Cost: three preconditioner applications and,
+    only when the test fails, one parallel transpose of ``A``.
+    """
+    import numpy as np
+    from petsc4py import PETSc
+
+    if pc_type in ("none", "jacobi"):  # the identity and a diagonal are their own transposes
+        return "transpose", ""
+    pc = ksp.getPC()
+    u, v = matrix.createVecs()
+    rank = matrix.getComm().getRank()
+    u.array[:] = np.random.default_rng(1 + 2 * rank).standard_normal(u.getLocalSize())
+    v.array[:] = np.random.default_rng(2 + 2 * rank).standard_normal(v.getLocalSize())
+    forward, backward = u.duplicate(), v.duplicate()
+    pc.apply(u, forward)
+    why = ""
+    try:
+        pc.applyTranspose(v, backward)
+    except PETSc.Error as error:
+        why = f"PETSc cannot apply it transposed ({str(error).splitlines()[0]})"
+    else:
+        scale = v.norm() * forward.norm() + backward.norm() * u.norm()
+        mismatch = abs(v.dot(forward) - backward.dot(u)) / scale if scale > 0 else 0.0
+        if not mismatch <= _ADJOINT_TOLERANCE:
+            why = f"what PETSc applies as its transpose is not its transpose (dot test off by {mismatch:.1e})"
+    if not why:
+        return "transpose", ""
+    transposed = PETSc.Mat()
+    matrix.transpose(transposed)  # a new matrix (petsc4py transposes in place without one)
+    transposed.axpy(-1.0, matrix)
+    asymmetry = transposed.norm(PETSc.NormType.INFINITY)
+    transposed.destroy()
+    if asymmetry == 0.0:
+        return "symmetric", ""
+    alternatives = "pc='gamg' (PETSc applies its V-cycle transposed exactly), pc='bjacobi' or 'ilu', or method='lu'"
+    return "refused", (
+        f"the backward pass needs a transpose solve with preconditioner {pc_type!r}, but {why}, and A is not "
+        f"symmetric, so the forward preconditioner cannot stand in for it. Use {alternatives}"
+    )
 
 
 def _used(database: Any, name: str) -> bool:
