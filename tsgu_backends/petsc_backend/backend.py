@@ -151,7 +151,7 @@ class PetscBackend:
             pc.setType(pc_type or {"cg": "jacobi", "minres": "none"}.get(method, pc.getType()))
             if pc_type == "hypre":
                 pc.setHYPREType("boomeramg")
-        if options.rtol is not None:
+        if method != "lu":  # (the core gives direct methods rtol = atol = 0)
             ksp.setTolerances(rtol=options.rtol, atol=options.atol, max_it=options.maxiter)
             if method in ("gmres", "bcgs", "cg"):  # stop on the true residual's norm where PETSc can
                 ksp.setNormType(PETSc.KSP.NormType.UNPRECONDITIONED)
@@ -194,7 +194,7 @@ class PetscBackend:
         multiply = matrix.multTranspose if transposed else matrix.mult
         run = ksp.solveTranspose if transposed else ksp.solve
         options = state.options
-        iterative = options.rtol is not None
+        iterative = state.method != "lu"
         X = torch.empty_like(B)
         iterations, converged, reasons = 0, True, set()
         norm, target, reason = 0.0, 0.0, 1
