@@ -56,13 +56,13 @@ def box_rows(box: tuple[int, ...], ranks: tuple[int, ...], rank: int):
         coords.append(rest % b)
         rest = rest // b
     coords = coords[::-1]
-    grid = [c + rc * b for c, rc, b in zip(coords, rank_coord, box)]  # global grid coordinates
-    size = [b * p for b, p in zip(box, ranks)]
+    grid = [c + rc * b for c, rc, b in zip(coords, rank_coord, box, strict=True)]  # global grid coordinates
+    size = [b * p for b, p in zip(box, ranks, strict=True)]
 
     def global_index(points: list[torch.Tensor]) -> torch.Tensor:
         owner = torch.zeros_like(points[0])
         within = torch.zeros_like(points[0])
-        for g, b, p in zip(points, box, ranks):
+        for g, b, p in zip(points, box, ranks, strict=True):
             owner = owner * p + g // b
             within = within * b + g % b
         return owner * per_rank + within
@@ -100,7 +100,11 @@ class PetscCounters:
 
     def read(self) -> dict[str, float]:
         v = {name: value.value for name, value in self.values.items()}
-        return {"bytes": v["isend_len"] + v["send_len"], "messages": v["isend_ct"] + v["send_ct"], "allreduces": v["allreduce_ct"]}
+        return {
+            "bytes": v["isend_len"] + v["send_len"],
+            "messages": v["isend_ct"] + v["send_ct"],
+            "allreduces": v["allreduce_ct"],
+        }
 
 
 def peak_mb() -> float:
@@ -137,7 +141,9 @@ def worker(dim: int, side: int, pc: str, out: str) -> None:
     # PETSc's set-up alone (assembly, preconditioner), to split it from the solve
     backend = tsgu_core.get_entry("petsc").backend
     before = petsc.read()
-    state = backend.prepare_distributed(A_local, "cg", SolveOptions(rtol=1e-12, atol=0.0, maxiter=10000, extra={"pc": pc, "petsc_options": None}), comm)
+    state = backend.prepare_distributed(
+        A_local, "cg", SolveOptions(rtol=1e-12, atol=0.0, maxiter=10000, extra={"pc": pc, "petsc_options": None}), comm
+    )
     setup = {key: petsc.read()[key] - before[key] for key in before}
     state.ksp.destroy()
     state.matrix.destroy()
@@ -158,7 +164,8 @@ def worker(dim: int, side: int, pc: str, out: str) -> None:
         "petsc_setup_bytes": setup["bytes"], "petsc_setup_allreduces": setup["allreduces"],
         "petsc_forward_bytes": p1["bytes"] - p0["bytes"] - setup["bytes"],
         "petsc_forward_allreduces": p1["allreduces"] - p0["allreduces"] - setup["allreduces"],
-        "petsc_backward_bytes": p2["bytes"] - p1["bytes"], "petsc_backward_allreduces": p2["allreduces"] - p1["allreduces"],
+        "petsc_backward_bytes": p2["bytes"] - p1["bytes"],
+        "petsc_backward_allreduces": p2["allreduces"] - p1["allreduces"],
         "tsgu_forward_bytes": (t1 - t0).bytes_sent, "tsgu_backward_bytes": (t2 - t1).bytes_sent,
         "tsgu_forward_reduced": (t1 - t0).reduced, "tsgu_backward_reduced": (t2 - t1).reduced,
         "old_gather_bytes": (n - n_local) * 8,
@@ -177,7 +184,7 @@ def worker(dim: int, side: int, pc: str, out: str) -> None:
             X1.square().sum().backward()
             single = (X1.detach(), ones.grad, full.grad.values())
             mine = [torch.cat([p[i] for p in pieces]) for i in range(3)]
-            match = max(float((a - b).abs().max() / b.abs().max()) for a, b in zip(mine, single))
+            match = max(float((a - b).abs().max() / b.abs().max()) for a, b in zip(mine, single, strict=True))
         else:
             match = 0.0
         with open(out, "w") as file:
@@ -226,42 +233,53 @@ def main() -> None:
 
 def summary_line(row: dict) -> str:
     r = max(row["per_rank"], key=lambda x: x["ghosts"])
+    kb = {key: r[key] / 1e3 for key in r if key.endswith("_bytes")}
     return (
-        f"{row['dim']}-D {row['side']}^{row['dim']} {row['pc']:8s} P={row['ranks']}: rows/rank {r['rows']}, ghosts {r['ghosts']}, it {r['iterations_forward']}/{r['iterations_backward']}, "
-        f"PETSc KB fwd {r['petsc_forward_bytes'] / 1e3:.0f} bwd {r['petsc_backward_bytes'] / 1e3:.0f} setup {r['petsc_setup_bytes'] / 1e3:.0f}, "
-        f"tsgu KB fwd {r['tsgu_forward_bytes'] / 1e3:.1f} bwd {r['tsgu_backward_bytes'] / 1e3:.1f}, "
+        f"{row['dim']}-D {row['side']}^{row['dim']} {row['pc']:8s} P={row['ranks']}: rows/rank {r['rows']}, "
+        f"ghosts {r['ghosts']}, it {r['iterations_forward']}/{r['iterations_backward']}, PETSc KB fwd "
+        f"{kb['petsc_forward_bytes']:.0f} bwd {kb['petsc_backward_bytes']:.0f} setup {kb['petsc_setup_bytes']:.0f}, "
+        f"tsgu KB fwd {kb['tsgu_forward_bytes']:.1f} bwd {kb['tsgu_backward_bytes']:.1f}, "
         f"peak MB {max(x['backward_mb'] for x in row['per_rank']):.0f}, match {row['match_1rank']:.0e}"
     )
 
 
+COLUMNS = (
+    "dim | box | pc | ranks | rows/rank | nnz/rank | ghosts | neighbours | iterations fwd/bwd | PETSc setup KB | "
+    "PETSc fwd KB | PETSc bwd KB | PETSc allreduces fwd/bwd | tsgu fwd KB | tsgu bwd KB | "
+    "tsgu reduced numbers fwd/bwd | old gather KB | peak MB built/fwd/bwd | max diff vs 1 rank"
+)
+
+
 def table(rows: list[dict], quick: bool) -> str:
+    baseline = rows[0]["per_rank"][0]["peak_mb_baseline"]
     lines = [
         "# Distributed solves: per-rank memory and bytes sent (benchmarks/petsc_memory.py)",
         "",
         f"{'Quick run (small boxes). ' if quick else ''}Weak scaling: one box of the Poisson grid per rank "
-        "(2-D 5-point, 3-D 7-point), `cg`, rtol 1e-12 (so that rank counts agree to 1e-10), one right-hand side, float64, one thread per rank, "
-        "ranks oversubscribed on a 2-core machine (no times). The rank with the most ghosts is shown; "
-        "bytes are what that rank sent. PETSc forward excludes its set-up, shown apart. "
-        "`old gather`: what the former whole-vector `Allgatherv` moved into each rank per exchange, (n − n_local)·8. "
-        "`peak MB`: the largest rank's peak RSS above its baseline after imports (baseline ≈ "
-        f"{rows[0]['per_rank'][0]['peak_mb_baseline']:.0f} MB: Python, torch, PETSc).",
+        "(2-D 5-point, 3-D 7-point), `cg`, rtol 1e-12 (so that rank counts agree to 1e-10), one right-hand "
+        "side, float64, one thread per rank, ranks oversubscribed on a 2-core machine (no times). The rank "
+        "with the most ghosts is shown; bytes are what that rank sent. PETSc forward excludes its set-up, "
+        "shown apart. `old gather`: what the former whole-vector `Allgatherv` moved into each rank per "
+        "exchange, (n − n_local)·8. `peak MB`: the largest rank's peak RSS above its baseline after imports "
+        f"(baseline ≈ {baseline:.0f} MB: Python, torch, PETSc).",
         "",
-        "| dim | box | pc | ranks | rows/rank | nnz/rank | ghosts | neighbours | iterations fwd/bwd | PETSc setup KB | "
-        "PETSc fwd KB | PETSc bwd KB | PETSc allreduces fwd/bwd | tsgu fwd KB | tsgu bwd KB | tsgu reduced numbers fwd/bwd | "
-        "old gather KB | peak MB built/fwd/bwd | max diff vs 1 rank |",
-        "|" + "---|" * 19,
+        f"| {COLUMNS} |",
+        "|" + "---|" * (COLUMNS.count("|") + 1),
     ]
     for row in rows:
         r = max(row["per_rank"], key=lambda x: x["ghosts"])
+        kb = {key: r[key] / 1e3 for key in r if key.endswith("_bytes")}
         peak = [max(x[key] for x in row["per_rank"]) for key in ("built_mb", "forward_mb", "backward_mb")]
-        lines.append(
-            f"| {row['dim']}-D | {row['side']}^{row['dim']} | {row['pc']} | {row['ranks']} | {r['rows']} | {r['nnz']} | {r['ghosts']} | {r['neighbours']} | "
-            f"{r['iterations_forward']}/{r['iterations_backward']} | {r['petsc_setup_bytes'] / 1e3:.0f} | "
-            f"{r['petsc_forward_bytes'] / 1e3:.1f} | {r['petsc_backward_bytes'] / 1e3:.1f} | "
-            f"{r['petsc_forward_allreduces']:.0f}/{r['petsc_backward_allreduces']:.0f} | {r['tsgu_forward_bytes'] / 1e3:.2f} | "
-            f"{r['tsgu_backward_bytes'] / 1e3:.2f} | {r['tsgu_forward_reduced']}/{r['tsgu_backward_reduced']} | "
-            f"{r['old_gather_bytes'] / 1e3:.0f} | {peak[0]:.0f}/{peak[1]:.0f}/{peak[2]:.0f} | {row['match_1rank']:.0e} |"
-        )
+        cells = [
+            f"{row['dim']}-D", f"{row['side']}^{row['dim']}", row["pc"], row["ranks"], r["rows"], r["nnz"],
+            r["ghosts"], r["neighbours"], f"{r['iterations_forward']}/{r['iterations_backward']}",
+            f"{kb['petsc_setup_bytes']:.0f}", f"{kb['petsc_forward_bytes']:.1f}", f"{kb['petsc_backward_bytes']:.1f}",
+            f"{r['petsc_forward_allreduces']:.0f}/{r['petsc_backward_allreduces']:.0f}",
+            f"{kb['tsgu_forward_bytes']:.2f}", f"{kb['tsgu_backward_bytes']:.2f}",
+            f"{r['tsgu_forward_reduced']}/{r['tsgu_backward_reduced']}", f"{kb['old_gather_bytes']:.0f}",
+            "/".join(f"{p:.0f}" for p in peak), f"{row['match_1rank']:.0e}",
+        ]  # fmt: skip
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -180,13 +180,15 @@ class DistributedPattern(SparsePattern):
         ghosts = torch.unique(col[~owned])  # sorted
         below = int((ghosts < lo).sum())
         ghost_position = torch.searchsorted(ghosts, col)
-        local_col = torch.where(owned, col - lo + below, torch.where(col < lo, ghost_position, ghost_position + n_local))
+        local_col = torch.where(
+            owned, col - lo + below, torch.where(col < lo, ghost_position, ghost_position + n_local)
+        )
         # owners of the ghosts: sorted ghosts have non-decreasing owners, so each owner's ghosts are one slice
         boundaries = torch.tensor(offsets[1:], dtype=torch.int64)
         owner = torch.searchsorted(boundaries, ghosts, right=True)
         owners, per_owner = torch.unique_consecutive(owner, return_counts=True)
         recv, start = [], 0
-        for q, c in zip(owners.tolist(), per_owner.tolist()):
+        for q, c in zip(owners.tolist(), per_owner.tolist(), strict=True):
             recv.append((q, start, start + c))
             start += c
         wanted = [0] * size
@@ -231,9 +233,7 @@ class DistributedPattern(SparsePattern):
         assert self.exchange is not None and self.ghosts is not None
         k = X.shape[1]
         received = np.empty((self.ghosts.numel(), k), dtype=_numpy_dtype(X.dtype))
-        requests = [
-            self.comm.Irecv(received[a:b], source=q, tag=_TAG_GHOSTS) for q, a, b in self.exchange.recv
-        ]
+        requests = [self.comm.Irecv(received[a:b], source=q, tag=_TAG_GHOSTS) for q, a, b in self.exchange.recv]
         local = X.detach().numpy()
         outgoing = []
         for r, rows in self.exchange.send:
@@ -257,14 +257,16 @@ class DistributedPattern(SparsePattern):
         incoming = [np.empty((rows.numel(), k), dtype=ghost_part.dtype) for _, rows in self.exchange.send]
         requests = [
             self.comm.Irecv(buffer, source=r, tag=_TAG_CONTRIBUTIONS)
-            for buffer, (r, _) in zip(incoming, self.exchange.send)
+            for buffer, (r, _) in zip(incoming, self.exchange.send, strict=True)
         ]
         for q, a, b in self.exchange.recv:
             block = np.ascontiguousarray(ghost_part[a:b])
             requests.append(self.comm.Isend(block, dest=q, tag=_TAG_CONTRIBUTIONS))
             self.traffic.add(bytes_sent=block.nbytes, messages=1)
         MPI.Request.Waitall(requests)
-        for buffer, (_, rows) in zip(incoming, self.exchange.send):  # in rank order: the same sum on every run
+        for buffer, (_, rows) in zip(
+            incoming, self.exchange.send, strict=True
+        ):  # in rank order: the same sum on every run
             own.index_add_(0, rows, torch.from_numpy(buffer))
         return own
 

@@ -101,16 +101,19 @@ for name, method, options in cases:
             results = {p: solve_on(comms[p], D, B, G, layout, method, options) for p in sizes}
             one, all_rows, _ = results[1]
             for p, (got, rows, info) in results.items():
-                for what, mine, dense, single in zip(("X", "dL/dB", "dL/dA"), got, reference, one):
+                for what, mine, dense, single in zip(("X", "dL/dB", "dL/dA"), got, reference, one, strict=True):
                     if not relative(mine, dense[rows]) < 1e-8:
-                        failures.append(f"rank {rank}, {p} rank(s): {label}: {what} off dense by {relative(mine, dense[rows]):.1e}")
+                        error = relative(mine, dense[rows])
+                        failures.append(f"rank {rank}, {p} rank(s): {label}: {what} off dense by {error:.1e}")
                     if not relative(mine, single[rows]) < 1e-10:
-                        failures.append(f"rank {rank}, {p} rank(s): {label}: {what} off 1-rank by {relative(mine, single[rows]):.1e}")
+                        error = relative(mine, single[rows])
+                        failures.append(f"rank {rank}, {p} rank(s): {label}: {what} off 1-rank by {error:.1e}")
                 if not info.converged or (info.backward is not None and not info.backward.converged):
                     failures.append(f"rank {rank}, {p} rank(s): {label}: not converged ({info.message})")
             count += 1
 
-# hypre on a nonsymmetric A: the forward solve is right; the backward is refused on every rank, typed, with an alternative
+# hypre on a nonsymmetric A: the forward solve is right; the backward is refused on every rank, typed, naming
+# alternatives
 comm = comms[sizes[-1]]
 D = matrices["convection-diffusion"]
 rows = block_rows(D.shape[0], comm)
@@ -122,7 +125,7 @@ if not relative(X.detach(), torch.linalg.solve(D, B)[rows]) < 1e-8:
 try:
     X.sum().backward()
     failures.append(f"rank {rank}: hypre's transpose solve on a nonsymmetric A was not refused")
-except Exception as error:  # noqa: BLE001 — the check names whatever was raised
+except Exception as error:
     typed = type(error).__name__ == "InvalidOptionError" and getattr(error, "option", None) == "pc"
     if not (typed and "pc='gamg'" in str(error) and "not symmetric" in str(error)):
         failures.append(f"rank {rank}: hypre refusal is {type(error).__name__}: {error}")
@@ -153,7 +156,9 @@ for what, operation in operations.items():
     operation()
     sent = distributed.TRAFFIC - before
     if sent.bytes_sent != expected[what] or sent.reduced != 0:
-        failures.append(f"rank {rank}: {what} sent {sent.bytes_sent} bytes, expected {expected[what]} ({ghosts} ghosts)")
+        failures.append(
+            f"rank {rank}: {what} sent {sent.bytes_sent} bytes, expected {expected[what]} ({ghosts} ghosts)"
+        )
 before = distributed.TRAFFIC.snapshot()
 pattern.column_norms(X[rows])
 if (distributed.TRAFFIC - before).reduced != 2 * k or (distributed.TRAFFIC - before).bytes_sent != 0:

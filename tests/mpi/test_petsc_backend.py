@@ -56,7 +56,10 @@ CASES = [  # matrix, method, pc, how the transpose solve is done
     ("poisson", "cg", "gamg", "transpose"),
     ("poisson", "cg", "hypre", "symmetric"),  # BoomerAMG's transposed cycle is not its transpose; A = Aᵀ
 ]
-MATRICES = {"convection-diffusion": lambda: convection_diffusion_2d(6).to_dense(), "poisson": lambda: poisson_2d(6).to_dense()}
+MATRICES = {
+    "convection-diffusion": lambda: convection_diffusion_2d(6).to_dense(),
+    "poisson": lambda: poisson_2d(6).to_dense(),
+}
 
 
 @pytest.mark.parametrize("layout", ["coo", "csr"])
@@ -70,7 +73,7 @@ def test_amg_and_friends_in_both_directions(matrix, method, pc, mode, layout, k)
     G = torch.randn(B.shape, generator=generator, dtype=torch.float64)
     assert BACKEND.prepare(layout_of(D, "csr"), method, options(pc=pc, petsc_options=None)).transpose == mode
     got, info = solve_and_differentiate(D, B, G, layout, method=method, pc=pc, rtol=1e-12)
-    for what, mine, want in zip(("X", "dL/dB", "dL/dA"), got, dense_gradients(D, B, G)):
+    for what, mine, want in zip(("X", "dL/dB", "dL/dA"), got, dense_gradients(D, B, G), strict=True):
         torch.testing.assert_close(mine, want, rtol=1e-8, atol=1e-9, msg=f"{what} of {method}+{pc}")
     assert info.converged and info.backward is not None and info.backward.converged
 

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from tsgu_core import Availability, BackendReport, MethodSpec, SingularMatrixError, SolveOptions
+
 try:
     from tsgu_core.errors import InvalidOptionError
 except ImportError:  # TEMPORARY until the core's typed option errors are merged
@@ -38,6 +39,7 @@ except ImportError:  # TEMPORARY until the core's typed option errors are merged
         def __init__(self, message: str, *, option: str = ""):
             super().__init__(message)
             self.option = option
+
 
 __all__ = ["PetscBackend"]
 
