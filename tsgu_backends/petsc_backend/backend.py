@@ -150,9 +150,13 @@ class PetscBackend:
             if comm.Get_size() > 1:
                 pc.setFactorSolverType("mumps")
         else:  # CG and MINRES need an SPD preconditioner; PETSc's default (ILU) is not symmetric
-            pc.setType(pc_type or {"cg": "jacobi", "minres": "none"}.get(method, pc.getType()))
-            if pc_type == "hypre":
-                pc.setHYPREType("boomeramg")
+            try:
+                pc.setType(pc_type or {"cg": "jacobi", "minres": "none"}.get(method, pc.getType()))
+                if pc_type == "hypre":
+                    pc.setHYPREType("boomeramg")
+            except PETSc.Error as error:  # e.g. a PETSc built without hypre
+                first = str(error).splitlines()[0]
+                raise InvalidOptionError(f"this PETSc cannot make pc={pc_type!r} ({first})", option="pc") from error
         if method != "lu":  # (the core gives direct methods rtol = atol = 0)
             ksp.setTolerances(rtol=options.rtol, atol=options.atol, max_it=options.maxiter)
             if method in ("gmres", "bcgs", "cg"):  # stop on the true residual's norm where PETSc can
