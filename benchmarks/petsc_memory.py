@@ -107,6 +107,16 @@ class PetscCounters:
         }
 
 
+def pattern_bytes(pattern) -> int:
+    """Bytes of the index tensors a DistributedPattern holds (with its transpose, built by a backward pass)."""
+    import torch
+
+    held = [t for t in vars(pattern).values() if isinstance(t, torch.Tensor)]
+    held += [rows for _, rows in pattern.exchange.send]
+    held += list(pattern._local_transposed)
+    return sum(t.numel() * t.element_size() for t in held)
+
+
 def peak_mb() -> float:
     import resource
 
@@ -145,6 +155,7 @@ def worker(dim: int, side: int, pc: str, out: str) -> None:
         A_local, "cg", SolveOptions(rtol=1e-11, atol=0.0, maxiter=10000, extra={"pc": pc, "petsc_options": None}), comm
     )
     setup = {key: petsc.read()[key] - before[key] for key in before}
+    matrix_mb = state.matrix.getInfo()["memory"] / 1e6  # PETSc's AIJ storage of this rank's rows
     state.ksp.destroy()
     state.matrix.destroy()
 
@@ -169,6 +180,8 @@ def worker(dim: int, side: int, pc: str, out: str) -> None:
         "tsgu_forward_bytes": (t1 - t0).bytes_sent, "tsgu_backward_bytes": (t2 - t1).bytes_sent,
         "tsgu_forward_reduced": (t1 - t0).reduced, "tsgu_backward_reduced": (t2 - t1).reduced,
         "old_gather_bytes": (n - n_local) * 8,
+        "pattern_mb": pattern_bytes(pattern) / 1e6,
+        "petsc_matrix_mb": matrix_mb,
         "peak_mb_baseline": baseline, "built_mb": built - baseline,
         "forward_mb": after_forward - baseline, "backward_mb": after_backward - baseline,
     }  # fmt: skip
@@ -246,7 +259,8 @@ def summary_line(row: dict) -> str:
 COLUMNS = (
     "dim | box | pc | ranks | rows/rank | nnz/rank | ghosts | neighbours | iterations fwd/bwd | PETSc setup KB | "
     "PETSc fwd KB | PETSc bwd KB | PETSc allreduces fwd/bwd | tsgu fwd KB | tsgu bwd KB | "
-    "tsgu reduced numbers fwd/bwd | old gather KB | peak MB built/fwd/bwd | max diff vs 1 rank"
+    "tsgu reduced numbers fwd/bwd | old gather KB | tsgu pattern MB | PETSc matrix MB | peak MB built/fwd/bwd | "
+    "max diff vs 1 rank"
 )
 
 
@@ -260,8 +274,11 @@ def table(rows: list[dict], quick: bool) -> str:
         "side, float64, one thread per rank, ranks oversubscribed on a 2-core machine (no times). The rank "
         "with the most ghosts is shown; bytes are what that rank sent. PETSc forward excludes its set-up, "
         "shown apart. `old gather`: what the former whole-vector `Allgatherv` moved into each rank per "
-        "exchange, (n − n_local)·8. `peak MB`: the largest rank's peak RSS above its baseline after imports "
-        f"(baseline ≈ {baseline:.0f} MB: Python, torch, PETSc).",
+        "exchange, (n − n_local)·8. `tsgu pattern MB`: the index tensors of the rank's DistributedPattern "
+        "(with the transpose it builds for a backward pass). `PETSc matrix MB`: its AIJ storage (MatInfo). "
+        "`peak MB`: the largest rank's peak RSS above its baseline after imports (baseline ≈ "
+        f"{baseline:.0f} MB: Python, torch, PETSc) once its rows are built (with the construction's transient "
+        "COO → CSR copies), after the forward solve (with PETSc's set-up) and after the backward.",
         "",
         f"| {COLUMNS} |",
         "|" + "---|" * (COLUMNS.count("|") + 1),
@@ -277,6 +294,7 @@ def table(rows: list[dict], quick: bool) -> str:
             f"{r['petsc_forward_allreduces']:.0f}/{r['petsc_backward_allreduces']:.0f}",
             f"{kb['tsgu_forward_bytes']:.2f}", f"{kb['tsgu_backward_bytes']:.2f}",
             f"{r['tsgu_forward_reduced']}/{r['tsgu_backward_reduced']}", f"{kb['old_gather_bytes']:.0f}",
+            f"{r['pattern_mb']:.2f}", f"{r['petsc_matrix_mb']:.2f}",
             "/".join(f"{p:.0f}" for p in peak), f"{row['match_1rank']:.0e}",
         ]  # fmt: skip
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
