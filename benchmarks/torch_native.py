@@ -27,8 +27,8 @@ import scipy.sparse.linalg as spla  # noqa: E402
 import torch  # noqa: E402
 
 from tsgu_core import get_backend, solve  # noqa: E402
+from tsgu_core.options import resolve_options  # noqa: E402
 from tsgu_core.testing import poisson_2d  # noqa: E402
-from tsgu_core.validate import resolve_options  # noqa: E402
 
 
 def main() -> None:
@@ -62,7 +62,7 @@ def main() -> None:
 
     def backend_only(rhs: torch.Tensor, key: str) -> None:
         spec = backend.methods["cg"]
-        options, _ = resolve_options(spec, "torch", {"rtol": rtol}, rhs.reshape(n, -1))
+        options = resolve_options(spec, "torch", {"rtol": rtol}, n, rhs.dtype)
         state = backend.prepare(A, "cg", options)
         _, report = backend.solve(state, rhs.reshape(n, -1), transpose=False)
         iterations[key] = report.iterations

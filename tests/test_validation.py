@@ -83,7 +83,7 @@ def test_non_finite_input(A, b, where, bad, counting_backend):
 
 
 def test_unknown_option_lists_accepted(A, b):
-    with pytest.raises(errors.UnknownOptionError, match="accepted: .*rtol") as caught:
+    with pytest.raises(errors.UnknownOptionError, match="accepted options:\n  rtol: ") as caught:
         tsgu_core.solve(A, b, backend="torch", method="gmres", tol=1e-3)
     assert caught.value.unknown == ("tol",) and "restart" in caught.value.accepted
     assert isinstance(caught.value, TypeError)

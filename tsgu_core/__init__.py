@@ -10,11 +10,14 @@ from tsgu_core.autograd import SparseSolveFunction
 from tsgu_core.distributed import solve_distributed
 from tsgu_core.errors import (
     BackendContractError,
+    BackendError,
     BackendUnavailableError,
     ConvergenceError,
     ConvergenceWarning,
     DeviceMismatchError,
     DtypeMismatchError,
+    InvalidArgumentError,
+    InvalidOptionError,
     LayoutError,
     NonFiniteError,
     PluginLoadError,
@@ -34,11 +37,14 @@ from tsgu_core.factorize import Factorization, factorize
 from tsgu_core.hookspecs import hookimpl, hookspec
 from tsgu_core.info import SolveInfo
 from tsgu_core.lstsq import lstsq
+from tsgu_core.pattern import SparsePattern
 from tsgu_core.protocol import (
     COMMON_ITERATIVE_OPTIONS,
     Availability,
     BackendReport,
+    DistributedBackend,
     MethodSpec,
+    Option,
     SolveOptions,
     SolverBackend,
 )
@@ -62,17 +68,22 @@ __all__ = [
     "Availability",
     "BackendContractError",
     "BackendEntry",
+    "BackendError",
     "BackendReport",
     "BackendUnavailableError",
     "BrokenPlugin",
     "ConvergenceError",
     "ConvergenceWarning",
     "DeviceMismatchError",
+    "DistributedBackend",
     "DtypeMismatchError",
     "Factorization",
+    "InvalidArgumentError",
+    "InvalidOptionError",
     "LayoutError",
     "MethodSpec",
     "NonFiniteError",
+    "Option",
     "PluginLoadError",
     "SecondDerivativeError",
     "Selection",
@@ -82,6 +93,7 @@ __all__ = [
     "SolveInfo",
     "SolveOptions",
     "SolverBackend",
+    "SparsePattern",
     "SparseSolveFunction",
     "StaleFactorizationError",
     "StructureError",

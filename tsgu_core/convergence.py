@@ -16,6 +16,8 @@ as is (``"ignore"``). A singular matrix always raises
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 
 import torch
@@ -28,7 +30,9 @@ from tsgu_core.protocol import BackendReport, MethodSpec, SolveOptions
 __all__ = ["assess"]
 
 
-def _remedy(spec: MethodSpec, options: SolveOptions, dtype: torch.dtype, iterations: int | None) -> str:
+def _remedy(
+    spec: MethodSpec, options: SolveOptions, dtype: torch.dtype, iterations: int | None, on_failure: str
+) -> str:
     hints = []
     if options.rtol is not None and options.rtol < 100 * torch.finfo(dtype).eps:
         hints.append(f"rtol={options.rtol:g} is below what {dtype} can reach; use float64 or a larger rtol")
@@ -39,8 +43,28 @@ def _remedy(spec: MethodSpec, options: SolveOptions, dtype: torch.dtype, iterati
     if iterations is not None and options.maxiter is not None and iterations >= options.maxiter:
         hints.append(f"raise maxiter (it was {options.maxiter})")
     hints.append("use a preconditioner, loosen rtol/atol, or a direct method")
-    hints.append("pass on_failure='warn' or 'ignore' to get the unconverged result anyway")
+    if on_failure == "raise":
+        hints.append("pass on_failure='warn' or 'ignore' to get the unconverged result anyway")
     return "; ".join(hints)
+
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_INTERNAL = tuple(
+    path + os.sep
+    for path in (
+        os.path.dirname(torch.__file__),
+        os.path.join(_ROOT, "tsgu_core"),
+        os.path.join(_ROOT, "tsgu_backends"),
+    )
+)
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside tsgu and torch: the user's line."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_INTERNAL):
+        frame, level = frame.f_back, level + 1  # type: ignore[assignment]
+    return level
 
 
 def assess(
@@ -83,10 +107,19 @@ def assess(
                 "so A is singular (or numerically so); check A for empty rows/columns or dependent rows"
             )
         return SolveInfo(
-            backend, spec.name, "direct", transpose, None, residuals, None, True, wall_time, report.message, batch
+            backend=backend,
+            method=spec.name,
+            kind="direct",
+            transpose=transpose,
+            iterations=None,
+            residuals=residuals,
+            thresholds=None,
+            converged=True,
+            wall_time=wall_time,
+            message=report.message,
+            batch=batch,
         )
 
-    assert options.rtol is not None and options.atol is not None
     with torch.no_grad():
         limit = torch.clamp(options.rtol * b_norm, min=options.atol)
         ok = (r_norm <= limit) & torch.isfinite(r_norm)
@@ -95,17 +128,17 @@ def assess(
             float(t) for t in torch.where(b_norm > 0, limit / torch.where(b_norm > 0, b_norm, 1), limit).cpu()
         )
     info = SolveInfo(
-        backend,
-        spec.name,
-        "iterative",
-        transpose,
-        report.iterations,
-        residuals,
-        thresholds,
-        not failed and finite,
-        wall_time,
-        report.message,
-        batch,
+        backend=backend,
+        method=spec.name,
+        kind="iterative",
+        transpose=transpose,
+        iterations=report.iterations,
+        residuals=residuals,
+        thresholds=thresholds,
+        converged=not failed and finite,
+        wall_time=wall_time,
+        message=report.message,
+        batch=batch,
     )
     if info.converged or on_failure == "ignore":
         return info
@@ -116,10 +149,10 @@ def assess(
         f"{f' after {report.iterations} iteration(s)' if report.iterations is not None else ''}; "
         f"true relative residual {shown}{more}"
         f"{'; backend says: ' + report.message if report.message else ''}. "
-        f"Remedy: {_remedy(spec, options, X.dtype, report.iterations)}"
+        f"Remedy: {_remedy(spec, options, X.dtype, report.iterations, on_failure)}"
     )
     if on_failure == "warn":
-        warnings.warn(message, ConvergenceWarning, stacklevel=4)
+        warnings.warn(message, ConvergenceWarning, stacklevel=_caller_stacklevel())
         return info
     raise ConvergenceError(
         message,

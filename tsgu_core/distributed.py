@@ -24,13 +24,12 @@ from typing import Any
 
 import torch
 
-from tsgu_core.autograd import InfoSink, PreparedSolve, SparseSolveFunction, SparseValues
 from tsgu_core.errors import SecondDerivativeError, ShapeError, UnsupportedDeviceError
 from tsgu_core.info import SolveInfo
 from tsgu_core.pattern import SparsePattern
-from tsgu_core.protocol import SolverBackend
-from tsgu_core.select import select
-from tsgu_core.validate import FLOAT_DTYPES, check_finite, check_on_failure, resolve_method_options
+from tsgu_core.pipeline import as_columns, execute, matrix_values, plan
+from tsgu_core.protocol import DistributedBackend, SolverBackend
+from tsgu_core.validate import check_rhs
 
 __all__ = ["TRAFFIC", "DistributedPattern", "Traffic", "solve_distributed"]
 
@@ -377,7 +376,7 @@ def solve_distributed(
     B_local: torch.Tensor,
     *,
     comm: Any = None,
-    backend: str | SolverBackend | None = "petsc",
+    backend: str | SolverBackend | None = None,
     method: str | None = None,
     return_info: bool = False,
     on_failure: str = "raise",
@@ -401,8 +400,9 @@ def solve_distributed(
     comm : mpi4py communicator, optional
         Default ``MPI.COMM_WORLD``.
     backend, method, return_info, on_failure, **options
-        As for :func:`tsgu_core.solve`; the backend must support distributed
-        solves (``prepare_distributed``), e.g. ``"petsc"``.
+        As for :func:`tsgu_core.solve`. Only backends implementing
+        :class:`~tsgu_core.protocol.DistributedBackend` are considered
+        (default: the highest-priority available one, e.g. ``"petsc"``).
 
     Examples
     --------
@@ -417,42 +417,34 @@ def solve_distributed(
         from mpi4py import MPI
 
         comm = MPI.COMM_WORLD
-    check_on_failure(on_failure)
-    if not isinstance(A_local, torch.Tensor) or A_local.layout not in (torch.sparse_coo, torch.sparse_csr):
-        raise TypeError("A_local must be this process's rows as a sparse COO or CSR tensor")
-    if A_local.dim() != 2 or A_local.dtype not in FLOAT_DTYPES:
-        raise ShapeError(
-            f"A_local must be a 2-D float32/float64 sparse tensor, got {tuple(A_local.shape)} {A_local.dtype}"
-        )
-    if A_local.device.type != "cpu":
+    detached, values = matrix_values(A_local, any_shape=True)
+    if detached.device.type != "cpu":
         raise UnsupportedDeviceError("distributed solves take CPU tensors (each process's MPI buffers)")
-    if A_local.layout == torch.sparse_coo and not A_local.is_coalesced():
-        A_local = A_local.coalesce()
-    n_local, n = A_local.shape
-    if sum(comm.allgather(n_local)) != n:
-        raise ShapeError(
-            f"the processes' row blocks add up to {sum(comm.allgather(n_local))} rows, but A has {n} columns"
-        )
-    if not isinstance(B_local, torch.Tensor) or B_local.dim() not in (1, 2) or B_local.shape[0] != n_local:
-        raise ShapeError(f"B_local must have shape ({n_local},) or ({n_local}, k)")
-    if B_local.dtype != A_local.dtype:
-        raise TypeError(f"B_local has dtype {B_local.dtype} but A_local has {A_local.dtype}")
-    values = SparseValues.apply(A_local) if A_local.requires_grad else A_local.detach().values()
-    check_finite(A=values.detach(), B=B_local.detach())
+    n_local, n = detached.shape
+    total = sum(comm.allgather(n_local))
+    if total != n:
+        raise ShapeError(f"the processes' row blocks add up to {total} rows, but A has {n} columns")
+    check_rhs(B_local, detached, "B_local")
+    the_plan = plan(
+        backend,
+        method,
+        device_type="cpu",
+        n=n,
+        dtype=detached.dtype,
+        options=options,
+        on_failure=on_failure,
+        capability="distributed",
+    )
+    chosen = the_plan.backend
+    assert isinstance(chosen, DistributedBackend)  # ensured by the selection's capability
+    spec, solve_options = the_plan.spec, the_plan.options
+    pattern = DistributedPattern.of(detached, comm)  # collective: the ghost exchange, once per pattern
 
-    selection = select(backend, "cpu", method)
-    chosen = selection.entry.backend
-    prepare = getattr(chosen, "prepare_distributed", None)
-    if prepare is None:
-        raise TypeError(f"backend {chosen.name!r} does not support distributed solves (no prepare_distributed)")
-    spec = chosen.methods[selection.method]
-    solve_options = resolve_method_options(spec, chosen.name, options, n, A_local.dtype)
-    B2 = B_local if B_local.dim() == 2 else B_local.unsqueeze(-1)
-    pattern = DistributedPattern.of(A_local.detach(), comm)
-    state = prepare(A_local.detach(), spec.name, solve_options, comm)
-    prepared = PreparedSolve(chosen, spec, solve_options, state, pattern, on_failure)
-    sink = InfoSink()
-    X2 = SparseSolveFunction.apply(values, B2, prepared, False, None, sink)
-    assert sink.info is not None
-    X = X2 if B_local.dim() == 2 else X2.squeeze(-1)
-    return (X, sink.info) if return_info else X
+    def prepare() -> Any:
+        return the_plan.prepare(
+            detached, pattern=pattern, prepare=lambda A: chosen.prepare_distributed(A, spec.name, solve_options, comm)
+        )
+
+    Bk, restore = as_columns(B_local, 2)
+    X, info = execute(the_plan, prepare, values, Bk, x0=options.get("x0"))
+    return (restore(X), info) if return_info else restore(X)

@@ -14,11 +14,14 @@ from collections.abc import Sequence
 
 __all__ = [
     "BackendContractError",
+    "BackendError",
     "BackendUnavailableError",
     "ConvergenceError",
     "ConvergenceWarning",
     "DeviceMismatchError",
     "DtypeMismatchError",
+    "InvalidArgumentError",
+    "InvalidOptionError",
     "LayoutError",
     "NonFiniteError",
     "PluginLoadError",
@@ -65,6 +68,27 @@ class StructureError(TsguError, ValueError):
 
 class NonFiniteError(TsguError, ValueError):
     """``A`` or ``B`` contains NaN or infinity."""
+
+
+class InvalidArgumentError(TsguError, ValueError, TypeError):
+    """An argument of a tsgu function has a value or type it cannot use (e.g. ``on_failure="maybe"``).
+
+    Derives from both ``ValueError`` and ``TypeError``, so either ``except`` clause catches it.
+    """
+
+
+class InvalidOptionError(InvalidArgumentError):
+    """A method option has a value or type the method cannot use.
+
+    Attributes
+    ----------
+    option : str
+        The option's name.
+    """
+
+    def __init__(self, message: str, *, option: str = ""):
+        super().__init__(message)
+        self.option = option
 
 
 class UnknownOptionError(TsguError, TypeError):
@@ -147,6 +171,23 @@ class BackendUnavailableError(TsguError, RuntimeError):
 
 class BackendContractError(TsguError, RuntimeError):
     """A backend returned something the protocol does not allow (a plugin bug)."""
+
+
+class BackendError(TsguError, RuntimeError):
+    """A backend's ``prepare`` or ``solve`` raised an exception tsgu did not expect (a plugin failure).
+
+    The original exception is chained (``raise ... from``) and kept as ``__cause__``.
+
+    Attributes
+    ----------
+    backend, method : str
+        Where it happened.
+    """
+
+    def __init__(self, message: str, *, backend: str, method: str):
+        super().__init__(message)
+        self.backend = backend
+        self.method = method
 
 
 class PluginLoadError(TsguError, ImportError):

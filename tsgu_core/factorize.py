@@ -6,19 +6,13 @@ from typing import Any
 
 import torch
 
-from tsgu_core.autograd import InfoSink, PreparedSolve, SparseSolveFunction, SparseValues
-from tsgu_core.errors import StaleFactorizationError
+from tsgu_core.errors import InvalidArgumentError, StaleFactorizationError
 from tsgu_core.info import SolveInfo
+from tsgu_core.pipeline import Plan, as_columns, execute, matrix_values, plan
+from tsgu_core.prepared import PreparedSolve
 from tsgu_core.protocol import SolverBackend
-from tsgu_core.select import Selection, select
-from tsgu_core.validate import (
-    check_finite,
-    check_matrix,
-    check_on_failure,
-    check_rhs,
-    check_x0,
-    resolve_method_options,
-)
+from tsgu_core.select import Selection
+from tsgu_core.validate import check_rhs
 
 __all__ = ["Factorization", "factorize"]
 
@@ -49,12 +43,17 @@ class Factorization:
         Seconds the backend spent in ``prepare``.
     """
 
-    def __init__(self, A: torch.Tensor, selection: Selection, prepared: PreparedSolve | None):
+    def __init__(self, A: torch.Tensor, the_plan: Plan, prepared: PreparedSolve | None):
         self._source = A
         self._snapshot = tuple(part.detach().clone() for part in _raw_parts(A))
-        self.selection = selection
+        self._plan = the_plan
         self._prepared = prepared
         self.prepare_time = prepared.prepare_time if prepared is not None else 0.0
+
+    @property
+    def selection(self) -> Selection:
+        """The backend and method, and why."""
+        return self._plan.selection
 
     @property
     def backend(self) -> str:
@@ -107,26 +106,16 @@ class Factorization:
             If ``A`` changed since :func:`factorize`.
         """
         self._check_unchanged()
-        A = self._source
-        check_rhs(B, A)
-        check_finite(B=B.detach())
-        B2 = B if B.dim() == 2 else B.unsqueeze(-1)
-        spec = self.selection.entry.backend.methods[self.method]
-        if x0 is not None and spec.kind == "direct":
-            raise TypeError(f"x0 is an option of iterative methods; {self.method!r} is direct")
-        x0_checked = None if x0 is None else check_x0(x0, B2)
-        source = A.coalesce() if A.layout == torch.sparse_coo and not A.is_coalesced() else A
-        values = SparseValues.apply(source) if source.requires_grad else source.detach().values()
-        if self._prepared is None or B2.shape[1] == 0:
-            X2 = B2 * 0 + values.sum() * 0
-            info = SolveInfo(self.backend, self.method, spec.kind, transpose, None, (), None, True, 0.0)
-        else:
-            sink = InfoSink()
-            X2 = SparseSolveFunction.apply(values, B2, self._prepared, transpose, x0_checked, sink)
-            assert sink.info is not None
-            info = sink.info
-        X = X2 if B.dim() == 2 else X2.squeeze(-1)
-        return (X, info) if return_info else X
+        if not isinstance(transpose, bool):
+            raise InvalidArgumentError(f"transpose must be a bool, got {transpose!r}")
+        if x0 is not None and self._plan.spec.kind == "direct":
+            raise InvalidArgumentError(f"x0 is an option of iterative methods; {self.method!r} is direct")
+        detached, values = matrix_values(self._source)
+        check_rhs(B, detached)
+        Bk, restore = as_columns(B, 2)
+        prepared = self._prepared or (lambda: self._plan.prepare(detached))
+        X, info = execute(self._plan, prepared, values, Bk, transpose=transpose, x0=x0)
+        return (restore(X), info) if return_info else restore(X)
 
 
 def factorize(
@@ -171,19 +160,18 @@ def factorize(
     >>> A.grad.layout
     torch.sparse_csr
     """
-    check_matrix(A)
-    check_on_failure(on_failure)
     if "x0" in options:
-        raise TypeError("x0 is an initial guess for one solve: pass it to handle.solve(B, x0=...), not factorize()")
-    selection = select(backend, A.device.type, method)
-    chosen = selection.entry.backend
-    spec = chosen.methods[selection.method]
-    n = A.shape[0]
-    solve_options = resolve_method_options(spec, chosen.name, options, n, A.dtype)
-    detached = A.detach()
-    if detached.layout == torch.sparse_coo and not detached.is_coalesced():
-        detached = detached.coalesce()
-    check_finite(A=detached.values())
-    if n == 0:
-        return Factorization(A, selection, None)
-    return Factorization(A, selection, PreparedSolve.of(chosen, spec, detached, solve_options, on_failure))
+        raise InvalidArgumentError(
+            "x0 is an initial guess for one solve: pass it to handle.solve(B, x0=...), not factorize()"
+        )
+    detached, _ = matrix_values(A)
+    the_plan = plan(
+        backend,
+        method,
+        device_type=A.device.type,
+        n=A.shape[0],
+        dtype=A.dtype,
+        options=options,
+        on_failure=on_failure,
+    )
+    return Factorization(A, the_plan, the_plan.prepare(detached) if A.shape[0] else None)

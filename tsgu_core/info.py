@@ -7,9 +7,9 @@ from dataclasses import dataclass
 __all__ = ["SolveInfo"]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SolveInfo:
-    """The record of one solve (``solve(..., return_info=True)``).
+    """The record of one solve (``solve(..., return_info=True)``), built with keywords only.
 
     Attributes
     ----------

@@ -25,19 +25,11 @@ from typing import Any, Literal, overload
 
 import torch
 
-from tsgu_core.autograd import InfoSink, PreparedSolve, SparseSolveFunction, SparseValues
 from tsgu_core.info import SolveInfo
 from tsgu_core.pattern import SparsePattern
+from tsgu_core.pipeline import as_columns, execute, matrix_values, plan
 from tsgu_core.protocol import SolverBackend
-from tsgu_core.select import select
-from tsgu_core.validate import (
-    check_finite,
-    check_matrix,
-    check_on_failure,
-    check_rhs,
-    check_x0,
-    resolve_method_options,
-)
+from tsgu_core.validate import check_rhs, check_x0
 
 __all__ = ["lstsq"]
 
@@ -132,41 +124,29 @@ def lstsq(
     >>> torch.allclose(x, torch.linalg.lstsq(A.to_dense(), b.unsqueeze(1)).solution.squeeze(1))
     True
     """
-    check_matrix(A, tall=True)
-    check_on_failure(on_failure)
-    m, n = A.shape
-    if A.layout == torch.sparse_coo and not A.is_coalesced():
-        A = A.coalesce()
-    values = SparseValues.apply(A) if A.requires_grad else A.detach().values()
-    detached = A.detach()
+    detached, values = matrix_values(A, tall=True)
+    m, n = detached.shape
     check_rhs(B, detached)
-    check_finite(A=values.detach(), B=B.detach())
-
-    selection = select(backend, A.device.type, method, "lstsq")
-    chosen = selection.entry.backend
-    spec = chosen.methods[selection.method]
-    solve_options = resolve_method_options(spec, chosen.name, options, m + n, A.dtype)
-    B2 = B if B.dim() == 2 else B.unsqueeze(-1)
-    k = B2.shape[1]
-    Z = torch.cat([B2, B2.new_zeros(n, k)])
+    the_plan = plan(
+        backend,
+        method,
+        device_type=A.device.type,
+        n=m + n,
+        dtype=A.dtype,
+        options=options,
+        on_failure=on_failure,
+        operation="lstsq",
+    )
+    B2, restore = as_columns(B, 2)
+    Z = torch.cat([B2, B2.new_zeros(n, B2.shape[1])])
     z0 = None
-    if options.get("x0") is not None:
-        x0 = check_x0(options["x0"], B2.new_empty(n, k))
-        r0 = B2.detach() - detached @ x0
-        z0 = torch.cat([r0, x0])
-
-    if m == 0 or n == 0 or k == 0:
-        X = B2.new_zeros(n, k) + B2.sum() * 0 + values.sum() * 0
-        info = SolveInfo(chosen.name, spec.name, spec.kind, False, None, (), None, True, 0.0)
-    else:
-        K_values = torch.cat([values.new_ones(m), values, values])
-        prepared = PreparedSolve.of(
-            chosen, spec, detached, solve_options, on_failure, pattern=_augmented_pattern(detached)
-        )
-        sink = InfoSink()
-        solution = SparseSolveFunction.apply(K_values, Z, prepared, False, z0, sink)
-        assert sink.info is not None
-        info = sink.info
-        X = solution[m:]
-    X = X if B.dim() == 2 else X.squeeze(-1)
+    if options.get("x0") is not None:  # an initial X; the augmented system starts from [B − A x0; x0]
+        x0 = check_x0(options["x0"], B2.new_empty(n, B2.shape[1]))
+        z0 = torch.cat([B2.detach() - detached @ x0, x0])
+    if n == 0:  # nothing to solve for; keep the result connected to A and B
+        Z = Z[:0]
+    K_values = torch.cat([values.new_ones(m), values, values])
+    pattern = _augmented_pattern(detached)
+    solution, info = execute(the_plan, lambda: the_plan.prepare(detached, pattern=pattern), K_values, Z, x0=z0)
+    X = restore(solution[m:] if n else B2[:0] * 0 + B2.sum() * 0 + values.sum() * 0)
     return (X, info) if return_info else X

@@ -25,19 +25,49 @@ import torch
 __all__ = ["SparsePattern", "UnitDiagonalPattern"]
 
 
+def _pointers(sorted_index: torch.Tensor, size: int) -> torch.Tensor:
+    """CSR-style pointers (``size + 1``, int64) of a sorted index: where each value's run starts."""
+    pointers = torch.zeros(size + 1, dtype=torch.int64, device=sorted_index.device)
+    pointers[1:] = torch.cumsum(torch.bincount(sorted_index, minlength=size), 0)
+    return pointers
+
+
 @dataclass(frozen=True)
 class SparsePattern:
-    """Row and column index of every stored entry, in ``A.values()`` order.
+    """Where a sparse matrix stores its entries: row and column index of each, in ``values`` order.
+
+    Built by :meth:`of` from a torch COO or CSR tensor (or a batch whose
+    members share one pattern). It holds only dense index tensors and the
+    size, so it can be passed where torch's sparse tensors cannot go
+    (``torch.compile``, ``torch.func``), and it gives backends the index
+    work they all need — CSR arrays in the index dtype they want, the
+    transpose, the diagonal — written once.
+
+    Value order: CSR order, i.e. sorted by row, then column. That is the
+    order of ``A.values()`` for a CSR tensor and of a *coalesced* COO
+    tensor's ``A.values()``; an uncoalesced COO tensor must be coalesced
+    first (``A.coalesce()``, which sums duplicates).
 
     Attributes
     ----------
     row, col : Tensor
         int64 index tensors of length nnz.
     n : int
-        The matrix size.
+        The number of columns (and, for a square matrix, of rows).
     crow : Tensor or None
-        Row pointers when the entries are in CSR order (sorted by row, then
-        column), which enables the fast kernels.
+        int64 row pointers when the entries are in CSR order (always, when
+        built by :meth:`of`), which enables the fast kernels.
+
+    Examples
+    --------
+    >>> import torch
+    >>> A = torch.tensor([[2.0, 0.0], [1.0, 3.0]]).to_sparse_csr()
+    >>> pattern = SparsePattern.of(A)
+    >>> pattern.row.tolist(), pattern.col.tolist(), pattern.nnz
+    ([0, 1, 1], [0, 0, 1], 3)
+    >>> transposed, order = pattern.transposed()
+    >>> transposed.col.tolist(), order.tolist()  # Aᵀ's values are A.values()[order]
+    ([0, 1, 1], [0, 1, 2])
     """
 
     row: torch.Tensor
@@ -47,16 +77,60 @@ class SparsePattern:
 
     @classmethod
     def of(cls, A: torch.Tensor) -> SparsePattern:
-        """The pattern of a coalesced COO or a CSR tensor, in its values' order (CSR order for both)."""
-        n = A.shape[0]
+        """The pattern of a coalesced COO or a CSR tensor, ``(m, n)`` or a shared-pattern batch ``(b, n, n)``.
+
+        A batch gives its members' common pattern (see
+        :func:`tsgu_core.batch.as_shared_pattern_csr`); its values are then
+        ``(b, nnz)`` in this order.
+        """
+        if A.dim() == 3:
+            from tsgu_core.batch import as_shared_pattern_csr
+
+            shared = as_shared_pattern_csr(A)
+            return cls.from_csr(shared.crow_indices()[0], shared.col_indices()[0], A.shape[-1])
         if A.layout == torch.sparse_coo:
             row, col = A._indices().to(torch.int64)
-            crow = torch.zeros(n + 1, dtype=torch.int64, device=A.device)
-            crow[1:] = torch.cumsum(torch.bincount(row, minlength=n), 0)
-            return cls(row, col, n, crow)
-        crow = A.crow_indices().to(torch.int64)
-        row = torch.repeat_interleave(torch.arange(n, device=A.device), crow[1:] - crow[:-1])
-        return cls(row, A.col_indices().to(torch.int64), n, crow)
+            return cls(row, col, A.shape[1], _pointers(row, A.shape[0]))
+        return cls.from_csr(A.crow_indices(), A.col_indices(), A.shape[1])
+
+    @classmethod
+    def from_csr(cls, crow: torch.Tensor, col: torch.Tensor, n: int) -> SparsePattern:
+        """The pattern given by CSR row pointers and column indices (any integer dtype)."""
+        crow = crow.to(torch.int64)
+        rows = crow.numel() - 1
+        row = torch.repeat_interleave(torch.arange(rows, device=crow.device), crow[1:] - crow[:-1])
+        return cls(row, col.to(torch.int64), n, crow)
+
+    @property
+    def nnz(self) -> int:
+        """The number of stored entries."""
+        return self.col.numel()
+
+    @property
+    def rows(self) -> int:
+        """The number of rows (``n`` unless the pattern is of a non-square matrix)."""
+        return self.crow.numel() - 1 if self.crow is not None else self.n
+
+    def csr_indices(self, dtype: torch.dtype = torch.int64) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(crow, col)`` in ``dtype`` (e.g. ``torch.int32`` for faster kernels and for JAX/cuSPARSE)."""
+        assert self.crow is not None, "only a pattern in CSR order has row pointers"
+        return self.crow.to(dtype), self.col.to(dtype)
+
+    def to_csr(self, values: torch.Tensor, index_dtype: torch.dtype = torch.int64) -> torch.Tensor:
+        """A torch CSR tensor with this pattern and ``values`` (shape ``(nnz,)``), sharing ``values``."""
+        crow, col = self.csr_indices(index_dtype)
+        return torch.sparse_csr_tensor(crow, col, values, (self.rows, self.n), check_invariants=False)
+
+    def transposed(self) -> tuple[SparsePattern, torch.Tensor]:
+        """The pattern of ``Aᵀ`` in CSR order, and ``order`` such that ``Aᵀ``'s values are ``values[..., order]``."""
+        crow, col, order = self._transposed
+        return SparsePattern(self.col[order], col, self.rows, crow), order
+
+    def diagonal(self, values: torch.Tensor) -> torch.Tensor:
+        """The diagonal for ``values`` (``(..., nnz)``), dense ``(..., n)``, with zeros where nothing is stored."""
+        on_diagonal = self.row == self.col
+        diagonal = values.new_zeros(*values.shape[:-1], min(self.rows, self.n))
+        return diagonal.index_add(-1, self.row[on_diagonal], values[..., on_diagonal])
 
     def _fast(self, *tensors: torch.Tensor) -> bool:
         """Whether the torch sparse kernels may serve: CSR order, one matrix, no graph being recorded."""
@@ -67,17 +141,11 @@ class SparsePattern:
             and all(t.dim() == 2 for t in tensors)
         )
 
-    def _csr(self, values: torch.Tensor) -> torch.Tensor:
-        assert self.crow is not None
-        return torch.sparse_csr_tensor(self.crow, self.col, values, (self.n, self.n), check_invariants=False)
-
     @cached_property
     def _transposed(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(crow, col, order)`` of ``Aᵀ`` in CSR order: ``Aᵀ``'s values are ``values[order]``."""
-        order = torch.sort(self.col, stable=True).indices
-        crow = torch.zeros(self.n + 1, dtype=torch.int64, device=self.col.device)
-        crow[1:] = torch.cumsum(torch.bincount(self.col, minlength=self.n), 0)
-        return crow, self.row[order], order
+        order = torch.sort(self.col, stable=True).indices  # rows stay sorted within each column
+        return _pointers(self.col, self.n), self.row[order], order
 
     def matmul(self, values: torch.Tensor, X: torch.Tensor, *, transpose: bool = False) -> torch.Tensor:
         """``A @ X`` (or ``Aᵀ @ X``) for ``values`` ``(..., nnz)`` and ``X`` ``(..., n, k)``.
@@ -89,7 +157,7 @@ class SparsePattern:
                 crow, col, order = self._transposed
                 matrix = torch.sparse_csr_tensor(crow, col, values[order], (self.n, self.n), check_invariants=False)
             else:
-                matrix = self._csr(values)
+                matrix = self.to_csr(values)
             return (matrix @ X[:, 0]).unsqueeze(1) if X.shape[1] == 1 else matrix @ X
         source, target = (self.row, self.col) if transpose else (self.col, self.row)
         dim = X.dim() - 2
@@ -107,7 +175,7 @@ class SparsePattern:
     def outer_at_entries(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
         """``(left @ rightᵀ)`` at the stored entries: ``⟨left[row], right[col]⟩``, shape ``(..., nnz)``."""
         if self._fast(left, right) and left.dtype in (torch.float32, torch.float64):
-            pattern = self._csr(torch.zeros(self.col.numel(), dtype=left.dtype, device=left.device))
+            pattern = self.to_csr(torch.zeros(self.col.numel(), dtype=left.dtype, device=left.device))
             return torch.sparse.sampled_addmm(pattern, left, right.T, beta=0.0).values()
         dim = left.dim() - 2
         return (left.index_select(dim, self.row) * right.index_select(dim, self.col)).sum(-1)

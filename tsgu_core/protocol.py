@@ -8,9 +8,9 @@ Rules of the contract
 ---------------------
 * ``prepare(A, method, options)`` is called once per forward solve. ``A`` is a
   detached torch sparse tensor, COO (coalesced) or CSR, 2-D and square, already
-  validated: finite, float32/float64, indices int32/int64, on a device the
-  backend declared. Convert, factorise, build preconditioners here. Only a
-  method declared ``batched`` ever receives a batch: a CSR ``A`` of shape
+  validated: finite, float32/float64, indices int32/int64 and in bounds, on a
+  device the backend declared. Convert, factorise, build preconditioners here.
+  Only a method declared ``batched`` ever receives a batch: a CSR ``A`` of shape
   ``(b, n, n)`` whose members share one pattern, and ``B`` of shape ``(b, n, k)``.
 * ``solve(state, B, *, transpose, x0=None)`` solves ``A X = B`` (or
   ``Aᵀ X = B`` when ``transpose=True``) for a dense ``B`` of shape ``(n, k)``
@@ -18,32 +18,43 @@ Rules of the contract
   and device. It is called for the forward solve and again, with
   ``transpose=True`` and the same state, in the backward pass: a direct
   backend reuses its factorisation, an iterative backend uses ``Aᵀ``.
-* ``options`` holds only options the core has already checked against the
-  method's :class:`MethodSpec`; the common iterative options are resolved to
-  numbers. A backend never receives a gradient, ``ctx`` or a vector ``B``.
-* The core checks the true residual of every iterative solve and raises on
-  failure; a backend only reports what it knows. A direct backend raises
+* ``options`` is a :class:`SolveOptions`: every option the method declares
+  (:class:`Option`), checked and with its default filled in, and for iterative
+  methods the resolved ``rtol``, ``atol`` and ``maxiter``. A backend never
+  re-parses options and never receives a gradient, ``ctx`` or a vector ``B``.
+* The core checks the true residual of every solve and raises on failure; a
+  backend only reports what it knows. A direct backend raises
   :class:`tsgu_core.errors.SingularMatrixError` when its factorisation fails.
+  Any other exception escaping ``prepare``/``solve`` reaches the user wrapped
+  in :class:`tsgu_core.errors.BackendError`, naming backend and method.
 * ``is_available(device_type)`` never raises and never imports a heavy
   library just to answer (check ``importlib.util.find_spec`` first).
+* A backend that can solve systems whose rows are spread over MPI processes
+  also implements :class:`DistributedBackend` (one more method).
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 import torch
+
+from tsgu_core.errors import BackendContractError, InvalidOptionError
 
 __all__ = [
     "COMMON_ITERATIVE_OPTIONS",
     "Assumption",
     "Availability",
     "BackendReport",
+    "DistributedBackend",
     "MethodKind",
     "MethodSpec",
     "Operation",
+    "Option",
     "SolveOptions",
     "SolverBackend",
 ]
@@ -56,12 +67,125 @@ MethodKind = Literal["direct", "iterative"]
 Operation = Literal["solve", "triangular", "lstsq"]
 """What a method computes (see :class:`MethodSpec`)."""
 
-COMMON_ITERATIVE_OPTIONS: Mapping[str, str] = {
-    "rtol": "relative tolerance: stop when ‖b − A x‖ ≤ max(rtol·‖b‖, atol) "
-    "(default 1e-5 for float32, 1e-8 for float64)",
-    "atol": "absolute tolerance (default 0.0)",
-    "maxiter": "maximum number of iterations (default 10·n)",
-    "x0": "initial guess for the forward solve, shaped like B (default zeros)",
+_NO_CHOICES: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option a method accepts: its meaning, type, default and allowed values.
+
+    The core checks every option a user passes against its declaration
+    (:meth:`check`) and fills in the defaults, so a backend reads
+    ``options["name"]`` and never parses options by hand. ``tsgu info`` and
+    :class:`~tsgu_core.errors.UnknownOptionError` print the declarations.
+
+    Parameters
+    ----------
+    doc : str
+        One line describing the option.
+    type : type or tuple of types
+        What a value must be. ``int`` accepts any integral number (NumPy's
+        included) and ``float`` any real number, both returned as Python
+        numbers; ``bool`` is never taken for a number. ``object`` accepts
+        anything (an operator, a callable, a dict).
+    default : object
+        The value used when the option is not passed. ``None`` is always
+        accepted when it is the default ("not set").
+    choices : tuple, optional
+        The only values allowed (e.g. preconditioner names).
+    minimum : float, optional
+        The smallest value allowed, for numbers.
+
+    Examples
+    --------
+    >>> restart = Option("Krylov dimension per cycle", type=int, default=20, minimum=1)
+    >>> restart.check("restart", 30)
+    30
+    >>> restart.check("restart", 0)
+    Traceback (most recent call last):
+    ...
+    tsgu_core.errors.InvalidOptionError: option restart must be ≥ 1, got 0
+    """
+
+    doc: str
+    type: type | tuple[type, ...] = object
+    default: Any = None
+    choices: tuple[Any, ...] | None = None
+    minimum: float | None = None
+
+    @property
+    def type_name(self) -> str:
+        """The accepted type(s) as users read them, e.g. ``"int"`` or ``"str | None"``."""
+        types = self.type if isinstance(self.type, tuple) else (self.type,)
+        names = ["any" if t is object else t.__name__ for t in types]
+        if self.default is None and "any" not in names:
+            names.append("None")
+        return " | ".join(names)
+
+    def describe(self) -> str:
+        """``"doc (type; default ...; one of ...)"`` — one line for errors and ``tsgu info``."""
+        facts = [self.type_name]
+        if "default" not in self.doc:
+            facts.append(f"default {self.default!r}")
+        if self.choices is not None:
+            facts.append("one of " + ", ".join(map(repr, self.choices)))
+        if self.minimum is not None:
+            facts.append(f"≥ {self.minimum:g}")
+        return f"{self.doc} ({'; '.join(facts)})"
+
+    def check(self, name: str, value: Any) -> Any:
+        """``value`` checked against this declaration (numbers normalised), or :class:`InvalidOptionError`."""
+        if value is None and self.default is None:
+            return None
+        types = self.type if isinstance(self.type, tuple) else (self.type,)
+        checked = _coerce(value, types)
+        if checked is _REJECTED:
+            raise InvalidOptionError(
+                f"option {name} must be {self.type_name}, got {value!r} ({type(value).__name__})", option=name
+            )
+        if self.choices is not None and checked not in self.choices:
+            raise InvalidOptionError(f"option {name} must be one of {list(self.choices)}, got {value!r}", option=name)
+        if (
+            self.minimum is not None
+            and isinstance(checked, (int, float))
+            and not (math.isfinite(checked) and checked >= self.minimum)
+        ):
+            raise InvalidOptionError(f"option {name} must be ≥ {self.minimum:g}, got {value!r}", option=name)
+        return checked
+
+
+_REJECTED = object()
+
+
+def _coerce(value: Any, types: tuple[type, ...]) -> Any:
+    """``value`` as the first of ``types`` it fits (ints and floats from any numeric type), else ``_REJECTED``."""
+    for wanted in types:
+        if wanted is object:
+            return value
+        if wanted is bool:
+            if isinstance(value, bool) or (hasattr(value, "dtype") and str(getattr(value, "dtype", "")) == "bool"):
+                return bool(value)
+            continue
+        if isinstance(value, bool):
+            continue
+        if wanted is int and isinstance(value, numbers.Integral):
+            return int(value)
+        if wanted is float and isinstance(value, numbers.Real):
+            return float(value)
+        if wanted not in (int, float) and isinstance(value, wanted):
+            return value
+    return _REJECTED
+
+
+COMMON_ITERATIVE_OPTIONS: Mapping[str, Option] = {
+    "rtol": Option(
+        "relative tolerance: stop when ‖b − A x‖ ≤ max(rtol·‖b‖, atol) (default 1e-5 for float32, 1e-8 for float64)",
+        type=float,
+        minimum=0.0,
+    ),
+    "atol": Option("absolute tolerance", type=float, default=0.0, minimum=0.0),
+    "maxiter": Option("maximum number of iterations (default 10·n)", type=int, minimum=1),
+    "x0": Option("initial guess for the forward solve, shaped like B (default zeros)", type=torch.Tensor),
 }
 """Options every iterative method accepts; the core resolves their defaults."""
 
@@ -80,9 +204,10 @@ class MethodSpec:
     assumes : {"general", "symmetric", "spd"}
         What the method requires of ``A``. Only ``"general"`` methods may be
         a backend's default.
-    options : mapping of str to str
-        Method-specific options beyond the common ones, each with a one-line
-        description (shown in errors and ``tsgu info``).
+    options : mapping of str to Option
+        Method-specific options beyond the common ones, each declared by an
+        :class:`Option` (a plain string is read as ``Option(doc)``: any value,
+        default ``None``).
     summary : str
         One line describing the method.
     batched : bool
@@ -93,7 +218,7 @@ class MethodSpec:
     operation : {"solve", "triangular", "lstsq"}
         ``"solve"`` (default): a square ``A``; used by :func:`tsgu_core.solve`.
         ``"triangular"``: a square triangular ``A``, used by
-        :func:`tsgu_core.triangular_solve`; ``options.extra`` always holds
+        :func:`tsgu_core.triangular_solve`; ``options`` always holds
         ``upper`` and ``unit_diagonal`` (bools; with ``unit_diagonal`` the
         diagonal is not stored and is taken as ones). ``"lstsq"``: a tall
         ``A`` of shape ``(m, n)``, used by :func:`tsgu_core.lstsq`; ``solve``
@@ -110,7 +235,7 @@ class MethodSpec:
     name: str
     kind: MethodKind
     assumes: Assumption
-    options: Mapping[str, str] = field(default_factory=dict)
+    options: Mapping[str, Option] = field(default_factory=dict)
     summary: str = ""
     batched: bool = False
     operation: Operation = "solve"
@@ -118,26 +243,35 @@ class MethodSpec:
 
     def __post_init__(self) -> None:
         if self.kind not in ("direct", "iterative"):
-            raise ValueError(f"MethodSpec {self.name!r}: kind must be 'direct' or 'iterative', got {self.kind!r}")
+            raise BackendContractError(
+                f"MethodSpec {self.name!r}: kind must be 'direct' or 'iterative', got {self.kind!r}"
+            )
         if self.assumes not in ("general", "symmetric", "spd"):
-            raise ValueError(
+            raise BackendContractError(
                 f"MethodSpec {self.name!r}: assumes must be 'general', 'symmetric' or 'spd', got {self.assumes!r}"
             )
         if self.operation not in ("solve", "triangular", "lstsq"):
-            raise ValueError(
+            raise BackendContractError(
                 f"MethodSpec {self.name!r}: operation must be 'solve', 'triangular' or 'lstsq', got {self.operation!r}"
             )
-        clash = set(self.options) & set(COMMON_ITERATIVE_OPTIONS)
+        reserved = set(COMMON_ITERATIVE_OPTIONS) | (
+            {"upper", "unit_diagonal"} if self.operation == "triangular" else set()
+        )
+        clash = set(self.options) & reserved
         if clash:
-            raise ValueError(
-                f"MethodSpec {self.name!r}: options {sorted(clash)} are common options; do not redeclare them"
+            raise BackendContractError(
+                f"MethodSpec {self.name!r}: options {sorted(clash)} are supplied by the core; do not redeclare them"
             )
+        declared = {
+            name: option if isinstance(option, Option) else Option(str(option)) for name, option in self.options.items()
+        }
+        object.__setattr__(self, "options", declared)
 
     @property
-    def accepted_options(self) -> tuple[str, ...]:
-        """Every option name this method accepts, common ones included."""
-        common = tuple(COMMON_ITERATIVE_OPTIONS) if self.kind == "iterative" else ()
-        return common + tuple(self.options)
+    def accepted_options(self) -> Mapping[str, Option]:
+        """Every option this method accepts, the common iterative ones included, with its declaration."""
+        common = dict(COMMON_ITERATIVE_OPTIONS) if self.kind == "iterative" else {}
+        return {**common, **self.options}
 
 
 @dataclass(frozen=True)
@@ -166,17 +300,22 @@ class Availability:
 
 @dataclass(frozen=True)
 class SolveOptions:
-    """Options handed to :meth:`SolverBackend.prepare`, already validated.
+    """Options handed to :meth:`SolverBackend.prepare`, checked and complete.
 
-    For an iterative method ``rtol``, ``atol`` and ``maxiter`` are resolved
-    numbers; for a direct method they are ``None``. ``extra`` holds the
-    method-specific options the user passed (only names the method declared).
+    ``extra`` holds every option the method declares, with its default where
+    the user passed none (read one as ``options["restart"]``). For an
+    iterative method ``rtol``, ``atol`` and ``maxiter`` are the resolved
+    tolerances; a direct method gets ``0.0``, ``0.0`` and ``0`` there and
+    should not read them.
     """
 
-    rtol: float | None = None
-    atol: float | None = None
-    maxiter: int | None = None
+    rtol: float = 0.0
+    atol: float = 0.0
+    maxiter: int = 0
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.extra[name]
 
 
 @dataclass(frozen=True)
@@ -188,7 +327,7 @@ class BackendReport:
     iterations : int or None
         Iterations used (the largest over columns); ``None`` for direct methods.
     converged : bool or None
-        The backend's own verdict, if it has one (JAX has none). The core's
+        The backend's own verdict, if it has one (some libraries report none). The core's
         true-residual check decides regardless.
     message : str
         Anything worth showing a user (e.g. SciPy's ``info`` code).
@@ -199,9 +338,15 @@ class BackendReport:
     message: str = ""
 
 
+StateT = TypeVar("StateT")
+
+
 @runtime_checkable
-class SolverBackend(Protocol):
+class SolverBackend(Protocol, Generic[StateT]):
     """A solver backend: what a plugin registers.
+
+    Generic in the type of its prepared state (``SolverBackend[MyState]``),
+    as lineax's solvers are in theirs.
 
     Attributes
     ----------
@@ -214,9 +359,8 @@ class SolverBackend(Protocol):
     default_method : str
         Used when ``method=None``; must be a ``"general"`` method.
     priority : int
-        Ranks backends for ``backend=None`` on a device: highest available
-        wins, ties broken by name. Built-ins: scipy and cupy 100, torch 50,
-        jax 20.
+        Ranks backends for ``backend=None`` on a device: the highest
+        available wins, ties broken by name (``tsgu info`` shows the values).
     """
 
     @property
@@ -238,17 +382,32 @@ class SolverBackend(Protocol):
         """Whether the backend can run on ``device_type`` now; never raises."""
         ...
 
-    def prepare(self, A: torch.Tensor, method: str, options: SolveOptions) -> Any:
+    def prepare(self, A: torch.Tensor, method: str, options: SolveOptions) -> StateT:
         """Convert/factorise ``A`` once; return an opaque state."""
         ...
 
     def solve(
         self,
-        state: Any,
+        state: StateT,
         B: torch.Tensor,
         *,
         transpose: bool,
         x0: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, BackendReport]:
         """Solve ``A X = B`` (or ``Aᵀ X = B``) for ``B`` of shape ``(n, k)``."""
+        ...
+
+
+@runtime_checkable
+class DistributedBackend(SolverBackend[StateT], Protocol):
+    """A backend that also solves systems whose rows are spread over MPI processes.
+
+    :func:`tsgu_core.solve_distributed` selects among the backends that
+    implement this (by priority, as :func:`tsgu_core.solve` does). The state
+    ``prepare_distributed`` returns is used by :meth:`SolverBackend.solve` as
+    usual, with ``B`` and ``X`` holding this process's rows.
+    """
+
+    def prepare_distributed(self, A_local: torch.Tensor, method: str, options: SolveOptions, comm: Any) -> StateT:
+        """Assemble this process's rows ``A_local`` (``(n_local, n)``, global column indices) over ``comm``."""
         ...

@@ -28,7 +28,7 @@ from typing import Any
 import pluggy
 
 from tsgu_core import hookspecs
-from tsgu_core.errors import PluginLoadError, UnknownBackendError
+from tsgu_core.errors import BackendContractError, PluginLoadError, UnknownBackendError
 from tsgu_core.protocol import Availability, SolverBackend
 
 __all__ = [
@@ -170,8 +170,15 @@ def _register_into(
 ) -> list[str]:
     """Register ``plugin`` with pluggy and collect the backends it provides."""
     if state.plugin_manager.is_registered(plugin) or state.plugin_manager.has_plugin(plugin_name):
-        raise ValueError(f"a plugin named {plugin_name!r} is already registered")
-    state.plugin_manager.register(plugin, name=plugin_name)
+        raise PluginLoadError(f"a plugin named {plugin_name!r} is already registered")
+    try:
+        state.plugin_manager.register(plugin, name=plugin_name)
+        state.plugin_manager.check_pending()  # a misspelled hook is an error, not a silently idle plugin
+    except Exception as exc:
+        if state.plugin_manager.is_registered(plugin):
+            state.plugin_manager.unregister(plugin)
+        state.broken[plugin_name] = BrokenPlugin(plugin_name, _describe(exc), distribution, version)
+        return []
     others = [p for p in state.plugin_manager.get_plugins() if p is not plugin]
     caller = state.plugin_manager.subset_hook_caller("tsgu_register_backends", remove_plugins=others)
     collected: list[SolverBackend] = []
@@ -183,7 +190,11 @@ def _register_into(
         caller(register=register)
         problems = [p for p in map(check_backend, collected) if p]
         if problems:
-            raise ValueError("; ".join(problems))
+            raise BackendContractError("; ".join(problems))
+        if not collected:
+            raise BackendContractError(
+                "its tsgu_register_backends hook registered no backend (call register(backend) for each one)"
+            )
         names = [b.name for b in collected]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -193,7 +204,7 @@ def _register_into(
                 other = state.entries[backend.name]
                 problems.append(f"backend name {backend.name!r} is already provided by {other.provenance}")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise BackendContractError("; ".join(problems))
     except Exception as exc:
         state.plugin_manager.unregister(plugin)
         state.broken[plugin_name] = BrokenPlugin(plugin_name, _describe(exc), distribution, version)

@@ -14,8 +14,13 @@ from dataclasses import dataclass
 
 import torch
 
-from tsgu_core.errors import BackendUnavailableError, UnknownMethodError, UnsupportedDeviceError
-from tsgu_core.protocol import SolverBackend
+from tsgu_core.errors import (
+    BackendUnavailableError,
+    InvalidArgumentError,
+    UnknownMethodError,
+    UnsupportedDeviceError,
+)
+from tsgu_core.protocol import DistributedBackend, SolverBackend
 from tsgu_core.registry import BackendEntry, check_backend, get_entry, list_backends
 
 __all__ = ["Selection", "explain", "select", "set_default_backend"]
@@ -125,13 +130,24 @@ def _entry_of(backend: str | SolverBackend) -> BackendEntry:
         return get_entry(backend)
     problem = check_backend(backend)
     if problem:
-        raise TypeError(f"backend= must be a registered name or a backend object: {problem}")
+        raise InvalidArgumentError(f"backend= must be a registered name or a backend object: {problem}")
     return BackendEntry(backend.name, backend, plugin="(an object passed as backend=)")
 
 
-def _named(backend: str | SolverBackend, device_type: str, method: str | None, operation: str) -> Selection:
+def _capable(entry: BackendEntry, capability: str | None) -> bool:
+    return capability is None or (capability == "distributed" and isinstance(entry.backend, DistributedBackend))
+
+
+def _named(
+    backend: str | SolverBackend, device_type: str, method: str | None, operation: str, capability: str | None
+) -> Selection:
     entry = _entry_of(backend)
     name = entry.name
+    if not _capable(entry, capability):
+        raise UnsupportedDeviceError(
+            f"backend {name!r} does not offer {capability} solves; backends that do: "
+            f"{[e.name for e in list_backends() if _capable(e, capability)] or 'none registered'}"
+        )
     if device_type not in entry.backend.device_types:
         raise UnsupportedDeviceError(
             f"backend {name!r} serves device types {list(entry.backend.device_types)}, but A is on "
@@ -158,17 +174,27 @@ def _rank(entry: BackendEntry, operation: str, method: str | None) -> int:
     return max((_method_priority(entry, m) for m in offered if m in entry.backend.methods), default=0)
 
 
-def _ranked(device_type: str, operation: str = "solve", method: str | None = None) -> list[BackendEntry]:
+def _ranked(
+    device_type: str, operation: str = "solve", method: str | None = None, capability: str | None = None
+) -> list[BackendEntry]:
     preferred = _preferences.get(device_type) if operation == "solve" else None
-    entries = [e for e in list_backends() if device_type in e.backend.device_types]
+    entries = [e for e in list_backends() if device_type in e.backend.device_types and _capable(e, capability)]
     return sorted(entries, key=lambda e: (e.name != preferred, -_rank(e, operation, method), e.name))
 
 
-def _automatic(device_type: str, method: str | None, operation: str) -> Selection:
+def _automatic(device_type: str, method: str | None, operation: str, capability: str | None) -> Selection:
     considered: list[tuple[str, str]] = []
     preferred = _preferences.get(device_type) if operation == "solve" else None
     what = "method" if operation == "solve" else f"{operation} method"
-    for entry in _ranked(device_type, operation, method):
+    ranked = _ranked(device_type, operation, method, capability)
+    if method is not None and not any(method in _methods_of(entry, operation) for entry in ranked):
+        valid = sorted({m for entry in ranked for m in _methods_of(entry, operation)})
+        raise UnknownMethodError(
+            f"no backend for {device_type} offers {what} {method!r}; {what}s offered there: {valid}",
+            method=method,
+            valid=valid,
+        )
+    for entry in ranked:
         offered = _methods_of(entry, operation)
         if not offered:
             considered.append((entry.name, f"no {what}"))
@@ -188,17 +214,11 @@ def _automatic(device_type: str, method: str | None, operation: str) -> Selectio
         reason = f"{rank} available backend for {device_type}, {offer}"
         return Selection(entry.name, chosen, device_type, reason, tuple(considered), entry)
     if not considered:
-        raise UnsupportedDeviceError(f"no registered backend serves device type {device_type!r}")
+        kind = f" with {capability} solves" if capability else ""
+        raise UnsupportedDeviceError(f"no registered backend{kind} serves device type {device_type!r}")
     summary = "; ".join(f"{name}: {verdict}" for name, verdict in considered)
     if all(verdict.startswith("no ") for _, verdict in considered):
-        valid = sorted({m for e in _ranked(device_type) for m in _methods_of(e, operation)})
-        raise UnknownMethodError(
-            f"no backend for {device_type} offers {what} {method!r}; {what}s offered there: {valid}"
-            if method is not None
-            else f"no backend for {device_type} offers a {what}",
-            method=method or "",
-            valid=valid,
-        )
+        raise UnknownMethodError(f"no backend for {device_type} offers a {what}", method="", valid=[])
     raise BackendUnavailableError(
         f"no available backend on {device_type}{' offers ' + repr(method) if method else ''}: {summary}",
         backend="",
@@ -207,7 +227,12 @@ def _automatic(device_type: str, method: str | None, operation: str) -> Selectio
 
 
 def select(
-    backend: str | SolverBackend | None, device_type: str, method: str | None, operation: str = "solve"
+    backend: str | SolverBackend | None,
+    device_type: str,
+    method: str | None,
+    operation: str = "solve",
+    *,
+    capability: str | None = None,
 ) -> Selection:
     """Decide the backend and method for an ``operation`` on ``device_type``.
 
@@ -225,9 +250,15 @@ def select(
     UnknownMethodError
         The method is not offered; lists the valid ones.
     """
+    if method is not None and not isinstance(method, str):
+        raise UnknownMethodError(
+            f"method must be a method name (str) or None, got {method!r}; `tsgu info` lists the methods",
+            method=repr(method),
+            valid=[],
+        )
     if backend is not None:
-        return _named(backend, device_type, method, operation)
-    return _automatic(device_type, method, operation)
+        return _named(backend, device_type, method, operation, capability)
+    return _automatic(device_type, method, operation, capability)
 
 
 def explain(
@@ -262,5 +293,15 @@ def explain(
     >>> explain(A, backend="torch").method
     'gmres'
     """
-    device = A.device if isinstance(A, torch.Tensor) else torch.device(A)
+    if isinstance(A, torch.Tensor):
+        device = A.device
+    elif isinstance(A, (str, torch.device)):
+        try:
+            device = torch.device(A)
+        except RuntimeError as error:
+            raise InvalidArgumentError(f"explain: {A!r} is not a device torch knows ({error})") from error
+    else:
+        raise InvalidArgumentError(
+            f"explain takes a tensor, a torch.device or a device string such as 'cpu' or 'cuda', got {A!r}"
+        )
     return select(backend, device.type, method, operation)

@@ -6,20 +6,13 @@ from typing import Any, Literal, overload
 
 import torch
 
-from tsgu_core.autograd import InfoSink, PreparedSolve, SparseSolveFunction, SparseValues
 from tsgu_core.batch import as_shared_pattern_csr
+from tsgu_core.errors import DeviceMismatchError, InvalidArgumentError
 from tsgu_core.info import SolveInfo
+from tsgu_core.pattern import SparsePattern
+from tsgu_core.pipeline import as_columns, execute, matrix_values, plan
 from tsgu_core.protocol import SolverBackend
-from tsgu_core.select import select
-from tsgu_core.validate import (
-    check_finite,
-    check_matrix,
-    check_on_failure,
-    check_rhs,
-    check_values,
-    check_x0,
-    resolve_method_options,
-)
+from tsgu_core.validate import check_finite, check_matrix, check_rhs, check_values
 
 __all__ = ["solve", "solve_values"]
 
@@ -134,21 +127,13 @@ def solve(
     >>> A.grad.layout, A.grad.values().shape
     (torch.sparse_csr, torch.Size([7]))
     """
-    check_matrix(A, allow_batch=True)
-    if A.layout == torch.sparse_coo and not A.is_coalesced():
-        A = A.coalesce()  # differentiable; duplicates are summed, as in A's meaning
-    values = SparseValues.apply(A) if A.requires_grad else A.detach().values()
-    if A.dim() == 3:
-        shared = as_shared_pattern_csr(A)
-        return _solve(
-            shared, values.reshape(shared.values().shape), B, backend, method, return_info, on_failure, options
-        )
-    return _solve(A.detach(), values, B, backend, method, return_info, on_failure, options)
+    detached, values = matrix_values(A, allow_batch=True)
+    return _solve(detached, values, B, backend, method, return_info, on_failure, options)
 
 
 @overload
 def solve_values(
-    A: torch.Tensor,
+    A: torch.Tensor | SparsePattern,
     values: torch.Tensor,
     B: torch.Tensor,
     *,
@@ -162,7 +147,7 @@ def solve_values(
 
 @overload
 def solve_values(
-    A: torch.Tensor,
+    A: torch.Tensor | SparsePattern,
     values: torch.Tensor,
     B: torch.Tensor,
     *,
@@ -175,7 +160,7 @@ def solve_values(
 
 
 def solve_values(
-    A: torch.Tensor,
+    A: torch.Tensor | SparsePattern,
     values: torch.Tensor,
     B: torch.Tensor,
     *,
@@ -196,9 +181,11 @@ def solve_values(
 
     Parameters
     ----------
-    A : Tensor
-        Coalesced COO or CSR ``(n, n)``, or a ``(b, n, n)`` batch sharing one
-        pattern; must not require grad (its values are not used).
+    A : SparsePattern or Tensor
+        The pattern: a :class:`~tsgu_core.pattern.SparsePattern`
+        (``SparsePattern.of(A)``), or a coalesced COO or CSR ``(n, n)`` tensor
+        — or a ``(b, n, n)`` batch sharing one pattern — that must not require
+        grad (its values are not used).
     values : Tensor
         Shape ``(nnz,)`` — for a batch ``(b, nnz)`` with ``nnz`` per member, in
         row-major order — with ``A``'s dtype and device.
@@ -216,24 +203,53 @@ def solve_values(
     >>> g.requires_grad  # differentiable again
     True
     """
+    matrix = _pattern_matrix(A, values)
+    check_finite(A=values.detach())
+    return _solve(matrix, values, B, backend, method, return_info, on_failure, options)
+
+
+def _pattern_matrix(A: torch.Tensor | SparsePattern, values: torch.Tensor) -> torch.Tensor:
+    """A detached sparse matrix with ``A``'s pattern (a tensor or a :class:`SparsePattern`) and ``values``."""
+    if isinstance(A, SparsePattern):
+        if not isinstance(values, torch.Tensor) or values.shape[-1:] != (A.nnz,) or values.dim() not in (1, 2):
+            shape = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
+            raise InvalidArgumentError(
+                f"values must have shape ({A.nnz},) — or (b, {A.nnz}) for a batch — to match the pattern, got {shape}"
+            )
+        if values.device != A.col.device:
+            raise DeviceMismatchError(
+                f"values are on {values.device} but the pattern's indices on {A.col.device}; move one with .to(...)"
+            )
+        if values.dim() == 2:
+            crow, col = A.csr_indices()
+            batch = values.shape[0]
+            matrix = torch.sparse_csr_tensor(
+                crow.expand(batch, -1), col.expand(batch, -1), values.detach(), (batch, A.rows, A.n),
+                check_invariants=False,
+            )  # fmt: skip
+        else:
+            matrix = A.to_csr(values.detach())
+        check_matrix(matrix, "values", allow_batch=True)
+        return matrix
     check_matrix(A, allow_batch=True)
     if A.requires_grad:
-        raise ValueError("A must not require grad in solve_values: its values are not used; detach it")
+        raise InvalidArgumentError(
+            "A must not require grad in solve_values: its values are not used; detach it (or pass SparsePattern.of(A))"
+        )
     if A.layout == torch.sparse_coo and not A.is_coalesced():
-        raise ValueError("solve_values needs a coalesced COO A (values follow its order): use A.coalesce()")
+        raise InvalidArgumentError("solve_values needs a coalesced COO A (values follow its order): use A.coalesce()")
     if A.dim() == 3:
         shared = as_shared_pattern_csr(A)
         check_values(values, shared)
-        A = torch.sparse_csr_tensor(
+        return torch.sparse_csr_tensor(
             shared.crow_indices(), shared.col_indices(), values.detach(), A.shape, check_invariants=False
         )
-        return _solve(A, values, B, backend, method, return_info, on_failure, options)
     check_values(values, A)
     if A.layout == torch.sparse_coo:
-        A = torch.sparse_coo_tensor(A._indices(), values.detach(), A.shape, is_coalesced=True, check_invariants=False)
-    else:
-        A = torch.sparse_csr_tensor(A.crow_indices(), A.col_indices(), values.detach(), A.shape, check_invariants=False)
-    return _solve(A, values, B, backend, method, return_info, on_failure, options)
+        return torch.sparse_coo_tensor(
+            A._indices(), values.detach(), A.shape, is_coalesced=True, check_invariants=False
+        )
+    return torch.sparse_csr_tensor(A.crow_indices(), A.col_indices(), values.detach(), A.shape, check_invariants=False)
 
 
 def _solve(
@@ -252,24 +268,15 @@ def _solve(
     ``values`` of shape ``(b, nnz)``.
     """
     check_rhs(B, A)
-    check_on_failure(on_failure)
-    selection = select(backend, A.device.type, method)
-    chosen = selection.entry.backend
-    spec = chosen.methods[selection.method]
-    Bk = B if B.dim() == A.dim() else B.unsqueeze(-1)  # (n, k) or (b, n, k)
-    solve_options = resolve_method_options(spec, chosen.name, options, A.shape[-1], A.dtype)
-    x0 = None if options.get("x0") is None else check_x0(options["x0"], Bk)
-    check_finite(A=values.detach(), B=B.detach())
-
-    if Bk.numel() == 0:
-        X = Bk * 0 + values.sum() * 0  # empty, but connected to A and B for autograd
-        batch = A.shape[0] if A.dim() == 3 else None
-        info = SolveInfo(chosen.name, spec.name, spec.kind, False, None, (), None, True, 0.0, batch=batch)
-    else:
-        prepared = PreparedSolve.of(chosen, spec, A, solve_options, on_failure)
-        sink = InfoSink()
-        X = SparseSolveFunction.apply(values, Bk, prepared, False, x0, sink)
-        assert sink.info is not None
-        info = sink.info
-    X = X if B.dim() == A.dim() else X.squeeze(-1)
-    return (X, info) if return_info else X
+    the_plan = plan(
+        backend,
+        method,
+        device_type=A.device.type,
+        n=A.shape[-1],
+        dtype=A.dtype,
+        options=options,
+        on_failure=on_failure,
+    )
+    Bk, restore = as_columns(B, A.dim())
+    X, info = execute(the_plan, lambda: the_plan.prepare(A), values, Bk, x0=options.get("x0"))
+    return (restore(X), info) if return_info else restore(X)

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Literal, overload
 
 import torch
 
-from tsgu_core.autograd import InfoSink, PreparedSolve, SparseSolveFunction, SparseValues
-from tsgu_core.batch import as_shared_pattern_csr
-from tsgu_core.errors import SingularMatrixError, StructureError
+from tsgu_core.errors import InvalidArgumentError, SingularMatrixError, StructureError
 from tsgu_core.info import SolveInfo
 from tsgu_core.pattern import SparsePattern, UnitDiagonalPattern
+from tsgu_core.pipeline import as_columns, execute, matrix_values, plan
 from tsgu_core.protocol import SolverBackend
-from tsgu_core.select import select
-from tsgu_core.validate import check_finite, check_matrix, check_rhs, resolve_method_options
+from tsgu_core.validate import check_rhs
 
 __all__ = ["triangular_solve"]
 
@@ -139,43 +136,22 @@ def triangular_solve(
     """
     for name, flag in (("upper", upper), ("unit_diagonal", unit_diagonal), ("transpose", transpose)):
         if not isinstance(flag, bool):
-            raise TypeError(f"{name} must be a bool, got {flag!r}")
-    check_matrix(A, allow_batch=True)
-    if A.layout == torch.sparse_coo and not A.is_coalesced():
-        A = A.coalesce()
-    values = SparseValues.apply(A) if A.requires_grad else A.detach().values()
-    if A.dim() == 3:
-        detached = as_shared_pattern_csr(A)
-        values = values.reshape(detached.values().shape)
-        n = A.shape[-1]
-        first = torch.sparse_csr_tensor(
-            detached.crow_indices()[0], detached.col_indices()[0], detached.values()[0], (n, n), check_invariants=False
-        )
-        base = SparsePattern.of(first)
-    else:
-        detached = A.detach()
-        base = SparsePattern.of(detached)
+            raise InvalidArgumentError(f"{name} must be a bool, got {flag!r}")
+    detached, values = matrix_values(A, allow_batch=True)
     check_rhs(B, detached)
-    check_finite(A=values.detach(), B=B.detach())
+    base = SparsePattern.of(detached)
     _check_triangular(base, values.detach(), upper=upper, unit_diagonal=unit_diagonal)
     pattern = UnitDiagonalPattern(base.row, base.col, base.n, base.crow) if unit_diagonal else base
-
-    selection = select(backend, A.device.type, method, "triangular")
-    chosen = selection.entry.backend
-    spec = chosen.methods[selection.method]
-    solve_options = resolve_method_options(spec, chosen.name, options, A.shape[-1], A.dtype)
-    solve_options = dataclasses.replace(
-        solve_options, extra={**solve_options.extra, "upper": upper, "unit_diagonal": unit_diagonal}
+    the_plan = plan(
+        backend,
+        method,
+        device_type=A.device.type,
+        n=A.shape[-1],
+        dtype=A.dtype,
+        options=options,
+        operation="triangular",
+        supplied={"upper": upper, "unit_diagonal": unit_diagonal},
     )
-    Bk = B if B.dim() == detached.dim() else B.unsqueeze(-1)
-    if Bk.numel() == 0:
-        X = Bk * 0 + values.sum() * 0
-        info = SolveInfo(chosen.name, spec.name, spec.kind, transpose, None, (), None, True, 0.0)
-    else:
-        prepared = PreparedSolve.of(chosen, spec, detached, solve_options, "raise", pattern=pattern)
-        sink = InfoSink()
-        X = SparseSolveFunction.apply(values, Bk, prepared, transpose, None, sink)
-        assert sink.info is not None
-        info = sink.info
-    X = X if B.dim() == detached.dim() else X.squeeze(-1)
-    return (X, info) if return_info else X
+    Bk, restore = as_columns(B, detached.dim())
+    X, info = execute(the_plan, lambda: the_plan.prepare(detached, pattern=pattern), values, Bk, transpose=transpose)
+    return (restore(X), info) if return_info else restore(X)

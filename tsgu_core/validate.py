@@ -7,8 +7,6 @@ tensor: a mismatch is an error, never a silent conversion.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -19,28 +17,20 @@ from tsgu_core.errors import (
     LayoutError,
     NonFiniteError,
     ShapeError,
-    UnknownOptionError,
 )
-from tsgu_core.protocol import COMMON_ITERATIVE_OPTIONS, MethodSpec, SolveOptions
 
 __all__ = [
     "FLOAT_DTYPES",
     "INDEX_DTYPES",
-    "ON_FAILURE_CHOICES",
     "check_finite",
     "check_matrix",
-    "check_on_failure",
     "check_rhs",
     "check_values",
     "check_x0",
-    "default_rtol",
-    "resolve_method_options",
-    "resolve_options",
 ]
 
 FLOAT_DTYPES = (torch.float32, torch.float64)
 INDEX_DTYPES = (torch.int32, torch.int64)
-ON_FAILURE_CHOICES = ("raise", "warn", "ignore")
 
 _LAYOUT_ADVICE = {
     torch.strided: "A is dense; convert it with A.to_sparse_csr() (or use torch.linalg.solve for dense systems)",
@@ -50,16 +40,14 @@ _LAYOUT_ADVICE = {
 }
 
 
-def default_rtol(dtype: torch.dtype) -> float:
-    """The default relative tolerance of iterative methods for ``dtype``."""
-    return 1e-5 if dtype == torch.float32 else 1e-8
-
-
-def check_matrix(A: Any, name: str = "A", *, allow_batch: bool = False, tall: bool = False) -> None:
+def check_matrix(
+    A: Any, name: str = "A", *, allow_batch: bool = False, tall: bool = False, any_shape: bool = False
+) -> None:
     """Check that ``A`` is a square sparse COO/CSR float matrix (or, if allowed, a batch of them).
 
     A batch is ``(b, n, n)``: COO with three sparse dimensions, or batched CSR.
-    With ``tall=True``, ``A`` may be ``(m, n)`` with ``m ≥ n`` (least squares).
+    With ``tall=True``, ``A`` may be ``(m, n)`` with ``m ≥ n`` (least squares);
+    with ``any_shape=True`` any ``(m, n)`` (a process's rows of a distributed ``A``).
 
     Raises
     ------
@@ -81,12 +69,12 @@ def check_matrix(A: Any, name: str = "A", *, allow_batch: bool = False, tall: bo
             f"{name} must be {wanted} without dense dimensions, got shape {tuple(A.shape)} "
             f"with {A.sparse_dim()} sparse and {A.dense_dim()} dense dimensions"
         )
-    if tall and A.shape[-2] < A.shape[-1]:
+    if tall and not any_shape and A.shape[-2] < A.shape[-1]:
         raise ShapeError(
             f"{name} must be tall (m ≥ n, full column rank) for least squares, got shape {tuple(A.shape)}; "
             "an underdetermined system has no unique least-squares solution"
         )
-    if not tall and A.shape[-1] != A.shape[-2]:
+    if not (tall or any_shape) and A.shape[-1] != A.shape[-2]:
         raise ShapeError(f"{name} must be square, got shape {tuple(A.shape)}; for a tall A use tsgu_core.lstsq")
     if A.dtype not in FLOAT_DTYPES:
         raise DtypeMismatchError(
@@ -125,7 +113,7 @@ def check_rhs(B: Any, A: torch.Tensor, name: str = "B") -> None:
 
 def _check_dense(X: Any, name: str, n: int, dtype: torch.dtype, device: torch.device, against: str) -> None:
     if not isinstance(X, torch.Tensor):
-        raise TypeError(f"{name} must be a dense torch tensor, got {type(X).__name__}")
+        raise LayoutError(f"{name} must be a dense torch tensor, got {type(X).__name__}")
     if X.layout != torch.strided:
         raise LayoutError(f"{name} must be dense (torch.strided), got {X.layout}: convert it with {name}.to_dense()")
     if X.dim() not in (1, 2) or X.shape[0] != n:
@@ -163,55 +151,6 @@ def check_finite(**tensors: torch.Tensor) -> None:
             )
 
 
-def check_on_failure(on_failure: str) -> None:
-    if on_failure not in ON_FAILURE_CHOICES:
-        raise ValueError(f"on_failure must be one of {ON_FAILURE_CHOICES}, got {on_failure!r}")
-
-
-def _number(name: str, value: Any, *, integer: bool = False) -> float:
-    kind = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind):
-        wanted = "an int" if integer else "a float"
-        raise TypeError(f"option {name} must be {wanted}, got {value!r}")
-    if not math.isfinite(value) or value < 0 or (integer and value < 1):
-        bound = "≥ 1" if integer else "finite and ≥ 0"
-        raise ValueError(f"option {name} must be {bound}, got {value!r}")
-    return value
-
-
-def resolve_method_options(
-    spec: MethodSpec,
-    backend_name: str,
-    options: Mapping[str, Any],
-    n: int,
-    dtype: torch.dtype,
-) -> SolveOptions:
-    """Check ``options`` (without ``x0``) against ``spec`` and resolve the common defaults.
-
-    Raises
-    ------
-    UnknownOptionError
-        For any option the method does not declare; lists the accepted ones.
-    """
-    accepted = spec.accepted_options
-    unknown = [key for key in options if key not in accepted]
-    if unknown:
-        kind_note = " (a direct method takes no tolerance or iteration options)" if spec.kind == "direct" else ""
-        raise UnknownOptionError(
-            f"method {spec.name!r} of backend {backend_name!r} does not accept option(s) {unknown}{kind_note}; "
-            f"accepted: {list(accepted) or 'none'}",
-            unknown=unknown,
-            accepted=accepted,
-        )
-    extra = {key: value for key, value in options.items() if key not in COMMON_ITERATIVE_OPTIONS}
-    if spec.kind == "direct":
-        return SolveOptions(extra=extra)
-    rtol = _number("rtol", options.get("rtol", default_rtol(dtype)))
-    atol = _number("atol", options.get("atol", 0.0))
-    maxiter = int(_number("maxiter", options.get("maxiter", max(10 * n, 1)), integer=True))
-    return SolveOptions(rtol=float(rtol), atol=float(atol), maxiter=maxiter, extra=extra)
-
-
 def check_x0(x0: Any, Bk: torch.Tensor) -> torch.Tensor:
     """Check an initial guess against ``B`` (as ``(..., n, k)``); return it detached, shaped like ``Bk``."""
     if not isinstance(x0, torch.Tensor) or x0.layout != torch.strided:
@@ -225,32 +164,3 @@ def check_x0(x0: Any, Bk: torch.Tensor) -> torch.Tensor:
     if x0.device != Bk.device:
         raise DeviceMismatchError(f"x0 is on {x0.device} but A is on {Bk.device}; tsgu does not copy silently")
     return x0.detach().reshape(Bk.shape)
-
-
-def resolve_options(
-    spec: MethodSpec,
-    backend_name: str,
-    options: Mapping[str, Any],
-    B2: torch.Tensor,
-) -> tuple[SolveOptions, torch.Tensor | None]:
-    """Check ``options`` against ``spec``, resolve the defaults, and check ``x0`` against ``B2``.
-
-    Parameters
-    ----------
-    spec : MethodSpec
-        The chosen method.
-    backend_name : str
-        For messages.
-    options : mapping
-        What the user passed as ``**options``.
-    B2 : Tensor
-        The right-hand side as ``(n, k)``, to check ``x0`` against.
-
-    Returns
-    -------
-    (SolveOptions, Tensor or None)
-        The options for ``prepare`` and ``x0`` reshaped to ``(n, k)``.
-    """
-    solve_options = resolve_method_options(spec, backend_name, options, B2.shape[0], B2.dtype)
-    x0 = options.get("x0")
-    return solve_options, (None if x0 is None else check_x0(x0, B2))

@@ -13,13 +13,27 @@ import torch
 
 from tsgu_backends.jax_backend.convert import from_jax, precision, to_jax
 from tsgu_backends.jax_backend.operator import hybrid_matvec, hybrid_parts
-from tsgu_core import Availability, BackendReport, MethodSpec, SingularMatrixError, SolveOptions
-from tsgu_core.pattern import SparsePattern
+from tsgu_core import (
+    Availability,
+    BackendReport,
+    InvalidOptionError,
+    MethodSpec,
+    Option,
+    SingularMatrixError,
+    SolveOptions,
+    SparsePattern,
+)
 
 __all__ = ["JaxBackend", "SolveCache"]
 
 INSTALL = "pip install 'tsgu[jax]'"
-_JACOBI = {"preconditioner": "None (default) or 'jacobi': divide by A's diagonal, which must have no zero"}
+_JACOBI = {
+    "preconditioner": Option(
+        "'jacobi': divide by A's diagonal, which must have no zero (None: no preconditioner)",
+        type=str,
+        choices=("jacobi",),
+    )
+}
 _REFINEMENTS = 3  # extra passes from the last iterate when the true residual misses the tolerance
 
 METHODS: dict[str, MethodSpec] = {
@@ -28,9 +42,15 @@ METHODS: dict[str, MethodSpec] = {
         "iterative",
         "general",
         {
-            "restart": "Krylov dimension per cycle (default 20); maxiter counts iterations, JAX gets ⌈maxiter/restart⌉ "
-            "cycles",
-            "solve_method": "'batched' (default) or 'incremental' (JAX's two GMRES variants)",
+            "restart": Option(
+                "Krylov dimension per cycle; maxiter counts iterations, JAX gets ⌈maxiter/restart⌉ cycles",
+                type=int,
+                default=20,
+                minimum=1,
+            ),
+            "solve_method": Option(
+                "JAX's GMRES variant", type=str, default="batched", choices=("batched", "incremental")
+            ),
             **_JACOBI,
         },
         "jax.scipy.sparse.linalg.gmres, one vmapped solve per column",
@@ -72,25 +92,60 @@ class SolveCache:
 
 @dataclass
 class _State:
+    """A Krylov method's state: ``A``'s pattern and values, and the JAX arrays of its products."""
+
     method: str
     dtype: torch.dtype
     device: torch.device
     n: int
     options: SolveOptions
+    pattern: SparsePattern
+    values: torch.Tensor
     data: Any = None  # JAX array of A's values
-    pattern: SparsePattern | None = None
-    values: torch.Tensor | None = None
     operands: dict[bool, tuple[Any, ...]] = field(default_factory=dict)  # transpose → the product's JAX arrays
     inverse_diagonal: Any = None
-    restart: int = 20
-    solve_method: str = "batched"
-    csr: dict[bool, tuple[Any, Any, Any]] = field(default_factory=dict)  # spsolve: transpose → (data, indices, indptr)
-    source: torch.Tensor | None = None
+
+    @property
+    def restart(self) -> int:
+        return int(self.options.extra.get("restart", 20))
+
+    @property
+    def solve_method(self) -> str:
+        return str(self.options.extra.get("solve_method", "batched"))
 
 
-def _csr_parts(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    csr = A if A.layout == torch.sparse_csr else A.to_sparse_csr()
-    return csr.values(), csr.col_indices().to(torch.int32), csr.crow_indices().to(torch.int32)
+@dataclass
+class _SpSolve:
+    """JAX's ``spsolve``: no factorisation is kept, so ``Aᵀ``'s CSR arrays are made for the transpose solve."""
+
+    dtype: torch.dtype
+    pattern: SparsePattern
+    values: torch.Tensor
+    csr: dict[bool, tuple[Any, Any, Any]] = field(default_factory=dict)  # transpose → (data, indices, indptr)
+
+    def solve(self, B: torch.Tensor, transpose: bool) -> torch.Tensor:
+        from jax.experimental.sparse.linalg import spsolve
+
+        if transpose not in self.csr:
+            pattern, values = self.pattern, self.values
+            if transpose:
+                pattern, order = pattern.transposed()
+                values = values[order]
+            crow, col = pattern.csr_indices(torch.int32)
+            with precision(self.dtype):
+                self.csr[transpose] = (to_jax(values), to_jax(col), to_jax(crow))
+        data, indices, indptr = self.csr[transpose]
+        with precision(self.dtype), warnings.catch_warnings():
+            # on the CPU JAX hands the solve to SciPy, which warns and returns NaN for a singular A;
+            # the core turns the NaN into SingularMatrixError, so the warning says nothing more
+            warnings.filterwarnings("ignore", message="Matrix is exactly singular")
+            try:
+                columns = [from_jax(spsolve(data, indices, indptr, to_jax(B[:, j]))) for j in range(B.shape[1])]
+            except Exception as error:  # on the GPU, cuSolver reports a singular A as a runtime error
+                if "singular" in str(error).lower():
+                    raise SingularMatrixError(f"A is singular: {error}") from error
+                raise
+        return torch.stack(columns, dim=1).to(B.dtype)
 
 
 class JaxBackend:
@@ -142,49 +197,34 @@ class JaxBackend:
 
     # --- prepare --------------------------------------------------------------
 
-    def prepare(self, A: torch.Tensor, method: str, options: SolveOptions) -> _State:
-        extra = dict(options.extra)
-        state = _State(method, A.dtype, A.device, A.shape[0], options)
-        preconditioner = extra.pop("preconditioner", None)
-        if preconditioner not in (None, "jacobi"):
-            raise ValueError(f"preconditioner must be None or 'jacobi', got {preconditioner!r}")
-        state.restart = extra.pop("restart", 20)
-        if isinstance(state.restart, bool) or not isinstance(state.restart, int) or state.restart < 1:
-            raise ValueError(f"restart must be an int ≥ 1, got {state.restart!r}")
-        state.solve_method = extra.pop("solve_method", "batched")
-        if state.solve_method not in ("batched", "incremental"):
-            raise ValueError(f"solve_method must be 'batched' or 'incremental', got {state.solve_method!r}")
-        if extra:
-            raise TypeError(f"jax backend: unhandled option(s) {sorted(extra)}")
-        if method == "spsolve":
-            state.source = A
-            return state
+    def prepare(self, A: torch.Tensor, method: str, options: SolveOptions) -> _State | _SpSolve:
         pattern = SparsePattern.of(A)
-        rows, cols = pattern.row, pattern.col
         values = A._values() if A.layout == torch.sparse_coo else A.values()
-        state.pattern, state.values = pattern, values
+        if method == "spsolve":
+            return _SpSolve(A.dtype, pattern, values)
+        state = _State(method, A.dtype, A.device, A.shape[0], options, pattern, values)
         with precision(A.dtype):
             state.data = to_jax(values)
             self._operands(state, transpose=False)  # A is converted here; Aᵀ on the first transpose solve
-            if preconditioner == "jacobi":
-                diagonal = torch.zeros(A.shape[0], dtype=A.dtype, device=A.device)
-                on_diagonal = rows == cols
-                diagonal.index_add_(0, rows[on_diagonal].long(), values[on_diagonal])
+            if options["preconditioner"] == "jacobi":
+                diagonal = pattern.diagonal(values)
                 if bool((diagonal == 0).any()):
                     bad = torch.nonzero(diagonal == 0).flatten()[:5].tolist()
-                    raise ValueError(f"preconditioner='jacobi' needs a nonzero diagonal; row(s) {bad} have a zero")
+                    raise InvalidOptionError(
+                        f"preconditioner='jacobi' needs a nonzero diagonal; row(s) {bad} have a zero",
+                        option="preconditioner",
+                    )
                 state.inverse_diagonal = to_jax(1.0 / diagonal)
         return state
 
     # --- solve ----------------------------------------------------------------
 
     def solve(
-        self, state: _State, B: torch.Tensor, *, transpose: bool, x0: torch.Tensor | None = None
+        self, state: _State | _SpSolve, B: torch.Tensor, *, transpose: bool, x0: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, BackendReport]:
-        if state.method == "spsolve":
-            return self._spsolve(state, B, transpose), BackendReport()
+        if isinstance(state, _SpSolve):
+            return state.solve(B, transpose), BackendReport()
         options = state.options
-        assert options.rtol is not None and options.atol is not None and options.maxiter is not None
         restart = min(state.restart, options.maxiter)  # maxiter counts iterations, even below one cycle
         with precision(state.dtype):
             import jax.numpy as jnp
@@ -237,11 +277,11 @@ class JaxBackend:
     def _operands(self, state: _State, transpose: bool) -> tuple[Any, ...]:
         """The JAX arrays of ``A``'s (or ``Aᵀ``'s) product, built once per state and flag; call under precision."""
         if transpose not in state.operands:
-            assert state.pattern is not None and state.values is not None
-            row, col, values = state.pattern.row, state.pattern.col, state.values
+            pattern, values = state.pattern, state.values
             if transpose:  # Aᵀ's entries, sorted by their row (A's column)
-                order = torch.sort(col, stable=True).indices
-                row, col, values = col[order], row[order], values[order]
+                pattern, order = pattern.transposed()
+                values = values[order]
+            row, col = pattern.row, pattern.col
             parts: tuple[torch.Tensor, ...]
             if self._hybrid(state):
                 parts = hybrid_parts(row, col, values, state.n)
@@ -336,26 +376,3 @@ class JaxBackend:
             return jnp.linalg.norm(B - AX, axis=1)
 
         return jax.jit(norms)
-
-    def _spsolve(self, state: _State, B: torch.Tensor, transpose: bool) -> torch.Tensor:
-        from jax.experimental.sparse.linalg import spsolve
-
-        assert state.source is not None
-        if transpose not in state.csr:
-            source = state.source
-            if transpose:
-                source = source.t().to_sparse_csr() if source.layout == torch.sparse_csr else source.t().coalesce()
-            with precision(state.dtype):
-                state.csr[transpose] = tuple(to_jax(part) for part in _csr_parts(source))  # type: ignore[assignment]
-        data, indices, indptr = state.csr[transpose]
-        with precision(state.dtype), warnings.catch_warnings():
-            # on the CPU JAX hands the solve to SciPy, which warns and returns NaN for a singular A;
-            # the core turns the NaN into SingularMatrixError, so the warning says nothing more
-            warnings.filterwarnings("ignore", message="Matrix is exactly singular")
-            try:
-                columns = [from_jax(spsolve(data, indices, indptr, to_jax(B[:, j]))) for j in range(B.shape[1])]
-            except Exception as error:  # on the GPU, cuSolver reports a singular A as a runtime error
-                if "singular" in str(error).lower():
-                    raise SingularMatrixError(f"A is singular: {error}") from error
-                raise
-        return torch.stack(columns, dim=1).to(B.dtype)

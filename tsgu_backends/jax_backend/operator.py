@@ -21,7 +21,7 @@ about four ELL slots), capped at :data:`MAX_WIDTH` so that the unrolled sum
 stays small to compile. A matrix with a few long rows keeps them in the COO
 part instead of padding every row to their length.
 
-On a GPU, :func:`bcoo_parts` keeps every entry in one ``BCOO`` matrix (a
+On a GPU the backend keeps every entry in one ``BCOO`` matrix instead (a
 cuSPARSE product).
 """
 

@@ -29,26 +29,34 @@ from typing import Any
 
 import torch
 
-from tsgu_core import Availability, BackendReport, MethodSpec, SingularMatrixError, SolveOptions
-
-try:
-    from tsgu_core.errors import InvalidOptionError
-except ImportError:  # TEMPORARY until the core's typed option errors are merged
-
-    class InvalidOptionError(ValueError):  # type: ignore[no-redef]
-        def __init__(self, message: str, *, option: str = ""):
-            super().__init__(message)
-            self.option = option
-
+from tsgu_core import (
+    Availability,
+    BackendContractError,
+    BackendReport,
+    InvalidOptionError,
+    MethodSpec,
+    Option,
+    SingularMatrixError,
+    SolveOptions,
+    SparsePattern,
+)
 
 __all__ = ["PetscBackend"]
 
 INSTALL = "scripts/setup-petsc-env.sh (Debian's petsc4py in its own environment), or pip install 'tsgu[petsc]'"
 _PCS = ("none", "jacobi", "bjacobi", "ilu", "gamg", "hypre", "lu")
 _OPTIONS = {
-    "pc": f"preconditioner: one of {', '.join(_PCS)} (default: PETSc's own for gmres/bcgs, jacobi for cg, "
-    "none for minres); gamg: PETSc's smoothed-aggregation AMG, hypre: BoomerAMG",
-    "petsc_options": "dict of further PETSc options, e.g. {'ksp_gmres_restart': 50, 'pc_gamg_threshold': 0.02}",
+    "pc": Option(
+        "preconditioner (default: PETSc's own for gmres/bcgs, jacobi for cg, none for minres); gamg: PETSc's "
+        "smoothed-aggregation AMG, hypre: BoomerAMG; the backward pass checks that its transpose is applied",
+        type=str,
+        choices=_PCS,
+    ),
+    "petsc_options": Option(
+        "further PETSc options, e.g. {'ksp_gmres_restart': 50, 'pc_gamg_threshold': 0.02}; one PETSc never "
+        "reads is an error",
+        type=dict,
+    ),
 }
 _KSP = {"gmres": "gmres", "bcgs": "bcgs", "cg": "cg", "minres": "minres", "lu": "preonly"}
 
@@ -122,15 +130,8 @@ class PetscBackend:
         """Assemble this process's rows of ``A`` over ``comm`` and set the KSP up once."""
         from petsc4py import PETSc
 
-        extra = dict(options.extra)
-        pc_type = extra.pop("pc", None)
-        petsc_options = extra.pop("petsc_options", {}) or {}
-        if pc_type is not None and pc_type not in _PCS:
-            raise ValueError(f"pc must be one of {list(_PCS)}, got {pc_type!r}")
-        if not isinstance(petsc_options, dict):
-            raise TypeError(f"petsc_options must be a dict, got {type(petsc_options).__name__}")
-        if extra:
-            raise TypeError(f"petsc backend: unhandled option(s) {sorted(extra)}")
+        pc_type = options.extra.get("pc")
+        petsc_options = options.extra.get("petsc_options") or {}
         matrix = _assemble(A_local, comm)
         prefix = f"tsgu{next(_prefixes)}_"
         database = PETSc.Options()
@@ -157,7 +158,7 @@ class PetscBackend:
             except PETSc.Error as error:  # e.g. a PETSc built without hypre
                 first = str(error).splitlines()[0]
                 raise InvalidOptionError(f"this PETSc cannot make pc={pc_type!r} ({first})", option="pc") from error
-        if method != "lu":  # (the core gives direct methods rtol = atol = 0)
+        if self.methods[method].kind == "iterative":
             ksp.setTolerances(rtol=options.rtol, atol=options.atol, max_it=options.maxiter)
             if method in ("gmres", "bcgs", "cg"):  # stop on the true residual's norm where PETSc can
                 ksp.setNormType(PETSc.KSP.NormType.UNPRECONDITIONED)
@@ -172,7 +173,10 @@ class PetscBackend:
         for name in defaults:
             database.delValue(name)
         if unused:
-            raise ValueError(f"PETSc did not use option(s) {unused} for method {method!r}; check their names")
+            raise InvalidOptionError(
+                f"PETSc did not use option(s) {unused} for method {method!r}; check their names",
+                option="petsc_options",
+            )
         mode, refusal = _transpose_support(ksp, matrix, pc.getType())
         return _State(ksp, matrix, method, options, mode, refusal)
 
@@ -200,7 +204,7 @@ class PetscBackend:
         multiply = matrix.multTranspose if transposed else matrix.mult
         run = ksp.solveTranspose if transposed else ksp.solve
         options = state.options
-        iterative = state.method != "lu"
+        iterative = self.methods[state.method].kind == "iterative"
         X = torch.empty_like(B)
         iterations, converged, reasons = 0, True, set()
         norm, target, reason = 0.0, 0.0, 1
@@ -256,11 +260,12 @@ def _assemble(A_local: torch.Tensor, comm: Any) -> Any:
     import numpy as np
     from petsc4py import PETSc
 
-    csr = A_local if A_local.layout == torch.sparse_csr else A_local.to_sparse_csr()
+    crow_t, col_t = SparsePattern.of(A_local).csr_indices()  # a coalesced COO's values are in CSR order too
+    values = A_local.values() if A_local.layout == torch.sparse_csr else A_local._values()
     n_local, n = A_local.shape
     integer = PETSc.IntType
-    crow = csr.crow_indices().numpy().astype(integer)
-    col = csr.col_indices().numpy().astype(integer)
+    crow = crow_t.numpy().astype(integer)
+    col = col_t.numpy().astype(integer)
     lo = comm.exscan(n_local) or 0  # this process's first row (exscan gives None on rank 0)
     rows = np.repeat(np.arange(n_local), np.diff(crow))
     inside = (col >= lo) & (col < lo + n_local)
@@ -268,7 +273,7 @@ def _assemble(A_local: torch.Tensor, comm: Any) -> Any:
     o_nnz = np.bincount(rows[~inside], minlength=n_local).astype(integer)
     matrix = PETSc.Mat().createAIJ(size=((n_local, n), (n_local, n)), nnz=(d_nnz, o_nnz), comm=comm)
     matrix.setOption(PETSc.Mat.Option.NEW_NONZERO_ALLOCATION_ERR, True)
-    matrix.setValuesCSR(crow, col, csr.values().numpy().astype(PETSc.ScalarType))
+    matrix.setValuesCSR(crow, col, values.numpy().astype(PETSc.ScalarType))
     matrix.assemble()
     return matrix
 
@@ -332,12 +337,12 @@ def _used(database: Any, name: str) -> bool:
     with open("/proc/self/maps") as maps:  # the libpetsc petsc4py loaded
         paths = sorted({line.split()[-1] for line in maps if "libpetsc" in line and ".so" in line})
     if not paths:
-        raise RuntimeError("cannot tell whether PETSc used an option: no libpetsc found in this process")
+        raise BackendContractError("cannot tell whether PETSc used an option: no libpetsc found in this process")
     function = ctypes.CDLL(paths[0]).PetscOptionsUsed
     function.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_int)]
     flag = ctypes.c_int(0)
     if function(None, name.encode(), ctypes.byref(flag)) != 0:
-        raise RuntimeError(f"PetscOptionsUsed failed for {name!r}")
+        raise BackendContractError(f"PetscOptionsUsed failed for {name!r}")
     return bool(flag.value)
 
 

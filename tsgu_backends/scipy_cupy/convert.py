@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from tsgu_core.errors import DeviceMismatchError, InvalidArgumentError, LayoutError
+
 __all__ = ["cupy_to_torch", "scipy_to_torch", "torch_to_cupy", "torch_to_scipy"]
 
 
@@ -26,7 +28,7 @@ def _parts(A: torch.Tensor) -> tuple[str, tuple[torch.Tensor, ...]]:
         A = A if A.is_coalesced() else A.coalesce()
         indices = A.indices()
         return "coo", (A.values(), indices[0], indices[1])
-    raise TypeError(f"expected a sparse COO or CSR tensor, got layout {A.layout}")
+    raise LayoutError(f"expected a sparse COO or CSR tensor, got layout {A.layout}")
 
 
 def torch_to_scipy(A: torch.Tensor) -> Any:
@@ -41,7 +43,9 @@ def torch_to_scipy(A: torch.Tensor) -> Any:
     import scipy.sparse as sp
 
     if A.device.type != "cpu":
-        raise ValueError(f"torch_to_scipy needs a CPU tensor, got one on {A.device}; use torch_to_cupy for CUDA")
+        raise DeviceMismatchError(
+            f"torch_to_scipy needs a CPU tensor, got one on {A.device}; use torch_to_cupy for CUDA"
+        )
     kind, (values, first, second) = _parts(A)
     if kind == "csr":
         return sp.csr_matrix((values.numpy(), first.numpy(), second.numpy()), shape=tuple(A.shape), copy=False)
@@ -64,7 +68,7 @@ def scipy_to_torch(M: Any, layout: torch.layout = torch.sparse_csr) -> torch.Ten
         M = M.tocoo()
         indices = torch.stack([torch.from_numpy(M.row).long(), torch.from_numpy(M.col).long()])
         return torch.sparse_coo_tensor(indices, torch.from_numpy(M.data), M.shape).coalesce()
-    raise ValueError(f"layout must be torch.sparse_csr or torch.sparse_coo, got {layout}")
+    raise InvalidArgumentError(f"layout must be torch.sparse_csr or torch.sparse_coo, got {layout}")
 
 
 def torch_to_cupy(A: torch.Tensor) -> Any:
@@ -73,7 +77,9 @@ def torch_to_cupy(A: torch.Tensor) -> Any:
     import cupyx.scipy.sparse as csp
 
     if A.device.type != "cuda":
-        raise ValueError(f"torch_to_cupy needs a CUDA tensor, got one on {A.device}; use torch_to_scipy for CPU")
+        raise DeviceMismatchError(
+            f"torch_to_cupy needs a CUDA tensor, got one on {A.device}; use torch_to_scipy for CPU"
+        )
     kind, arrays = _parts(A)
     values, first, second = (cupy.from_dlpack(t.contiguous()) for t in arrays)
     if kind == "csr":
@@ -92,4 +98,4 @@ def cupy_to_torch(M: Any, layout: torch.layout = torch.sparse_csr) -> torch.Tens
         M = M.tocoo()
         indices = torch.stack([torch.from_dlpack(M.row).long(), torch.from_dlpack(M.col).long()])
         return torch.sparse_coo_tensor(indices, torch.from_dlpack(M.data), M.shape).coalesce()
-    raise ValueError(f"layout must be torch.sparse_csr or torch.sparse_coo, got {layout}")
+    raise InvalidArgumentError(f"layout must be torch.sparse_csr or torch.sparse_coo, got {layout}")

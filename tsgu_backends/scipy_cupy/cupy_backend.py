@@ -23,7 +23,7 @@ import torch
 
 from tsgu_backends.scipy_cupy.convert import torch_to_cupy
 from tsgu_backends.scipy_cupy.iterative import solve_columns
-from tsgu_backends.scipy_cupy.methods import CUPY_METHODS
+from tsgu_backends.scipy_cupy.methods import CUPY_METHODS, library_keywords, superlu_keywords
 from tsgu_backends.scipy_cupy.operators import Operators, TriangularState
 from tsgu_core import Availability, BackendReport, SingularMatrixError, SolveOptions
 
@@ -74,24 +74,72 @@ def _singular(error: Exception) -> SingularMatrixError:
     return SingularMatrixError(f"A is singular: {error}")
 
 
+def _minres(A: Any, b: Any, *, rtol: float, **keywords: Any) -> tuple[Any, int]:
+    import cupyx.scipy.sparse.linalg as csla
+
+    return csla.minres(A, b, tol=rtol, **keywords)  # CuPy's minres names its tolerance ``tol``
+
+
 @dataclass
-class _Direct:
+class _Factors:
+    """SuperLU factors (cupyx's splu); the transpose solve reuses them."""
+
     factors: Any
+
+    def solve(self, B: torch.Tensor, transpose: bool, x0: torch.Tensor | None) -> tuple[torch.Tensor, BackendReport]:
+        return _torch(self.factors.solve(_cupy(B), trans="T" if transpose else "N"), B), BackendReport()
+
+
+class _Triangular(TriangularState):
+    """cupyx's ``spsolve_triangular`` on ``A`` or ``Aᵀ``."""
+
+    def solve(self, B: torch.Tensor, transpose: bool, x0: torch.Tensor | None) -> tuple[torch.Tensor, BackendReport]:
+        import cupyx.scipy.sparse.linalg as csla
+
+        matrix, lower = self.system(transpose)
+        X = csla.spsolve_triangular(matrix, _cupy(B), lower=lower, unit_diagonal=self.unit_diagonal)
+        return _torch(X, B), BackendReport()
 
 
 @dataclass
 class _Iterative:
+    """One of cupyx's Krylov methods, column by column, with ``Aᵀ`` and ``Mᴴ`` for the transpose solve."""
+
     operators: Operators
     method: str
     options: SolveOptions
     keywords: dict[str, Any]
     M: Any
 
+    def solve(self, B: torch.Tensor, transpose: bool, x0: torch.Tensor | None) -> tuple[torch.Tensor, BackendReport]:
+        import cupy
+        import cupyx.scipy.sparse.linalg as csla
 
-def _minres(A: Any, b: Any, *, rtol: float, **keywords: Any) -> tuple[Any, int]:
-    import cupyx.scipy.sparse.linalg as csla
+        keywords = dict(self.keywords)
+        if self.M is not None:
+            operator = csla.aslinearoperator(self.M)
+            keywords["M"] = operator.H if transpose else operator
+        options = self.options
+        restart = keywords.pop("restart", None) if self.method == "gmres" else None
+        solver = _minres if self.method == "minres" else getattr(csla, self.method)
+        result = solve_columns(
+            cupy,
+            solver,
+            self.operators(transpose),
+            _cupy(B),
+            x0=None if x0 is None else _cupy(x0),
+            rtol=options.rtol,
+            atol=options.atol,
+            maxiter=options.maxiter,
+            keywords=keywords,
+            has_atol=self.method != "minres",
+            restart=restart,
+            shadow_from_start=self.method == "cgs",
+        )
+        return _torch(result.X, B), BackendReport(result.iterations, result.converged, result.message)
 
-    return csla.minres(A, b, tol=rtol, **keywords)  # CuPy's minres names its tolerance ``tol``
+
+_State = _Factors | _Triangular | _Iterative
 
 
 class CupyBackend:
@@ -118,7 +166,7 @@ class CupyBackend:
             return Availability.no("no CUDA device")
         return _cupy_status()
 
-    def prepare(self, A: torch.Tensor, method: str, options: SolveOptions) -> Any:
+    def prepare(self, A: torch.Tensor, method: str, options: SolveOptions) -> _State:
         import cupyx.scipy.sparse.linalg as csla
 
         spec = self.methods[method]
@@ -126,53 +174,18 @@ class CupyBackend:
         with _on_torch_stream(A.device):
             matrix = torch_to_cupy(A).tocsr()
             if spec.operation == "triangular":
-                return TriangularState(Operators(matrix), extra.pop("upper"), extra.pop("unit_diagonal"))
+                return _Triangular(Operators(matrix), extra["upper"], extra["unit_diagonal"])
             if spec.kind == "direct":
                 try:
-                    return _Direct(csla.splu(matrix.tocsc(), **extra))
+                    return _Factors(csla.splu(matrix.tocsc(), **superlu_keywords(extra)))
                 except RuntimeError as error:
                     if "singular" in str(error).lower():
                         raise _singular(error) from error
                     raise
-            keywords: dict[str, Any] = {name: extra.pop(name) for name in ("restart", "shift") if name in extra}
-            M = extra.pop("M", None)
-            if extra:
-                raise TypeError(f"cupy backend: unhandled option(s) {sorted(extra)}")
-            return _Iterative(Operators(matrix), method, options, keywords, M)
+            return _Iterative(Operators(matrix), method, options, library_keywords(extra), extra.get("M"))
 
     def solve(
-        self, state: Any, B: torch.Tensor, *, transpose: bool, x0: torch.Tensor | None = None
+        self, state: _State, B: torch.Tensor, *, transpose: bool, x0: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, BackendReport]:
-        import cupy
-        import cupyx.scipy.sparse.linalg as csla
-
         with _on_torch_stream(B.device):
-            if isinstance(state, _Direct):
-                return _torch(state.factors.solve(_cupy(B), trans="T" if transpose else "N"), B), BackendReport()
-            if isinstance(state, TriangularState):
-                matrix, lower = state.system(transpose)
-                X = csla.spsolve_triangular(matrix, _cupy(B), lower=lower, unit_diagonal=state.unit_diagonal)
-                return _torch(X, B), BackendReport()
-            keywords = dict(state.keywords)
-            if state.M is not None:
-                operator = csla.aslinearoperator(state.M)
-                keywords["M"] = operator.H if transpose else operator
-            options = state.options
-            assert options.rtol is not None and options.atol is not None and options.maxiter is not None
-            restart = keywords.pop("restart", 20) if state.method == "gmres" else None
-            solver = _minres if state.method == "minres" else getattr(csla, state.method)
-            result = solve_columns(
-                cupy,
-                solver,
-                state.operators(transpose),
-                _cupy(B),
-                x0=None if x0 is None else _cupy(x0),
-                rtol=options.rtol,
-                atol=options.atol,
-                maxiter=options.maxiter,
-                keywords=keywords,
-                has_atol=state.method != "minres",
-                restart=restart,
-                shadow_from_start=state.method == "cgs",
-            )
-            return _torch(result.X, B), BackendReport(result.iterations, result.converged, result.message)
+            return state.solve(B, transpose, x0)

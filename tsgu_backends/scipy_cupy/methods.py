@@ -9,27 +9,46 @@ step, where SciPy counts restart cycles or outer iterations.
 
 from __future__ import annotations
 
-from tsgu_core import MethodSpec
+from tsgu_core import MethodSpec, Option
 
-__all__ = ["CUPY_METHODS", "SCIPY_METHODS"]
+__all__ = [
+    "CUPY_METHODS",
+    "LIBRARY_KEYWORDS",
+    "SCIPY_METHODS",
+    "SUPERLU_OPTIONS",
+    "library_keywords",
+    "superlu_keywords",
+]
 
-_SUPERLU = {
-    "permc_spec": "column ordering: 'COLAMD' (default), 'NATURAL', 'MMD_ATA' or 'MMD_AT_PLUS_A'",
-    "diag_pivot_thresh": "threshold for a diagonal pivot (SuperLU)",
-    "relax": "supernode relaxation (SuperLU expert option)",
-    "panel_size": "panel size (SuperLU expert option)",
-    "options": "dict of further SuperLU options, e.g. {'Equil': False}",
+SUPERLU_OPTIONS = {
+    "permc_spec": Option("column ordering", type=str, choices=("COLAMD", "NATURAL", "MMD_ATA", "MMD_AT_PLUS_A")),
+    "diag_pivot_thresh": Option("threshold for a diagonal pivot (SuperLU; default 1)", type=float, minimum=0.0),
+    "relax": Option("supernode relaxation (SuperLU expert option)", type=int, minimum=1),
+    "panel_size": Option("panel size (SuperLU expert option)", type=int, minimum=1),
+    "options": Option("further SuperLU options, e.g. {'Equil': False}", type=dict),
 }
-_M = {"M": "preconditioner: a LinearOperator or matrix approximating A⁻¹ (its adjoint serves the transpose solve)"}
+"""SuperLU's own options, passed to ``splu`` when set."""
+
+LIBRARY_KEYWORDS = ("restart", "inner_m", "outer_k", "shift", "M1", "M2")
+"""Declared options that go to the library's solver as keywords of the same name."""
+
+_M = {
+    "M": Option("preconditioner: a LinearOperator or matrix approximating A⁻¹ (its adjoint serves the transpose solve)")
+}
 _NAMED = {
-    "preconditioner": "by name, built once: 'jacobi', 'ilu' (spilu), 'amg' (pyamg smoothed aggregation); "
-    "exclusive with M",
-    "ilu_drop_tol": "spilu drop tolerance (with preconditioner='ilu'; default 1e-4)",
-    "ilu_fill_factor": "spilu fill factor (with preconditioner='ilu'; default 10)",
+    "preconditioner": Option(
+        "built once by name: 'jacobi', 'ilu' (spilu), 'amg' (pyamg smoothed aggregation); exclusive with M",
+        type=str,
+        choices=("jacobi", "ilu", "amg"),
+    ),
+    "ilu_drop_tol": Option("spilu drop tolerance (with preconditioner='ilu'; SciPy's default 1e-4)", type=float),
+    "ilu_fill_factor": Option("spilu fill factor (with preconditioner='ilu'; SciPy's default 10)", type=float),
 }
+_RESTART = {"restart": Option("Krylov dimension per cycle", type=int, default=20, minimum=1)}
+_CONLIM = {"conlim": Option("stop if the condition estimate exceeds this", type=float, default=1e8, minimum=1.0)}
 
 
-def _iterative(name: str, assumes: str, summary: str, **options: str) -> MethodSpec:
+def _iterative(name: str, assumes: str, summary: str, **options: Option) -> MethodSpec:
     return MethodSpec(name, "iterative", assumes, {**options, **_M, **_NAMED}, summary)  # type: ignore[arg-type]
 
 
@@ -38,7 +57,7 @@ SCIPY_METHODS: dict[str, MethodSpec] = {
         "splu",
         "direct",
         "general",
-        _SUPERLU,
+        SUPERLU_OPTIONS,
         "SuperLU factorisation, reused for the transpose solve (trans='T')",
         batched=True,
     ),
@@ -46,29 +65,32 @@ SCIPY_METHODS: dict[str, MethodSpec] = {
         "spsolve",
         "direct",
         "general",
-        {"permc_spec": _SUPERLU["permc_spec"]},
+        {"permc_spec": SUPERLU_OPTIONS["permc_spec"]},
         "spsolve's SuperLU path, factorised once so that the backward reuses it (spsolve itself cannot)",
         batched=True,
     ),
     "cg": _iterative("cg", "spd", "conjugate gradients (A symmetric positive definite)"),
     "cgs": _iterative("cgs", "general", "conjugate gradients squared (erratic; may stall near 1e-11 in float64)"),
     "bicgstab": _iterative("bicgstab", "general", "BiCGSTAB"),
-    "gmres": _iterative("gmres", "general", "restarted GMRES", restart="Krylov dimension per cycle (default 20)"),
+    "gmres": _iterative("gmres", "general", "restarted GMRES", **_RESTART),
     "lgmres": _iterative(
         "lgmres",
         "general",
         "LGMRES",
-        inner_m="inner GMRES iterations per outer one (default 30)",
-        outer_k="vectors carried between outer iterations (default 3)",
+        inner_m=Option("inner GMRES iterations per outer one", type=int, default=30, minimum=1),
+        outer_k=Option("vectors carried between outer iterations", type=int, default=3, minimum=0),
     ),
     "minres": _iterative(
-        "minres", "symmetric", "MINRES (A symmetric, may be indefinite)", shift="solve (A − shift·I)x = b"
+        "minres",
+        "symmetric",
+        "MINRES (A symmetric, may be indefinite)",
+        shift=Option("solve (A − shift·I)x = b", type=float, default=0.0),
     ),
     "qmr": MethodSpec(
         "qmr",
         "iterative",
         "general",
-        {"M1": "left preconditioner (LinearOperator)", "M2": "right preconditioner (LinearOperator)"},
+        {"M1": Option("left preconditioner (LinearOperator)"), "M2": Option("right preconditioner (LinearOperator)")},
         "quasi-minimal residual (uses products with Aᵀ)",
     ),
     "tfqmr": _iterative("tfqmr", "general", "transpose-free QMR"),
@@ -79,7 +101,7 @@ SCIPY_METHODS: dict[str, MethodSpec] = {
         "lsmr",
         "iterative",
         "general",
-        {"conlim": "stop if the condition estimate exceeds this (default 1e8)"},
+        _CONLIM,
         "LSMR on A and Aᵀ, with refinement on the augmented system",
         operation="lstsq",
     ),
@@ -87,7 +109,7 @@ SCIPY_METHODS: dict[str, MethodSpec] = {
         "lsqr",
         "iterative",
         "general",
-        {"conlim": "stop if the condition estimate exceeds this (default 1e8)"},
+        _CONLIM,
         "LSQR on A and Aᵀ, with refinement on the augmented system",
         operation="lstsq",
     ),
@@ -95,7 +117,7 @@ SCIPY_METHODS: dict[str, MethodSpec] = {
         "augmented_splu",
         "direct",
         "general",
-        _SUPERLU,
+        SUPERLU_OPTIONS,
         "SuperLU on the augmented system [[I, A], [Aᵀ, 0]]: direct least squares for moderate sizes",
         operation="lstsq",
     ),
@@ -106,25 +128,37 @@ CUPY_METHODS: dict[str, MethodSpec] = {
         "splu",
         "direct",
         "general",
-        _SUPERLU,
+        SUPERLU_OPTIONS,
         "SuperLU factorisation on the CPU (as cupyx does), triangular solves on the GPU; reused for trans='T'",
     ),
     "spsolve": MethodSpec(
         "spsolve",
         "direct",
         "general",
-        {"permc_spec": _SUPERLU["permc_spec"]},
+        {"permc_spec": SUPERLU_OPTIONS["permc_spec"]},
         "as splu (factorised once so that the backward reuses it)",
     ),
     "cg": MethodSpec("cg", "iterative", "spd", dict(_M), "conjugate gradients (cupyx)"),
     "cgs": MethodSpec("cgs", "iterative", "general", dict(_M), "conjugate gradients squared (cupyx)"),
-    "gmres": MethodSpec(
-        "gmres", "iterative", "general", {"restart": "Krylov dimension per cycle (default 20)", **_M}, "GMRES (cupyx)"
-    ),
+    "gmres": MethodSpec("gmres", "iterative", "general", {**_RESTART, **_M}, "GMRES (cupyx)"),
     "minres": MethodSpec(
-        "minres", "iterative", "symmetric", {"shift": "solve (A − shift·I)x = b", **_M}, "MINRES (cupyx)"
+        "minres",
+        "iterative",
+        "symmetric",
+        {"shift": Option("solve (A − shift·I)x = b", type=float, default=0.0), **_M},
+        "MINRES (cupyx)",
     ),
     "spsolve_triangular": MethodSpec(
         "spsolve_triangular", "direct", "general", {}, "cupyx spsolve_triangular (cuSPARSE)", operation="triangular"
     ),
 }
+
+
+def superlu_keywords(options: dict[str, object]) -> dict[str, object]:
+    """The SuperLU options that were set, as ``splu`` keywords."""
+    return {name: value for name, value in options.items() if name in SUPERLU_OPTIONS and value is not None}
+
+
+def library_keywords(options: dict[str, object]) -> dict[str, object]:
+    """The declared options that go to the library's Krylov solver under their own names."""
+    return {name: value for name, value in options.items() if name in LIBRARY_KEYWORDS and value is not None}

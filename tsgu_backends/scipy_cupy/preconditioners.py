@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from tsgu_core import InvalidOptionError
+
 __all__ = ["NAMED_PRECONDITIONERS", "PreconditionerPair", "build_preconditioner"]
 
 NAMED_PRECONDITIONERS = ("jacobi", "ilu", "amg")
@@ -44,8 +46,9 @@ def _jacobi(A: Any) -> PreconditionerPair:
     diagonal = A.diagonal()
     zero = np.flatnonzero(diagonal == 0)
     if zero.size:
-        raise ValueError(
-            f"preconditioner='jacobi' needs a nonzero diagonal, but row(s) {zero[:5].tolist()} have a zero there"
+        raise InvalidOptionError(
+            f"preconditioner='jacobi' needs a nonzero diagonal, but row(s) {zero[:5].tolist()} have a zero there",
+            option="preconditioner",
         )
     M = sp.diags(1.0 / diagonal).tocsr()
     return PreconditionerPair(M, lambda: M)
@@ -57,7 +60,9 @@ def _ilu(A: Any, drop_tol: float | None, fill_factor: float | None) -> Precondit
     try:
         ilu = sla.spilu(A.tocsc(), drop_tol=drop_tol, fill_factor=fill_factor)
     except RuntimeError as error:
-        raise ValueError(f"preconditioner='ilu': spilu failed ({error}); try a smaller ilu_drop_tol") from error
+        raise InvalidOptionError(
+            f"preconditioner='ilu': spilu failed ({error}); try a smaller ilu_drop_tol", option="preconditioner"
+        ) from error
     n = A.shape[0]
     forward = sla.LinearOperator((n, n), matvec=ilu.solve, dtype=A.dtype)
     return PreconditionerPair(
@@ -69,7 +74,9 @@ def _amg(A: Any) -> PreconditionerPair:
     try:
         import pyamg
     except ImportError as error:
-        raise ValueError("preconditioner='amg' needs pyamg: pip install pyamg (or 'tsgu[all]')") from error
+        raise InvalidOptionError(
+            "preconditioner='amg' needs pyamg: pip install pyamg (or 'tsgu[all]')", option="preconditioner"
+        ) from error
 
     forward = pyamg.smoothed_aggregation_solver(A.tocsr()).aspreconditioner()
 
@@ -82,10 +89,17 @@ def _amg(A: Any) -> PreconditionerPair:
     return PreconditionerPair(forward, transpose)
 
 
-def _user(M: Any) -> PreconditionerPair:
+def _user(M: Any, shape: tuple[int, int]) -> PreconditionerPair:
     import scipy.sparse.linalg as sla
 
-    operator = sla.aslinearoperator(M)
+    try:
+        operator = sla.aslinearoperator(M)
+    except TypeError as error:
+        raise InvalidOptionError(
+            f"M must be a matrix or LinearOperator approximating A⁻¹, got {type(M).__name__}", option="M"
+        ) from error
+    if tuple(operator.shape) != tuple(shape):
+        raise InvalidOptionError(f"M has shape {tuple(operator.shape)} but A has {tuple(shape)}", option="M")
     return PreconditionerPair(M, lambda: operator.adjoint())
 
 
@@ -101,22 +115,22 @@ def build_preconditioner(
 
     Raises
     ------
-    ValueError
-        Unknown name, both ``M`` and a name, ILU options without ``"ilu"``,
-        or a preconditioner that cannot be built for this ``A``.
+    InvalidOptionError
+        Both ``M`` and a name, ILU options without ``"ilu"``, a user ``M``
+        of the wrong shape, or a preconditioner that cannot be built for this ``A``.
     """
     if name is not None and M is not None:
-        raise ValueError("pass either M (an operator) or preconditioner (a name), not both")
+        raise InvalidOptionError("pass either M (an operator) or preconditioner (a name), not both", option="M")
     if (ilu_drop_tol is not None or ilu_fill_factor is not None) and name != "ilu":
-        raise ValueError("ilu_drop_tol and ilu_fill_factor only apply with preconditioner='ilu'")
+        raise InvalidOptionError(
+            "ilu_drop_tol and ilu_fill_factor only apply with preconditioner='ilu'", option="ilu_drop_tol"
+        )
     if M is not None:
-        return _user(M)
+        return _user(M, A.shape)
     if name is None:
         return None
     if name == "jacobi":
         return _jacobi(A)
     if name == "ilu":
         return _ilu(A, ilu_drop_tol, ilu_fill_factor)
-    if name == "amg":
-        return _amg(A)
-    raise ValueError(f"preconditioner must be one of {list(NAMED_PRECONDITIONERS)} or None, got {name!r}")
+    return _amg(A)  # the declaration admits only the named preconditioners

@@ -12,14 +12,12 @@ import torch
 from tsgu_backends.augmented import solve_augmented
 from tsgu_backends.scipy_cupy.convert import torch_to_scipy
 from tsgu_backends.scipy_cupy.iterative import solve_columns
-from tsgu_backends.scipy_cupy.methods import SCIPY_METHODS
+from tsgu_backends.scipy_cupy.methods import SCIPY_METHODS, library_keywords, superlu_keywords
 from tsgu_backends.scipy_cupy.operators import Operators, TriangularState
 from tsgu_backends.scipy_cupy.preconditioners import PreconditionerPair, build_preconditioner
-from tsgu_core import Availability, BackendReport, SingularMatrixError, SolveOptions
+from tsgu_core import Availability, BackendReport, InvalidOptionError, SingularMatrixError, SolveOptions
 
 __all__ = ["ScipyBackend"]
-
-_SUPERLU_OPTIONS = ("permc_spec", "diag_pivot_thresh", "relax", "panel_size", "options")
 
 
 def _numpy(X: torch.Tensor) -> Any:
@@ -45,35 +43,113 @@ def factorise(matrix: Any, options: dict[str, Any], what: str = "A") -> Any:
 
 
 @dataclass
-class _Direct:
-    factors: list[Any]  # one SuperLU per batch member (one for a single A)
+class _Factors:
+    """SuperLU factors, one per batch member (one for a single ``A``); the transpose solve reuses them."""
+
+    factors: list[Any]
     batched: bool
+
+    def solve(self, B: torch.Tensor, transpose: bool, x0: torch.Tensor | None) -> tuple[torch.Tensor, BackendReport]:
+        trans = "T" if transpose else "N"
+        if not self.batched:
+            return _torch(self.factors[0].solve(_numpy(B), trans=trans), B), BackendReport()
+        solutions = [_torch(lu.solve(_numpy(B[i]), trans=trans), B[i]) for i, lu in enumerate(self.factors)]
+        return torch.stack(solutions), BackendReport()
 
 
 @dataclass
 class _Iterative:
+    """One of SciPy's Krylov methods, column by column, with ``Aᵀ`` and the preconditioner's transpose."""
+
     operators: Operators
     method: str
     options: SolveOptions
     keywords: dict[str, Any]
     preconditioner: PreconditionerPair | None
 
+    def solve(self, B: torch.Tensor, transpose: bool, x0: torch.Tensor | None) -> tuple[torch.Tensor, BackendReport]:
+        import numpy as np
+        import scipy.sparse.linalg as sla
+
+        keywords = dict(self.keywords)
+        if self.method == "qmr" and transpose:  # (M1 A M2)ᵀ = M2ᵀ Aᵀ M1ᵀ
+            M1, M2 = keywords.pop("M1", None), keywords.pop("M2", None)
+            if M2 is not None:
+                keywords["M1"] = sla.aslinearoperator(M2).adjoint()
+            if M1 is not None:
+                keywords["M2"] = sla.aslinearoperator(M1).adjoint()
+        if self.preconditioner is not None:
+            keywords["M"] = self.preconditioner.transpose if transpose else self.preconditioner.forward
+        options = self.options
+        result = solve_columns(
+            np,
+            getattr(sla, self.method),
+            self.operators(transpose),
+            _numpy(B),
+            x0=None if x0 is None else _numpy(x0),
+            rtol=options.rtol,
+            atol=options.atol,
+            maxiter=options.maxiter,
+            keywords={k: v for k, v in keywords.items() if k not in ("restart", "inner_m")},
+            has_atol=self.method != "minres",
+            restart=keywords.get("restart") if self.method == "gmres" else None,
+            inner_m=options["inner_m"] if self.method == "lgmres" else None,
+            shadow_from_start=self.method in ("bicgstab", "cgs", "tfqmr"),
+        )
+        return _torch(result.X, B), BackendReport(result.iterations, result.converged, result.message)
+
+
+class _Triangular(TriangularState):
+    """``spsolve_triangular`` on ``A`` or ``Aᵀ`` (which swaps the triangle)."""
+
+    def solve(self, B: torch.Tensor, transpose: bool, x0: torch.Tensor | None) -> tuple[torch.Tensor, BackendReport]:
+        import numpy as np
+        import scipy.sparse.linalg as sla
+
+        matrix, lower = self.system(transpose)
+        try:
+            X = sla.spsolve_triangular(matrix, np.array(_numpy(B)), lower=lower, unit_diagonal=self.unit_diagonal)
+        except np.linalg.LinAlgError as error:
+            raise SingularMatrixError(f"A is singular: {error}") from error
+        return _torch(X, B), BackendReport()
+
 
 @dataclass
 class _LeastSquares:
+    """Least squares on the augmented system: SciPy's LSMR/LSQR with refinement, or SuperLU of ``K``."""
+
     operators: Operators
     method: str
     options: SolveOptions
     factors: Any = None  # augmented_splu
 
+    def solve(self, Z: torch.Tensor, transpose: bool, z0: torch.Tensor | None) -> tuple[torch.Tensor, BackendReport]:
+        if self.factors is not None:  # K is symmetric: the transpose solve is the same solve
+            return _torch(self.factors.solve(_numpy(Z)), Z), BackendReport()
+        matrix, transposed = self.operators(False), self.operators(True)
 
-def _pop_keywords(extra: dict[str, Any]) -> dict[str, Any]:
-    names = ("restart", "inner_m", "outer_k", "shift", "M1", "M2")
-    keywords: dict[str, Any] = {name: extra.pop(name) for name in names if name in extra}
-    for name in ("restart", "inner_m", "outer_k"):
-        if name in keywords and (isinstance(keywords[name], bool) or not isinstance(keywords[name], int)):
-            raise TypeError(f"option {name} must be an int, got {keywords[name]!r}")
-    return keywords
+        def matvec(X: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(matrix @ _numpy(X)).to(X.dtype)
+
+        def rmatvec(U: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(transposed @ _numpy(U)).to(U.dtype)
+
+        options = self.options
+        result = solve_augmented(
+            matvec,
+            rmatvec,
+            Z,
+            matrix.shape[0],
+            rtol=options.rtol,
+            atol=options.atol,
+            maxiter=options.maxiter,
+            z0=z0,
+            least_squares=_scipy_least_squares(self.method, options["conlim"]),
+        )
+        return result.Z.to(Z.dtype), BackendReport(result.iterations, result.converged, result.message)
+
+
+_State = _Factors | _Iterative | _Triangular | _LeastSquares
 
 
 def _scipy_least_squares(method: str, conlim: float | None) -> Any:
@@ -146,38 +222,37 @@ class ScipyBackend:
             return Availability.no("SciPy is not installed", install="pip install scipy")
         return Availability.yes()
 
-    # --- prepare -------------------------------------------------------------
-
-    def prepare(self, A: torch.Tensor, method: str, options: SolveOptions) -> Any:
+    def prepare(self, A: torch.Tensor, method: str, options: SolveOptions) -> _State:
         spec = self.methods[method]
         extra = dict(options.extra)
         if spec.operation == "triangular":
-            return TriangularState(Operators(torch_to_scipy(A).tocsr()), extra.pop("upper"), extra.pop("unit_diagonal"))
+            return _Triangular(Operators(torch_to_scipy(A).tocsr()), extra["upper"], extra["unit_diagonal"])
         if A.dim() == 3:
-            return self._prepare_batch(A, extra)
+            return self._prepare_batch(A, superlu_keywords(extra))
         matrix = torch_to_scipy(A).tocsr()
         if spec.operation == "lstsq":
-            return self._prepare_least_squares(matrix, method, options, extra)
+            state = _LeastSquares(Operators(matrix), method, options)
+            if method == "augmented_splu":
+                state.factors = self._factorise_augmented(matrix, superlu_keywords(extra))
+            return state
         if spec.kind == "direct":
-            return _Direct([factorise(matrix, extra)], batched=False)
-        keywords = _pop_keywords(extra)
-        if extra.get("preconditioner") == "ilu" and self.methods[method].assumes != "general":
-            raise ValueError(
+            return _Factors([factorise(matrix, superlu_keywords(extra))], batched=False)
+        if extra.get("preconditioner") == "ilu" and spec.assumes != "general":
+            raise InvalidOptionError(
                 f"preconditioner='ilu' is not symmetric, and {method!r} needs a symmetric positive definite "
-                "preconditioner: use 'jacobi' or 'amg', or a general method such as 'gmres'"
+                "preconditioner: use 'jacobi' or 'amg', or a general method such as 'gmres'",
+                option="preconditioner",
             )
         preconditioner = build_preconditioner(
             matrix,
-            name=extra.pop("preconditioner", None),
-            M=extra.pop("M", None),
-            ilu_drop_tol=extra.pop("ilu_drop_tol", None),
-            ilu_fill_factor=extra.pop("ilu_fill_factor", None),
+            name=extra.get("preconditioner"),
+            M=extra.get("M"),
+            ilu_drop_tol=extra.get("ilu_drop_tol"),
+            ilu_fill_factor=extra.get("ilu_fill_factor"),
         )
-        if extra:  # the core only passes declared options; this guards the declarations
-            raise TypeError(f"scipy backend: unhandled option(s) {sorted(extra)}")
-        return _Iterative(Operators(matrix), method, options, keywords, preconditioner)
+        return _Iterative(Operators(matrix), method, options, library_keywords(extra), preconditioner)
 
-    def _prepare_batch(self, A: torch.Tensor, extra: dict[str, Any]) -> _Direct:
+    def _prepare_batch(self, A: torch.Tensor, superlu: dict[str, Any]) -> _Factors:
         """A shared-pattern batch: the CSR→CSC permutation is computed once, each member factorised."""
         import numpy as np
         import scipy.sparse as sp
@@ -190,110 +265,18 @@ class ScipyBackend:
         factors = []
         for member, values in enumerate(A.values().numpy()):
             csc = sp.csc_matrix((values[permutation], order.indices, order.indptr), shape=(n, n))
-            factors.append(factorise(csc, dict(extra), what=f"batch member {member} of A"))
-        return _Direct(factors, batched=True)
+            factors.append(factorise(csc, dict(superlu), what=f"batch member {member} of A"))
+        return _Factors(factors, batched=True)
 
-    def _prepare_least_squares(
-        self, matrix: Any, method: str, options: SolveOptions, extra: dict[str, Any]
-    ) -> _LeastSquares:
-        state = _LeastSquares(Operators(matrix), method, options)
-        if method == "augmented_splu":
-            import scipy.sparse as sp
+    @staticmethod
+    def _factorise_augmented(matrix: Any, superlu: dict[str, Any]) -> Any:
+        import scipy.sparse as sp
 
-            m = matrix.shape[0]
-            identity = sp.identity(m, dtype=matrix.dtype, format="csr")
-            K = sp.bmat([[identity, matrix], [matrix.T, None]], format="csc")
-            state.factors = factorise(K, extra, what="the augmented system of A (A is rank deficient)")
-        return state
-
-    # --- solve ----------------------------------------------------------------
+        identity = sp.identity(matrix.shape[0], dtype=matrix.dtype, format="csr")
+        K = sp.bmat([[identity, matrix], [matrix.T, None]], format="csc")
+        return factorise(K, superlu, what="the augmented system of A (A is rank deficient)")
 
     def solve(
-        self, state: Any, B: torch.Tensor, *, transpose: bool, x0: torch.Tensor | None = None
+        self, state: _State, B: torch.Tensor, *, transpose: bool, x0: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, BackendReport]:
-        if isinstance(state, _Direct):
-            trans = "T" if transpose else "N"
-            if not state.batched:
-                return _torch(state.factors[0].solve(_numpy(B), trans=trans), B), BackendReport()
-            solutions = [lu.solve(_numpy(B[i]), trans=trans) for i, lu in enumerate(state.factors)]
-            return torch.stack([_torch(x, B[i]) for i, x in enumerate(solutions)]), BackendReport()
-        if isinstance(state, TriangularState):
-            return self._solve_triangular(state, B, transpose), BackendReport()
-        if isinstance(state, _LeastSquares):
-            return self._solve_least_squares(state, B, x0)
-        return self._solve_iterative(state, B, transpose, x0)
-
-    def _solve_iterative(
-        self, state: _Iterative, B: torch.Tensor, transpose: bool, x0: torch.Tensor | None
-    ) -> tuple[torch.Tensor, BackendReport]:
-        import numpy as np
-        import scipy.sparse.linalg as sla
-
-        keywords = dict(state.keywords)
-        if state.method == "qmr" and transpose:  # (M1 A M2)ᵀ = M2ᵀ Aᵀ M1ᵀ
-            M1, M2 = keywords.pop("M1", None), keywords.pop("M2", None)
-            if M2 is not None:
-                keywords["M1"] = sla.aslinearoperator(M2).adjoint()
-            if M1 is not None:
-                keywords["M2"] = sla.aslinearoperator(M1).adjoint()
-        if state.preconditioner is not None:
-            keywords["M"] = state.preconditioner.transpose if transpose else state.preconditioner.forward
-        options = state.options
-        assert options.rtol is not None and options.atol is not None and options.maxiter is not None
-        restart = keywords.pop("restart", 20) if state.method == "gmres" else None
-        inner_m = keywords.pop("inner_m", 30) if state.method == "lgmres" else None
-        result = solve_columns(
-            np,
-            getattr(sla, state.method),
-            state.operators(transpose),
-            _numpy(B),
-            x0=None if x0 is None else _numpy(x0),
-            rtol=options.rtol,
-            atol=options.atol,
-            maxiter=options.maxiter,
-            keywords=keywords,
-            has_atol=state.method != "minres",
-            restart=restart,
-            inner_m=inner_m,
-            shadow_from_start=state.method in ("bicgstab", "cgs", "tfqmr"),
-        )
-        return _torch(result.X, B), BackendReport(result.iterations, result.converged, result.message)
-
-    def _solve_triangular(self, state: TriangularState, B: torch.Tensor, transpose: bool) -> torch.Tensor:
-        import numpy as np
-        import scipy.sparse.linalg as sla
-
-        matrix, lower = state.system(transpose)
-        try:
-            X = sla.spsolve_triangular(matrix, np.array(_numpy(B)), lower=lower, unit_diagonal=state.unit_diagonal)
-        except np.linalg.LinAlgError as error:
-            raise SingularMatrixError(f"A is singular: {error}") from error
-        return _torch(X, B)
-
-    def _solve_least_squares(
-        self, state: _LeastSquares, Z: torch.Tensor, z0: torch.Tensor | None
-    ) -> tuple[torch.Tensor, BackendReport]:
-        if state.factors is not None:  # K is symmetric: the transpose solve is the same solve
-            return _torch(state.factors.solve(_numpy(Z)), Z), BackendReport()
-        matrix, transposed = state.operators(False), state.operators(True)
-
-        def matvec(X: torch.Tensor) -> torch.Tensor:
-            return torch.from_numpy(matrix @ _numpy(X)).to(X.dtype)
-
-        def rmatvec(U: torch.Tensor) -> torch.Tensor:
-            return torch.from_numpy(transposed @ _numpy(U)).to(U.dtype)
-
-        options = state.options
-        assert options.rtol is not None and options.atol is not None and options.maxiter is not None
-        result = solve_augmented(
-            matvec,
-            rmatvec,
-            Z,
-            matrix.shape[0],
-            rtol=options.rtol,
-            atol=options.atol,
-            maxiter=options.maxiter,
-            z0=z0,
-            least_squares=_scipy_least_squares(state.method, options.extra.get("conlim")),
-        )
-        return result.Z.to(Z.dtype), BackendReport(result.iterations, result.converged, result.message)
+        return state.solve(B, transpose, x0)

@@ -3,26 +3,29 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
 from tsgu_backends.augmented import solve_augmented
 from tsgu_backends.torch_native.krylov import krylov_solve
 from tsgu_backends.torch_native.operator import CsrOperator
-from tsgu_core import Availability, BackendReport, MethodSpec, SolveOptions
+from tsgu_core import Availability, BackendReport, InvalidOptionError, MethodSpec, Option, SolveOptions
 
 __all__ = ["TorchBackend"]
 
-_PRECONDITIONERS = (None, "jacobi")
-_PRECONDITIONER_DOC = "None (default) or 'jacobi': divide by A's diagonal, which must have no zero"
+_JACOBI = Option(
+    "'jacobi': divide by A's diagonal, which must have no zero (None: no preconditioner)",
+    type=str,
+    choices=("jacobi",),
+)
+_RESTART = Option("Krylov dimension before a restart", type=int, default=20, minimum=1)
 
 METHODS: dict[str, MethodSpec] = {
     "gmres": MethodSpec(
         "gmres",
         "iterative",
         "general",
-        {"restart": "Krylov dimension before a restart (default 20)", "preconditioner": _PRECONDITIONER_DOC},
+        {"restart": _RESTART, "preconditioner": _JACOBI},
         "restarted GMRES, right-preconditioned; robust for any invertible A",
         batched=True,
     ),
@@ -30,7 +33,7 @@ METHODS: dict[str, MethodSpec] = {
         "bicgstab",
         "iterative",
         "general",
-        {"preconditioner": _PRECONDITIONER_DOC},
+        {"preconditioner": _JACOBI},
         "BiCGSTAB; cheap per iteration for nonsymmetric A, may break down (restarted automatically)",
         batched=True,
     ),
@@ -38,7 +41,7 @@ METHODS: dict[str, MethodSpec] = {
         "cg",
         "iterative",
         "spd",
-        {"preconditioner": _PRECONDITIONER_DOC + " (positive for cg)"},
+        {"preconditioner": Option(_JACOBI.doc + "; positive for cg", type=str, choices=("jacobi",))},
         "conjugate gradients; A must be symmetric positive definite",
         batched=True,
     ),
@@ -46,7 +49,11 @@ METHODS: dict[str, MethodSpec] = {
         "minres",
         "iterative",
         "symmetric",
-        {"preconditioner": "None (default) or 'jacobi': divide by |diag A|, which must have no zero"},
+        {
+            "preconditioner": Option(
+                "'jacobi': divide by |diag A|, which must have no zero", type=str, choices=("jacobi",)
+            )
+        },
         "MINRES; A must be symmetric (may be indefinite)",
         batched=True,
     ),
@@ -72,23 +79,6 @@ METHODS: dict[str, MethodSpec] = {
 }
 
 
-@dataclass
-class _TriangularState:
-    matrix: torch.Tensor
-    upper: bool
-    unit_diagonal: bool
-    method: str = "triangular"
-
-
-@dataclass
-class _State:
-    operator: CsrOperator
-    method: str
-    options: SolveOptions
-    restart: int
-    inverse_diagonal: torch.Tensor | None
-
-
 def _jacobi(operator: CsrOperator, method: str) -> torch.Tensor:
     diagonal = operator.diagonal()
     if method == "minres":
@@ -97,12 +87,88 @@ def _jacobi(operator: CsrOperator, method: str) -> torch.Tensor:
     if bad.shape[0]:
         rows = [tuple(index) if len(index) > 1 else index[0] for index in bad[:5].tolist()]
         need = "positive" if method == "cg" else "nonzero"
-        raise ValueError(
+        raise InvalidOptionError(
             f"preconditioner='jacobi' needs a {need} diagonal, but row(s) {rows} "
             f"({bad.shape[0]} in all) have {'a non-positive' if method == 'cg' else 'a zero'} diagonal entry; "
-            "use preconditioner=None"
+            "use preconditioner=None",
+            option="preconditioner",
         )
     return (1.0 / diagonal).unsqueeze(-1)
+
+
+@dataclass
+class _Triangular:
+    """A triangular CSR matrix for ``torch.triangular_solve``."""
+
+    matrix: torch.Tensor
+    upper: bool
+    unit_diagonal: bool
+
+    def solve(self, B: torch.Tensor, transpose: bool, x0: torch.Tensor | None) -> tuple[torch.Tensor, BackendReport]:
+        # contiguous: torch 2.13's sparse triangular_solve returns wrong numbers for a strided
+        # (n, 1) view of a wider B (seen here; tested in tests/test_triangular.py)
+        solution = torch.triangular_solve(
+            B.contiguous(), self.matrix, upper=self.upper, transpose=transpose, unitriangular=self.unit_diagonal
+        ).solution
+        return solution, BackendReport()
+
+
+@dataclass
+class _Krylov:
+    """A Krylov method on ``A`` (and ``Aᵀ`` for the transpose solve), optionally Jacobi-preconditioned."""
+
+    operator: CsrOperator
+    method: str
+    options: SolveOptions
+    inverse_diagonal: torch.Tensor | None  # diag(Aᵀ) = diag(A): valid for both solves
+
+    def solve(self, B: torch.Tensor, transpose: bool, x0: torch.Tensor | None) -> tuple[torch.Tensor, BackendReport]:
+        operator, inverse_diagonal = self.operator, self.inverse_diagonal
+
+        def op(X: torch.Tensor) -> torch.Tensor:
+            return operator.apply(X, transpose=transpose)
+
+        def precond(R: torch.Tensor) -> torch.Tensor:
+            assert inverse_diagonal is not None
+            return inverse_diagonal * R
+
+        result = krylov_solve(
+            self.method,
+            op,
+            precond if inverse_diagonal is not None else None,
+            B,
+            x0=x0,
+            rtol=self.options.rtol,
+            atol=self.options.atol,
+            maxiter=self.options.maxiter,
+            restart=self.options.extra.get("restart", 20),
+        )
+        return result.X, BackendReport(result.iterations, result.converged, result.message)
+
+
+@dataclass
+class _LeastSquares:
+    """LSQR on the augmented system ``K = [[I, A], [Aᵀ, 0]]``: symmetric, so ``transpose`` is moot."""
+
+    operator: CsrOperator
+    options: SolveOptions
+
+    def solve(self, Z: torch.Tensor, transpose: bool, z0: torch.Tensor | None) -> tuple[torch.Tensor, BackendReport]:
+        operator = self.operator
+        result = solve_augmented(
+            operator.apply,
+            lambda U: operator.apply(U, transpose=True),
+            Z,
+            operator.shape[0],
+            rtol=self.options.rtol,
+            atol=self.options.atol,
+            maxiter=self.options.maxiter,
+            z0=z0,
+        )
+        return result.Z, BackendReport(result.iterations, result.converged, result.message)
+
+
+_State = _Triangular | _Krylov | _LeastSquares
 
 
 class TorchBackend:
@@ -134,85 +200,16 @@ class TorchBackend:
             return Availability.no("no CUDA device visible to torch")
         return Availability.no(f"does not serve {device_type!r}")
 
-    def prepare(self, A: torch.Tensor, method: str, options: SolveOptions) -> _State | _TriangularState:
-        if method == "triangular":
-            extra = dict(options.extra)
-            upper, unit = extra.pop("upper"), extra.pop("unit_diagonal")
-            if extra:
-                raise TypeError(f"torch backend: unhandled option(s) {sorted(extra)}")
-            return _TriangularState(CsrOperator(A).matrix, upper, unit)
-        extra = dict(options.extra)
-        preconditioner = extra.pop("preconditioner", None)
-        if preconditioner not in _PRECONDITIONERS:
-            raise ValueError(f"preconditioner must be one of {list(_PRECONDITIONERS)}, got {preconditioner!r}")
-        restart = extra.pop("restart", 20)
-        if isinstance(restart, bool) or not isinstance(restart, int) or restart < 1:
-            raise ValueError(f"restart must be an int ≥ 1, got {restart!r}")
-        if extra:  # the core only passes declared options; this guards the declaration
-            raise TypeError(f"torch backend: unhandled option(s) {sorted(extra)}")
+    def prepare(self, A: torch.Tensor, method: str, options: SolveOptions) -> _State:
         operator = CsrOperator(A)
-        inverse_diagonal = _jacobi(operator, method) if preconditioner == "jacobi" else None
-        return _State(operator, method, options, restart, inverse_diagonal)
+        if method == "triangular":
+            return _Triangular(operator.matrix, options["upper"], options["unit_diagonal"])
+        if method == "lsqr":
+            return _LeastSquares(operator, options)
+        jacobi = options["preconditioner"] == "jacobi"
+        return _Krylov(operator, method, options, _jacobi(operator, method) if jacobi else None)
 
     def solve(
-        self,
-        state: _State | _TriangularState,
-        B: torch.Tensor,
-        *,
-        transpose: bool,
-        x0: torch.Tensor | None = None,
+        self, state: _State, B: torch.Tensor, *, transpose: bool, x0: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, BackendReport]:
-        if isinstance(state, _State) and state.method == "lsqr":
-            return self._solve_augmented(state, B, x0)
-        if isinstance(state, _TriangularState):
-            # contiguous: torch 2.13's sparse triangular_solve returns wrong numbers for a strided
-            # (n, 1) view of a wider B (seen here; tested in tests/test_triangular.py)
-            solution = torch.triangular_solve(
-                B.contiguous(), state.matrix, upper=state.upper, transpose=transpose, unitriangular=state.unit_diagonal
-            ).solution
-            return solution, BackendReport()
-        operator = state.operator
-
-        def op(X: torch.Tensor) -> torch.Tensor:
-            return operator.apply(X, transpose=transpose)
-
-        precond: Any = None
-        if state.inverse_diagonal is not None:
-            inverse_diagonal = state.inverse_diagonal  # diag(Aᵀ) = diag(A): valid for both solves
-
-            def precond(R: torch.Tensor) -> torch.Tensor:
-                return inverse_diagonal * R
-
-        options = state.options
-        assert options.rtol is not None and options.atol is not None and options.maxiter is not None
-        result = krylov_solve(
-            state.method,
-            op,
-            precond,
-            B,
-            x0=x0,
-            rtol=options.rtol,
-            atol=options.atol,
-            maxiter=options.maxiter,
-            restart=state.restart,
-        )
-        return result.X, BackendReport(result.iterations, result.converged, result.message)
-
-    def _solve_augmented(
-        self, state: _State, Z: torch.Tensor, z0: torch.Tensor | None
-    ) -> tuple[torch.Tensor, BackendReport]:
-        """The least-squares operation: ``K = [[I, A], [Aᵀ, 0]]`` is symmetric, so ``transpose`` is moot."""
-        operator = state.operator
-        options = state.options
-        assert options.rtol is not None and options.atol is not None and options.maxiter is not None
-        result = solve_augmented(
-            operator.apply,
-            lambda U: operator.apply(U, transpose=True),
-            Z,
-            operator.shape[0],
-            rtol=options.rtol,
-            atol=options.atol,
-            maxiter=options.maxiter,
-            z0=z0,
-        )
-        return result.Z, BackendReport(result.iterations, result.converged, result.message)
+        return state.solve(B, transpose, x0)

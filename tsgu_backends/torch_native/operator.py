@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import torch
 
+from tsgu_core import SparsePattern
+
 __all__ = ["CsrOperator"]
 
 _INT32_MAX = torch.iinfo(torch.int32).max
-
-
-def _csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    index_dtype = torch.int32 if max(*shape, values.numel()) < _INT32_MAX else torch.int64
-    return torch.sparse_csr_tensor(crow.to(index_dtype), col.to(index_dtype), values, shape, check_invariants=False)
 
 
 class CsrOperator:
@@ -34,42 +31,30 @@ class CsrOperator:
 
     def __init__(self, A: torch.Tensor):
         n = A.shape[-1]
-        rows = A.shape[-2]
         if A.dim() == 3:
             batch = A.shape[0]
-            crow, col, values = A.crow_indices(), A.col_indices(), A.values()
+            crow, col = A.crow_indices().to(torch.int64), A.col_indices().to(torch.int64)
             nnz = col.shape[1]
             offsets = torch.arange(batch, device=A.device).unsqueeze(1)
             big_crow = torch.cat([(crow[:, :-1] + offsets * nnz).reshape(-1), crow.new_tensor([batch * nnz])])
-            big_col = (col + offsets * n).reshape(-1)
-            crow, col, values = big_crow, big_col, values.reshape(-1)
+            self.pattern = SparsePattern.from_csr(big_crow, (col + offsets * n).reshape(-1), batch * n)
+            self.values = A.values().reshape(-1)
             self.batch_shape: tuple[int, ...] = (batch,)
-        elif A.layout == torch.sparse_coo:
-            row, col = A._indices()
-            crow = torch.zeros(rows + 1, dtype=torch.int64, device=A.device)
-            crow[1:] = torch.cumsum(torch.bincount(row, minlength=rows), 0)
-            values = A._values()
-            self.batch_shape = ()
         else:
-            crow, col, values = A.crow_indices(), A.col_indices(), A.values()
+            self.pattern = SparsePattern.of(A)
+            self.values = A.values() if A.layout == torch.sparse_csr else A._values()
             self.batch_shape = ()
         self.n = n
-        batch = self.batch_shape[0] if self.batch_shape else 1
-        self.shape = (rows * batch, n * batch)
-        self.matrix = _csr(crow, col, values, self.shape)
+        self.shape = (self.pattern.rows, self.pattern.n)
+        fits = max(*self.shape, self.values.numel()) < _INT32_MAX
+        self._index_dtype = torch.int32 if fits else torch.int64
+        self.matrix = self.pattern.to_csr(self.values, self._index_dtype)
         self._transposed: torch.Tensor | None = None
 
     def _transpose(self) -> torch.Tensor:
         if self._transposed is None:
-            A = self.matrix
-            rows, cols = self.shape
-            crow = A.crow_indices().to(torch.int64)
-            col = A.col_indices().to(torch.int64)
-            row = torch.repeat_interleave(torch.arange(rows, device=A.device), crow[1:] - crow[:-1])
-            order = torch.sort(col, stable=True).indices  # rows stay sorted within each column
-            crow_t = torch.zeros(cols + 1, dtype=torch.int64, device=A.device)
-            crow_t[1:] = torch.cumsum(torch.bincount(col, minlength=cols), 0)
-            self._transposed = _csr(crow_t, row[order], A.values()[order], (cols, rows))
+            pattern, order = self.pattern.transposed()
+            self._transposed = pattern.to_csr(self.values[order], self._index_dtype)
         return self._transposed
 
     def apply(self, X: torch.Tensor, *, transpose: bool = False) -> torch.Tensor:
@@ -81,11 +66,4 @@ class CsrOperator:
 
     def diagonal(self) -> torch.Tensor:
         """The diagonal of ``A`` as a dense ``(*batch, n)`` tensor (zeros where nothing is stored)."""
-        A = self.matrix
-        crow = A.crow_indices().to(torch.int64)
-        col = A.col_indices().to(torch.int64)
-        size = self.shape[0]
-        row = torch.repeat_interleave(torch.arange(size, device=A.device), crow[1:] - crow[:-1])
-        on_diagonal = row == col
-        diag = torch.zeros(size, dtype=A.dtype, device=A.device)
-        return diag.index_add(0, row[on_diagonal], A.values()[on_diagonal]).reshape(*self.batch_shape, self.n)
+        return self.pattern.diagonal(self.values).reshape(*self.batch_shape, -1)

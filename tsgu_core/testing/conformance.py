@@ -52,11 +52,11 @@ import torch
 
 from tsgu_core.errors import ConvergenceError, ConvergenceWarning, SingularMatrixError, UnknownOptionError
 from tsgu_core.lstsq import lstsq
+from tsgu_core.options import resolve_options
 from tsgu_core.registry import get_entry, list_backends
 from tsgu_core.solve import solve, solve_values
 from tsgu_core.testing.matrices import matrix_for, to_layout
 from tsgu_core.triangular import triangular_solve
-from tsgu_core.validate import resolve_options
 
 __all__ = ["CHECKS", "LSTSQ_CHECKS", "SOLVE_CHECKS", "TRIANGULAR_CHECKS", "Case", "conformance_cases", "run_case"]
 
@@ -254,7 +254,7 @@ def _check_reference(case: Case) -> None:
 def _check_transpose(case: Case) -> None:
     spec, D, A, B = _problem(case, N_REFERENCE)
     backend = get_entry(case.backend).backend
-    options, _ = resolve_options(spec, case.backend, _solve_options(spec.kind, D.dtype, case), B)
+    options = resolve_options(spec, case.backend, _solve_options(spec.kind, D.dtype, case), B.shape[0], B.dtype)
     state = backend.prepare(A, case.method, options)
     X_t, _ = backend.solve(state, B, transpose=True)
     X_n, _ = backend.solve(state, B, transpose=False)

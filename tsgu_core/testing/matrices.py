@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from tsgu_core.errors import InvalidArgumentError
+
 __all__ = [
     "convection_diffusion_2d",
     "matrix_for",
@@ -85,7 +87,7 @@ def to_layout(D: torch.Tensor, layout: str, index_dtype: torch.dtype = torch.int
             A.shape,
             check_invariants=False,
         )
-    raise ValueError(f"layout must be 'coo' or 'csr', got {layout!r}")
+    raise InvalidArgumentError(f"layout must be 'coo' or 'csr', got {layout!r}")
 
 
 def _grid_csr(m: int, stencil: dict[tuple[int, int], float], dtype: torch.dtype) -> torch.Tensor:

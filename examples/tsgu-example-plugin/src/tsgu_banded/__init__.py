@@ -19,7 +19,16 @@ from typing import Any, ClassVar
 
 import torch
 
-from tsgu_core import Availability, BackendReport, MethodSpec, SingularMatrixError, SolveOptions, hookimpl
+from tsgu_core import (
+    Availability,
+    BackendReport,
+    InvalidOptionError,
+    MethodSpec,
+    Option,
+    SingularMatrixError,
+    SolveOptions,
+    hookimpl,
+)
 
 __all__ = ["BandedBackend", "tsgu_register_backends"]
 
@@ -52,7 +61,20 @@ class BandedBackend:
     name = "banded"
     device_types = ("cpu",)
     methods: ClassVar[dict[str, MethodSpec]] = {
-        "gbtrf": MethodSpec("gbtrf", "direct", "general", {}, "LAPACK banded LU, reused for the transpose solve")
+        "gbtrf": MethodSpec(
+            "gbtrf",
+            "direct",
+            "general",
+            {
+                "max_storage": Option(
+                    "the most band-storage entries ((2·kl + ku + 1)·n) to allocate",
+                    type=int,
+                    default=MAX_BAND_STORAGE,
+                    minimum=1,
+                )
+            },
+            "LAPACK banded LU, reused for the transpose solve",
+        )
     }
     default_method = "gbtrf"
     priority = 10  # below the built-in CPU default: chosen only by name
@@ -74,10 +96,11 @@ class BandedBackend:
         values = coo.values().numpy()
         lower = int(np.max(rows - cols, initial=0))
         upper = int(np.max(cols - rows, initial=0))
-        if (2 * lower + upper + 1) * n > MAX_BAND_STORAGE:
-            raise ValueError(
-                f"A's band (kl={lower}, ku={upper}) needs {(2 * lower + upper + 1) * n} entries of band storage; "
-                "this backend is for narrow bands: use backend='scipy' instead"
+        if (2 * lower + upper + 1) * n > options["max_storage"]:  # declared, checked and filled by tsgu
+            raise InvalidOptionError(
+                f"A's band (kl={lower}, ku={upper}) needs {(2 * lower + upper + 1) * n} entries of band storage, "
+                f"more than max_storage={options['max_storage']}; raise it, or use backend='scipy' for wide bands",
+                option="max_storage",
             )
         # LAPACK band storage with room for the pivoting fill: ab[kl + ku + i - j, j] = A[i, j]
         band = np.zeros((2 * lower + upper + 1, n), dtype=values.dtype)
@@ -89,7 +112,7 @@ class BandedBackend:
         if info > 0:
             raise SingularMatrixError(f"A is singular: U[{info - 1}, {info - 1}] is exactly zero (LAPACK ?gbtrf)")
         if info < 0:
-            raise ValueError(f"LAPACK ?gbtrf rejected argument {-info}")
+            raise RuntimeError(f"LAPACK ?gbtrf rejected argument {-info}")  # a bug: tsgu reports it as BackendError
         return _Factors(lu, pivots, lower, upper, solve)
 
     def solve(
@@ -97,7 +120,7 @@ class BandedBackend:
     ) -> tuple[torch.Tensor, BackendReport]:
         X, info = state.solve(state.lu, state.lower, state.upper, B.numpy(), state.pivots, trans=int(transpose))
         if info != 0:
-            raise ValueError(f"LAPACK ?gbtrs rejected argument {-info}")
+            raise RuntimeError(f"LAPACK ?gbtrs rejected argument {-info}")
         return torch.from_numpy(X), BackendReport()
 
 
