@@ -109,7 +109,10 @@ class DistributedPattern(SparsePattern):
     process, scaled by the global largest magnitude first, so every process
     computes the same norm (and reaches the same verdict) and nothing
     overflows. Memory per process: its entries, its rows and its ghosts —
-    nothing of size ``n`` (only ``O(P)`` row counts).
+    nothing of size ``n`` (only ``O(P)`` row counts). The exchanges are
+    point-to-point messages on ``comm`` with tsgu's own tags
+    (``0x7567``–``0x7569``); like every collective call they must be made
+    by all processes in the same order.
 
     Attributes
     ----------
@@ -151,6 +154,7 @@ class DistributedPattern(SparsePattern):
         A_local : Tensor
             Sparse COO (coalesced) or CSR, ``(n_local, n)``, on the CPU.
         comm : mpi4py communicator, optional
+            The processes, ranks in row order; default ``MPI.COMM_WORLD``.
 
         Returns
         -------
@@ -222,6 +226,12 @@ class DistributedPattern(SparsePattern):
         """Rows of the extended local vector: own rows plus ghosts."""
         assert self.ghosts is not None
         return self.n_local + self.ghosts.numel()
+
+    def diagonal(self, values: torch.Tensor) -> torch.Tensor:
+        """This process's rows of the diagonal, dense ``(n_local,)``: the entries whose column is their global row."""
+        on_diagonal = self.col == self.row + self.offset
+        diagonal = values.new_zeros(self.n_local)
+        return diagonal.index_add(0, self.row[on_diagonal], values[on_diagonal])
 
     # --- communication -------------------------------------------------------------------------------------
     def _ghost_rows(self, X: torch.Tensor) -> torch.Tensor:
