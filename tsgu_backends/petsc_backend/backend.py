@@ -1,11 +1,16 @@
 """The ``petsc`` backend: a KSP (Krylov method + preconditioner) per prepared ``A``.
 
 * ``prepare`` assembles a PETSc AIJ matrix from the CSR arrays of ``A`` (or, in
-  :func:`tsgu_core.solve_distributed`, of this process's rows), creates the
-  KSP and sets it up once — the preconditioner (or, for ``lu``, the
-  factorisation by MUMPS) is built here.
+  :func:`tsgu_core.solve_distributed`, of this process's rows), preallocated
+  exactly (``d_nnz``/``o_nnz`` counted from the CSR), creates the KSP and sets
+  it up once — the preconditioner (``gamg``, hypre's BoomerAMG, …; for ``lu``
+  the factorisation, by MUMPS when distributed) is built here.
 * ``solve(transpose=True)`` calls ``KSPSolveTranspose`` on the same KSP and
-  preconditioner: no new set-up, no new factorisation.
+  preconditioner: no new set-up, no new factorisation. ``prepare`` checks by
+  a dot test that PETSc really applies the preconditioner's transpose; where
+  it does not (BoomerAMG, SOR), an exactly symmetric ``A`` is solved with
+  ``KSPSolve`` instead, and any other ``A`` has its transpose solve refused
+  with :class:`~tsgu_core.errors.InvalidOptionError` naming alternatives.
 * PETSc's converged reason and iteration count feed ``BackendReport``; the
   core checks the true residual regardless.
 * ``petsc_options`` passes any PETSc option (``{"ksp_gmres_restart": 50}``)
