@@ -189,6 +189,8 @@ with open("/proc/self/maps") as maps:
 petsc_sent = [ctypes.c_double.in_dll(library, name) for name in ("petsc_isend_len", "petsc_send_len")]
 jacobi = SolveOptions(rtol=1e-8, atol=0.0, maxiter=100, extra={"pc": "jacobi", "petsc_options": None})
 matrix = tsgu_core.get_entry("petsc").backend.prepare_distributed(A_local, "gmres", jacobi, comm).matrix
+if matrix.getInfo()["mallocs"] != 0:  # d_nnz/o_nnz preallocation: assembly never reallocates
+    failures.append(f"rank {rank}: assembling {matrix.getInfo()['mallocs']:.0f} times reallocated")
 x, y = matrix.createVecs()
 x.array[:] = X[rows, 0].numpy()
 matrix.mult(x, y)  # the first MatMult also sets PETSc's scatter up: count the second
