@@ -1,11 +1,26 @@
-"""Sphinx configuration: numpydoc-style docstrings (napoleon), Markdown pages (MyST), built with -W in CI."""
+"""Sphinx configuration: numpydoc-style docstrings (napoleon), Markdown pages (MyST), built with -W in CI.
+
+The option reference (``options.md``) includes ``_generated/options.md``, which
+``options_reference.py`` writes here, at every build, from the backends' own
+declarations.
+"""
+
+import sys
+from pathlib import Path
+
+_here = Path(__file__).resolve().parent
+sys.path.insert(0, str(_here))
+
+import options_reference  # noqa: E402  (needs the path above)
+
+options_reference.write(_here / "_generated" / "options.md")
 
 project = "tsgu"
 author = "the tsgu developers"
 extensions = ["sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.mathjax", "myst_parser"]
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 myst_enable_extensions = ["dollarmath"]
-exclude_patterns = ["_build"]
+exclude_patterns = ["_build", "_generated"]
 napoleon_google_docstring = False
 napoleon_numpy_docstring = True
 napoleon_use_rtype = False
@@ -15,4 +30,3 @@ autodoc_default_options = {"members": True, "show-inheritance": False}
 nitpicky = False
 html_theme = "alabaster"
 html_title = "tsgu: differentiable sparse linear solves for PyTorch"
-suppress_warnings = ["myst.xref_missing"]

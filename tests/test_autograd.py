@@ -50,23 +50,6 @@ class PlainBackend:
         return X * (1 + spoil), BackendReport(iterations=3, converged=True)
 
 
-@pytest.mark.parametrize("layout", ["coo", "csr"])
-@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
-@pytest.mark.parametrize("k", [None, 1, 4])
-def test_gradients_match_dense_for_nonsymmetric_A(layout, index_dtype, k):
-    D = random_nonsymmetric(N, seed=5)
-    A = to_layout(D, layout, index_dtype).requires_grad_()
-    B = torch.randn((N,) if k is None else (N, k), dtype=torch.float64, requires_grad=True)
-    G = torch.randn(B.shape, dtype=torch.float64)
-    X = tsgu_core.solve(A, B, backend="torch", rtol=1e-13)
-    (X * G).sum().backward()
-    X_ref, gD, gB = dense_reference(D, B, G)
-    torch.testing.assert_close(X, X_ref)
-    torch.testing.assert_close(B.grad, gB)
-    assert A.grad.layout == A.layout
-    torch.testing.assert_close(A.grad.to_dense(), gD * (D != 0))
-
-
 def test_uncoalesced_coo_is_accepted_and_its_duplicates_summed():
     D = random_nonsymmetric(N, seed=2)
     C = D.to_sparse().coalesce()

@@ -8,19 +8,13 @@ import torch
 
 import tsgu_core
 from tsgu_core import errors
-from tsgu_core.testing import random_nonsymmetric
+from tsgu_core.testing import triangular_pair
 
 N = 10
 
 
 def triangle(upper, unit, seed=0):
-    """A nonsymmetric triangular matrix with its stored entries (dense), and the matrix it means."""
-    D = random_nonsymmetric(N, seed=seed)
-    T = torch.triu(D) if upper else torch.tril(D)
-    if unit:
-        T = T - torch.diag(torch.diagonal(T))
-        return T, T + torch.eye(N, dtype=T.dtype)
-    return T, T
+    return triangular_pair(N, upper=upper, unit_diagonal=unit, seed=seed)
 
 
 def sparse(T, layout):

@@ -50,7 +50,7 @@ class SparseSolveFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         values: torch.Tensor,
         B: torch.Tensor,
         prepared: PreparedSolve,
@@ -69,7 +69,7 @@ class SparseSolveFunction(torch.autograd.Function):
         ctx.save_for_backward(values, X)
 
     @staticmethod
-    def backward(ctx: Any, G: torch.Tensor, _: Any = None) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, G: torch.Tensor, _: Any = None) -> tuple[torch.Tensor | None, ...]:
         values, X = ctx.saved_tensors
         need_values, need_B = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if not (need_values or need_B):
@@ -97,7 +97,7 @@ class SparseValues(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(A: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(A: torch.Tensor) -> torch.Tensor:
         return A.values() if A.layout == torch.sparse_csr else A._values()
 
     @staticmethod
@@ -107,7 +107,7 @@ class SparseValues(torch.autograd.Function):
         ctx.is_leaf = A.is_leaf
 
     @staticmethod
-    def backward(ctx: Any, grad_values: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx: Any, grad_values: torch.Tensor) -> torch.Tensor:
         A = ctx.pattern_of
         if torch.is_grad_enabled() and grad_values.requires_grad and not ctx.is_leaf:
             raise SecondDerivativeError(

@@ -435,16 +435,7 @@ def solve_distributed(
     if total != n:
         raise ShapeError(f"the processes' row blocks add up to {total} rows, but A has {n} columns")
     check_rhs(B_local, detached, "B_local")
-    the_plan = plan(
-        backend,
-        method,
-        device_type="cpu",
-        n=n,
-        dtype=detached.dtype,
-        options=options,
-        on_failure=on_failure,
-        capability="distributed",
-    )
+    the_plan = plan(backend, method, detached, options, on_failure=on_failure, capability="distributed")
     chosen = the_plan.backend
     assert isinstance(chosen, DistributedBackend)  # ensured by the selection's capability
     spec, solve_options = the_plan.spec, the_plan.options

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 
@@ -37,8 +37,6 @@ class Factorization:
 
     Attributes
     ----------
-    selection : Selection
-        The backend and method, and why.
     prepare_time : float
         Seconds the backend spent in ``prepare``.
     """
@@ -78,6 +76,26 @@ class Factorization:
                 "A changed after factorize(A) (its values or pattern differ from when it was prepared); "
                 "the handle would solve with the old A. Call tsgu_core.factorize(A) again."
             )
+
+    @overload
+    def solve(
+        self,
+        B: torch.Tensor,
+        *,
+        transpose: bool = ...,
+        x0: torch.Tensor | None = ...,
+        return_info: Literal[False] = ...,
+    ) -> torch.Tensor: ...
+
+    @overload
+    def solve(
+        self,
+        B: torch.Tensor,
+        *,
+        transpose: bool = ...,
+        x0: torch.Tensor | None = ...,
+        return_info: Literal[True],
+    ) -> tuple[torch.Tensor, SolveInfo]: ...
 
     def solve(
         self,
@@ -123,6 +141,7 @@ def factorize(
     *,
     backend: str | SolverBackend | None = None,
     method: str | None = None,
+    assume: str = "general",
     on_failure: str = "raise",
     **options: Any,
 ) -> Factorization:
@@ -138,7 +157,7 @@ def factorize(
     A : Tensor
         Sparse COO or CSR, ``(n, n)``. It may require grad: each solve's
         backward adds to ``A.grad``.
-    backend, method, on_failure, **options
+    backend, method, assume, on_failure, **options
         As for :func:`tsgu_core.solve`, except ``x0``, which belongs to
         :meth:`Factorization.solve`.
 
@@ -165,13 +184,7 @@ def factorize(
             "x0 is an initial guess for one solve: pass it to handle.solve(B, x0=...), not factorize()"
         )
     detached, _ = matrix_values(A)
-    the_plan = plan(
-        backend,
-        method,
-        device_type=A.device.type,
-        n=A.shape[0],
-        dtype=A.dtype,
-        options=options,
-        on_failure=on_failure,
-    )
+    if assume in ("lower", "upper"):
+        raise InvalidArgumentError("factorize takes assume='general', 'symmetric', 'hermitian' or 'spd'")
+    the_plan = plan(backend, method, detached, options, on_failure=on_failure, assume=assume)
     return Factorization(A, the_plan, the_plan.prepare(detached) if A.shape[0] else None)

@@ -58,3 +58,40 @@ class SolveInfo:
     def max_residual(self) -> float:
         """The largest relative residual over the columns (0.0 when there are none)."""
         return max(self.residuals, default=0.0)
+
+    def __repr__(self) -> str:
+        """One short line: who solved, the verdict, the worst residual, iterations and time."""
+        parts = [
+            f"backend={self.backend!r}",
+            f"method={self.method!r}",
+            f"converged={self.converged}",
+            f"max_residual={self.max_residual:.3g}",
+            f"columns={len(self.residuals)}",
+        ]
+        if self.iterations is not None:
+            parts.append(f"iterations={self.iterations}")
+        if self.batch is not None:
+            parts.append(f"batch={self.batch}")
+        if self.transpose:
+            parts.append("transpose=True")
+        parts.append(f"wall_time={self.wall_time:.3g}s")
+        if self.backward is not None:
+            parts.append(f"backward={self.backward!r}")
+        return f"SolveInfo({', '.join(parts)})"
+
+    def __str__(self) -> str:
+        """A readable multi-line report (what ``print(info)`` shows)."""
+        which = "transpose solve (backward pass)" if self.transpose else "solve"
+        lines = [
+            f"{which} by {self.backend} / {self.method} ({self.kind}): {'converged' if self.converged else 'FAILED'}",
+            f"  relative residual: max {self.max_residual:.3g} over {len(self.residuals)} column(s)"
+            + (f", threshold {max(self.thresholds, default=0.0):.3g}" if self.thresholds else ""),
+        ]
+        if self.iterations is not None:
+            lines.append(f"  iterations: {self.iterations}")
+        lines.append(f"  wall time: {self.wall_time:.3g} s" + (f"; batch of {self.batch}" if self.batch else ""))
+        if self.message:
+            lines.append(f"  backend says: {self.message}")
+        if self.backward is not None:
+            lines.append("  backward: " + str(self.backward).replace("\n", "\n  "))
+        return "\n".join(lines)

@@ -127,16 +127,7 @@ def lstsq(
     detached, values = matrix_values(A, tall=True)
     m, n = detached.shape
     check_rhs(B, detached)
-    the_plan = plan(
-        backend,
-        method,
-        device_type=A.device.type,
-        n=m + n,
-        dtype=A.dtype,
-        options=options,
-        on_failure=on_failure,
-        operation="lstsq",
-    )
+    the_plan = plan(backend, method, detached, options, n=m + n, on_failure=on_failure, operation="lstsq")
     B2, restore = as_columns(B, 2)
     Z = torch.cat([B2, B2.new_zeros(n, B2.shape[1])])
     z0 = None

@@ -170,13 +170,15 @@ class SparsePattern:
         A distributed pattern (rows spread over processes) reduces over every
         process here; this one has all rows locally.
         """
-        return torch.linalg.vector_norm(X, dim=-2)
+        norms: torch.Tensor = torch.linalg.vector_norm(X, dim=-2)
+        return norms
 
     def outer_at_entries(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
         """``(left @ rightᵀ)`` at the stored entries: ``⟨left[row], right[col]⟩``, shape ``(..., nnz)``."""
         if self._fast(left, right) and left.dtype in (torch.float32, torch.float64):
             pattern = self.to_csr(torch.zeros(self.col.numel(), dtype=left.dtype, device=left.device))
-            return torch.sparse.sampled_addmm(pattern, left, right.T, beta=0.0).values()
+            sampled: torch.Tensor = torch.sparse.sampled_addmm(pattern, left, right.T, beta=0.0)
+            return sampled.values()
         dim = left.dim() - 2
         return (left.index_select(dim, self.row) * right.index_select(dim, self.col)).sum(-1)
 

@@ -14,6 +14,7 @@ shape the problem. Everything after that is here, once:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,9 +25,11 @@ from tsgu_core.autograd import SparseSolveFunction, SparseValues
 from tsgu_core.batch import as_shared_pattern_csr
 from tsgu_core.info import SolveInfo
 from tsgu_core.options import check_on_failure, resolve_options
+from tsgu_core.pattern import SparsePattern
 from tsgu_core.prepared import PreparedSolve
 from tsgu_core.protocol import MethodSpec, SolveOptions, SolverBackend
 from tsgu_core.select import Selection, select
+from tsgu_core.structure import check_assume, check_structure
 from tsgu_core.validate import check_finite, check_matrix, check_x0
 
 __all__ = ["Plan", "as_columns", "execute", "matrix_values", "plan"]
@@ -39,6 +42,7 @@ class Plan:
     selection: Selection
     options: SolveOptions
     on_failure: str
+    operation: str = "solve"
 
     @property
     def backend(self) -> SolverBackend[Any]:
@@ -51,33 +55,43 @@ class Plan:
     def prepare(
         self, A: torch.Tensor, *, pattern: Any = None, prepare: Callable[[torch.Tensor], Any] | None = None
     ) -> PreparedSolve:
-        """The backend's prepared state for ``A`` under this plan."""
+        """The backend's prepared state for ``A``, after checking ``A`` against what is assumed of it."""
+        if self.operation == "solve" and (self.spec.assumes != "general" or self.options.assume != "general"):
+            own = SparsePattern.of(A)
+            values = A.values() if A.layout == torch.sparse_csr else A._values()
+            check_structure(own, values, self.options.assume, what=f"assume={self.options.assume!r}")
+            check_structure(own, values, self.spec.assumes, what=f"method {self.spec.name!r}")
         return PreparedSolve.of(self.backend, self.spec, A, self.options, self.on_failure, pattern, prepare)
 
 
 def plan(
     backend: str | SolverBackend[Any] | None,
     method: str | None,
-    *,
-    device_type: str,
-    n: int,
-    dtype: torch.dtype,
+    A: torch.Tensor,
     options: Mapping[str, Any],
+    *,
+    n: int | None = None,
     on_failure: str = "raise",
     operation: str = "solve",
     capability: str | None = None,
     supplied: Mapping[str, Any] | None = None,
+    assume: str = "general",
 ) -> Plan:
-    """Choose backend and method, and check and complete the options (``x0`` stays with the caller).
+    """Choose backend and method for ``A`` (its device), and check and complete the options.
 
-    ``capability="distributed"`` restricts the choice to backends that
-    implement :class:`~tsgu_core.protocol.DistributedBackend`.
+    ``n`` is the size of the system actually solved (default ``A``'s column
+    count), which sets the default ``maxiter``. ``capability="distributed"``
+    restricts the choice to backends that implement
+    :class:`~tsgu_core.protocol.DistributedBackend`. ``x0`` is only
+    type-checked here; the solve checks it against ``B``.
     """
     check_on_failure(on_failure)
-    selection = select(backend, device_type, method, operation, capability=capability)
+    check_assume(assume)
+    selection = select(backend, A.device.type, method, operation, capability=capability, assume=assume)
     spec = selection.entry.backend.methods[selection.method]
-    solve_options = resolve_options(spec, selection.backend, options, n, dtype, supplied=supplied)
-    return Plan(selection, solve_options, on_failure)
+    size = A.shape[-1] if n is None else n
+    solve_options = resolve_options(spec, selection.backend, options, size, A.dtype, supplied=supplied)
+    return Plan(selection, dataclasses.replace(solve_options, assume=assume), on_failure, operation)
 
 
 def matrix_values(

@@ -306,13 +306,17 @@ class SolveOptions:
     the user passed none (read one as ``options["restart"]``). For an
     iterative method ``rtol``, ``atol`` and ``maxiter`` are the resolved
     tolerances; a direct method gets ``0.0``, ``0.0`` and ``0`` there and
-    should not read them.
+    should not read them. ``assume`` is what the user said of ``A``
+    (``"general"``, ``"symmetric"``, ``"hermitian"`` or ``"spd"``; the core has
+    checked what it cheaply can): a backend may pick a cheaper mode from it,
+    e.g. a symmetric factorisation.
     """
 
     rtol: float = 0.0
     atol: float = 0.0
     maxiter: int = 0
     extra: Mapping[str, Any] = field(default_factory=dict)
+    assume: str = "general"
 
     def __getitem__(self, name: str) -> Any:
         return self.extra[name]
@@ -361,6 +365,11 @@ class SolverBackend(Protocol, Generic[StateT]):
     priority : int
         Ranks backends for ``backend=None`` on a device: the highest
         available wins, ties broken by name (``tsgu info`` shows the values).
+    preferred_methods : mapping of str to str, optional
+        Not part of the protocol's required members: a backend may declare,
+        per structure a user can claim with ``assume=`` (``"spd"``,
+        ``"symmetric"``, ``"hermitian"``), the method it prefers then
+        (e.g. ``{"spd": "cg"}``); ``method=None`` picks it.
     """
 
     @property

@@ -85,12 +85,24 @@ class Selection:
         return "\n".join(lines)
 
 
-def _methods_of(entry: BackendEntry, operation: str) -> list[str]:
-    """The backend's methods for ``operation``, best first (method priority, then declaration order)."""
+def preferred_method(backend: SolverBackend, assume: str) -> str | None:
+    """The method ``backend`` declares for a matrix known to be ``assume`` (``preferred_methods``), if any."""
+    preferred = getattr(backend, "preferred_methods", None) or {}
+    method = preferred.get(assume)
+    return method if method in backend.methods else None
+
+
+def _methods_of(entry: BackendEntry, operation: str, assume: str = "general") -> list[str]:
+    """The backend's methods for ``operation``, best first (method priority, then declaration order).
+
+    For a square solve the first is the method the backend prefers for
+    ``assume`` (see :func:`preferred_method`), else its default method.
+    """
     backend = entry.backend
     names = [name for name, spec in backend.methods.items() if spec.operation == operation]
     if operation == "solve":
-        return sorted(names, key=lambda name: name != backend.default_method)
+        first = preferred_method(backend, assume) or backend.default_method
+        return sorted(names, key=lambda name: name != first)
     return sorted(names, key=lambda name: -_method_priority(entry, name))
 
 
@@ -99,8 +111,10 @@ def _method_priority(entry: BackendEntry, method: str) -> int:
     return spec.priority if spec.priority is not None else entry.backend.priority
 
 
-def _method_for(entry: BackendEntry, method: str | None, device_type: str, operation: str) -> str:
-    offered = _methods_of(entry, operation)
+def _method_for(
+    entry: BackendEntry, method: str | None, device_type: str, operation: str, assume: str = "general"
+) -> str:
+    offered = _methods_of(entry, operation, assume)
     if method is None:
         if not offered:
             raise UnknownMethodError(
@@ -139,7 +153,12 @@ def _capable(entry: BackendEntry, capability: str | None) -> bool:
 
 
 def _named(
-    backend: str | SolverBackend, device_type: str, method: str | None, operation: str, capability: str | None
+    backend: str | SolverBackend,
+    device_type: str,
+    method: str | None,
+    operation: str,
+    capability: str | None,
+    assume: str = "general",
 ) -> Selection:
     entry = _entry_of(backend)
     name = entry.name
@@ -162,8 +181,13 @@ def _named(
             reason=available.reason,
             install=available.install,
         )
-    chosen = _method_for(entry, method, device_type, operation)
-    how = "requested method" if method is not None else "the backend's default method"
+    chosen = _method_for(entry, method, device_type, operation, assume)
+    if method is not None:
+        how = "requested method"
+    elif chosen == preferred_method(entry.backend, assume) and operation == "solve":
+        how = f"the backend's preferred method for a {assume} A (assume={assume!r})"
+    else:
+        how = "the backend's default method"
     return Selection(name, chosen, device_type, f"backend requested by name; {how}", ((name, "requested"),), entry)
 
 
@@ -182,7 +206,9 @@ def _ranked(
     return sorted(entries, key=lambda e: (e.name != preferred, -_rank(e, operation, method), e.name))
 
 
-def _automatic(device_type: str, method: str | None, operation: str, capability: str | None) -> Selection:
+def _automatic(
+    device_type: str, method: str | None, operation: str, capability: str | None, assume: str = "general"
+) -> Selection:
     considered: list[tuple[str, str]] = []
     preferred = _preferences.get(device_type) if operation == "solve" else None
     what = "method" if operation == "solve" else f"{operation} method"
@@ -206,10 +232,15 @@ def _automatic(device_type: str, method: str | None, operation: str, capability:
         if method is not None and method not in offered:
             considered.append((entry.name, f"no {what} {method!r}"))
             continue
-        chosen = _method_for(entry, method, device_type, operation)
+        chosen = _method_for(entry, method, device_type, operation, assume)
         priority = _rank(entry, operation, method)
         rank = "the per-process default" if entry.name == preferred else f"highest priority ({priority})"
-        offer = f"offering {method!r}" if method is not None else f"default {what} {chosen!r}"
+        if method is not None:
+            offer = f"offering {method!r}"
+        elif operation == "solve" and chosen == preferred_method(entry.backend, assume):
+            offer = f"its preferred {what} for a {assume} A (assume={assume!r}): {chosen!r}"
+        else:
+            offer = f"default {what} {chosen!r}"
         considered.append((entry.name, "chosen"))
         reason = f"{rank} available backend for {device_type}, {offer}"
         return Selection(entry.name, chosen, device_type, reason, tuple(considered), entry)
@@ -233,6 +264,7 @@ def select(
     operation: str = "solve",
     *,
     capability: str | None = None,
+    assume: str = "general",
 ) -> Selection:
     """Decide the backend and method for an ``operation`` on ``device_type``.
 
@@ -257,8 +289,8 @@ def select(
             valid=[],
         )
     if backend is not None:
-        return _named(backend, device_type, method, operation, capability)
-    return _automatic(device_type, method, operation, capability)
+        return _named(backend, device_type, method, operation, capability, assume)
+    return _automatic(device_type, method, operation, capability, assume)
 
 
 def explain(
@@ -267,6 +299,7 @@ def explain(
     backend: str | None = None,
     method: str | None = None,
     operation: str = "solve",
+    assume: str = "general",
 ) -> Selection:
     """What :func:`tsgu_core.solve` would choose for ``A``, and why.
 
@@ -279,6 +312,9 @@ def explain(
     operation : {"solve", "triangular", "lstsq"}
         Which function asks: :func:`~tsgu_core.solve`,
         :func:`~tsgu_core.triangular_solve` or :func:`~tsgu_core.lstsq`.
+    assume : str
+        The structure hint passed to :func:`~tsgu_core.solve` (``"spd"``, ...):
+        the reason then says how it changed the choice.
 
     Returns
     -------
@@ -304,4 +340,4 @@ def explain(
         raise InvalidArgumentError(
             f"explain takes a tensor, a torch.device or a device string such as 'cpu' or 'cuda', got {A!r}"
         )
-    return select(backend, device.type, method, operation)
+    return select(backend, device.type, method, operation, assume=assume)

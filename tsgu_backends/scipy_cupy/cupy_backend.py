@@ -17,7 +17,7 @@ import functools
 import importlib.util
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -77,7 +77,8 @@ def _singular(error: Exception) -> SingularMatrixError:
 def _minres(A: Any, b: Any, *, rtol: float, **keywords: Any) -> tuple[Any, int]:
     import cupyx.scipy.sparse.linalg as csla
 
-    return csla.minres(A, b, tol=rtol, **keywords)  # CuPy's minres names its tolerance ``tol``
+    result: tuple[Any, int] = csla.minres(A, b, tol=rtol, **keywords)  # CuPy's minres names its tolerance ``tol``
+    return result
 
 
 @dataclass
@@ -155,6 +156,7 @@ class CupyBackend:
     device_types = ("cuda",)
     methods = CUPY_METHODS
     default_method = "splu"
+    preferred_methods: ClassVar[dict[str, str]] = {"spd": "cg", "symmetric": "minres", "hermitian": "minres"}
     priority = 100
 
     def is_available(self, device_type: str) -> Availability:

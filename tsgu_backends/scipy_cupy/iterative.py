@@ -9,10 +9,20 @@ remain (an attempt gets at most ``2n`` iterations, so an erratic method that
 stalls, like CGS, is restarted too) — the core's final check then rarely sees
 a library's false "converged". Iterations are counted with the library's callback; the
 reported count is the largest over the columns.
+
+Scaling: the libraries take plain, unscaled norms (``sqrt(dot(b, b))``), which
+underflow to 0 for a ``b`` of size 1e-170 (float64) and overflow for 1e+160.
+So every column is solved in scaled form: ``(A/σ) y = b/s`` with ``σ`` the
+largest magnitude of ``A``'s stored values and ``s`` that of the column, both
+powers of two (exact), and ``x = (s/σ)·y``; a preconditioner is scaled by
+``σ`` (it approximates ``A⁻¹``), ``atol`` by ``1/s``, MINRES's ``shift`` by
+``1/σ``. A problem whose ``A`` and ``B`` are scaled together by ``1e±300``
+then runs exactly as the unscaled one.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +30,29 @@ from typing import Any
 __all__ = ["ColumnResult", "solve_columns"]
 
 _MAX_RESTARTS = 3  # nudged restarts per column after a breakdown or a stall
+
+
+def _power_of_two(x: float) -> float:
+    """The power of two nearest below ``x`` (> 0 and finite; 1 otherwise): scaling by it is exact."""
+    if not (math.isfinite(x) and x > 0):
+        return 1.0
+    return math.ldexp(1.0, math.frexp(x)[1] - 1)
+
+
+def _scaled_problem(B: Any, operator: Any, keywords: Mapping[str, Any]) -> tuple[float, Any, dict[str, Any]]:
+    """``(σ, A/σ, keywords for A/σ)``: σ is the largest stored magnitude of ``A`` as a power of two."""
+    data = getattr(operator, "data", None)
+    sigma = _power_of_two(float(abs(data).max())) if data is not None and data.size else 1.0
+    keywords = dict(keywords)
+    if sigma == 1.0:
+        return sigma, operator, keywords
+    factor = B.dtype.type(sigma)
+    for key in ("M", "M1"):  # a preconditioner approximates A⁻¹: (A/σ)⁻¹ = σ·A⁻¹
+        if keywords.get(key) is not None:
+            keywords[key] = keywords[key] * factor
+    if keywords.get("shift") is not None:
+        keywords["shift"] = keywords["shift"] / sigma
+    return sigma, operator * B.dtype.type(1.0 / sigma), keywords
 
 
 class _Breakdown(Exception):
@@ -95,6 +128,7 @@ def solve_columns(
     n = B.shape[0]
     X = xp.empty_like(B)
     total, converged, messages = 0, True, []
+    sigma, operator, keywords = _scaled_problem(B, operator, keywords)
     scale = 1.0 / max(float(xp.linalg.norm(operator.data)) if hasattr(operator, "data") else 1.0, 1e-300)
 
     def nudged(x: Any, b_norm: float, seed: int) -> Any:
@@ -102,13 +136,15 @@ def solve_columns(
         return x + (1e-6 * b_norm * scale / float(xp.linalg.norm(nudge))) * nudge
 
     for j in range(k):
-        b = B[:, j]
+        s = _power_of_two(float(abs(B[:, j]).max())) if n else 1.0
+        b = B[:, j] / B.dtype.type(s)  # the scaled column: its norm neither underflows nor overflows
         b_norm = float(xp.linalg.norm(b))
-        target = max(rtol * b_norm, atol)
+        atol_j = atol / s
+        target = max(rtol * b_norm, atol_j)
         if b_norm == 0.0:
             X[:, j] = 0
             continue
-        x = x0[:, j].copy() if x0 is not None else xp.zeros_like(b)
+        x = x0[:, j] * B.dtype.type(sigma / s) if x0 is not None else xp.zeros_like(b)
         if x0 is None and shadow_from_start:
             x = nudged(x, b_norm, 1000 * j)
         used, previous = 0, float(xp.linalg.norm(b - operator @ x))
@@ -136,9 +172,9 @@ def solve_columns(
             else:  # attempts of at most 2n iterations: an erratic method (CGS) that stalls is restarted
                 arguments["maxiter"] = min(left, max(2 * n, 20))
             if has_atol:
-                arguments.update(rtol=rtol, atol=atol)
+                arguments.update(rtol=rtol, atol=atol_j)
             else:
-                arguments.update(rtol=max(rtol, atol / b_norm))
+                arguments.update(rtol=max(rtol, atol_j / b_norm))
             try:
                 candidate, info = solver(operator, b, **arguments)
             except (_Breakdown, ArithmeticError, ValueError):  # NaN iterates, or the library's own LinAlgError
@@ -159,5 +195,5 @@ def solve_columns(
             residual = previous
         total = max(total, used)
         converged = converged and residual <= target
-        X[:, j] = x
+        X[:, j] = x * B.dtype.type(s / sigma)
     return ColumnResult(X, total, converged, "; ".join(messages))

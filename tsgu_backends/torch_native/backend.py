@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from tsgu_backends.augmented import solve_augmented
+from tsgu_backends.torch_native.ilu import IncompleteLU
 from tsgu_backends.torch_native.krylov import krylov_solve
 from tsgu_backends.torch_native.operator import CsrOperator
 from tsgu_core import Availability, BackendReport, InvalidOptionError, MethodSpec, Option, SolveOptions
@@ -18,14 +21,32 @@ _JACOBI = Option(
     type=str,
     choices=("jacobi",),
 )
+_GENERAL_PRECONDITIONERS = {
+    "preconditioner": Option(
+        "'jacobi': divide by A's diagonal (no zero allowed); 'ilu0': incomplete LU on A's pattern, built and applied "
+        "on A's device (needs a stored diagonal); None: no preconditioner",
+        type=str,
+        choices=("jacobi", "ilu0"),
+    ),
+    "ilu_sweeps": Option("fixed-point sweeps that compute the ILU(0) factors", type=int, default=5, minimum=1),
+}
 _RESTART = Option("Krylov dimension before a restart", type=int, default=20, minimum=1)
+_USER_M = {
+    "M": Option(
+        "your preconditioner M ≈ A⁻¹: a tensor (dense or sparse, applied as M @ R) or a callable R ↦ M⁻¹R on "
+        "(..., n, k) tensors; exclusive with preconditioner"
+    ),
+    "M_transpose": Option(
+        "Mᵀ for the backward's transpose solve when M is a callable (a tensor M is transposed by tsgu)"
+    ),
+}
 
 METHODS: dict[str, MethodSpec] = {
     "gmres": MethodSpec(
         "gmres",
         "iterative",
         "general",
-        {"restart": _RESTART, "preconditioner": _JACOBI},
+        {"restart": _RESTART, **_GENERAL_PRECONDITIONERS, **_USER_M},
         "restarted GMRES, right-preconditioned; robust for any invertible A",
         batched=True,
     ),
@@ -33,7 +54,7 @@ METHODS: dict[str, MethodSpec] = {
         "bicgstab",
         "iterative",
         "general",
-        {"preconditioner": _JACOBI},
+        {**_GENERAL_PRECONDITIONERS, **_USER_M},
         "BiCGSTAB; cheap per iteration for nonsymmetric A, may break down (restarted automatically)",
         batched=True,
     ),
@@ -41,7 +62,7 @@ METHODS: dict[str, MethodSpec] = {
         "cg",
         "iterative",
         "spd",
-        {"preconditioner": Option(_JACOBI.doc + "; positive for cg", type=str, choices=("jacobi",))},
+        {"preconditioner": Option(_JACOBI.doc + "; positive for cg", type=str, choices=("jacobi",)), **_USER_M},
         "conjugate gradients; A must be symmetric positive definite",
         batched=True,
     ),
@@ -52,7 +73,8 @@ METHODS: dict[str, MethodSpec] = {
         {
             "preconditioner": Option(
                 "'jacobi': divide by |diag A|, which must have no zero", type=str, choices=("jacobi",)
-            )
+            ),
+            **_USER_M,
         },
         "MINRES; A must be symmetric (may be indefinite)",
         batched=True,
@@ -113,29 +135,86 @@ class _Triangular:
         return solution, BackendReport()
 
 
+Preconditioner = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _matrix_preconditioner(M: torch.Tensor, shape: tuple[int, ...]) -> tuple[Preconditioner, Preconditioner]:
+    """``R ↦ M @ R`` and ``R ↦ Mᵀ @ R`` for a (dense or sparse) ``n × n`` tensor ``M``."""
+    n = shape[-1]
+    if M.dim() != 2 or tuple(M.shape) != (n, n):
+        raise InvalidOptionError(f"M must be an ({n}, {n}) matrix approximating A⁻¹, got {tuple(M.shape)}", option="M")
+    transposed = M.t()
+    if M.layout != torch.strided:
+        transposed = transposed.to_sparse_csr() if M.layout == torch.sparse_csr else transposed.coalesce()
+
+    def apply(matrix: torch.Tensor) -> Preconditioner:
+        def product(R: torch.Tensor) -> torch.Tensor:
+            flat = R.reshape(-1, n, R.shape[-1])
+            return torch.stack([matrix @ member for member in flat]).reshape(R.shape)
+
+        return product
+
+    return apply(M), apply(transposed)
+
+
+def _preconditioners(
+    operator: CsrOperator, method: str, options: SolveOptions
+) -> tuple[Preconditioner | None, Preconditioner | None]:
+    """The forward and transpose preconditioners the options ask for (``None``: none, or not given)."""
+    M, M_transpose = options["M"], options["M_transpose"]
+    if M is not None and options["preconditioner"] is not None:
+        raise InvalidOptionError("pass either M or a named preconditioner, not both", option="M")
+    if M_transpose is not None and not callable(M):
+        raise InvalidOptionError("M_transpose goes with a callable M", option="M_transpose")
+    if options["preconditioner"] == "ilu0":
+        factors = IncompleteLU(operator.pattern, operator.values, options["ilu_sweeps"])
+        return factors.apply, lambda R: factors.apply(R, transpose=True)
+    if options["preconditioner"] == "jacobi":
+        inverse_diagonal = _jacobi(operator, method)  # diag(Aᵀ) = diag(A): valid for both solves
+
+        def scale(R: torch.Tensor) -> torch.Tensor:
+            return inverse_diagonal * R
+
+        return scale, scale
+    if M is None:
+        return None, None
+    if isinstance(M, torch.Tensor):
+        return _matrix_preconditioner(M, (operator.n,))
+    if not callable(M):
+        raise InvalidOptionError(f"M must be a tensor or a callable, got {type(M).__name__}", option="M")
+    if M_transpose is not None and not callable(M_transpose):
+        raise InvalidOptionError(
+            f"M_transpose must be a callable, got {type(M_transpose).__name__}", option="M_transpose"
+        )
+    return M, M_transpose
+
+
 @dataclass
 class _Krylov:
-    """A Krylov method on ``A`` (and ``Aᵀ`` for the transpose solve), optionally Jacobi-preconditioned."""
+    """A Krylov method on ``A`` (and ``Aᵀ`` for the transpose solve), optionally preconditioned."""
 
     operator: CsrOperator
     method: str
     options: SolveOptions
-    inverse_diagonal: torch.Tensor | None  # diag(Aᵀ) = diag(A): valid for both solves
+    preconditioner: Preconditioner | None
+    transpose_preconditioner: Preconditioner | None
 
     def solve(self, B: torch.Tensor, transpose: bool, x0: torch.Tensor | None) -> tuple[torch.Tensor, BackendReport]:
-        operator, inverse_diagonal = self.operator, self.inverse_diagonal
+        operator = self.operator
+        precond = self.transpose_preconditioner if transpose else self.preconditioner
+        if transpose and self.preconditioner is not None and precond is None:
+            raise InvalidOptionError(
+                "the backward pass solves with Aᵀ and needs Mᵀ: pass M_transpose= (a callable) with a callable M",
+                option="M_transpose",
+            )
 
         def op(X: torch.Tensor) -> torch.Tensor:
             return operator.apply(X, transpose=transpose)
 
-        def precond(R: torch.Tensor) -> torch.Tensor:
-            assert inverse_diagonal is not None
-            return inverse_diagonal * R
-
         result = krylov_solve(
             self.method,
             op,
-            precond if inverse_diagonal is not None else None,
+            precond,
             B,
             x0=x0,
             rtol=self.options.rtol,
@@ -189,6 +268,7 @@ class TorchBackend:
     device_types = ("cpu", "cuda")
     methods = METHODS
     default_method = "gmres"
+    preferred_methods: ClassVar[dict[str, str]] = {"spd": "cg", "symmetric": "minres", "hermitian": "minres"}
     priority = 50
 
     def is_available(self, device_type: str) -> Availability:
@@ -206,8 +286,7 @@ class TorchBackend:
             return _Triangular(operator.matrix, options["upper"], options["unit_diagonal"])
         if method == "lsqr":
             return _LeastSquares(operator, options)
-        jacobi = options["preconditioner"] == "jacobi"
-        return _Krylov(operator, method, options, _jacobi(operator, method) if jacobi else None)
+        return _Krylov(operator, method, options, *_preconditioners(operator, method, options))
 
     def solve(
         self, state: _State, B: torch.Tensor, *, transpose: bool, x0: torch.Tensor | None = None

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import torch
 
+from tsgu_core.norms import scaled_norm
+
 __all__ = ["METHODS", "KrylovResult", "krylov_solve"]
 
 Operator = Callable[[torch.Tensor], torch.Tensor]
@@ -253,6 +255,13 @@ class KrylovResult:
     message: str
 
 
+def _power_of_two(x: torch.Tensor) -> torch.Tensor:
+    """The power of two nearest below ``x`` (> 0 and finite; 1 elsewhere): scaling by it is exact."""
+    good = torch.isfinite(x) & (x > 0)
+    _, exponent = torch.frexp(torch.where(good, x, torch.ones_like(x)))
+    return torch.where(good, torch.ldexp(torch.ones_like(x), exponent - 1), torch.ones_like(x))
+
+
 def krylov_solve(
     method: str,
     op: Operator,
@@ -264,22 +273,40 @@ def krylov_solve(
     atol: float,
     maxiter: int,
     restart: int = 20,
+    scale: float | None = None,
 ) -> KrylovResult:
     """Solve ``A X = B`` column-wise with ``method``, restarting from the true residual.
 
     Stops when every column meets ``‖b − A x‖ ≤ max(rtol·‖b‖, atol)``, when
     ``maxiter`` iterations are spent, or when a pass makes no progress.
+
+    Scaling: each pass solves for a correction ``D`` of the scaled system
+    ``(A/σ) D = R/s`` and adds ``(s/σ)·D`` to ``X``, with ``s`` the largest
+    magnitude of each column of the true residual ``R`` and ``σ`` the scale of
+    ``A`` (``scale``, or by default the largest magnitude of ``A·(R/s)``
+    measured once, per batch member), both rounded to powers of two so the
+    scaling is exact. The method's vectors are then of order one whatever the
+    scale of ``A`` and ``B``: a problem scaled by ``1e±300`` (float64) or
+    ``1e±25`` (float32) takes the same iterations as the unscaled one, where
+    unscaled sums of squares would underflow to 0 (a false "converged") or
+    overflow to inf. Every norm of the driver is scale-safe
+    (:func:`tsgu_core.norms.scaled_norm`).
     """
     step = METHODS[method]
-    tol = torch.clamp(rtol * _norm(B), min=atol)
-    X = torch.zeros_like(B) if x0 is None else x0.clone()  # updated in place by the methods
+    b_norm = scaled_norm(B)
+    X = torch.zeros_like(B) if x0 is None else x0.clone()
+    sigma: torch.Tensor | None = None
+    if scale is not None:
+        sigma = _power_of_two(torch.tensor(float(scale), dtype=B.dtype, device=B.device))
     used = 0
     previous: torch.Tensor | None = None
     message = ""
     while True:
         R = B - op(X)
-        r_norm = _norm(R)
-        active = ~(r_norm <= tol)
+        r_norm = scaled_norm(R)
+        # ‖r‖ ≤ max(rtol·‖b‖, atol), compared as a ratio so that rtol·‖b‖ cannot underflow
+        done = ((r_norm / _safe(b_norm) <= rtol) & (b_norm > 0)) | (r_norm <= atol)
+        active = ~done
         if not bool(active.any()):
             break
         if not bool(torch.isfinite(r_norm).all()):
@@ -292,7 +319,27 @@ def krylov_solve(
             message = f"stagnated after {used} iterations (a restart from the true residual made no progress)"
             break
         previous = r_norm
-        X, its = step(op, precond, X, R, tol, maxiter - used, active, restart=restart)
+        s = _power_of_two(R.abs().amax(dim=-2))  # (..., k)
+        R_scaled = R / _col(s)
+        if sigma is None:
+            probe = op(R_scaled).abs().amax(dim=(-2, -1), keepdim=True)  # (..., 1, 1)
+            sigma = _power_of_two(probe)
+        # tol for the scaled residual: max(rtol·‖b‖, atol) / s, formed without rtol·‖b‖ or atol·… underflowing
+        tol = torch.maximum(rtol * (b_norm / s), atol / s)
+
+        def op_scaled(V: torch.Tensor, sigma: torch.Tensor = sigma) -> torch.Tensor:
+            return op(V) / sigma
+
+        precond_scaled = None
+        if precond is not None:
+
+            def precond_scaled(V: torch.Tensor, sigma: torch.Tensor = sigma) -> torch.Tensor:
+                return precond(V) * sigma
+
+        D, its = step(
+            op_scaled, precond_scaled, torch.zeros_like(R), R_scaled, tol, maxiter - used, active, restart=restart
+        )
+        X = X + D * (_col(s) / sigma)
         used += its
         if its == 0:
             message = "broke down immediately"

@@ -13,6 +13,7 @@ from tsgu_core.testing.matrices import (
     random_spd,
     random_symmetric_indefinite,
     to_layout,
+    triangular_pair,
 )
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     "random_symmetric_indefinite",
     "run_case",
     "to_layout",
+    "triangular_pair",
 ]

@@ -20,6 +20,15 @@ The checks, each against an independent reference:
 ``reference``
     ``X``, ``∂L/∂B`` and ``∂L/∂A`` (at the stored entries, in ``A``'s layout)
     against dense ``torch.linalg.solve`` autograd.
+``int32``
+    the same with int32 index tensors.
+``batched``
+    a ``(b, n, n)`` batch sharing one pattern (COO and CSR; given whole to a
+    method declared ``batched``, member by member otherwise): solutions and
+    per-member gradients against dense batched solves.
+``factorize``
+    :func:`tsgu_core.factorize`: one ``prepare`` serves two solves, a
+    transposed one and every backward pass, with the right answers.
 ``transpose``
     the backend's ``solve(state, B, transpose=True)`` against dense ``Aᵀ``.
 ``gradcheck`` / ``gradgradcheck``
@@ -51,11 +60,12 @@ from typing import Any
 import torch
 
 from tsgu_core.errors import ConvergenceError, ConvergenceWarning, SingularMatrixError, UnknownOptionError
+from tsgu_core.factorize import factorize
 from tsgu_core.lstsq import lstsq
 from tsgu_core.options import resolve_options
 from tsgu_core.registry import get_entry, list_backends
 from tsgu_core.solve import solve, solve_values
-from tsgu_core.testing.matrices import matrix_for, to_layout
+from tsgu_core.testing.matrices import matrix_for, to_layout, triangular_pair
 from tsgu_core.triangular import triangular_solve
 
 __all__ = ["CHECKS", "LSTSQ_CHECKS", "SOLVE_CHECKS", "TRIANGULAR_CHECKS", "Case", "conformance_cases", "run_case"]
@@ -100,10 +110,24 @@ def _variants(check: str, kind: str) -> Iterable[tuple[str, str, str]]:
         return itertools.product(("coo", "csr"), ("vector", "matrix"), ("float64",))
     if check == "x0" and kind == "direct":
         return ()
+    if check in ("int32", "batched"):
+        return itertools.product(("coo", "csr"), ("matrix",), ("float64",))
     return [("csr", "matrix", "float64")]
 
 
-SOLVE_CHECKS = ("reference", "transpose", "gradcheck", "gradgradcheck", "policy", "options", "unmodified", "x0")
+SOLVE_CHECKS = (
+    "reference",
+    "int32",
+    "transpose",
+    "gradcheck",
+    "gradgradcheck",
+    "batched",
+    "factorize",
+    "policy",
+    "options",
+    "unmodified",
+    "x0",
+)
 TRIANGULAR_CHECKS = ("triangular", "triangular-gradcheck")
 LSTSQ_CHECKS = ("lstsq", "lstsq-gradcheck", "lstsq-policy")
 CHECKS = SOLVE_CHECKS + TRIANGULAR_CHECKS + LSTSQ_CHECKS
@@ -228,9 +252,9 @@ def _symmetric_parameterisation(A: torch.Tensor) -> tuple[torch.Tensor, Callable
 # --- the checks --------------------------------------------------------------
 
 
-def _check_reference(case: Case) -> None:
+def _check_reference(case: Case, index_dtype: torch.dtype = torch.int64) -> None:
     spec, D, A, B = _problem(case, N_REFERENCE)
-    A = A.requires_grad_()
+    A = to_layout(D.cpu(), case.layout, index_dtype).to(case.device).requires_grad_()
     B = B.clone().requires_grad_()
     X = solve(A, B, backend=case.backend, method=case.method, **_solve_options(spec.kind, D.dtype, case))
     assert X.shape == B.shape and X.dtype == B.dtype and X.device == B.device, f"{case}: X is {X.shape} {X.dtype}"
@@ -262,7 +286,9 @@ def _check_transpose(case: Case) -> None:
     _assert_close(X_n, torch.linalg.solve(D, B), "plain solve after a transpose solve on the same state", case)
 
 
-def _gradcheck_function(case: Case, spec: Any, A: torch.Tensor, through_values: bool):
+def _gradcheck_function(
+    case: Case, spec: Any, A: torch.Tensor, through_values: bool
+) -> tuple[torch.Tensor, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
     """``f(p, B)``: a solve whose A is built from parameters ``p`` (symmetric methods: symmetrically).
 
     With ``through_values`` the values go to :func:`solve_values` (dense, exact to any
@@ -279,9 +305,12 @@ def _gradcheck_function(case: Case, spec: Any, A: torch.Tensor, through_values: 
         params, to_values = _symmetric_parameterisation(A)
 
     def function(p: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+        X: torch.Tensor
         if through_values:
-            return solve_values(A, to_values(p), B, backend=case.backend, method=case.method, **options)
-        return solve(_sparse_from_values(A, to_values(p)), B, backend=case.backend, method=case.method, **options)
+            X = solve_values(A, to_values(p), B, backend=case.backend, method=case.method, **options)
+        else:
+            X = solve(_sparse_from_values(A, to_values(p)), B, backend=case.backend, method=case.method, **options)
+        return X
 
     return params.requires_grad_(), function
 
@@ -353,17 +382,84 @@ def _check_x0(case: Case) -> None:
     _assert_close(X, torch.linalg.solve(D, B), "solution from an initial guess", case)
 
 
+class _CountingBackend:
+    """``backend`` seen through a proxy that counts its ``prepare`` calls (for the factorize check)."""
+
+    def __init__(self, backend: Any):
+        self._backend = backend
+        self.prepares = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+    def prepare(self, A: torch.Tensor, method: str, options: Any) -> Any:
+        self.prepares += 1
+        return self._backend.prepare(A, method, options)
+
+
+def _check_factorize(case: Case) -> None:
+    """One ``prepare`` serves several solves, a transposed solve and all their backward passes."""
+    spec, D, A, B = _problem(case, N_REFERENCE)
+    counting = _CountingBackend(get_entry(case.backend).backend)
+    A = A.requires_grad_()
+    handle = factorize(A, backend=counting, method=case.method, **_solve_options(spec.kind, D.dtype, case))
+    B1, B2 = B.clone().requires_grad_(), (2 * B + 1).requires_grad_()
+    X1 = handle.solve(B1)
+    X2 = handle.solve(B2, transpose=True)
+    (X1.sum() + X2.square().sum()).backward()
+    assert counting.prepares == 1, f"{case}: factorize's handle prepared {counting.prepares} times, not once"
+    D_ref = D.clone().requires_grad_()
+    B1_ref, B2_ref = B1.detach().clone().requires_grad_(), B2.detach().clone().requires_grad_()
+    X1_ref, X2_ref = torch.linalg.solve(D_ref, B1_ref), torch.linalg.solve(D_ref.T, B2_ref)
+    (X1_ref.sum() + X2_ref.square().sum()).backward()
+    _assert_close(X1, X1_ref, "solution through the handle", case)
+    _assert_close(X2, X2_ref, "transposed solution through the handle", case)
+    _assert_close(B2.grad, B2_ref.grad, "gradient of the transposed solve's B", case)
+    assert A.grad is not None and D_ref.grad is not None
+    _assert_close(A.grad.to_dense(), D_ref.grad * (D != 0), "accumulated gradient of A", case)
+
+
+BATCH = 3
+
+
+def _check_batched(case: Case) -> None:
+    """A ``(b, n, n)`` batch sharing one pattern against dense per-member solves, gradients included."""
+    spec, D, _, _ = _problem(case, N_REFERENCE)
+    dtype = DTYPES[case.dtype]
+    generator = torch.Generator().manual_seed(_seed(case) + 2)
+    scale = 1 + 0.1 * torch.rand(BATCH, N_REFERENCE, N_REFERENCE, generator=generator, dtype=dtype)
+    if spec.assumes != "general":
+        scale = (scale + scale.transpose(1, 2)) / 2  # keep each member symmetric (and SPD: diagonally dominant)
+    members = (D.cpu() * scale).to(case.device)  # same pattern, different values
+    B = torch.randn(BATCH, N_REFERENCE, K_MATRIX, generator=generator, dtype=dtype).to(case.device)
+    if case.layout == "coo":
+        A = members.cpu().to_sparse(sparse_dim=3).coalesce().to(case.device)
+    else:
+        A = members.cpu().to_sparse_csr().to(case.device)
+    values = A.values().detach().reshape(BATCH, -1).clone().requires_grad_()
+    B = B.requires_grad_()
+    pattern = A.detach() if case.layout == "csr" else A.detach().coalesce()
+    X = solve_values(
+        pattern, values, B, backend=case.backend, method=case.method, **_solve_options(spec.kind, dtype, case)
+    )
+    G = torch.randn(X.shape, generator=torch.Generator().manual_seed(9), dtype=dtype).to(X.device)
+    (X * G).sum().backward()
+    D_ref = members.clone().requires_grad_()
+    B_ref = B.detach().clone().requires_grad_()
+    (torch.linalg.solve(D_ref, B_ref) * G).sum().backward()
+    _assert_close(X, torch.linalg.solve(members, B.detach()), "batched solution", case)
+    _assert_close(B.grad, B_ref.grad, "gradient of the batched B", case)
+    assert values.grad is not None and D_ref.grad is not None
+    expected = D_ref.grad[members != 0].reshape(BATCH, -1)  # row-major: the values' order
+    _assert_close(values.grad, expected, "gradient of each member's values", case)
+
+
 # --- triangular and least-squares methods --------------------------------------
 
 
 def _triangle(case: Case, n: int, upper: bool, unit: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Stored entries (dense) of a nonsymmetric triangular matrix, and the matrix they mean."""
-    D = matrix_for("general", n, seed=_seed(case), dtype=DTYPES[case.dtype])
-    T = torch.triu(D) if upper else torch.tril(D)
-    if unit:
-        T = T - torch.diag(torch.diagonal(T))
-        return T, T + torch.eye(n, dtype=T.dtype)
-    return T, T
+    return triangular_pair(n, upper=upper, unit_diagonal=unit, seed=_seed(case), dtype=DTYPES[case.dtype])
 
 
 def _rhs(case: Case, rows: int) -> torch.Tensor:
@@ -441,9 +537,12 @@ def _check_operation_gradcheck(case: Case) -> None:
 
     def function(p: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
         matrix = _sparse_from_values(A, p)
+        X: torch.Tensor
         if spec.operation == "triangular":
-            return triangular_solve(matrix, rhs, upper=False, transpose=True, backend=case.backend, method=case.method)
-        return lstsq(matrix, rhs, backend=case.backend, method=case.method, **_lstsq_options(case, spec.kind))
+            X = triangular_solve(matrix, rhs, upper=False, transpose=True, backend=case.backend, method=case.method)
+        else:
+            X = lstsq(matrix, rhs, backend=case.backend, method=case.method, **_lstsq_options(case, spec.kind))
+        return X
 
     nondet_tol = case.nondet_tol if case.nondet_tol is not None else (1e-10 if case.device == "cuda" else 0.0)
     assert torch.autograd.gradcheck(function, (params, B), atol=1e-6, rtol=1e-4, nondet_tol=nondet_tol), (
@@ -469,6 +568,9 @@ _RUNNERS: dict[str, Callable[[Case], None]] = {
     "lstsq-gradcheck": _check_operation_gradcheck,
     "lstsq-policy": _check_lstsq_policy,
     "reference": _check_reference,
+    "int32": lambda case: _check_reference(case, torch.int32),
+    "batched": _check_batched,
+    "factorize": _check_factorize,
     "transpose": _check_transpose,
     "gradcheck": _check_gradcheck,
     "gradgradcheck": lambda case: _check_gradcheck(case, second_order=True),

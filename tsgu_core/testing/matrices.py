@@ -20,6 +20,7 @@ __all__ = [
     "random_spd",
     "random_symmetric_indefinite",
     "to_layout",
+    "triangular_pair",
 ]
 
 
@@ -63,6 +64,26 @@ def random_symmetric_indefinite(
     sign = torch.ones(n, dtype=dtype)
     sign[1::2] = -1
     return S + torch.diag(sign * (S.abs().sum(1) + 1))
+
+
+def triangular_pair(
+    n: int, *, upper: bool, unit_diagonal: bool = False, seed: int = 0, dtype: torch.dtype = torch.float64
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A nonsymmetric triangular test matrix: ``(stored, meaning)``, both dense ``(n, n)``.
+
+    ``stored`` holds the entries to store; ``meaning`` is the matrix they
+    stand for (with ``unit_diagonal`` the diagonal is not stored and means ones).
+
+    >>> stored, meaning = triangular_pair(3, upper=True, unit_diagonal=True)
+    >>> bool((stored.diagonal() == 0).all()), bool((meaning.diagonal() == 1).all())
+    (True, True)
+    """
+    D = random_nonsymmetric(n, seed=seed, dtype=dtype)
+    T = torch.triu(D) if upper else torch.tril(D)
+    if unit_diagonal:
+        T = T - torch.diag(torch.diagonal(T))
+        return T, T + torch.eye(n, dtype=dtype)
+    return T, T
 
 
 def matrix_for(assumes: str, n: int, *, seed: int = 0, dtype: torch.dtype = torch.float64) -> torch.Tensor:

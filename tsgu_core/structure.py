@@ -1,0 +1,81 @@
+"""What the core can verify, cheaply and exactly, about a structure claim on ``A``.
+
+A user may tell :func:`tsgu_core.solve` what ``A`` is (``assume="spd"``, ...),
+and a method declares what it needs (:attr:`MethodSpec.assumes
+<tsgu_core.protocol.MethodSpec>`). Neither is taken on trust where a cheap
+check can refute it:
+
+* ``"symmetric"`` / ``"hermitian"`` (the same for real dtypes) / ``"spd"``:
+  ``max |a_ij − a_ji| ≤ c·ε·max |a_ij|`` over the union of ``A``'s and
+  ``Aᵀ``'s patterns (an entry missing on one side counts as zero), with
+  ``c =`` :data:`SYMMETRY_FACTOR` and ``ε`` of the dtype — ``O(nnz log nnz)``;
+* ``"spd"`` also: every diagonal entry stored and positive (necessary, not
+  sufficient: CG reports what it finds beyond that).
+
+Positive definiteness itself is not checked (that would cost a
+factorisation); a CG solve on an indefinite ``A`` fails its residual check.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tsgu_core.errors import InvalidArgumentError, StructureError
+from tsgu_core.pattern import SparsePattern
+
+__all__ = ["ASSUMPTIONS", "SYMMETRY_FACTOR", "asymmetry", "check_structure"]
+
+ASSUMPTIONS = ("general", "symmetric", "hermitian", "spd", "lower", "upper")
+"""What ``assume=`` may say about ``A``."""
+
+SYMMETRY_FACTOR = 1000.0
+"""``A`` counts as symmetric when ``max |A − Aᵀ| ≤ SYMMETRY_FACTOR·ε·max |A|``."""
+
+
+def check_assume(assume: object) -> str:
+    """``assume`` if it is one of :data:`ASSUMPTIONS`, else :class:`InvalidArgumentError`."""
+    if not isinstance(assume, str) or assume not in ASSUMPTIONS:
+        raise InvalidArgumentError(f"assume must be one of {list(ASSUMPTIONS)}, got {assume!r}")
+    return assume
+
+
+def asymmetry(pattern: SparsePattern, values: torch.Tensor) -> float:
+    """``max |a_ij − a_ji| / max |a_ij|`` (0 for a zero matrix); ``values`` ``(..., nnz)``, batches included."""
+    if values.numel() == 0:
+        return 0.0
+    n = pattern.n
+    key = torch.cat([pattern.row * n + pattern.col, pattern.col * n + pattern.row])
+    unique, inverse = torch.unique(key, return_inverse=True)
+    signed = torch.cat([values, -values], dim=-1)
+    difference = values.new_zeros(*values.shape[:-1], unique.numel()).index_add(-1, inverse, signed)
+    scale = values.abs().max()
+    return float(difference.abs().max() / scale) if bool(scale > 0) else 0.0
+
+
+def check_structure(pattern: SparsePattern, values: torch.Tensor, needs: str, *, what: str) -> None:
+    """Raise :class:`StructureError` if ``A`` visibly is not ``needs`` (``"symmetric"``, ``"hermitian"``, ``"spd"``).
+
+    ``what`` says who needs it, for the message (e.g. ``"method 'cg'"`` or ``"assume='spd'"``).
+    """
+    if needs not in ("symmetric", "hermitian", "spd"):
+        return
+    tolerance = SYMMETRY_FACTOR * torch.finfo(values.dtype).eps
+    measured = asymmetry(pattern, values.detach())
+    if measured > tolerance:
+        raise StructureError(
+            f"{what} needs a symmetric A, but max |a_ij − a_ji| is {measured:.3g} of max |a_ij| "
+            f"(allowed: {tolerance:.3g}); use a general method (e.g. method='gmres', or the backend's default) "
+            "or make A symmetric, e.g. (A + A.T) / 2"
+        )
+    if needs == "spd":
+        diagonal = pattern.diagonal(values.detach())
+        stored = torch.zeros(pattern.n, dtype=torch.bool, device=pattern.row.device)
+        stored[pattern.row[pattern.row == pattern.col]] = True
+        bad = (~stored) | (diagonal <= 0).reshape(-1, pattern.n).any(0)
+        if bool(bad.any()):
+            row = int(bad.nonzero()[0])
+            raise StructureError(
+                f"{what} needs a symmetric positive definite A, but its diagonal entry ({row}, {row}) is "
+                f"{'not stored' if not bool(stored[row]) else 'not positive'}; an SPD matrix has a positive "
+                "diagonal. Use assume='symmetric' (MINRES) or a general method"
+            )
