@@ -233,6 +233,83 @@ class DistributedPattern(SparsePattern):
         diagonal = values.new_zeros(self.n_local)
         return diagonal.index_add(0, self.row[on_diagonal], values[on_diagonal])
 
+    def asymmetry(self, values: torch.Tensor) -> float:
+        """``max |a_ij − a_ji| / max |a_ij|`` of the whole distributed ``A`` — the same number on every process.
+
+        Collective. Each entry in a ghost column is sent, as ``(column, row,
+        value)``, to the owner of that column — the row its transpose lives
+        in — over the neighbour channels of the ghost exchange; every process
+        then compares its own entries with the transposes it holds and
+        received, and two numbers are reduced. Bytes: 24 per off-process
+        entry, counted as set-up traffic.
+        """
+        import numpy as np
+        from mpi4py import MPI
+
+        assert self.exchange is not None and self.local_col is not None
+        values = values.detach().reshape(-1).to(torch.float64)
+        n_local, below = self.n_local, self.below
+        rows = self.row + self.offset
+        ghost = (self.local_col < below) | (self.local_col >= below + n_local)
+        ghost_index = torch.where(self.local_col < below, self.local_col, self.local_col - n_local)
+        outgoing: list[np.ndarray] = []
+        requests = []
+        for q, a, b in self.exchange.recv:  # owners of this process's ghost columns
+            chosen = ghost & (ghost_index >= a) & (ghost_index < b)
+            triples = torch.stack([self.col[chosen].double(), rows[chosen].double(), values[chosen]], 1)
+            outgoing.append(np.ascontiguousarray(triples.numpy()))
+            requests.append(self.comm.isend(outgoing[-1], dest=q, tag=_TAG_SETUP))
+            self.traffic.add(setup_bytes=outgoing[-1].nbytes)
+        received = [self.comm.recv(source=r, tag=_TAG_SETUP) for r, _ in self.exchange.send]
+        MPI.Request.Waitall(requests)
+        incoming = torch.from_numpy(np.concatenate(received)) if received else torch.zeros(0, 3, dtype=torch.float64)
+        mine = ~ghost  # transposes of entries in own columns stay here
+        key = torch.cat(
+            [
+                rows * self.n + self.col,  # a_ij, as stored
+                self.col[mine] * self.n + rows[mine],  # a_ji of own columns: −a_ij at (j, i)
+                incoming[:, 0].long() * self.n + incoming[:, 1].long(),  # transposes sent by other processes
+            ]
+        )
+        signed = torch.cat([values, -values[mine], -incoming[:, 2]])
+        unique, inverse = torch.unique(key, return_inverse=True)
+        difference = torch.zeros(unique.numel(), dtype=torch.float64).index_add(0, inverse, signed)
+        local = np.array(
+            [
+                float(difference.abs().max()) if difference.numel() else 0.0,
+                float(values.abs().max()) if values.numel() else 0.0,
+            ]
+        )
+        largest = np.empty(2)
+        self.comm.Allreduce(local, largest, op=MPI.MAX)
+        self.traffic.add(reduced=2)
+        return float(largest[0] / largest[1]) if largest[1] > 0 else 0.0
+
+    def first_bad_diagonal(self, values: torch.Tensor) -> tuple[int, bool] | None:
+        """The first global row whose diagonal entry is unstored or not positive, and whether it is stored.
+
+        Collective; ``None`` on every process when every diagonal entry is
+        stored and positive (what an SPD matrix needs).
+        """
+        import numpy as np
+        from mpi4py import MPI
+
+        on_diagonal = self.col == self.row + self.offset
+        stored = torch.zeros(self.n_local, dtype=torch.bool)
+        stored[self.row[on_diagonal]] = True
+        bad = (~stored) | (self.diagonal(values.detach().reshape(-1)) <= 0)
+        first = int(bad.nonzero()[0]) if bool(bad.any()) else None
+        local = np.array([self.n if first is None else self.offset + first], dtype=np.int64)
+        found = np.empty(1, dtype=np.int64)
+        self.comm.Allreduce(local, found, op=MPI.MIN)
+        if int(found[0]) == self.n:
+            return None
+        row = int(found[0])
+        flag = np.array([1 if first is not None and self.offset + first == row and bool(stored[first]) else 0])
+        is_stored = np.empty(1, dtype=flag.dtype)
+        self.comm.Allreduce(flag, is_stored, op=MPI.MAX)
+        return row, bool(is_stored[0])
+
     # --- communication -------------------------------------------------------------------------------------
     def _ghost_rows(self, X: torch.Tensor) -> torch.Tensor:
         """The rows of ``X`` (``(n_local, k)`` on every process) at this process's ghosts, from their owners."""

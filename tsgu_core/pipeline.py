@@ -57,7 +57,7 @@ class Plan:
     ) -> PreparedSolve:
         """The backend's prepared state for ``A``, after checking ``A`` against what is assumed of it."""
         if self.operation == "solve" and (self.spec.assumes != "general" or self.options.assume != "general"):
-            own = SparsePattern.of(A)
+            own = pattern if isinstance(pattern, SparsePattern) else SparsePattern.of(A)  # distributed: collective
             values = A.values() if A.layout == torch.sparse_csr else A._values()
             check_structure(own, values, self.options.assume, what=f"assume={self.options.assume!r}")
             check_structure(own, values, self.spec.assumes, what=f"method {self.spec.name!r}")

@@ -30,8 +30,9 @@ import torch
 from mpi4py import MPI
 
 import tsgu_core
-from tsgu_core import distributed
+from tsgu_core import distributed, structure
 from tsgu_core.distributed import DistributedPattern
+from tsgu_core.pattern import SparsePattern
 from tsgu_core.protocol import SolveOptions
 from tsgu_core.testing import convection_diffusion_2d, poisson_2d, random_nonsymmetric
 
@@ -135,6 +136,35 @@ for p, comm in comms.items():
     pattern = DistributedPattern.of(A_local.detach(), comm)
     if not torch.equal(pattern.diagonal(A_local.detach().values()), D32.diagonal()[rows]):
         failures.append(f"rank {rank}, {p} rank(s): DistributedPattern.diagonal is wrong")
+
+# structure checks of a distributed A (what method 'cg' needs): collective, and the same as one process's
+for p, comm in comms.items():
+    for name, D in matrices.items():
+        rows = block_rows(D.shape[0], comm)
+        local = local_rows(D, rows, "csr")
+        pattern = DistributedPattern.of(local, comm)
+        full = D.to_sparse_csr()
+        want = structure.asymmetry(SparsePattern.of(full), full.values())
+        got = pattern.asymmetry(local.values())
+        if abs(got - want) > 1e-15 or (name.startswith("poisson") and got != 0.0):
+            failures.append(f"rank {rank}, {p} rank(s): asymmetry of {name} is {got}, one process says {want}")
+    E = matrices["poisson (symmetric)"].clone()
+    E[40, 40], E[50, 50] = -1.0, 0.0  # the first bad diagonal entry is row 40 (stored, negative); 50 is unstored
+    rows = block_rows(E.shape[0], comm)
+    pattern = DistributedPattern.of(local_rows(E, rows, "csr"), comm)
+    if pattern.first_bad_diagonal(local_rows(E, rows, "csr").values()) != (40, True):
+        failures.append(f"rank {rank}, {p} rank(s): first bad diagonal entry not found at row 40")
+    E[40, 40] = 4.0
+    if pattern.first_bad_diagonal(local_rows(E, rows, "csr").values()) != (50, False):
+        failures.append(f"rank {rank}, {p} rank(s): the unstored diagonal entry of row 50 not found")
+    D = matrices["convection-diffusion"]
+    rows = block_rows(D.shape[0], comm)
+    try:  # cg needs a symmetric A: refused on every process alike
+        tsgu_core.solve_distributed(local_rows(D, rows, "csr"), torch.ones(rows.stop - rows.start, dtype=torch.float64),
+                                    comm=comm, method="cg", rtol=1e-8)  # fmt: skip
+        failures.append(f"rank {rank}, {p} rank(s): cg on a nonsymmetric A was not refused")
+    except tsgu_core.errors.StructureError:
+        pass
 
 # hypre on a nonsymmetric A: the forward solve is right; the backward is refused on every rank, typed, naming
 # alternatives
