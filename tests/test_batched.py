@@ -79,21 +79,6 @@ def test_batched_gradcheck(backend, layout):
     assert torch.autograd.gradcheck(function, (values, B))
 
 
-def test_members_with_different_patterns_are_refused():
-    D = batch_of_matrices()
-    row = D[1, 0]
-    stored, empty = row.nonzero()[-1], (row == 0).nonzero()[0]
-    moved = D.clone()
-    moved[1, 0, empty], moved[1, 0, stored] = moved[1, 0, stored], 0.0  # same count, other columns
-    for layout in ("coo", "csr"):
-        with pytest.raises(errors.ShapeError, match="member 1 differs from member 0 in column indices"):
-            tsgu_core.solve(as_layout(moved, layout), torch.ones(B_SIZE, N, dtype=torch.float64), backend="torch")
-    extra = D.clone()
-    extra[2, 0, empty] = 1.0  # torch's batched CSR cannot hold this; COO can, and is refused
-    with pytest.raises(errors.ShapeError, match="member 2 differs from member 0 in a number of stored entries"):
-        tsgu_core.solve(as_layout(extra, "coo"), torch.ones(B_SIZE, N, dtype=torch.float64), backend="torch")
-
-
 def test_batched_rhs_shape_is_checked():
     A = as_layout(batch_of_matrices(), "csr")
     with pytest.raises(errors.ShapeError, match=r"\(3, 9\) or \(3, 9, k\)"):

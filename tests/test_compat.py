@@ -1,6 +1,8 @@
 """The drop-in functions with the old signatures: gradcheck on nonsymmetric matrices, the defects fixed."""
 
 import itertools
+import typing
+import warnings
 
 import numpy as np
 import pytest
@@ -171,3 +173,156 @@ def test_converters_round_trip(layout):
         np.testing.assert_array_equal(np.asarray(J.todense()), A.to_dense().numpy())
         back = compat.j2t_coo(J) if layout == "coo" else compat.j2t_csr(J)
     torch.testing.assert_close(back.to_dense(), A.to_dense())
+
+
+# --- the policy for solver callables (see the compat module docstring) ----------------------------
+
+
+def off_by(rho, *, declared=None):
+    """A callable whose answer has true relative residual ``rho`` in every column (``A x = b + δ``, ‖δ‖ = ρ‖b‖)."""
+    generator = torch.Generator().manual_seed(0)
+
+    def solve(M, R):
+        noise = torch.randn(R.shape, dtype=R.dtype, generator=generator)
+        noise *= rho * torch.linalg.vector_norm(R, dim=0) / torch.linalg.vector_norm(noise, dim=0)
+        return torch.linalg.solve(M.to_dense(), R + noise)
+
+    if declared is None:
+        return solve
+
+    def with_rtol(M, R, rtol=declared):
+        return solve(M, R)
+
+    return with_rtol
+
+
+def policy_case(layout="csr", k=2):
+    D, A = case_matrix("gmres", layout, seed=11)
+    return D, A, torch.randn(N, k, dtype=torch.float64)
+
+
+def convergence_warnings(record):
+    return [w for w in record if issubclass(w.category, errors.ConvergenceWarning)]
+
+
+@pytest.mark.parametrize("layout", ["coo", "csr"])
+def test_callable_without_tolerance_warns_with_the_measured_residual(layout):
+    D, A, B = policy_case(layout)
+    with pytest.warns(errors.ConvergenceWarning, match=r"residual 1(\.0+\d*)?e-05.*declares no tolerance"):
+        X = compat.sparse_generic_solve(A, B, solve=off_by(1e-5))
+    residual = torch.linalg.vector_norm(B - D @ X, dim=0) / torch.linalg.vector_norm(B, dim=0)
+    torch.testing.assert_close(residual, torch.full((2,), 1e-5, dtype=torch.float64), rtol=1e-3, atol=0)
+
+
+def test_callable_without_tolerance_is_silent_when_accurate():
+    D, A, B = policy_case()
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        X = compat.sparse_generic_solve(A, B, solve=off_by(1e-12))
+    assert not convergence_warnings(record)
+    torch.testing.assert_close(X, torch.linalg.solve(D, B))
+
+
+@pytest.mark.parametrize("rho", [2e-2, 0.5])
+def test_callable_without_tolerance_raises_on_an_unusable_answer(rho):
+    _, A, B = policy_case()
+    with pytest.raises(errors.ConvergenceError) as caught:
+        compat.sparse_generic_solve(A, B, solve=off_by(rho))
+    assert max(caught.value.residuals) == pytest.approx(rho, rel=1e-6)
+
+
+def test_callable_without_tolerance_raises_on_a_non_finite_answer():
+    _, A, B = policy_case()
+    with pytest.raises(errors.ConvergenceError):
+        compat.sparse_generic_solve(A, B, solve=lambda M, R: torch.full_like(R, float("nan")))
+
+
+def test_policy_applies_to_the_backward_transpose_solve():
+    D, A, B = policy_case("coo")
+
+    def transpose_off_by(rho):
+        inner = off_by(rho)
+        return lambda M, G: inner(M.t(), G)  # the promise: given A, solve Aᵀ Y = G
+
+    leaf = A.clone().requires_grad_()
+    X = compat.sparse_generic_solve(leaf, B, solve=off_by(0.0), transpose_solve=transpose_off_by(1e-6))
+    with pytest.warns(errors.ConvergenceWarning, match="transpose solve"):
+        X.sum().backward()
+    D_ref = D.clone().requires_grad_()
+    torch.linalg.solve(D_ref, B).sum().backward()
+    torch.testing.assert_close(leaf.grad.to_dense(), D_ref.grad * (D != 0), rtol=1e-4, atol=1e-6)
+    leaf = A.clone().requires_grad_()
+    X = compat.sparse_generic_solve(leaf, B, solve=off_by(0.0), transpose_solve=transpose_off_by(0.1))
+    with pytest.raises(errors.ConvergenceError, match="transpose solve"):
+        X.sum().backward()
+
+
+def test_a_declared_tolerance_is_the_check():
+    D, A, B = policy_case()
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        X = compat.sparse_generic_solve(A, B, solve=off_by(1e-5, declared=1e-4))  # within its own rtol: silent
+    assert not convergence_warnings(record)
+    with pytest.raises(errors.ConvergenceError, match=r"1e-05 > 1e-06"):
+        compat.sparse_generic_solve(A, B, solve=off_by(1e-5, declared=1e-6))  # missed its own rtol: loud
+    with pytest.raises(errors.ConvergenceError):  # a declared tolerance given in the call
+        compat.sparse_generic_solve(A, B, solve=off_by(1e-5, declared=1.0), rtol=1e-7)
+    torch.testing.assert_close(X, torch.linalg.solve(D, B), rtol=1e-3, atol=1e-4)
+
+
+def test_on_failure_overrides_the_policy_and_is_not_passed_to_the_callable():
+    D, A, B = policy_case()
+    with pytest.raises(errors.ConvergenceError, match=r"> 1e-08"):  # tsgu's default rtol, strictly
+        compat.sparse_generic_solve(A, B, solve=off_by(1e-5), on_failure="raise")
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        X = compat.sparse_generic_solve(A, B, solve=off_by(0.5), on_failure="ignore")
+    assert not convergence_warnings(record)
+    residual = torch.linalg.vector_norm(B - D @ X, dim=0) / torch.linalg.vector_norm(B, dim=0)
+    torch.testing.assert_close(residual, torch.full((2,), 0.5, dtype=torch.float64), rtol=1e-6, atol=0)
+    with pytest.warns(errors.ConvergenceWarning, match="did not converge"):
+        compat.sparse_generic_solve(A, B, solve=off_by(0.5, declared=1e-3), on_failure="warn")
+
+
+def test_policy_for_scipy_and_jax_callables():
+    D, A, B = policy_case()
+    b = B[:, 0]
+    with pytest.raises(errors.ConvergenceError, match="callable:gmres"):  # SciPy's gmres declares rtol=1e-5
+        compat.sparse_solve_c4t(A, b, solve=sla.gmres, rtol=1e-3, maxiter=1, restart=1)
+    torch.testing.assert_close(compat.sparse_solve_c4t(A, b, solve=sla.gmres), torch.linalg.solve(D, b), rtol=1e-4,
+                               atol=1e-5)  # fmt: skip
+    jax = pytest.importorskip("jax", reason="needs JAX")
+    with pytest.raises(errors.ConvergenceError, match="callable:gmres"):  # the name of the callable, not a wrapper
+        compat.sparse_solve_j4t(A, b, solve=jax.scipy.sparse.linalg.gmres, maxiter=1, restart=1)
+
+
+class CGSettings(typing.NamedTuple):
+    cg_tolerance: float = 1e-5
+    minres_tolerance: float = 1e-4
+
+
+class UpdateSettings(typing.NamedTuple):
+    minres_tolerance: float = 1e-4
+
+
+CG_SETTINGS, UPDATE_SETTINGS = CGSettings(), UpdateSettings()
+
+
+def test_declared_tolerance_lookup():
+    def keyword_only(A, b, *, tol=1e-5, atol=0.0):
+        return b
+
+    def with_settings(A, b, settings=CG_SETTINGS):
+        return b
+
+    def update_criterion(A, b, settings=UPDATE_SETTINGS):
+        return b
+
+    declared = compat.declared_tolerance
+    assert declared(keyword_only, {}) == compat.DeclaredTolerance(1e-5, 0.0, "default tol and default atol")
+    assert declared(keyword_only, {"tol": 1e-7}) == compat.DeclaredTolerance(1e-7, 0.0, "tol and default atol")
+    assert declared(with_settings, {}).rtol == 1e-5
+    assert declared(with_settings, {"settings": CGSettings(cg_tolerance=0.1)}).source == "settings.cg_tolerance"
+    assert declared(update_criterion, {}) is None  # MINRES's update criterion is not a residual tolerance
+    assert declared(print, {}) is None  # no signature
+    assert declared(keyword_only, {"tol": float("nan")}).source == "default tol and default atol"

@@ -325,7 +325,8 @@ def test_a_false_structure_claim_is_refused(A, b):
 def test_symmetry_is_judged_relative_to_the_dtype():
     S = random_spd(N, seed=6)
     S[0, 1] *= 1 + 1e-14  # rounding-level asymmetry: still symmetric
-    x = tsgu_core.solve(to_layout(S, "coo"), torch.ones(N, dtype=torch.float64), assume="symmetric", rtol=1e-12)
+    b = torch.ones(N, dtype=torch.float64)
+    x = tsgu_core.solve(to_layout(S, "coo"), b, backend="torch", assume="symmetric", rtol=1e-12)
     torch.testing.assert_close(x, torch.linalg.solve(S, torch.ones(N, dtype=torch.float64)))
 
 

@@ -10,28 +10,72 @@ behaviour wins, and each docstring says where:
   nonsymmetric matrices;
 * options are never dropped: one the chosen method does not accept raises
   ``UnknownOptionError`` (the old functions filtered them away silently);
+  this includes tolerance options given to the direct ``spsolve``, which the
+  old ``sparse_solve_c4t`` ignored;
 * non-convergence raises ``ConvergenceError`` (the old ones returned the
   unconverged iterate as a solution), because the true residual of every
   solve is checked;
 * iterative methods take multiple right-hand sides (the old CuPy/SciPy
-  wrapper refused them).
+  wrapper refused them);
+* second derivatives through a sparse ``A`` built by torch's constructors
+  raise ``SecondDerivativeError``: those constructors drop the second-order
+  term, so the old functions' Hessian-vector products were wrong — in
+  torchsparsegradutils' own higher-order tests, 109 % (SPD, ``linear_cg`` and
+  ``minres``) and 132 % (nonsymmetric, ``bicgstab``) off a truly dense
+  reference, which its tests missed because their "dense reference" went
+  through the same constructor (``scripts/anchor-second-derivative.py``).
+  :func:`tsgu_core.solve_values` takes ``A``'s values as a dense tensor and
+  gives exact derivatives of any order (1e-16 in the same measurement).
 
 A user-supplied ``transpose_solve(A, G)`` callable is called with ``A``
 itself and must return ``Y`` with ``Aᵀ Y = G`` — exactly what the old
 docstrings promised it. Without one, ``solve`` is called with ``Aᵀ``.
+
+Solver callables and their tolerance
+------------------------------------
+tsgu checks every answer by its true residual ``‖b − A x‖`` per column, but
+it cannot know a foreign callable's stopping rule. The policy, for the
+forward solve and the backward's transpose solve alike:
+
+1. **The callable declares a tolerance** (see :func:`declared_tolerance`: a
+   keyword of the call such as ``rtol``/``tol``/``atol``, a ``settings``
+   object's ``cg_tolerance``/``reltol``/``abstol``, or the same in the
+   callable's own defaults): each column must reach
+   ``‖b − A x‖ ≤ max(rtol·‖b‖, atol)``, with ``rtol`` at least 100 machine
+   epsilons of the dtype (what a float32 residual can certify); a miss raises
+   :class:`~tsgu_core.errors.ConvergenceError`.
+2. **It declares none**: an answer above tsgu's default ``rtol`` (1e-5 for
+   float32, 1e-8 for float64) is accepted with a
+   :class:`~tsgu_core.errors.ConvergenceWarning` that states the measured
+   residual; a non-finite answer, or a relative residual above 1e-2
+   (:data:`UNUSABLE_RESIDUAL`), raises ``ConvergenceError``.
+3. **``on_failure=`` given to the drop-in** (``"raise"``, ``"warn"``,
+   ``"ignore"``; it is not passed to the callable) overrides both: tsgu's own
+   check at the declared tolerance, or tsgu's default one, with that choice.
+
+Named methods (``solve="cg"`` and the like) are tsgu's own and follow tsgu's
+policy: ``rtol``/``tol``, ``atol`` and ``maxiter`` as given, else tsgu's
+defaults, and ``on_failure="raise"``.
 """
 
 from __future__ import annotations
 
+import inspect
+import math
+import numbers
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 import tsgu_core
-from tsgu_backends.scipy_cupy.convert import cupy_to_torch, scipy_to_torch, torch_to_cupy, torch_to_scipy
-from tsgu_core import BackendReport, MethodSpec, SolveOptions, triangular_solve
+from tsgu_backends.scipy_cupy.convert import torch_to_cupy, torch_to_scipy
+from tsgu_core import BackendReport, ConvergenceWarning, MethodSpec, SolveOptions, triangular_solve
+from tsgu_core.errors import InvalidArgumentError
+from tsgu_core.interop import from_cupy, from_jax, from_scipy, to_cupy, to_jax, to_scipy
+from tsgu_core.options import default_rtol
 
 __all__ = [
     "LinearCGSettings",
@@ -61,7 +105,7 @@ Solver = Callable[..., Any]
 # --- torch-level solver callables for sparse_generic_solve ---------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class LinearCGSettings:
     """Settings of :func:`linear_cg`: ``max_cg_iterations`` and ``cg_tolerance`` (relative)."""
 
@@ -79,9 +123,11 @@ def _krylov(method: str, A: torch.Tensor, B: torch.Tensor, rtol: float, maxiter:
     return result.X if B.dim() == 2 else result.X.squeeze(-1)
 
 
-def linear_cg(A: torch.Tensor, B: torch.Tensor, settings: LinearCGSettings | None = None) -> torch.Tensor:
+_DEFAULT_CG = LinearCGSettings()
+
+
+def linear_cg(A: torch.Tensor, B: torch.Tensor, settings: LinearCGSettings = _DEFAULT_CG) -> torch.Tensor:
     """Conjugate gradients on torch tensors (for :func:`sparse_generic_solve`); ``A`` must be SPD."""
-    settings = settings or LinearCGSettings()
     return _krylov("cg", A, B, settings.cg_tolerance, settings.max_cg_iterations)
 
 
@@ -120,8 +166,12 @@ class _CallableBackend:
         to_library: Callable[[torch.Tensor], Any],
         from_library: Callable[[Any, torch.Tensor], torch.Tensor],
         by_column: bool,
+        label: Callable[..., Any] | None = None,
+        warn_above_default: bool = False,
     ):
-        self.name = f"callable:{getattr(solve, '__name__', type(solve).__name__)}"
+        named = label if label is not None else solve
+        self.name = f"callable:{getattr(named, '__name__', type(named).__name__)}"
+        self._warn = warn_above_default
         self.device_types = device_types
         self.methods = {
             "callable": MethodSpec("callable", "iterative", "general", {}, "a user-supplied solve callable")
@@ -158,18 +208,137 @@ class _CallableBackend:
             return self._from(result, rhs)
 
         X = torch.stack([call(B[:, j]) for j in range(B.shape[1])], dim=1) if self._by_column else call(B)
-        return X.to(B.dtype).reshape(B.shape), BackendReport()
+        X = X.to(B.dtype).reshape(B.shape)
+        if self._warn:
+            self._warn_if_inaccurate(state, B, X, transpose)
+        return X, BackendReport()
+
+    def _warn_if_inaccurate(self, state: dict[str, Any], B: torch.Tensor, X: torch.Tensor, transpose: bool) -> None:
+        """Warn (ConvergenceWarning) when an answer is usable but above tsgu's default tolerance."""
+        A = state["A"]
+        if transpose:
+            if state.get("A_t") is None:
+                state["A_t"] = A.t().coalesce() if A.layout == torch.sparse_coo else A.t().to_sparse_csr()
+            A = state["A_t"]
+        with torch.no_grad():
+            scale = B.abs().amax(dim=0).clamp_min(torch.finfo(B.dtype).tiny)  # scale-free norms
+            r_norm = torch.linalg.vector_norm((B - A @ X) / scale, dim=0)
+            b_norm = torch.linalg.vector_norm(B / scale, dim=0)
+            relative = torch.where(b_norm > 0, r_norm / b_norm.clamp_min(torch.finfo(B.dtype).tiny), r_norm)
+        worst = float(relative.max()) if relative.numel() else 0.0
+        default = default_rtol(B.dtype)
+        if math.isfinite(worst) and default < worst < UNUSABLE_RESIDUAL:
+            which = "transpose solve (backward pass)" if transpose else "solve"
+            warnings.warn(
+                f"{self.name}: the {which} has true relative residual {worst:.3g}, above tsgu's default "
+                f"rtol={default:g} for {B.dtype}; accepted because the callable declares no tolerance tsgu can "
+                f"read (it raises above {UNUSABLE_RESIDUAL:g}). Pass the callable's tolerance (rtol=, tol=, "
+                "settings=...) to have it checked, or on_failure='raise' to make this an error",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
 
 
-def _check_tolerance(keywords: dict[str, Any]) -> dict[str, Any]:
-    """The core's residual check of a callable's answer uses the callable's own tolerance, if it has one."""
-    for name in ("rtol", "tol", "cg_tolerance"):
-        if name in keywords and isinstance(keywords[name], (int, float)):
-            return {"rtol": float(keywords[name])}
-    settings = keywords.get("settings")
-    if isinstance(settings, LinearCGSettings):
-        return {"rtol": settings.cg_tolerance}
-    return {}
+UNUSABLE_RESIDUAL = 1e-2
+"""A callable that declares no tolerance: an answer above this true relative residual raises."""
+
+CERTIFIABLE_EPS = 100
+"""A declared relative tolerance is checked as at least this many machine epsilons of the dtype."""
+
+_RELATIVE = ("rtol", "tol", "reltol", "tolerance", "cg_tolerance")
+_ABSOLUTE = ("atol", "abstol")
+
+
+def _real(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def _first(source: Any, names: tuple[str, ...], *, mapping: bool) -> tuple[float, str] | None:
+    for name in names:
+        value = source.get(name) if mapping else getattr(source, name, None)
+        real = _real(value)
+        if real is not None:
+            return float(real), name
+    return None
+
+
+def _defaults(function: Callable[..., Any]) -> dict[str, Any]:
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # builtins and some C functions have no signature
+        return {}
+    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
+
+
+@dataclass(frozen=True)
+class DeclaredTolerance:
+    """The tolerance a solver callable declares: ``‖b − A x‖ ≤ max(rtol·‖b‖, atol)`` per column.
+
+    ``source`` says where it was found, e.g. ``"settings.cg_tolerance"``.
+    """
+
+    rtol: float
+    atol: float
+    source: str
+
+
+def declared_tolerance(solve: Callable[..., Any], keywords: dict[str, Any]) -> DeclaredTolerance | None:
+    """The residual tolerance a solver callable declares, or ``None`` if it declares none tsgu can read.
+
+    Looked up, for the relative and the absolute tolerance separately, first
+    in the keywords of the call, then in their ``settings`` object, then in
+    the callable's own defaults (a parameter's default, or the attributes of
+    its default ``settings``). Relative names: ``rtol``, ``tol``, ``reltol``,
+    ``tolerance``, ``cg_tolerance``; absolute: ``atol``, ``abstol``. A
+    tolerance on something other than the residual (e.g. MINRES's
+    ``minres_tolerance``, a relative-update criterion) is not one.
+
+    Examples
+    --------
+    >>> from tsgu_backends.compat import LinearCGSettings, declared_tolerance, linear_cg
+    >>> declared_tolerance(linear_cg, {"settings": LinearCGSettings(cg_tolerance=1e-6)})
+    DeclaredTolerance(rtol=1e-06, atol=0.0, source='settings.cg_tolerance')
+    >>> declared_tolerance(lambda A, b: b, {}) is None
+    True
+    """
+    defaults = _defaults(solve)
+    places: list[tuple[Any, bool, str]] = [(keywords, True, "")]
+    if keywords.get("settings") is not None:
+        places.append((keywords["settings"], False, "settings."))
+    places.append((defaults, True, "default "))
+    if defaults.get("settings") is not None:
+        places.append((defaults["settings"], False, "default settings."))
+    found: dict[str, tuple[float, str]] = {}
+    for kind, names in (("rtol", _RELATIVE), ("atol", _ABSOLUTE)):
+        for source, mapping, prefix in places:
+            hit = _first(source, names, mapping=mapping)
+            if hit is not None:
+                found[kind] = (hit[0], prefix + hit[1])
+                break
+    if not found:
+        return None
+    rtol, atol = found.get("rtol", (0.0, "")), found.get("atol", (0.0, ""))
+    return DeclaredTolerance(rtol[0], atol[0], " and ".join(where for _, where in (rtol, atol) if where))
+
+
+def _policy(solve: Callable[..., Any], keywords: dict[str, Any], dtype: torch.dtype) -> tuple[dict[str, Any], bool]:
+    """The options for the core's residual check of a callable's answers, and whether to warn above the default.
+
+    Pops ``on_failure`` from ``keywords`` (it is tsgu's, not the callable's).
+    See the module docstring for the policy.
+    """
+    on_failure = keywords.pop("on_failure", None)
+    declared = declared_tolerance(solve, keywords)
+    floor = CERTIFIABLE_EPS * torch.finfo(dtype).eps  # a callable stops on its own (recursive) residual
+    tolerance = {} if declared is None else {"rtol": max(declared.rtol, floor), "atol": declared.atol}
+    if on_failure is not None:  # the caller's explicit choice: tsgu's own check at the declared or default tolerance
+        return {**tolerance, "on_failure": on_failure}, False
+    if declared is not None:
+        return {**tolerance, "on_failure": "raise"}, False
+    return {"rtol": UNUSABLE_RESIDUAL, "atol": 0.0, "on_failure": "raise"}, True
 
 
 def _method_keywords(keywords: dict[str, Any]) -> dict[str, Any]:
@@ -177,7 +346,7 @@ def _method_keywords(keywords: dict[str, Any]) -> dict[str, Any]:
     keywords = dict(keywords)
     if "tol" in keywords:
         if "rtol" in keywords:
-            raise TypeError("pass either tol or rtol, not both")
+            raise InvalidArgumentError("pass either tol or rtol, not both")
         keywords["rtol"] = keywords.pop("tol")
     return keywords
 
@@ -203,9 +372,22 @@ def sparse_generic_solve(
 
     Differences from the old function: the default is GMRES (the old default,
     MINRES, assumes a symmetric ``A``); a callable's answer is checked by its
-    true residual (at the callable's own ``rtol``/``tol`` if it takes one,
-    else tsgu's default); ``A`` and ``B`` of different dtypes are an error,
-    not a warning.
+    true residual, forward and backward, by the policy of the module
+    docstring (its own declared tolerance; if it declares none, a
+    :class:`~tsgu_core.errors.ConvergenceWarning` above tsgu's default and an
+    error above 1e-2; ``on_failure=`` overrides); ``A`` and ``B`` of different
+    dtypes are an error, not a warning.
+
+    Second derivatives (``create_graph=True``) with respect to parameters
+    that *build* ``A`` through ``torch.sparse_coo_tensor``/``sparse_csr_tensor``
+    raise :class:`~tsgu_core.errors.SecondDerivativeError`: torch's sparse
+    constructors drop the second-order term, and the old function returned
+    Hessian-vector products 109–132 % off. Pass the values as a dense tensor
+    to :func:`tsgu_core.solve_values` instead — exact to any order::
+
+        values = build_values(theta)               # dense (nnz,), in A's coalesced order
+        X = tsgu_core.solve_values(A_pattern, values, B)
+        (g,) = torch.autograd.grad(loss(X), theta, create_graph=True)
 
     Examples
     --------
@@ -228,7 +410,9 @@ def sparse_generic_solve(
     """
     if solve is None or isinstance(solve, str):
         name = {"linear_cg": "cg"}.get(solve or "gmres", solve or "gmres")
-        return tsgu_core.solve(A, B, backend="torch", method=name, **_method_keywords(kwargs))
+        return cast(torch.Tensor, tsgu_core.solve(A, B, backend="torch", method=name, **_method_keywords(kwargs)))
+    kwargs = dict(kwargs)
+    check, warn = _policy(solve, kwargs, A.dtype)
     backend = _CallableBackend(
         solve,
         transpose_solve,
@@ -238,8 +422,9 @@ def sparse_generic_solve(
         to_library=lambda t: t,
         from_library=lambda x, like: x.to(like.device),
         by_column=False,
+        warn_above_default=warn,
     )
-    return tsgu_core.solve(A, B, backend=backend, **_check_tolerance(kwargs))
+    return cast(torch.Tensor, tsgu_core.solve(A, B, backend=backend, **check))
 
 
 def sparse_solve_c4t(
@@ -260,8 +445,11 @@ def sparse_solve_c4t(
     Differences from the old function: the default is SuperLU (``"splu"``),
     factorised once and reused by the backward pass for one or many
     right-hand sides; iterative methods take many right-hand sides;
-    ``tol`` means ``rtol`` and an option the method does not accept raises;
-    the transpose solve uses ``Aᵀ``; the result is checked by its residual.
+    ``tol`` means ``rtol`` and an option the method does not accept raises —
+    including ``tol``/``atol``/``maxiter`` given to the direct ``"spsolve"``,
+    which the old function ignored (drop them, or choose an iterative
+    method); the transpose solve uses ``Aᵀ``; the result is checked by its
+    residual (a callable ``solve`` by the policy of the module docstring).
 
     Examples
     --------
@@ -279,12 +467,15 @@ def sparse_solve_c4t(
     """
     backend_name = "cupy" if A.device.type == "cuda" else "scipy"
     if isinstance(transpose_solve, str) and transpose_solve != solve:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"transpose_solve={transpose_solve!r} differs from solve={solve!r}: tsgu's backward reuses the forward "
             "method on Aᵀ (and its factorisation); pass a callable for a different transpose solver"
         )
     if solve is None or isinstance(solve, str):
-        return tsgu_core.solve(A, B, backend=backend_name, method=solve or "splu", **_method_keywords(kwargs))
+        return cast(
+            torch.Tensor,
+            tsgu_core.solve(A, B, backend=backend_name, method=solve or "splu", **_method_keywords(kwargs)),
+        )
     cuda = A.device.type == "cuda"
 
     def to_library(t: torch.Tensor) -> Any:
@@ -297,6 +488,8 @@ def sparse_solve_c4t(
     def from_library(x: Any, like: torch.Tensor) -> torch.Tensor:
         return torch.from_dlpack(x) if cuda else torch.from_numpy(x)
 
+    kwargs = dict(kwargs)
+    check, warn = _policy(solve, kwargs, A.dtype)
     backend = _CallableBackend(
         solve,
         transpose_solve if callable(transpose_solve) else None,
@@ -306,8 +499,9 @@ def sparse_solve_c4t(
         to_library=to_library,
         from_library=from_library,
         by_column=True,
+        warn_above_default=warn,
     )
-    return tsgu_core.solve(A, B, backend=backend, **_check_tolerance(kwargs))
+    return cast(torch.Tensor, tsgu_core.solve(A, B, backend=backend, **check))
 
 
 def sparse_solve_j4t(
@@ -340,7 +534,9 @@ def sparse_solve_j4t(
     torch.Size([2])
     """
     if solve is None or isinstance(solve, str):
-        return tsgu_core.solve(A, B, backend="jax", method=solve or "bicgstab", **_method_keywords(kwargs))
+        return cast(
+            torch.Tensor, tsgu_core.solve(A, B, backend="jax", method=solve or "bicgstab", **_method_keywords(kwargs))
+        )
     from tsgu_backends.jax_backend.convert import precision
 
     def call_in_scope(function: Solver) -> Solver:
@@ -356,6 +552,8 @@ def sparse_solve_j4t(
         with precision(M.dtype):
             return t2j_coo(M)
 
+    kwargs = dict(kwargs)
+    check, warn = _policy(solve, kwargs, A.dtype)
     backend = _CallableBackend(
         call_in_scope(solve),
         call_in_scope(transpose_solve) if transpose_solve is not None else None,
@@ -365,8 +563,10 @@ def sparse_solve_j4t(
         to_library=lambda t: t,
         from_library=lambda x, like: x,
         by_column=True,
+        label=solve,
+        warn_above_default=warn,
     )
-    return tsgu_core.solve(A, B, backend=backend, **_check_tolerance(kwargs))
+    return cast(torch.Tensor, tsgu_core.solve(A, B, backend=backend, **check))
 
 
 def sparse_triangular_solve(
@@ -408,21 +608,23 @@ def sparse_generic_lstsq(
     torch.Size([2])
     """
     if transpose_lstsq is not None and transpose_lstsq != lstsq:
-        raise ValueError("tsgu's least-squares gradient uses the forward method; transpose_lstsq must equal lstsq")
-    return tsgu_core.lstsq(A, B, method=lstsq, **_method_keywords(kwargs))
+        raise InvalidArgumentError(
+            "tsgu's least-squares gradient uses the forward method; transpose_lstsq must equal lstsq"
+        )
+    return cast(torch.Tensor, tsgu_core.lstsq(A, B, method=lstsq, **_method_keywords(kwargs)))
 
 
-# --- converters ---------------------------------------------------------------------------------
+# --- converters: the old names, thin aliases of tsgu_core.interop ------------------------------
 
 
 def t2c_coo(A: torch.Tensor) -> Any:
-    """A torch COO tensor as a SciPy (CPU) or CuPy (CUDA) ``coo_matrix``, sharing memory."""
-    return (torch_to_cupy(A) if A.device.type == "cuda" else torch_to_scipy(A)).tocoo()
+    """A torch COO tensor as a SciPy (CPU) or CuPy (CUDA) ``coo_matrix``; see :func:`tsgu_core.interop.to_scipy`."""
+    return (to_cupy(A) if A.device.type == "cuda" else to_scipy(A, matrix=True)).tocoo()
 
 
 def t2c_csr(A: torch.Tensor) -> Any:
     """A torch CSR (or COO) tensor as a SciPy (CPU) or CuPy (CUDA) ``csr_matrix``."""
-    return (torch_to_cupy(A) if A.device.type == "cuda" else torch_to_scipy(A)).tocsr()
+    return (to_cupy(A) if A.device.type == "cuda" else to_scipy(A, matrix=True)).tocsr()
 
 
 def _is_cupy(M: Any) -> bool:
@@ -430,56 +632,44 @@ def _is_cupy(M: Any) -> bool:
 
 
 def c2t_coo(M: Any) -> torch.Tensor:
-    """A SciPy or CuPy sparse matrix as a torch COO tensor (CPU or CUDA)."""
-    return cupy_to_torch(M, torch.sparse_coo) if _is_cupy(M) else scipy_to_torch(M, torch.sparse_coo)
+    """A SciPy or CuPy sparse matrix as a torch COO tensor; see :func:`tsgu_core.interop.from_scipy`."""
+    return from_cupy(M, "coo") if _is_cupy(M) else from_scipy(M, "coo")
 
 
 def c2t_csr(M: Any) -> torch.Tensor:
-    """A SciPy or CuPy sparse matrix as a torch CSR tensor (CPU or CUDA)."""
-    return cupy_to_torch(M, torch.sparse_csr) if _is_cupy(M) else scipy_to_torch(M, torch.sparse_csr)
+    """A SciPy or CuPy sparse matrix as a torch CSR tensor; see :func:`tsgu_core.interop.from_scipy`."""
+    return from_cupy(M, "csr") if _is_cupy(M) else from_scipy(M, "csr")
 
 
 def t2j(x: torch.Tensor) -> Any:
     """A dense torch tensor as a JAX array through DLPack (float64 needs JAX's x64 mode on)."""
-    from tsgu_backends.jax_backend.convert import to_jax
+    from tsgu_backends.jax_backend.convert import to_jax as dense_to_jax
 
-    return to_jax(x)
+    return dense_to_jax(x)
 
 
 def j2t(x: Any) -> torch.Tensor:
     """A dense JAX array as a torch tensor through DLPack."""
-    from tsgu_backends.jax_backend.convert import from_jax
+    from tsgu_backends.jax_backend.convert import from_jax as dense_from_jax
 
-    return from_jax(x)
+    return dense_from_jax(x)
 
 
 def t2j_coo(A: torch.Tensor) -> Any:
-    """A torch COO (or CSR) tensor as a ``jax.experimental.sparse.BCOO`` matrix."""
-    from jax.experimental import sparse
-
-    A = A.to_sparse_coo().coalesce() if A.layout == torch.sparse_csr else A.coalesce()
-    indices = t2j(A.indices().t().contiguous().to(torch.int32))
-    return sparse.BCOO((t2j(A.values()), indices), shape=tuple(A.shape), indices_sorted=True, unique_indices=True)
+    """A torch COO (or CSR) tensor as a JAX ``BCOO`` matrix; see :func:`tsgu_core.interop.to_jax`."""
+    return to_jax(A, "bcoo")
 
 
 def t2j_csr(A: torch.Tensor) -> Any:
-    """A torch CSR (or COO) tensor as a ``jax.experimental.sparse.BCSR`` matrix."""
-    from jax.experimental import sparse
-
-    A = A if A.layout == torch.sparse_csr else A.coalesce().to_sparse_csr()
-    parts = (A.values(), A.col_indices().to(torch.int32), A.crow_indices().to(torch.int32))
-    return sparse.BCSR(tuple(t2j(p) for p in parts), shape=tuple(A.shape))
+    """A torch CSR (or COO) tensor as a JAX ``BCSR`` matrix; see :func:`tsgu_core.interop.to_jax`."""
+    return to_jax(A, "bcsr")
 
 
 def j2t_coo(M: Any) -> torch.Tensor:
-    """A JAX BCOO (or BCSR) matrix as a torch COO tensor."""
-    M = M.to_bcoo() if hasattr(M, "to_bcoo") else M
-    indices = j2t(M.indices).t().to(torch.int64)
-    return torch.sparse_coo_tensor(indices, j2t(M.data), tuple(M.shape)).coalesce()
+    """A JAX BCOO (or BCSR) matrix as a torch COO tensor; see :func:`tsgu_core.interop.from_jax`."""
+    return from_jax(M, "coo")
 
 
 def j2t_csr(M: Any) -> torch.Tensor:
-    """A JAX BCSR (or BCOO) matrix as a torch CSR tensor."""
-    if hasattr(M, "indptr"):
-        return torch.sparse_csr_tensor(j2t(M.indptr).long(), j2t(M.indices).long(), j2t(M.data), tuple(M.shape))
-    return j2t_coo(M).to_sparse_csr()
+    """A JAX BCSR (or BCOO) matrix as a torch CSR tensor; see :func:`tsgu_core.interop.from_jax`."""
+    return from_jax(M, "csr")

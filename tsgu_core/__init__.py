@@ -6,62 +6,161 @@
 tensor([1., 1.], dtype=torch.float64)
 """
 
-from tsgu_core.autograd import SparseSolveFunction
-from tsgu_core.distributed import solve_distributed
-from tsgu_core.errors import (
-    BackendContractError,
-    BackendError,
-    BackendUnavailableError,
-    ConvergenceError,
-    ConvergenceWarning,
-    DeviceMismatchError,
-    DtypeMismatchError,
-    InvalidArgumentError,
-    InvalidOptionError,
-    LayoutError,
-    NonFiniteError,
-    PluginLoadError,
-    SecondDerivativeError,
-    ShapeError,
-    SingularMatrixError,
-    SolveFailedError,
-    StaleFactorizationError,
-    StructureError,
-    TsguError,
-    UnknownBackendError,
-    UnknownMethodError,
-    UnknownOptionError,
-    UnsupportedDeviceError,
-)
-from tsgu_core.factorize import Factorization, factorize
-from tsgu_core.hookspecs import hookimpl, hookspec
-from tsgu_core.info import SolveInfo
-from tsgu_core.lstsq import lstsq
-from tsgu_core.pattern import SparsePattern
-from tsgu_core.protocol import (
-    COMMON_ITERATIVE_OPTIONS,
-    Availability,
-    BackendReport,
-    DistributedBackend,
-    MethodSpec,
-    Option,
-    SolveOptions,
-    SolverBackend,
-)
-from tsgu_core.registry import (
-    BackendEntry,
-    BrokenPlugin,
-    get_backend,
-    get_entry,
-    list_backends,
-    list_broken_plugins,
-    register_plugin,
-    reload_plugins,
-    unregister_plugin,
-)
-from tsgu_core.select import Selection, explain, set_default_backend
-from tsgu_core.solve import solve, solve_values
-from tsgu_core.triangular import triangular_solve
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # eager for type checkers; at run time each name loads on first use (PEP 562)
+    from tsgu_core.autograd import SparseSolveFunction
+    from tsgu_core.distributed import solve_distributed
+    from tsgu_core.errors import (
+        BackendContractError,
+        BackendError,
+        BackendUnavailableError,
+        ConvergenceError,
+        ConvergenceWarning,
+        DeviceMismatchError,
+        DtypeMismatchError,
+        InvalidArgumentError,
+        InvalidOptionError,
+        LayoutError,
+        NonFiniteError,
+        PluginLoadError,
+        SecondDerivativeError,
+        ShapeError,
+        SingularMatrixError,
+        SolveFailedError,
+        StaleFactorizationError,
+        StructureError,
+        TsguError,
+        UnknownBackendError,
+        UnknownMethodError,
+        UnknownOptionError,
+        UnsupportedDeviceError,
+    )
+    from tsgu_core.factorize import Factorization, factorize
+    from tsgu_core.hookspecs import hookimpl, hookspec
+    from tsgu_core.info import SolveInfo
+    from tsgu_core.interop import from_cupy, from_jax, from_scipy, to_cupy, to_jax, to_scipy
+    from tsgu_core.lstsq import lstsq
+    from tsgu_core.pattern import SparsePattern
+    from tsgu_core.protocol import (
+        COMMON_ITERATIVE_OPTIONS,
+        Availability,
+        BackendReport,
+        DistributedBackend,
+        MethodSpec,
+        Option,
+        SolveOptions,
+        SolverBackend,
+    )
+    from tsgu_core.registry import (
+        BackendEntry,
+        BrokenPlugin,
+        get_backend,
+        get_entry,
+        list_backends,
+        list_broken_plugins,
+        register_plugin,
+        reload_plugins,
+        unregister_plugin,
+    )
+    from tsgu_core.select import Selection, explain, set_default_backend
+    from tsgu_core.solve import solve, solve_values
+    from tsgu_core.triangular import triangular_solve
+
+_WHERE = {
+    "SparseSolveFunction": "tsgu_core.autograd",
+    "solve_distributed": "tsgu_core.distributed",
+    "BackendContractError": "tsgu_core.errors",
+    "BackendError": "tsgu_core.errors",
+    "BackendUnavailableError": "tsgu_core.errors",
+    "ConvergenceError": "tsgu_core.errors",
+    "ConvergenceWarning": "tsgu_core.errors",
+    "DeviceMismatchError": "tsgu_core.errors",
+    "DtypeMismatchError": "tsgu_core.errors",
+    "InvalidArgumentError": "tsgu_core.errors",
+    "InvalidOptionError": "tsgu_core.errors",
+    "LayoutError": "tsgu_core.errors",
+    "NonFiniteError": "tsgu_core.errors",
+    "PluginLoadError": "tsgu_core.errors",
+    "SecondDerivativeError": "tsgu_core.errors",
+    "ShapeError": "tsgu_core.errors",
+    "SingularMatrixError": "tsgu_core.errors",
+    "SolveFailedError": "tsgu_core.errors",
+    "StaleFactorizationError": "tsgu_core.errors",
+    "StructureError": "tsgu_core.errors",
+    "TsguError": "tsgu_core.errors",
+    "UnknownBackendError": "tsgu_core.errors",
+    "UnknownMethodError": "tsgu_core.errors",
+    "UnknownOptionError": "tsgu_core.errors",
+    "UnsupportedDeviceError": "tsgu_core.errors",
+    "Factorization": "tsgu_core.factorize",
+    "factorize": "tsgu_core.factorize",
+    "hookimpl": "tsgu_core.hookspecs",
+    "hookspec": "tsgu_core.hookspecs",
+    "SolveInfo": "tsgu_core.info",
+    "from_cupy": "tsgu_core.interop",
+    "from_jax": "tsgu_core.interop",
+    "from_scipy": "tsgu_core.interop",
+    "to_cupy": "tsgu_core.interop",
+    "to_jax": "tsgu_core.interop",
+    "to_scipy": "tsgu_core.interop",
+    "lstsq": "tsgu_core.lstsq",
+    "SparsePattern": "tsgu_core.pattern",
+    "COMMON_ITERATIVE_OPTIONS": "tsgu_core.protocol",
+    "Availability": "tsgu_core.protocol",
+    "BackendReport": "tsgu_core.protocol",
+    "DistributedBackend": "tsgu_core.protocol",
+    "MethodSpec": "tsgu_core.protocol",
+    "Option": "tsgu_core.protocol",
+    "SolveOptions": "tsgu_core.protocol",
+    "SolverBackend": "tsgu_core.protocol",
+    "BackendEntry": "tsgu_core.registry",
+    "BrokenPlugin": "tsgu_core.registry",
+    "get_backend": "tsgu_core.registry",
+    "get_entry": "tsgu_core.registry",
+    "list_backends": "tsgu_core.registry",
+    "list_broken_plugins": "tsgu_core.registry",
+    "register_plugin": "tsgu_core.registry",
+    "reload_plugins": "tsgu_core.registry",
+    "unregister_plugin": "tsgu_core.registry",
+    "Selection": "tsgu_core.select",
+    "explain": "tsgu_core.select",
+    "set_default_backend": "tsgu_core.select",
+    "solve": "tsgu_core.solve",
+    "solve_values": "tsgu_core.solve",
+    "triangular_solve": "tsgu_core.triangular",
+}
+"""Public name -> the module that defines it: `import tsgu_core` (and `tsgu --help`) imports no torch."""
+
+
+class _LazyPackage(types.ModuleType):
+    """The package's module type: a public function shadows the submodule of the same name.
+
+    ``tsgu_core.solve`` is the function even after ``tsgu_core.solve`` the module has been imported (the import
+    system sets a package attribute for each submodule; the eager imports used to overwrite it).
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _WHERE.get(name) == f"{__name__}.{name}":
+            return
+        super().__setattr__(name, value)
+
+    def __getattr__(self, name: str) -> Any:
+        module = _WHERE.get(name)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        super().__setattr__(name, value)
+        return value
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(super().__dir__()) | set(_WHERE))
+
+
+sys.modules[__name__].__class__ = _LazyPackage
 
 __all__ = [
     "COMMON_ITERATIVE_OPTIONS",
@@ -104,6 +203,9 @@ __all__ = [
     "UnsupportedDeviceError",
     "explain",
     "factorize",
+    "from_cupy",
+    "from_jax",
+    "from_scipy",
     "get_backend",
     "get_entry",
     "hookimpl",
@@ -117,6 +219,9 @@ __all__ = [
     "solve",
     "solve_distributed",
     "solve_values",
+    "to_cupy",
+    "to_jax",
+    "to_scipy",
     "triangular_solve",
     "unregister_plugin",
 ]

@@ -6,6 +6,7 @@ from typing import Any, Literal, overload
 
 import torch
 
+from tsgu_core.batch import MemberGroup, run_by_groups, split_by_pattern
 from tsgu_core.errors import InvalidArgumentError, StaleFactorizationError
 from tsgu_core.info import SolveInfo
 from tsgu_core.pipeline import Plan, as_columns, execute, matrix_values, plan
@@ -41,12 +42,20 @@ class Factorization:
         Seconds the backend spent in ``prepare``.
     """
 
-    def __init__(self, A: torch.Tensor, the_plan: Plan, prepared: PreparedSolve | None):
+    def __init__(
+        self,
+        A: torch.Tensor,
+        the_plan: Plan,
+        prepared: PreparedSolve | None,
+        groups: list[tuple[MemberGroup, Plan, PreparedSolve]] | None = None,
+    ):
         self._source = A
         self._snapshot = tuple(part.detach().clone() for part in _raw_parts(A))
         self._plan = the_plan
         self._prepared = prepared
-        self.prepare_time = prepared.prepare_time if prepared is not None else 0.0
+        self._groups = groups  # a batch whose members have different patterns: a plan and a state per group
+        states = [state for _, _, state in groups] if groups is not None else [prepared]
+        self.prepare_time = sum(state.prepare_time for state in states if state is not None)
 
     @property
     def selection(self) -> Selection:
@@ -62,7 +71,7 @@ class Factorization:
         return self.selection.method
 
     def __repr__(self) -> str:
-        n = self._source.shape[0]
+        n = self._source.shape[-1]
         return f"Factorization(n={n}, backend={self.backend!r}, method={self.method!r})"
 
     def _check_unchanged(self) -> None:
@@ -110,7 +119,7 @@ class Factorization:
         Parameters
         ----------
         B : Tensor
-            ``(n,)`` or ``(n, k)``, with ``A``'s dtype and device.
+            ``(n,)`` or ``(n, k)`` (batched: ``(b, n)`` or ``(b, n, k)``), with ``A``'s dtype and device.
         transpose : bool
             Solve with ``Aᵀ`` instead (gradients are exact either way).
         x0 : Tensor, optional
@@ -128,12 +137,34 @@ class Factorization:
             raise InvalidArgumentError(f"transpose must be a bool, got {transpose!r}")
         if x0 is not None and self._plan.spec.kind == "direct":
             raise InvalidArgumentError(f"x0 is an option of iterative methods; {self.method!r} is direct")
-        detached, values = matrix_values(self._source)
+        if self._groups is not None:
+            X, info = self._solve_groups(B, transpose, x0)
+            return (X, info) if return_info else X
+        detached, values = matrix_values(self._source, allow_batch=True)
         check_rhs(B, detached)
-        Bk, restore = as_columns(B, 2)
+        Bk, restore = as_columns(B, detached.dim())
         prepared = self._prepared or (lambda: self._plan.prepare(detached))
         X, info = execute(self._plan, prepared, values, Bk, transpose=transpose, x0=x0)
         return (restore(X), info) if return_info else restore(X)
+
+    def _solve_groups(
+        self, B: torch.Tensor, transpose: bool, x0: torch.Tensor | None
+    ) -> tuple[torch.Tensor, SolveInfo]:
+        """A batch with several patterns: each group's prepared state solves its members."""
+        assert self._groups is not None
+        grouped = split_by_pattern(self._source)
+        assert grouped is not None  # unchanged since factorize(), checked above
+        check_rhs(B, self._source)
+        states = {id(group): (group_plan, state) for group, group_plan, state in self._groups}
+
+        def run(group: MemberGroup, values: torch.Tensor, rhs: torch.Tensor) -> tuple[torch.Tensor, SolveInfo]:
+            Bk, restore = as_columns(rhs, 3)
+            group_x0 = x0[group.members] if x0 is not None and x0.dim() > 1 and x0.shape[0] == B.shape[0] else x0
+            group_plan, state = states[id(group)]
+            X, info = execute(group_plan, state, values, Bk, transpose=transpose, x0=group_x0)
+            return restore(X), info
+
+        return run_by_groups([group for group, _, _ in self._groups], grouped[1], B, run)
 
 
 def factorize(
@@ -155,8 +186,9 @@ def factorize(
     Parameters
     ----------
     A : Tensor
-        Sparse COO or CSR, ``(n, n)``. It may require grad: each solve's
-        backward adds to ``A.grad``.
+        Sparse COO or CSR, ``(n, n)``, or a batch ``(b, n, n)`` (members that
+        share a pattern are prepared together). It may require grad: each
+        solve's backward adds to ``A.grad``.
     backend, method, assume, on_failure, **options
         As for :func:`tsgu_core.solve`, except ``x0``, which belongs to
         :meth:`Factorization.solve`.
@@ -183,8 +215,12 @@ def factorize(
         raise InvalidArgumentError(
             "x0 is an initial guess for one solve: pass it to handle.solve(B, x0=...), not factorize()"
         )
-    detached, _ = matrix_values(A)
     if assume in ("lower", "upper"):
         raise InvalidArgumentError("factorize takes assume='general', 'symmetric', 'hermitian' or 'spd'")
+    grouped = split_by_pattern(A)  # a batch whose members have different patterns: a plan per group
+    if grouped is not None:
+        plans = [(g, plan(backend, method, g.A, options, on_failure=on_failure, assume=assume)) for g in grouped[0]]
+        return Factorization(A, plans[0][1], None, [(g, p, p.prepare(g.A)) for g, p in plans])
+    detached, _ = matrix_values(A, allow_batch=True)
     the_plan = plan(backend, method, detached, options, on_failure=on_failure, assume=assume)
-    return Factorization(A, the_plan, the_plan.prepare(detached) if A.shape[0] else None)
+    return Factorization(A, the_plan, the_plan.prepare(detached) if A.shape[-1] else None)

@@ -6,7 +6,7 @@ from typing import Any, Literal, overload
 
 import torch
 
-from tsgu_core.batch import as_shared_pattern_csr
+from tsgu_core.batch import MemberGroup, as_shared_pattern_csr, run_by_groups, split_by_pattern
 from tsgu_core.errors import DeviceMismatchError, InvalidArgumentError
 from tsgu_core.info import SolveInfo
 from tsgu_core.pattern import SparsePattern
@@ -150,6 +150,9 @@ def solve(
             return pair
         X: torch.Tensor = triangular_solve(A, B, upper=upper, backend=backend, method=method, **options)
         return X
+    grouped = split_by_pattern(A)  # a batch whose members have different patterns
+    if grouped is not None:
+        return _solve_groups(A, *grouped, B, backend, method, assume, return_info, on_failure, options)
     detached, values = matrix_values(A, allow_batch=True)
     return _solve(detached, values, B, backend, method, assume, return_info, on_failure, options)
 
@@ -229,6 +232,9 @@ def solve_values(
     >>> g.requires_grad  # differentiable again
     True
     """
+    grouped = split_by_pattern(A, values)  # a batch whose members have different patterns
+    if grouped is not None and isinstance(A, torch.Tensor):
+        return _solve_groups(A, *grouped, B, backend, method, assume, return_info, on_failure, options)
     matrix = _pattern_matrix(A, values)
     check_finite(A=values.detach())
     return _solve(matrix, values, B, backend, method, assume, return_info, on_failure, options)
@@ -276,6 +282,34 @@ def _pattern_matrix(A: torch.Tensor | SparsePattern, values: torch.Tensor) -> to
             A._indices(), values.detach(), A.shape, is_coalesced=True, check_invariants=False
         )
     return torch.sparse_csr_tensor(A.crow_indices(), A.col_indices(), values.detach(), A.shape, check_invariants=False)
+
+
+def _solve_groups(
+    A: torch.Tensor,
+    groups: list[MemberGroup],
+    values: torch.Tensor,
+    B: torch.Tensor,
+    backend: str | SolverBackend | None,
+    method: str | None,
+    assume: str,
+    return_info: bool,
+    on_failure: str,
+    options: dict[str, Any],
+) -> torch.Tensor | tuple[torch.Tensor, SolveInfo]:
+    """A batch ``(b, n, n)`` with several patterns: each group of members sharing one is solved together."""
+    check_rhs(B, A)
+    x0 = options.get("x0")
+
+    def run(group: MemberGroup, group_values: torch.Tensor, group_B: torch.Tensor) -> tuple[torch.Tensor, SolveInfo]:
+        group_options = options
+        if isinstance(x0, torch.Tensor) and x0.dim() > 1 and x0.shape[0] == A.shape[0]:
+            group_options = {**options, "x0": x0[group.members]}
+        matrix = group.with_values(group_values)
+        solved = _solve(matrix, group_values, group_B, backend, method, assume, True, on_failure, group_options)
+        return solved  # type: ignore[return-value]
+
+    X, info = run_by_groups(groups, values, B, run)
+    return (X, info) if return_info else X
 
 
 def _solve(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal, overload
 
 import torch
 
+from tsgu_core.batch import MemberGroup, run_by_groups, split_by_pattern
 from tsgu_core.errors import InvalidArgumentError, SingularMatrixError, StructureError
 from tsgu_core.info import SolveInfo
 from tsgu_core.pattern import SparsePattern, UnitDiagonalPattern
@@ -137,7 +139,39 @@ def triangular_solve(
     for name, flag in (("upper", upper), ("unit_diagonal", unit_diagonal), ("transpose", transpose)):
         if not isinstance(flag, bool):
             raise InvalidArgumentError(f"{name} must be a bool, got {flag!r}")
+    grouped = split_by_pattern(A)  # a batch whose members have different patterns: group by group
+    if grouped is not None:
+        groups, flat = grouped
+        check_rhs(B, A)
+
+        def run(group: MemberGroup, values: torch.Tensor, rhs: torch.Tensor) -> tuple[torch.Tensor, SolveInfo]:
+            matrix = group.with_values(values)
+            try:
+                return _triangular(matrix, values, rhs, backend, method, options, upper, unit_diagonal, transpose)
+            except SingularMatrixError as error:  # name the member by its index in A, not in its group
+                members = group.members.tolist()
+                message = re.sub(r"batch member (\d+)", lambda m: f"batch member {members[int(m[1])]}", str(error))
+                raise SingularMatrixError(message) from error
+
+        X, info = run_by_groups(groups, flat, B, run)
+        return (X, info) if return_info else X
     detached, values = matrix_values(A, allow_batch=True)
+    X, info = _triangular(detached, values, B, backend, method, options, upper, unit_diagonal, transpose)
+    return (X, info) if return_info else X
+
+
+def _triangular(
+    detached: torch.Tensor,
+    values: torch.Tensor,
+    B: torch.Tensor,
+    backend: str | SolverBackend | None,
+    method: str | None,
+    options: dict[str, Any],
+    upper: bool,
+    unit_diagonal: bool,
+    transpose: bool,
+) -> tuple[torch.Tensor, SolveInfo]:
+    """The body of :func:`triangular_solve` for a 2-D ``A`` or a batch sharing one pattern (detached)."""
     check_rhs(B, detached)
     base = SparsePattern.of(detached)
     _check_triangular(base, values.detach(), upper=upper, unit_diagonal=unit_diagonal)
@@ -146,4 +180,4 @@ def triangular_solve(
     the_plan = plan(backend, method, detached, options, operation="triangular", supplied=flags)
     Bk, restore = as_columns(B, detached.dim())
     X, info = execute(the_plan, lambda: the_plan.prepare(detached, pattern=pattern), values, Bk, transpose=transpose)
-    return (restore(X), info) if return_info else restore(X)
+    return restore(X), info

@@ -19,6 +19,7 @@ from tsgu_core.errors import (
     ShapeError,
     StructureError,
 )
+from tsgu_core.interop import conversion_hint
 
 __all__ = [
     "FLOAT_DTYPES",
@@ -62,7 +63,8 @@ def check_matrix(
         A broken index tensor (see :func:`check_indices`).
     """
     if not isinstance(A, torch.Tensor):
-        raise LayoutError(f"{name} must be a torch sparse tensor (COO or CSR), got {type(A).__name__}")
+        hint = conversion_hint(A)  # names tsgu_core.from_scipy / from_cupy / from_jax; imports none of them
+        raise LayoutError(f"{name} must be a torch sparse tensor (COO or CSR), got {type(A).__name__}{hint}")
     if A.layout not in (torch.sparse_coo, torch.sparse_csr):
         advice = _LAYOUT_ADVICE.get(A.layout, "convert it with A.to_sparse_csr()")
         raise LayoutError(f"{name} has layout {A.layout}; tsgu accepts sparse COO or CSR: {advice}")

@@ -45,7 +45,8 @@ def _col(a: torch.Tensor) -> torch.Tensor:
 
 
 def _norm(R: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.vector_norm(R, dim=-2)
+    norms: torch.Tensor = torch.linalg.vector_norm(R, dim=-2)
+    return norms
 
 
 def _safe(x: torch.Tensor) -> torch.Tensor:
@@ -53,7 +54,16 @@ def _safe(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x == 0, torch.ones_like(x), x)
 
 
-def _cg(op: Operator, precond: Operator | None, X, R, tol, maxiter: int, active, **_: object):
+def _cg(
+    op: Operator,
+    precond: Operator | None,
+    X: torch.Tensor,
+    R: torch.Tensor,
+    tol: torch.Tensor,
+    maxiter: int,
+    active: torch.Tensor,
+    **_: object,
+) -> tuple[torch.Tensor, int]:
     # In-place updates keep one pass over memory per vector operation; without a
     # preconditioner Z is R, so ⟨R, Z⟩ is ‖R‖² and one dot product is saved.
     Z = R if precond is None else precond(R)
@@ -83,7 +93,16 @@ def _cg(op: Operator, precond: Operator | None, X, R, tol, maxiter: int, active,
     return X, its
 
 
-def _bicgstab(op: Operator, precond: Operator | None, X, R, tol, maxiter: int, active, **_: object):
+def _bicgstab(
+    op: Operator,
+    precond: Operator | None,
+    X: torch.Tensor,
+    R: torch.Tensor,
+    tol: torch.Tensor,
+    maxiter: int,
+    active: torch.Tensor,
+    **_: object,
+) -> tuple[torch.Tensor, int]:
     R_hat = R.clone()
     ones = torch.ones_like(tol)
     rho, alpha, omega = ones, ones, ones
@@ -122,7 +141,16 @@ def _identity(R: torch.Tensor) -> torch.Tensor:
     return R
 
 
-def _minres(op: Operator, precond: Operator | None, X, R, tol, maxiter: int, active, **_: object):
+def _minres(
+    op: Operator,
+    precond: Operator | None,
+    X: torch.Tensor,
+    R: torch.Tensor,
+    tol: torch.Tensor,
+    maxiter: int,
+    active: torch.Tensor,
+    **_: object,
+) -> tuple[torch.Tensor, int]:
     # Paige & Saunders' MINRES, with the scalars of the Lanczos process and of the
     # Givens rotations kept per column. ``phibar`` estimates the residual in the
     # M⁻¹-norm; the stopping test scales ``tol`` by the same factor at the start.
@@ -167,7 +195,17 @@ def _minres(op: Operator, precond: Operator | None, X, R, tol, maxiter: int, act
     return X, its
 
 
-def _gmres(op: Operator, precond: Operator | None, X, R, tol, maxiter: int, active, restart: int = 20, **_: object):
+def _gmres(
+    op: Operator,
+    precond: Operator | None,
+    X: torch.Tensor,
+    R: torch.Tensor,
+    tol: torch.Tensor,
+    maxiter: int,
+    active: torch.Tensor,
+    restart: int = 20,
+    **_: object,
+) -> tuple[torch.Tensor, int]:
     # One cycle of right-preconditioned GMRES(m), per column: Arnoldi with
     # classical Gram-Schmidt applied twice (batched over columns), Givens
     # rotations giving each column's residual norm at every step, and a

@@ -10,21 +10,25 @@ and should end at the same answer.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from tsgu_core.cli.common import CommandError, check_device, check_plot, progress
 
-from tsgu_core.cli import CommandError
-from tsgu_core.examples.diffusion import DiffusionProblem
-from tsgu_core.registry import list_backends
-from tsgu_core.solve import solve
+if TYPE_CHECKING:
+    import torch
+
+    from tsgu_core.examples.diffusion import DiffusionProblem
 
 
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser(
-        "demo", help="recover a 2-D diffusion coefficient from noisy data by gradient descent through solve()"
+        "demo",
+        help="recover a 2-D diffusion coefficient from noisy data by gradient descent through solve()",
+        description="Recover a spatially varying diffusion coefficient κ(x, y) of a 2-D PDE from noisy "
+        "observations by Adam steps on log κ through tsgu_core.solve, on every available backend.",
     )
     parser.add_argument("--size", type=int, default=32, help="grid nodes per side (default 32: n = 1024)")
     parser.add_argument("--iterations", type=int, default=200, help="optimiser steps (default 200)")
@@ -33,8 +37,9 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--smoothing", type=float, default=1e-4, help="weight of the gradient penalty on log κ")
     parser.add_argument("--lr", type=float, default=0.05, help="Adam's learning rate")
     parser.add_argument("--backends", nargs="*", default=None, help="default: every available backend")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--plot", default=None, help="write true vs recovered κ and the loss curves to this PNG")
+    parser.add_argument("--device", default="cpu", help="where A and B live: cpu (default), cuda, cuda:1, …")
+    parser.add_argument("--plot", default=None, help="write the figure (true and recovered κ, loss and error curves)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no introduction")
     parser.set_defaults(handler=run)
 
 
@@ -45,7 +50,9 @@ class Run:
     seconds_per_step: float = 0.0
     error: float = 0.0
     losses: list[float] = field(default_factory=list)
+    errors: list[float] = field(default_factory=list)
     theta: torch.Tensor | None = None
+    failure: str = ""
 
 
 def _solver_for(entry: Any) -> tuple[str, dict[str, Any]]:
@@ -65,6 +72,10 @@ def _solver_for(entry: Any) -> tuple[str, dict[str, Any]]:
 def recover(problem: DiffusionProblem, observed: torch.Tensor, backend: str, method: str, options: dict[str, Any],
             iterations: int, smoothing: float, lr: float, progress: Any = None) -> Run:  # fmt: skip
     """Adam on ``θ = log κ`` from ``θ = 0``; returns the run's record."""
+    import torch
+
+    from tsgu_core.solve import solve
+
     theta = torch.zeros(problem.n, dtype=problem.dtype, device=observed.device, requires_grad=True)
     optimiser = torch.optim.Adam([theta], lr=lr)
     run = Run(backend, method)
@@ -78,6 +89,7 @@ def recover(problem: DiffusionProblem, observed: torch.Tensor, backend: str, met
         loss.backward()
         optimiser.step()
         run.losses.append(float(loss.detach()))
+        run.errors.append(problem.relative_error(theta.detach()))
         if progress is not None:
             progress.update(1)
     run.seconds_per_step = (time.perf_counter() - start) / max(iterations, 1)
@@ -87,76 +99,155 @@ def recover(problem: DiffusionProblem, observed: torch.Tensor, backend: str, met
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    if args.size < 3 or args.iterations < 1 or args.sources < 1:
+        raise CommandError("--size must be ≥ 3, --iterations and --sources ≥ 1")
+    if args.noise < 0 or args.smoothing < 0 or args.lr <= 0:
+        raise CommandError("--noise and --smoothing must be ≥ 0, --lr > 0")
+    check_plot(args.plot)
+    device = check_device(args.device)
 
-    if args.size < 3 or args.iterations < 1:
-        raise CommandError("--size must be ≥ 3 and --iterations ≥ 1")
-    device = torch.device(args.device)
-    problem = DiffusionProblem(m=args.size, sources=args.sources, noise=args.noise)
+    import torch
+
+    from tsgu_core.examples.diffusion import DiffusionProblem
+    from tsgu_core.registry import list_backends
+    from tsgu_core.solve import solve
+
+    registered = list(list_backends())
+    unknown = sorted(set(args.backends or ()) - {entry.name for entry in registered})
+    if unknown:
+        names = ", ".join(entry.name for entry in registered)
+        raise CommandError(f"--backends: unknown {', '.join(unknown)}; registered: {names}")
     entries = [
         entry
-        for entry in list_backends()
-        if entry.availability(device.type) and (args.backends is None or entry.name in args.backends)
+        for entry in registered
+        if entry.availability(device.type)
+        and (args.backends is None or entry.name in args.backends)
+        and any(spec.operation == "solve" for spec in entry.backend.methods.values())
     ]
     if not entries:
-        raise CommandError(f"no available backend on {device.type} matches {args.backends}; see `tsgu info`")
+        wanted = f" among {', '.join(args.backends)}" if args.backends else ""
+        raise CommandError(f"no backend{wanted} is available on {device.type}; see `tsgu info`")
+    problem = DiffusionProblem(m=args.size, sources=args.sources, noise=args.noise)
     reference = entries[0]
     method, options = _solver_for(reference)
     observed = problem.observations(
         lambda A, B: solve(A.to(device), B.to(device), backend=reference.name, method=method, **options)
     )
-    print(
-        f"tsgu demo: recover κ(x, y) on a {args.size}×{args.size} grid (n = {problem.n}) from {args.sources} noisy "
-        f"experiments ({args.noise:.0%} noise) by {args.iterations} Adam steps on log κ through tsgu_core.solve"
-    )
+    if not args.quiet:
+        print(
+            f"tsgu demo: recover κ(x, y) on a {args.size}×{args.size} grid (n = {problem.n}) from {args.sources} "
+            f"noisy experiments ({args.noise:.0%} noise) by {args.iterations} Adam steps on log κ through "
+            f"tsgu_core.solve, on {device}"
+        )
     runs = []
-    with tqdm(total=args.iterations * len(entries), unit="step") as progress:
+    with progress(args.iterations * len(entries), unit="step", quiet=args.quiet) as bar:
         for entry in entries:
             method, options = _solver_for(entry)
-            progress.set_description(f"{entry.name}/{method}")
-            runs.append(recover(problem, observed, entry.name, method, options, args.iterations, args.smoothing,
-                                args.lr, progress))  # fmt: skip
+            bar.set_description(f"{entry.name}/{method}")
+            try:
+                runs.append(recover(problem, observed, entry.name, method, options, args.iterations,
+                                    args.smoothing, args.lr, bar))  # fmt: skip
+            except Exception as error:  # one backend failing is a result to show, not a reason to stop
+                text = " ".join(str(error).split())
+                runs.append(Run(entry.name, method, failure=f"{type(error).__name__}: {text.split(';')[0][:100]}"))
     initial = problem.relative_error(torch.zeros(problem.n, dtype=problem.dtype))
-    print(f"\nrelative error of κ at the start: {initial:.3f}")
+    print(f"relative error of κ at the start: {initial:.3f}")
     print(f"{'backend':10s} {'method':10s} {'ms/step':>9s} {'final loss':>11s} {'error of κ':>11s}")
     for record in runs:
+        if record.failure:
+            print(f"{record.backend:10s} {record.method:10s} failed: {record.failure}")
+            continue
         print(
             f"{record.backend:10s} {record.method:10s} {record.seconds_per_step * 1e3:9.1f} "
             f"{record.losses[-1]:11.3e} {record.error:11.3f}"
         )
-    spread = max(r.error for r in runs) - min(r.error for r in runs)
+    finished = [r for r in runs if not r.failure]
+    if not finished:
+        print("tsgu demo: every backend failed", file=sys.stderr)
+        return 1
+    spread = max(r.error for r in finished) - min(r.error for r in finished)
     print(f"backends agree on the recovered field's error to {spread:.1e}")
+    runs = finished
     if args.plot:
-        _plot(args.plot, problem, runs)
-        print(f"figure written to {args.plot}")
+        _plot(args.plot, problem, runs, args)
+        if not args.quiet:
+            print(f"figure written to {args.plot}")
     return 0
 
 
-def _plot(path: str, problem: DiffusionProblem, runs: list[Run]) -> None:
-    try:
-        import matplotlib
+def _largest_gap(curves: list[list[float]]) -> float:
+    """The largest relative difference between any curve and the first, over all steps."""
+    first = curves[0]
+    return max(
+        (abs(a - b) / max(abs(b), 1e-300) for curve in curves[1:] for a, b in zip(curve, first, strict=True)),
+        default=0.0,
+    )
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as error:
-        raise CommandError("--plot needs matplotlib: pip install matplotlib") from error
+
+def _plot(path: str, problem: DiffusionProblem, runs: list[Run], args: argparse.Namespace) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
     m = problem.m
     best = min(runs, key=lambda r: r.error)
     assert best.theta is not None
-    truth = problem.kappa_true.reshape(m, m)
-    recovered = torch.exp(best.theta).reshape(m, m)
-    figure, axes = plt.subplots(1, 3, figsize=(13, 4))
-    limits = {"vmin": float(truth.min()), "vmax": float(truth.max()), "origin": "lower", "extent": (0, 1, 0, 1)}
-    image = axes[0].imshow(truth.numpy(), **limits)
-    axes[0].set_title("true κ")
-    axes[1].imshow(recovered.numpy(), **limits)
-    axes[1].set_title(f"recovered κ ({best.backend}/{best.method}, error {best.error:.3f})")
-    figure.colorbar(image, ax=axes[:2], shrink=0.8)
-    for record in runs:
-        axes[2].semilogy(record.losses, label=f"{record.backend}/{record.method}")
-    axes[2].set_xlabel("Adam step")
-    axes[2].set_ylabel("loss")
-    axes[2].set_title("loss curves")
-    axes[2].legend()
-    figure.savefig(path, dpi=110)
+    truth = problem.kappa_true.reshape(m, m).numpy()
+    recovered = torch.exp(best.theta).reshape(m, m).numpy()
+    figure, axes = plt.subplots(2, 2, figsize=(9.5, 8), layout="constrained")
+    figure.suptitle(
+        f"Recovering κ(x, y) from {problem.sources} noisy experiments ({args.noise:.0%} noise), "
+        f"{m}×{m} grid, {args.iterations} Adam steps through tsgu_core.solve",
+        fontsize=11,
+    )
+    shared = {"vmin": float(truth.min()), "vmax": float(truth.max()), "origin": "lower", "extent": (0, 1, 0, 1),
+              "cmap": "viridis"}  # fmt: skip
+    image = axes[0, 0].imshow(truth, **shared)
+    axes[0, 0].set_title("(a) true κ", loc="left", fontsize=10)
+    axes[0, 1].imshow(recovered, **shared)
+    axes[0, 1].set_title(
+        f"(b) recovered κ ({best.backend}/{best.method})\nrelative error ‖κ − κ_true‖/‖κ_true‖ = {best.error:.3f}",
+        loc="left",
+        fontsize=10,
+    )
+    for axis in axes[0]:
+        axis.set_xlabel("x")
+        axis.set_ylabel("y")
+    figure.colorbar(image, ax=axes[0, :], shrink=0.9, label="κ(x, y)")
+
+    styles = ["-", "--", ":", "-."]
+    markers = ["o", "s", "^", "D", "v", "P"]
+    every = max(1, args.iterations // 8)
+    panels = [
+        (axes[1, 0], [r.losses for r in runs], "(c) loss", "loss (misfit + smoothing), log scale", "log"),
+        (axes[1, 1], [r.errors for r in runs], "(d) error of κ", "relative error ‖κ − κ_true‖/‖κ_true‖", "linear"),
+    ]
+    for axis, curves, title, ylabel, scale in panels:
+        axis.set_yscale(scale)
+        for i, (record, curve) in enumerate(zip(runs, curves, strict=True)):
+            axis.plot(
+                range(1, len(curve) + 1),
+                curve,
+                linestyle=styles[i % len(styles)],
+                marker=markers[i % len(markers)],
+                markevery=(i * every // max(len(runs), 1), every),
+                markersize=5,
+                markerfacecolor="none",
+                linewidth=1.4,
+                label=f"{record.backend}/{record.method}",
+            )
+        gap = _largest_gap(curves)
+        if len(runs) > 1 and gap < 1e-3:
+            axis.text(0.98, 0.97, f"the {len(runs)} curves coincide\n(largest relative gap {gap:.1e})",
+                      transform=axis.transAxes, ha="right", va="top", fontsize=8, color="0.3")  # fmt: skip
+        axis.set_title(title, loc="left", fontsize=10)
+        axis.set_xlabel("Adam step")
+        axis.set_ylabel(ylabel)
+        axis.grid(True, which="major", color="0.9", linewidth=0.8)
+        for side in ("top", "right"):
+            axis.spines[side].set_visible(False)
+    axes[1, 0].legend(fontsize=8, frameon=False, loc="center right")
+    figure.savefig(path, dpi=150)
     plt.close(figure)

@@ -1,55 +1,224 @@
-"""``tsgu info`` and ``tsgu explain``."""
+"""``tsgu info [BACKEND]`` and ``tsgu explain``."""
 
 from __future__ import annotations
 
 import argparse
+import json
+from collections.abc import Mapping
 from typing import Any
 
-from tsgu_core.errors import TsguError
-from tsgu_core.registry import list_backends, list_broken_plugins
-from tsgu_core.select import explain
+from tsgu_core.cli.common import CommandError, valid_methods
 
 DEVICE_TYPES = ("cpu", "cuda")
 
 
 def add_parser(commands: Any) -> None:
-    info = commands.add_parser("info", help="list backends, their availability, methods and the device defaults")
+    info = commands.add_parser(
+        "info",
+        help="list backends, availability, methods with their options, and the device defaults",
+        description="List every registered backend (or one): where it comes from, whether it can run on each "
+        "device and why not, its methods with what each assumes of A, and each option's type, default and meaning.",
+    )
+    info.add_argument("backend", nargs="?", default=None, help="show only this backend")
+    info.add_argument("--json", action="store_true", help="print everything as one JSON object")
     info.set_defaults(handler=run_info)
-    which = commands.add_parser("explain", help="say which backend and method solve() would use, and why")
-    which.add_argument("--device", default="cpu", help="device of A (default cpu)")
+    which = commands.add_parser(
+        "explain",
+        help="say which backend and method solve() would use, and why the others were not chosen",
+        description="Show which backend and method solve() would choose for a matrix on DEVICE, "
+        "with every registered backend and its verdict.",
+    )
+    which.add_argument("--device", default="cpu", help="device type of A (default cpu)")
     which.add_argument("--backend", default=None)
     which.add_argument("--method", default=None)
     which.add_argument("--operation", default="solve", choices=("solve", "triangular", "lstsq"))
     which.set_defaults(handler=run_explain)
 
 
+# --- options ----------------------------------------------------------------
+
+
+def _type_name(kind: Any) -> str | None:
+    """``int``, ``float | str``; ``None`` when any value is accepted."""
+    if isinstance(kind, tuple):
+        names = [_type_name(k) for k in kind]
+        return None if None in names else " | ".join(str(name) for name in names)
+    if kind is None or kind is object:
+        return None
+    return str(getattr(kind, "__name__", kind))
+
+
+def _declared_type(declared: Any) -> str | None:
+    """The core's own wording (``Option.type_name``) where it has one; ``None`` for any value."""
+    name = getattr(declared, "type_name", None)
+    if isinstance(name, str):
+        return None if name.split(" | ")[0] == "any" else name
+    return _type_name(getattr(declared, "type", object))
+
+
+def option_record(name: str, declared: Any) -> dict[str, Any]:
+    """One option as a plain record: a declared :class:`~tsgu_core.Option` or a plain one-line string."""
+    if isinstance(declared, str):
+        return {"name": name, "doc": declared, "type": None, "default": None, "choices": None, "minimum": None}
+    choices = getattr(declared, "choices", None)
+    default = getattr(declared, "default", None)
+    plain = (int, float, str, bool)
+    return {
+        "name": name,
+        "doc": str(getattr(declared, "doc", "")),
+        "type": _declared_type(declared),
+        "default": default if default is None or isinstance(default, plain) else repr(default),
+        "choices": None if choices is None else [c if isinstance(c, plain) else repr(c) for c in choices],
+        "minimum": getattr(declared, "minimum", None),
+    }
+
+
+def _format_option(record: Mapping[str, Any]) -> str:
+    kind = record["type"] or ""
+    if record["choices"]:
+        kind = "{" + ", ".join(map(str, record["choices"])) + "}"
+    if record["minimum"] is not None:
+        kind += f" ≥ {record['minimum']:g}"
+    default = f" = {record['default']!r}" if record["default"] is not None else ""
+    declared = kind + default
+    name, doc = record["name"], record["doc"]
+    return f"{name:<20} {declared:<24}  {doc}" if declared else f"{name:<20} {doc}"
+
+
+def _common_options() -> dict[str, Any]:
+    from tsgu_core.protocol import COMMON_ITERATIVE_OPTIONS
+
+    return dict(COMMON_ITERATIVE_OPTIONS)
+
+
+def _method_record(backend: Any, name: str, spec: Any) -> dict[str, Any]:
+    common = _common_options()
+    own = {option: declared for option, declared in spec.options.items() if option not in common}
+    return {
+        "name": name,
+        "default": name == backend.default_method,
+        "operation": spec.operation,
+        "kind": spec.kind,
+        "assumes": spec.assumes,
+        "summary": spec.summary,
+        "common_options": list(common) if spec.kind == "iterative" else [],
+        "options": [option_record(option, declared) for option, declared in own.items()],
+    }
+
+
+def _backend_record(entry: Any) -> dict[str, Any]:
+    backend = entry.backend
+    devices = {}
+    for device in backend.device_types:
+        availability = entry.availability(device)
+        devices[device] = {
+            "available": bool(availability),
+            "reason": "" if availability else availability.reason,
+            "install": None if availability else availability.install,
+        }
+    return {
+        "name": entry.name,
+        "distribution": entry.distribution,
+        "version": entry.version,
+        "plugin": entry.plugin,
+        "priority": backend.priority,
+        "devices": devices,
+        "methods": [_method_record(backend, name, spec) for name, spec in sorted(backend.methods.items())],
+    }
+
+
+# --- info -------------------------------------------------------------------
+
+
 def run_info(args: argparse.Namespace) -> int:
-    for entry in list_backends():
-        backend = entry.backend
-        print(f"{entry.name}  [{entry.provenance}]  priority {backend.priority}")
-        for device in backend.device_types:
-            availability = entry.availability(device)
-            state = "available" if availability else f"unavailable: {availability.reason}"
-            fix = f" (fix: {availability.install})" if not availability and availability.install else ""
-            print(f"  {device}: {state}{fix}")
-        for name, spec in sorted(backend.methods.items()):
-            default = " (default)" if name == backend.default_method else ""
-            default += f" [{spec.operation}]" if spec.operation != "solve" else ""
-            options = ", ".join(spec.accepted_options) or "no options"
-            print(f"  - {name}{default}: {spec.kind}, assumes {spec.assumes} A; options: {options}")
-    for broken in list_broken_plugins():
-        source = f" from {broken.distribution} {broken.version}" if broken.distribution else ""
-        print(f"{broken.plugin}  [failed to load{source}]: {broken.error}")
-    print("defaults:")
-    for device in DEVICE_TYPES:
-        try:
-            selection = explain(device)
-            print(f"  {device}: {selection.backend} / {selection.method}")
-        except TsguError as error:
-            print(f"  {device}: none ({error})")
+    from tsgu_core.errors import TsguError
+    from tsgu_core.registry import get_entry, list_backends, list_broken_plugins
+    from tsgu_core.select import explain
+
+    entries = [get_entry(args.backend)] if args.backend else list(list_backends())
+    backends = [_backend_record(entry) for entry in entries]
+    common = [option_record(name, declared) for name, declared in _common_options().items()]
+    broken = [
+        {"plugin": b.plugin, "distribution": b.distribution, "version": b.version, "error": b.error}
+        for b in ([] if args.backend else list_broken_plugins())
+    ]
+    defaults: dict[str, Any] = {}
+    if not args.backend:
+        for device in DEVICE_TYPES:
+            try:
+                selection = explain(device)
+                defaults[device] = {"backend": selection.backend, "method": selection.method}
+            except TsguError as error:
+                defaults[device] = {"backend": None, "method": None, "why": " ".join(str(error).split())}
+    if args.json:
+        report: dict[str, Any] = {"backends": backends, "common_iterative_options": common, "broken_plugins": broken}
+        if not args.backend:
+            report["defaults"] = defaults
+        print(json.dumps(report, indent=2))
+        return 0
+    for record in backends:
+        source = f"{record['distribution']} {record['version'] or ''}".strip() or f"plugin {record['plugin']}"
+        print(f"{record['name']}  [{source}]  priority {record['priority']}")
+        for device, state in record["devices"].items():
+            text = "available" if state["available"] else f"unavailable: {state['reason']}"
+            fix = f" (fix: {state['install']})" if state["install"] else ""
+            print(f"  {device}: {text}{fix}")
+        for method in record["methods"]:
+            flags = " (default)" if method["default"] else ""
+            flags += f" [{method['operation']}]" if method["operation"] != "solve" else ""
+            summary = f" — {method['summary']}" if method["summary"] else ""
+            print(f"  - {method['name']}{flags}: {method['kind']}, assumes {method['assumes']} A{summary}")
+            if method["common_options"]:
+                print(f"      {'common options':<20} {', '.join(method['common_options'])}")
+            for option in method["options"]:
+                print(f"      {_format_option(option)}")
+    print("common options of every iterative method:")
+    for option in common:
+        print(f"  {_format_option(option)}")
+    for record in broken:
+        source = f" from {record['distribution']} {record['version']}" if record["distribution"] else ""
+        print(f"{record['plugin']}  [failed to load{source}]: {record['error']}")
+    if defaults:
+        print("defaults:")
+        for device, chosen in defaults.items():
+            text = f"{chosen['backend']} / {chosen['method']}" if chosen["backend"] else f"none ({chosen['why']})"
+            print(f"  {device}: {text}")
     return 0
 
 
+# --- explain ----------------------------------------------------------------
+
+
 def run_explain(args: argparse.Namespace) -> int:
-    print(explain(args.device, backend=args.backend, method=args.method, operation=args.operation))
+    from tsgu_core.registry import list_backends
+    from tsgu_core.select import explain
+
+    device_type = args.device.split(":")[0]
+    if not device_type:
+        raise CommandError(f"--device {args.device!r} is not a device name")
+    if args.method is not None and args.backend is None:
+        valid_methods(device_type, args.method, args.operation)
+    selection = explain(device_type, backend=args.backend, method=args.method, operation=args.operation)
+    print(selection)
+    seen = {name for name, _ in selection.considered}
+    chosen = selection.entry.backend
+    for entry in sorted(list_backends(), key=lambda e: (-e.backend.priority, e.name)):
+        if entry.name in seen:
+            continue
+        backend = entry.backend
+        if device_type not in backend.device_types:
+            print(f"  {entry.name}: does not serve {device_type} (serves {', '.join(backend.device_types)})")
+            continue
+        if args.backend is not None:
+            verdict = "not considered: a backend was requested by name"
+        else:
+            verdict = f"not reached: ranked after {selection.backend!r}"
+            if args.operation == "solve":
+                verdict += f" (priority {backend.priority} vs {chosen.priority})"
+        offered = [n for n, spec in backend.methods.items() if spec.operation == args.operation]
+        if args.method is not None and args.method not in offered:
+            verdict += f"; has no method {args.method!r}"
+        availability = entry.availability(device_type)
+        verdict += "; available" if availability else f"; unavailable: {availability.reason}"
+        print(f"  {entry.name}: {verdict}")
     return 0

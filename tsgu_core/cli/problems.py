@@ -4,34 +4,48 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from tsgu_core.cli.common import CommandError, quiet_torch
 
-from tsgu_core.cli import CommandError
+if TYPE_CHECKING:
+    import torch
 
-__all__ = ["GALLERY", "named_problem", "parse_options", "read_matrix", "read_rhs", "write_solution"]
+__all__ = [
+    "GALLERY",
+    "SOLUTION_SUFFIXES",
+    "named_problem",
+    "parse_options",
+    "read_matrix",
+    "read_rhs",
+    "write_solution",
+]
 
 GALLERY = ("airfoil", "bar", "knot", "local_disc_galerkin_diffusion", "recirc_flow", "unit_cube", "unit_square")
 """Real matrices shipped by pyamg (``pyamg.gallery.load_example``); recirc_flow is strongly nonsymmetric."""
 
 
 def _to_torch(M: Any, dtype: torch.dtype) -> torch.Tensor:
+    import torch
+
     M = M.tocsr()
     M.sort_indices()
-    return torch.sparse_csr_tensor(
-        torch.from_numpy(M.indptr.astype("int64")),
-        torch.from_numpy(M.indices.astype("int64")),
-        torch.from_numpy(M.data.astype("float64")).to(dtype),
-        M.shape,
-    )
+    with quiet_torch():
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(M.indptr.astype("int64")),
+            torch.from_numpy(M.indices.astype("int64")),
+            torch.from_numpy(M.data.astype("float64")).to(dtype),
+            M.shape,
+        )
 
 
-def read_matrix(path: str, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """A Matrix Market file as a CSR tensor; any problem is a :class:`CommandError`."""
+def read_matrix(path: str, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A Matrix Market file as a CSR tensor (float64 by default); any problem is a :class:`CommandError`."""
     import scipy.io
     import scipy.sparse as sp
 
+    if Path(path).is_dir():
+        raise CommandError(f"{path} is a folder, not a Matrix Market file")
     if not Path(path).is_file():
         raise CommandError(f"no such file: {path}")
     try:
@@ -42,11 +56,17 @@ def read_matrix(path: str, dtype: torch.dtype = torch.float64) -> torch.Tensor:
         M = sp.csr_matrix(M)
     if M.dtype.kind not in "fi":
         raise CommandError(f"{path} holds {M.dtype} entries; tsgu solves real (float) systems")
-    return _to_torch(M, dtype)
+    import torch
+
+    return _to_torch(M, dtype or torch.float64)
 
 
-def read_rhs(path: str | None, n: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """The right-hand side from a ``.mtx`` or ``.npy`` file, or ones; ``(n,)`` or ``(n, k)``."""
+def read_rhs(path: str | None, n: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The right-hand side (float64 by default) from a ``.mtx`` or ``.npy`` file, or ones; ``(n,)`` or ``(n, k)``."""
+    import torch
+
+    dtype = dtype or torch.float64
+
     if path is None:
         return torch.ones(n, dtype=dtype)
     if not Path(path).is_file():
@@ -64,6 +84,8 @@ def read_rhs(path: str | None, n: int, dtype: torch.dtype = torch.float64) -> to
             array = array.toarray() if sp.issparse(array) else array
     except Exception as error:
         raise CommandError(f"cannot read the right-hand side {path} ({type(error).__name__}: {error})") from error
+    if getattr(array, "dtype", None) is None or array.dtype.kind not in "fiub":
+        raise CommandError(f"the right-hand side {path} holds {getattr(array, 'dtype', type(array))} values, not reals")
     B = torch.as_tensor(array).to(dtype)
     if B.dim() == 2 and B.shape[1] == 1 and path.endswith(".mtx"):
         B = B[:, 0]
@@ -72,14 +94,19 @@ def read_rhs(path: str | None, n: int, dtype: torch.dtype = torch.float64) -> to
     return B
 
 
+SOLUTION_SUFFIXES = (".npy", ".mtx")
+"""The formats ``tsgu solve -o`` writes."""
+
+
 def write_solution(path: str, X: torch.Tensor) -> None:
-    """Write ``X`` as ``.npy`` or Matrix Market (``.mtx``), by the file's extension."""
+    """Write ``X`` as ``.npy`` or Matrix Market (``.mtx``), by the file's extension (checked beforehand)."""
     array = X.detach().cpu().numpy()
-    if path.endswith(".npy"):
+    if path.lower().endswith(".npy"):
         import numpy as np
 
-        np.save(path, array)
-    elif path.endswith(".mtx"):
+        with open(path, "wb") as file:  # np.save(path) would append .npy to a name ending in .NPY
+            np.save(file, array)
+    elif path.lower().endswith(".mtx"):
         import scipy.io
 
         scipy.io.mmwrite(path, array.reshape(array.shape[0], -1))
@@ -101,9 +128,14 @@ def parse_options(pairs: list[str] | None) -> dict[str, Any]:
     return options
 
 
-def named_problem(name: str, n: int, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, str]:
-    """A named problem: ``poisson2d``, ``convdiff`` (n rounded to a square grid) or a pyamg gallery matrix."""
+def named_problem(name: str, n: int, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, str]:
+    """A named problem (float64 by default): ``poisson2d``, ``convdiff`` (n rounded to a square grid) or a pyamg
+    gallery matrix."""
+    import torch
+
     from tsgu_core.testing import convection_diffusion_2d, poisson_2d
+
+    dtype = dtype or torch.float64
 
     side = max(2, round(n**0.5))
     if name == "poisson2d":

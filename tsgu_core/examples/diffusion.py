@@ -26,7 +26,9 @@ of the sparse ``A``, whichever backend solves.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 
@@ -72,6 +74,9 @@ class DiffusionProblem:
     noise: float = 0.01
     seed: int = 0
     dtype: torch.dtype = torch.float64
+    _indices: dict[torch.device, tuple[torch.Tensor, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         m = self.m
@@ -110,29 +115,41 @@ class DiffusionProblem:
     def n(self) -> int:
         return self.m * self.m
 
-    def matrix(self, theta: torch.Tensor) -> torch.Tensor:
-        """``A(exp(θ))`` as a CSR tensor whose values are differentiable functions of ``θ``."""
-        kappa = torch.exp(theta)
-        p, q = self.edges
-        conductance = (kappa[p] + kappa[q]) / 2
-        diagonal = (kappa * self.boundary_count).index_add(0, p, conductance).index_add(0, q, conductance)
-        values = torch.cat([diagonal, -conductance, -conductance])[self._order] * self.scale
-        return torch.sparse_csr_tensor(self._crow, self._col, values, (self.n, self.n), check_invariants=False)
+    def _on(self, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """The index tensors on ``device`` (copied once per device)."""
+        if device not in self._indices:
+            tensors = (self.edges[0], self.edges[1], self.boundary_count, self._order, self._crow, self._col)
+            self._indices[device] = tuple(t.to(device) for t in tensors)
+        return self._indices[device]
 
-    def observations(self, solve) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    def matrix(self, theta: torch.Tensor) -> torch.Tensor:
+        """``A(exp(θ))`` as a CSR tensor on ``θ``'s device whose values are differentiable functions of ``θ``."""
+        p, q, boundary_count, order, crow, col = self._on(theta.device)
+        kappa = torch.exp(theta)
+        conductance = (kappa[p] + kappa[q]) / 2
+        diagonal = (kappa * boundary_count).index_add(0, p, conductance).index_add(0, q, conductance)
+        values = torch.cat([diagonal, -conductance, -conductance])[order] * self.scale
+        with warnings.catch_warnings():  # torch's notices about CSR support, scoped to this construction
+            for notice in ("Sparse CSR tensor support is in beta state", "Sparse invariant checks are implicitly"):
+                warnings.filterwarnings("ignore", message=notice, category=UserWarning)
+            return torch.sparse_csr_tensor(crow, col, values, (self.n, self.n), check_invariants=False)
+
+    def observations(self, solve: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """Noisy observations of ``U(κ_true)``, computed with ``solve(A, B)``."""
         with torch.no_grad():
-            U = solve(self.matrix(torch.log(self.kappa_true)), self.B)
+            U: torch.Tensor = solve(self.matrix(torch.log(self.kappa_true)), self.B)
         generator = torch.Generator().manual_seed(self.seed)
-        return U + self.noise * U.abs().mean() * torch.randn(U.shape, generator=generator, dtype=self.dtype)
+        noise = torch.randn(U.shape, generator=generator, dtype=self.dtype).to(U.device)
+        return U + self.noise * U.abs().mean() * noise
 
     def loss(self, theta: torch.Tensor, U: torch.Tensor, observed: torch.Tensor, smoothing: float) -> torch.Tensor:
         """Relative misfit plus the gradient penalty ``λ/2 ‖∇θ‖²``."""
-        p, q = self.edges
+        p, q = self._on(theta.device)[:2]
         misfit = 0.5 * (U - observed).square().sum() / observed.square().sum()
         return misfit + 0.5 * smoothing * (theta[p] - theta[q]).square().sum()
 
     def relative_error(self, theta: torch.Tensor) -> float:
         """``‖κ − κ_true‖ / ‖κ_true‖``."""
         with torch.no_grad():
-            return float((torch.exp(theta) - self.kappa_true).norm() / self.kappa_true.norm())
+            truth = self.kappa_true.to(theta.device)
+            return float((torch.exp(theta) - truth).norm() / truth.norm())

@@ -1,0 +1,167 @@
+"""What every ``tsgu`` command shares: the error type, input checks done before any work, quiet torch, progress.
+
+Nothing here imports torch at module level: ``tsgu --help`` must stay instant.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "PLOT_SUFFIXES",
+    "CommandError",
+    "check_device",
+    "check_output",
+    "check_plot",
+    "progress",
+    "quiet_torch",
+    "valid_methods",
+]
+
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")
+"""Figure formats ``--plot`` writes (by the file name's suffix)."""
+
+_TORCH_SPARSE_NOTICES = (
+    r"Sparse (CSR|CSC|BSR|BSC) tensor support is in beta state",
+    r"Sparse invariant checks are implicitly disabled",
+)
+
+
+class CommandError(Exception):
+    """A problem with the command's input, reported as one line (exit code 2)."""
+
+
+@contextlib.contextmanager
+def quiet_torch() -> Iterator[None]:
+    """Hide torch's two notices about sparse CSR tensors while tsgu itself builds and solves with them.
+
+    Scoped with :func:`warnings.catch_warnings`: the filters are restored on
+    exit, so a user's own code keeps seeing them. Every other warning passes.
+    """
+    with warnings.catch_warnings():
+        for message in _TORCH_SPARSE_NOTICES:
+            warnings.filterwarnings("ignore", message=message, category=UserWarning)
+        yield
+
+
+def check_output(path: str, suffixes: Sequence[str], option: str) -> Path:
+    """Check, before any work, that ``path`` can be written and has a supported suffix.
+
+    Raises
+    ------
+    CommandError
+        The suffix is not one of ``suffixes``, the folder does not exist or is
+        not writable, or ``path`` is a folder.
+    """
+    target = Path(path)
+    if target.suffix.lower() not in suffixes:
+        raise CommandError(f"{option} {path}: cannot tell the format; use a file name ending in {', '.join(suffixes)}")
+    folder = target.parent
+    if not folder.is_dir():
+        raise CommandError(f"{option} {path}: the folder {folder} does not exist")
+    if target.is_dir():
+        raise CommandError(f"{option} {path} is a folder; give a file name")
+    if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise CommandError(f"{option} {path}: not writable")
+    return target
+
+
+def check_plot(path: str | None) -> None:
+    """``--plot PATH``: a writable figure file, and matplotlib installed (checked before any work)."""
+    if path is None:
+        return
+    check_output(path, PLOT_SUFFIXES, "--plot")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as error:
+        raise CommandError("--plot needs matplotlib: pip install matplotlib (or pip install 'tsgu[all]')") from error
+
+
+def check_device(text: str) -> torch.device:
+    """Parse ``--device`` and prove that torch can put a tensor there, before any work.
+
+    Raises
+    ------
+    CommandError
+        Not a device name, a CUDA device on a build or machine without CUDA,
+        or an index beyond the devices present.
+    """
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError) as error:
+        raise CommandError(f"--device {text}: not a device name (e.g. cpu, cuda, cuda:1)") from error
+    if device.type == "cuda":
+        if torch.version.cuda is None and getattr(torch.version, "hip", None) is None:
+            raise CommandError(f"--device {text}: this torch build has no CUDA support; use --device cpu")
+        if not torch.cuda.is_available():
+            raise CommandError(f"--device {text}: no CUDA device is visible here; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            count = torch.cuda.device_count()
+            raise CommandError(f"--device {text}: only {count} CUDA device(s) here (cuda:0 … cuda:{count - 1})")
+    try:
+        torch.zeros(1, device=device)
+    except Exception as error:  # torch raises several types here (AssertionError, RuntimeError)
+        raise CommandError(f"--device {text}: torch cannot use it ({type(error).__name__}: {error})") from error
+    return device
+
+
+def valid_methods(device_type: str, method: str, operation: str = "solve") -> None:
+    """Refuse a method no registered backend offers on ``device_type``, listing the valid ones.
+
+    A method offered only by an unavailable backend passes: selection then
+    says why that backend cannot run.
+    """
+    from tsgu_core.registry import list_backends
+
+    offered: dict[str, list[str]] = {}
+    for entry in list_backends():
+        if device_type not in entry.backend.device_types:
+            continue
+        for name, spec in entry.backend.methods.items():
+            if spec.operation == operation:
+                offered.setdefault(entry.name, []).append(name)
+    if any(method in names for names in offered.values()):
+        return
+    listing = "; ".join(f"{backend}: {', '.join(sorted(names))}" for backend, names in sorted(offered.items()))
+    raise CommandError(f"no backend on {device_type} offers method {method!r}; valid methods — {listing}")
+
+
+class _NoProgress:
+    """Stands in for a tqdm bar when none is shown."""
+
+    def update(self, count: int = 1) -> None:
+        pass
+
+    def set_description(self, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> _NoProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def progress(total: int, *, description: str = "", unit: str = "it", quiet: bool = False) -> Any:
+    """A tqdm bar on stderr when stderr is a terminal, not ``quiet``, and tqdm is installed; else a no-op."""
+    if quiet or not sys.stderr.isatty():
+        return _NoProgress()
+    try:
+        from tqdm import tqdm
+    except ImportError:  # tqdm is the optional extra "cli"
+        return _NoProgress()
+    return tqdm(total=total, desc=description, unit=unit, leave=False, file=sys.stderr)
