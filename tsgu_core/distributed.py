@@ -141,7 +141,7 @@ class DistributedPattern(SparsePattern):
     traffic: Traffic = field(default_factory=Traffic, compare=False)
 
     @classmethod
-    def of(cls, A_local: torch.Tensor, comm: Any = None) -> DistributedPattern:  # type: ignore[override]
+    def of(cls, A_local: torch.Tensor, comm: Any = None) -> DistributedPattern:
         """The pattern of this process's rows ``A_local`` ``(n_local, n)`` (global columns), with its ghost exchange.
 
         Collective over ``comm`` (default ``MPI.COMM_WORLD``): every process
@@ -219,7 +219,7 @@ class DistributedPattern(SparsePattern):
     @property
     def n_local(self) -> int:
         """This process's number of rows."""
-        return self.counts[self.comm.Get_rank()]
+        return self.counts[int(self.comm.Get_rank())]
 
     @property
     def n_extended(self) -> int:
@@ -369,6 +369,7 @@ class DistributedPattern(SparsePattern):
             )
 
     def _local_csr(self, values: torch.Tensor) -> torch.Tensor:
+        assert self.crow is not None and self.local_col is not None
         return torch.sparse_csr_tensor(
             self.crow, self.local_col, values, (self.n_local, self.n_extended), check_invariants=False
         )
@@ -425,7 +426,9 @@ class DistributedPattern(SparsePattern):
         right_extended = self.extend(right)
         if left.dtype in (torch.float32, torch.float64):
             pattern = self._local_csr(torch.zeros(self.col.numel(), dtype=left.dtype))
-            return torch.sparse.sampled_addmm(pattern, left.detach(), right_extended.T, beta=0.0).values()
+            sampled: torch.Tensor = torch.sparse.sampled_addmm(pattern, left.detach(), right_extended.T, beta=0.0)
+            return sampled.values()
+        assert self.local_col is not None
         return (left.index_select(0, self.row) * right_extended.index_select(0, self.local_col)).sum(-1)
 
 
