@@ -527,5 +527,6 @@ def solve_distributed(
         )
 
     Bk, restore = as_columns(B_local, 2)
-    X, info = execute(the_plan, prepare, values, Bk, x0=options.get("x0"))
+    empty = n == 0 or Bk.shape[-1] == 0  # global: a process without rows still joins the collective solve
+    X, info = execute(the_plan, prepare, values, Bk, x0=options.get("x0"), empty=empty)
     return (restore(X), info) if return_info else restore(X)

@@ -131,19 +131,22 @@ def execute(
     *,
     transpose: bool = False,
     x0: Any = None,
+    empty: bool | None = None,
 ) -> tuple[torch.Tensor, SolveInfo]:
     """Solve ``op(A) X = Bk`` differentiably for ``Bk`` of shape ``(..., n, k)``; return ``(X, info)``.
 
     ``prepared`` may be a function that prepares on demand: an empty problem
     (``n = 0`` or ``k = 0``) never reaches the backend, and its result is
-    still connected to ``values`` and ``Bk`` for autograd.
+    still connected to ``values`` and ``Bk`` for autograd. ``empty`` overrides
+    that judgement where ``Bk`` holds only part of the rows (a distributed
+    solve: a process with no rows still takes part in the collective solve).
     """
     check_finite(B=Bk.detach())
     checked_x0 = None
     if x0 is not None:
         checked_x0 = check_x0(x0, Bk)
         check_finite(x0=checked_x0)
-    if Bk.numel() == 0:
+    if (Bk.numel() == 0) if empty is None else empty:
         spec = the_plan.spec
         info = SolveInfo(
             backend=the_plan.selection.backend,

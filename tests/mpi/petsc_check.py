@@ -137,6 +137,20 @@ for p, comm in comms.items():
     if not torch.equal(pattern.diagonal(A_local.detach().values()), D32.diagonal()[rows]):
         failures.append(f"rank {rank}, {p} rank(s): DistributedPattern.diagonal is wrong")
 
+# more ranks than rows: a rank without rows still takes part in every collective step
+for p, comm in comms.items():
+    D = random_nonsymmetric(3, seed=5)
+    rows = block_rows(3, comm)
+    A_local = local_rows(D, rows, "coo").requires_grad_()
+    B_local = torch.arange(1.0, 4.0, dtype=torch.float64)[rows].clone().requires_grad_()
+    X = tsgu_core.solve_distributed(A_local, B_local, comm=comm, method="gmres", pc="jacobi", rtol=1e-12)
+    X.sum().backward()
+    want = dense_reference(D, torch.arange(1.0, 4.0, dtype=torch.float64), torch.ones(3, dtype=torch.float64))
+    got = (X.detach(), B_local.grad, A_local.grad.to_dense())
+    for what, mine, dense in zip(("X", "dL/dB", "dL/dA"), got, want, strict=True):
+        if mine.shape != dense[rows].shape or (mine.numel() and not relative(mine, dense[rows]) < 1e-8):
+            failures.append(f"rank {rank}, {p} rank(s), {rows.stop - rows.start} row(s): {what} wrong")
+
 # structure checks of a distributed A (what method 'cg' needs): collective, and the same as one process's
 for p, comm in comms.items():
     for name, D in matrices.items():
