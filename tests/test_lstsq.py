@@ -64,3 +64,29 @@ def test_initial_guess_is_used():
     x, info = tsgu_core.lstsq(D.to_sparse_csr(), b, backend="torch", rtol=1e-10, x0=expected, return_info=True)
     torch.testing.assert_close(x, expected)
     assert info.iterations <= 2
+
+
+LSTSQ_METHODS = [("torch", "lsqr"), ("scipy", "lsmr"), ("scipy", "lsqr"), ("scipy", "augmented_splu")]
+
+
+@pytest.mark.parametrize(("backend", "method"), LSTSQ_METHODS)
+@pytest.mark.parametrize(
+    ("dtype", "scale"), [(torch.float64, 1e-300), (torch.float64, 1e160), (torch.float32, 1e-25), (torch.float32, 1e21)]
+)
+def test_scaled_least_squares_gives_the_unscaled_answer(backend, method, dtype, scale):
+    """A and b scaled together: the augmented system is solved as [[I, A/σ], [Aᵀ/σ, 0]] — same X and gradients."""
+    D = tall(seed=6)
+    b = torch.randn(M, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    A = (D * scale).to(dtype).to_sparse_csr().requires_grad_()
+    rhs = (b * scale).to(dtype).requires_grad_()
+    options = {} if method == "augmented_splu" else {"rtol": 1e-12 if dtype == torch.float64 else 1e-5}
+    x = tsgu_core.lstsq(A, rhs, backend=backend, method=method, **options)
+    x.sum().backward()
+    D_ref, b_ref = D.clone().requires_grad_(), b.clone().requires_grad_()
+    x_ref = torch.linalg.lstsq(D_ref, b_ref.unsqueeze(1)).solution.squeeze(1)
+    x_ref.sum().backward()
+    tolerance = {"rtol": 1e-8, "atol": 0.0} if dtype == torch.float64 else {"rtol": 1e-3, "atol": 1e-5}
+    torch.testing.assert_close(x.double(), x_ref, **tolerance)
+    torch.testing.assert_close(rhs.grad.double() * scale, b_ref.grad, **tolerance)  # ∂x/∂(s·b) = (∂x/∂b)/s
+    grad_A = A.grad.to_dense().double() * scale  # x(sA, sb) = x(A, b), so ∂/∂(sA) = (∂/∂A)/s
+    torch.testing.assert_close(grad_A, D_ref.grad * (D != 0), **tolerance)

@@ -6,7 +6,9 @@ unscaled problem.
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import warnings
 from pathlib import Path
 
@@ -223,3 +225,22 @@ def test_readme_setup_installs_every_tested_distribution():
     assert test_command.strip() == ".venv/bin/python -m pytest"
     ci = (ROOT / ".ci" / "run").read_text()
     assert "readme_block 1" in ci and "readme_block 2" in ci and 'eval "$setup"' in ci and 'eval "$tests"' in ci
+
+
+# --- PETSc (in its own environment): scaled problems and the former gradgradcheck flake ----------------------
+
+PETSC_PYTHON = Path(os.environ.get("TSGU_PETSC_PYTHON", ROOT / ".venv-petsc" / "bin" / "python"))
+
+
+@pytest.mark.skipif(not PETSC_PYTHON.exists(), reason="needs the PETSc environment: run scripts/setup-petsc-env.sh")
+def test_petsc_scaled_problems_and_bcgs_gradgradcheck_under_every_seed():
+    environment = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [str(PETSC_PYTHON), "tests/mpi/petsc_reliability_check.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]

@@ -15,6 +15,11 @@ scalars, all columns together; the scipy backend: SciPy's LSMR/LSQR), then
 measures the true residual of ``K`` and, while it is above the tolerance,
 solves for the correction (iterative refinement), so that the core's residual
 check passes for a converged solve.
+
+Every norm is scale-safe (:func:`tsgu_core.norms.scaled_norm`) and LSQR's
+rotations use ``hypot``: its vectors are normalised and its scalars carry
+``A``'s scale linearly, so a problem scaled by ``1e±300`` neither underflows
+nor overflows.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
+from tsgu_core.norms import scaled_norm
 
 __all__ = ["AugmentedResult", "lsqr", "solve_augmented"]
 
@@ -36,7 +43,7 @@ def _safe(x: torch.Tensor) -> torch.Tensor:
 
 
 def _normalise(V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    norm = torch.linalg.vector_norm(V, dim=0)
+    norm = scaled_norm(V, dim=0)
     return V / _safe(norm), norm
 
 
@@ -73,7 +80,7 @@ def lsqr(
     while its < maxiter and bool(active.any()):
         U, beta = _normalise(matvec(V) - alpha * U)
         V, alpha = _normalise(rmatvec(U) - beta * V)
-        rho = torch.sqrt(rho_bar**2 + beta**2)
+        rho = torch.hypot(rho_bar, beta)  # without squaring: α, β carry A's scale
         c, s = rho_bar / _safe(rho), beta / _safe(rho)
         theta = s * alpha
         rho_bar = -c * alpha
@@ -119,7 +126,7 @@ def solve_augmented(
     criterion), when ``maxiter`` LSQR iterations are spent, or when a
     refinement pass does not reduce the residual.
     """
-    tol = torch.clamp(rtol * torch.linalg.vector_norm(Z, dim=0), min=atol)
+    tol = torch.clamp(rtol * scaled_norm(Z, dim=0), min=atol)
     n = Z.shape[0] - m
     solve_ls = least_squares or lsqr
 
@@ -140,7 +147,7 @@ def solve_augmented(
         used += its
         solution = solution + torch.cat([c - matvec(x), x])
         residual = residual_of(solution)
-        norm = torch.linalg.vector_norm(residual, dim=0)
+        norm = scaled_norm(residual, dim=0)
         if bool((norm <= tol).all()):
             return AugmentedResult(solution, used, True, message)
         if used >= maxiter:

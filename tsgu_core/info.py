@@ -30,7 +30,8 @@ class SolveInfo:
         The relative residual each column had to reach,
         ``max(rtol, atol / ‖b_j‖)``; ``None`` for direct methods.
     converged : bool
-        Every column met its threshold (direct: the solution is finite).
+        Every column met its threshold (direct: the solution is finite and
+        passed the backward-error test of :func:`tsgu_core.convergence.direct_verdict`).
     wall_time : float
         Seconds spent in the backend (``prepare`` and ``solve``).
     message : str

@@ -21,6 +21,7 @@ an unconverged or inaccurate least-squares solve cannot pass silently.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal, overload
 
 import torch
@@ -32,6 +33,19 @@ from tsgu_core.protocol import SolverBackend
 from tsgu_core.validate import check_rhs, check_x0
 
 __all__ = ["lstsq"]
+
+
+def _power_of_two_scale(values: torch.Tensor) -> float:
+    """A power of two near ``max |values|`` (1 for a zero or empty ``A``): dividing by it is exact."""
+    largest = float(values.abs().max()) if values.numel() else 0.0
+    return 2.0 ** round(math.log2(largest)) if largest > 0 and math.isfinite(largest) else 1.0
+
+
+def _with_values(A: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """``A``'s pattern (coalesced COO or CSR) with other ``values``."""
+    if A.layout == torch.sparse_coo:
+        return torch.sparse_coo_tensor(A._indices(), values, A.shape, is_coalesced=True, check_invariants=False)
+    return torch.sparse_csr_tensor(A.crow_indices(), A.col_indices(), values, A.shape, check_invariants=False)
 
 
 def _augmented_pattern(A: torch.Tensor) -> SparsePattern:
@@ -129,15 +143,19 @@ def lstsq(
     check_rhs(B, detached)
     the_plan = plan(backend, method, detached, options, n=m + n, on_failure=on_failure, operation="lstsq")
     B2, restore = as_columns(B, 2)
+    # K = [[I, A/σ], [Aᵀ/σ, 0]] with σ a power of two near max |a_ij| (exact): the identity block and A's block
+    # are then of one scale whatever A's, and [r; σ·x] solves it for the right-hand side [b; 0]
+    sigma = _power_of_two_scale(values.detach())
+    scaled = _with_values(detached, detached.values() / sigma)
     Z = torch.cat([B2, B2.new_zeros(n, B2.shape[1])])
     z0 = None
-    if options.get("x0") is not None:  # an initial X; the augmented system starts from [B − A x0; x0]
+    if options.get("x0") is not None:  # an initial X; the augmented system starts from [B − A x0; σ·x0]
         x0 = check_x0(options["x0"], B2.new_empty(n, B2.shape[1]))
-        z0 = torch.cat([B2.detach() - detached @ x0, x0])
+        z0 = torch.cat([B2.detach() - detached @ x0, sigma * x0])
     if n == 0:  # nothing to solve for; keep the result connected to A and B
         Z = Z[:0]
-    K_values = torch.cat([values.new_ones(m), values, values])
+    K_values = torch.cat([values.new_ones(m), values / sigma, values / sigma])
     pattern = _augmented_pattern(detached)
-    solution, info = execute(the_plan, lambda: the_plan.prepare(detached, pattern=pattern), K_values, Z, x0=z0)
-    X = restore(solution[m:] if n else B2[:0] * 0 + B2.sum() * 0 + values.sum() * 0)
+    solution, info = execute(the_plan, lambda: the_plan.prepare(scaled, pattern=pattern), K_values, Z, x0=z0)
+    X = restore(solution[m:] / sigma if n else B2[:0] * 0 + B2.sum() * 0 + values.sum() * 0)
     return (X, info) if return_info else X

@@ -14,6 +14,7 @@ import torch
 
 from tsgu_backends.jax_backend.convert import from_jax, precision, to_jax
 from tsgu_backends.jax_backend.operator import hybrid_matvec, hybrid_parts
+from tsgu_backends.nudge import nudge
 from tsgu_core import (
     Availability,
     BackendReport,
@@ -431,20 +432,12 @@ class JaxBackend:
 
     @staticmethod
     def _nudge(X: Any, b_norms: Any, a_norm: float, seed: int) -> Any:
-        """``X`` plus a tiny seeded random vector (``1e-6 ‖b‖ / ‖A‖_F`` per column, in scaled units).
-
-        BiCGSTAB takes its shadow residual from the initial residual; for a
-        right-hand side with one non-zero (a one-hot gradient) it can be
-        orthogonal to the Krylov vectors, and the method breaks down (JAX's
-        then returns NaN). A nudged start makes the shadow residual generic;
-        the true-residual check judges the result as always.
-        """
-        import jax
+        """``X`` (one row per column of ``B``) plus :func:`tsgu_backends.nudge.nudge` per row, in scaled units."""
         import jax.numpy as jnp
+        import numpy as np
 
-        noise = jax.random.normal(jax.random.PRNGKey(seed), X.shape, dtype=X.dtype)
-        scale = 1e-6 * b_norms / (max(a_norm, 1e-300) * jnp.linalg.norm(noise, axis=1))
-        return X + scale[:, None] * noise
+        rows = [nudge(X.shape[1], 1000 * seed + j, float(b), a_norm) for j, b in enumerate(np.asarray(b_norms))]
+        return X + jnp.asarray(np.stack(rows) if rows else np.zeros(X.shape), dtype=X.dtype)
 
     def _build(self, state: _State, layout: tuple[Any, ...], restart: int) -> Callable[..., Any]:
         import jax

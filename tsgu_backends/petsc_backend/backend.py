@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from tsgu_backends.nudge import nudge
 from tsgu_core import (
     Availability,
     BackendContractError,
@@ -196,8 +197,42 @@ class PetscBackend:
         while it misses the tolerance the solve is repeated from the current
         iterate — after a breakdown nudged by a tiny seeded random vector — up
         to three times. The core's residual check decides as always.
+
+        Scaling: each column is solved as ``A y = b/s`` with ``s`` its largest
+        magnitude (a power of two, exact), ``x = s·y``. Where ``A``'s largest
+        row sum ``σ`` lies outside ``[2⁻²⁵⁶, 2²⁵⁶]`` — where PETSc's unscaled
+        dot products and Givens rotations would underflow or overflow — the
+        matrix is also scaled by ``1/σ`` for the solve and scaled back after
+        (exact; PETSc sets the preconditioner up again for the scaled matrix,
+        a cost paid only by such extreme problems).
         """
-        import numpy as np
+        from petsc4py import PETSc
+
+        ksp, matrix = state.ksp, state.matrix
+        options = state.options
+        iterative = self.methods[state.method].kind == "iterative"
+        sigma = _power_of_two(matrix.norm(PETSc.NormType.INFINITY))
+        rescale = not 2.0**-256 <= sigma <= 2.0**256
+        if not rescale:
+            sigma = 1.0
+        if rescale:  # PCReset: the preconditioner is set up again, for the matrix as it now is
+            matrix.scale(1.0 / sigma)
+            ksp.getPC().reset()
+            ksp.setOperators(matrix)
+        try:
+            return self._solve_columns(state, B, transpose, x0, sigma, iterative)
+        finally:
+            if rescale:
+                matrix.scale(sigma)
+                ksp.getPC().reset()
+                ksp.setOperators(matrix)
+            if iterative:  # the columns set atol/s
+                ksp.setTolerances(atol=options.atol)
+
+    def _solve_columns(
+        self, state: _State, B: torch.Tensor, transpose: bool, x0: torch.Tensor | None, sigma: float, iterative: bool
+    ) -> tuple[torch.Tensor, BackendReport]:
+        """The loop of :meth:`solve` over the columns, for ``A/σ`` (``σ = 1``: unscaled)."""
         from petsc4py import PETSc
 
         ksp, matrix = state.ksp, state.matrix
@@ -209,18 +244,23 @@ class PetscBackend:
         multiply = matrix.multTranspose if transposed else matrix.mult
         run = ksp.solveTranspose if transposed else ksp.solve
         options = state.options
-        iterative = self.methods[state.method].kind == "iterative"
         X = torch.empty_like(B)
         iterations, converged, reasons = 0, True, set()
         norm, target, reason = 0.0, 0.0, 1
         for j in range(B.shape[1]):
             b.array[:] = B[:, j].numpy()
-            if b.norm() == 0.0:  # a zero column: its solution is exactly zero
+            largest = b.norm(PETSc.NormType.INFINITY)  # the column's largest magnitude, over all ranks
+            if largest == 0.0:  # a zero column: its solution is exactly zero
                 X[:, j] = 0.0
                 continue
-            x.array[:] = 0.0 if x0 is None else x0[:, j].numpy()
+            scale = _power_of_two(largest)
+            b.scale(1.0 / scale)
+            x.array[:] = 0.0 if x0 is None else x0[:, j].numpy() * (sigma / scale)
             ksp.setInitialGuessNonzero(x0 is not None)
-            target = max(options.rtol * b.norm(), options.atol) if iterative else float("inf")
+            target = float("inf")
+            if iterative:
+                ksp.setTolerances(atol=options.atol / scale)
+                target = max(options.rtol * b.norm(), options.atol / scale)
             used, good = 0, x.copy()  # good: the iterate with the smallest true residual so far
             multiply(x, residual)
             residual.aypx(-1.0, b)
@@ -243,17 +283,18 @@ class PetscBackend:
                 if reason < 0 or not math.isfinite(norm) or norm > best:
                     # breakdown or divergence (BiCGSTAB's DIVERGED_DTOL on some right-hand sides): restart from
                     # the best iterate, nudged by a tiny seeded random vector so the shadow residual changes
-                    nudge = x.duplicate()
+                    step = x.duplicate()
                     seed = 1000 * j + 10 * attempt + matrix.getComm().getRank()  # reproducible, per rank
-                    nudge.array[:] = np.random.default_rng(seed).standard_normal(nudge.getLocalSize())
-                    x.waxpy(1e-6 * b.norm() / (matrix.norm(PETSc.NormType.FROBENIUS) * nudge.norm()), nudge, good)
+                    a_norm = matrix.norm(PETSc.NormType.FROBENIUS)
+                    step.array[:] = nudge(step.getLocalSize(), seed, b.norm(), a_norm)
+                    x.waxpy(1.0, step, good)
                 ksp.setInitialGuessNonzero(True)
             if iterative and not norm <= target and math.isfinite(best) and best < norm:
                 good.copy(x)  # hand back the best iterate, not the last (the core's check judges it)
                 norm = best
             iterations = max(iterations, used)
             converged = converged and (norm <= target if iterative else reason > 0)
-            X[:, j] = torch.from_numpy(x.array.copy()).to(B.dtype)
+            X[:, j] = torch.from_numpy(x.array * (scale / sigma)).to(B.dtype)
         ksp.setInitialGuessNonzero(False)
         report = BackendReport(
             iterations=iterations if iterative else None,
@@ -261,6 +302,13 @@ class PetscBackend:
             message=f"PETSc converged reason(s): {', '.join(sorted(reasons))}",
         )
         return X, report
+
+
+def _power_of_two(x: float) -> float:
+    """The power of two nearest below ``x`` (> 0 and finite; 1 otherwise): scaling by it is exact."""
+    if not (math.isfinite(x) and x > 0):
+        return 1.0
+    return math.ldexp(1.0, math.frexp(x)[1] - 1)
 
 
 def _assemble(A_local: torch.Tensor, comm: Any) -> Any:

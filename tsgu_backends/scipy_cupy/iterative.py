@@ -27,6 +27,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tsgu_backends.nudge import nudge
+
 __all__ = ["ColumnResult", "solve_columns"]
 
 _MAX_RESTARTS = 3  # nudged restarts per column after a breakdown or a stall
@@ -129,11 +131,10 @@ def solve_columns(
     X = xp.empty_like(B)
     total, converged, messages = 0, True, []
     sigma, operator, keywords = _scaled_problem(B, operator, keywords)
-    scale = 1.0 / max(float(xp.linalg.norm(operator.data)) if hasattr(operator, "data") else 1.0, 1e-300)
+    a_norm = float(xp.linalg.norm(operator.data)) if hasattr(operator, "data") else 1.0
 
     def nudged(x: Any, b_norm: float, seed: int) -> Any:
-        nudge = xp.random.RandomState(seed).standard_normal(n).astype(B.dtype)
-        return x + (1e-6 * b_norm * scale / float(xp.linalg.norm(nudge))) * nudge
+        return x + xp.asarray(nudge(n, seed, b_norm, a_norm)).astype(B.dtype)
 
     for j in range(k):
         s = _power_of_two(float(abs(B[:, j]).max())) if n else 1.0

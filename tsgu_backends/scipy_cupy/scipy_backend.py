@@ -294,10 +294,13 @@ def _scipy_least_squares(method: str, conlim: float | None) -> Any:
         used = 0
         for j in range(C.shape[1]):
             c = _numpy(C[:, j])
-            c_norm = float(np.linalg.norm(c))
-            if c_norm == 0.0 or maxiter <= 0:
+            largest = float(np.abs(c).max()) if c.size else 0.0
+            if largest == 0.0 or not np.isfinite(largest) or maxiter <= 0:
                 continue
-            relative = min(max(float(tol[j]) / c_norm, np.finfo(c.dtype).eps), 1e-2)
+            s = 2.0 ** round(np.log2(largest))  # solve for c/s (exact): LSMR/LSQR's own norms are not scale-safe
+            c = c / c.dtype.type(s)
+            c_norm = float(np.linalg.norm(c))
+            relative = min(max(float(tol[j]) / s / c_norm, np.finfo(c.dtype).eps), 1e-2)
             limits = {"atol": relative, "btol": relative}
             if conlim is not None:
                 limits["conlim"] = conlim
@@ -306,7 +309,7 @@ def _scipy_least_squares(method: str, conlim: float | None) -> Any:
                     result = sla.lsmr(operator, c, maxiter=maxiter, **limits)
                 else:
                     result = sla.lsqr(operator, c, iter_lim=maxiter, **limits)
-            Y[:, j] = result[0]
+            Y[:, j] = result[0] * s
             used = max(used, int(result[2]))
         return torch.from_numpy(Y), used
 
