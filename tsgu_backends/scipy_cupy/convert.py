@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from tsgu_core.errors import DeviceMismatchError, InvalidArgumentError, LayoutError
+from tsgu_core.errors import DeviceMismatchError, LayoutError
 
 __all__ = ["cupy_to_torch", "scipy_to_torch", "torch_to_cupy", "torch_to_scipy"]
 
@@ -53,22 +53,15 @@ def torch_to_scipy(A: torch.Tensor) -> Any:
 
 
 def scipy_to_torch(M: Any, layout: torch.layout = torch.sparse_csr) -> torch.Tensor:
-    """A SciPy sparse matrix as a torch COO or CSR tensor (values shared where the format matches).
+    """A SciPy sparse matrix as a torch COO or CSR tensor: :func:`tsgu_core.from_scipy`.
 
     >>> import scipy.sparse as sp, torch
     >>> scipy_to_torch(sp.eye(2, format="csr")).layout
     torch.sparse_csr
     """
-    if layout == torch.sparse_csr:
-        M = M.tocsr()
-        return torch.sparse_csr_tensor(
-            torch.from_numpy(M.indptr), torch.from_numpy(M.indices), torch.from_numpy(M.data), M.shape
-        )
-    if layout == torch.sparse_coo:
-        M = M.tocoo()
-        indices = torch.stack([torch.from_numpy(M.row).long(), torch.from_numpy(M.col).long()])
-        return torch.sparse_coo_tensor(indices, torch.from_numpy(M.data), M.shape).coalesce()
-    raise InvalidArgumentError(f"layout must be torch.sparse_csr or torch.sparse_coo, got {layout}")
+    from tsgu_core.interop import from_scipy
+
+    return from_scipy(M, layout)
 
 
 def torch_to_cupy(A: torch.Tensor) -> Any:
@@ -88,14 +81,7 @@ def torch_to_cupy(A: torch.Tensor) -> Any:
 
 
 def cupy_to_torch(M: Any, layout: torch.layout = torch.sparse_csr) -> torch.Tensor:
-    """A ``cupyx.scipy.sparse`` matrix as a CUDA torch COO or CSR tensor, through DLPack."""
-    if layout == torch.sparse_csr:
-        M = M.tocsr()
-        return torch.sparse_csr_tensor(
-            torch.from_dlpack(M.indptr), torch.from_dlpack(M.indices), torch.from_dlpack(M.data), M.shape
-        )
-    if layout == torch.sparse_coo:
-        M = M.tocoo()
-        indices = torch.stack([torch.from_dlpack(M.row).long(), torch.from_dlpack(M.col).long()])
-        return torch.sparse_coo_tensor(indices, torch.from_dlpack(M.data), M.shape).coalesce()
-    raise InvalidArgumentError(f"layout must be torch.sparse_csr or torch.sparse_coo, got {layout}")
+    """A ``cupyx.scipy.sparse`` matrix as a CUDA torch COO or CSR tensor: :func:`tsgu_core.from_cupy`."""
+    from tsgu_core.interop import from_cupy
+
+    return from_cupy(M, layout)
