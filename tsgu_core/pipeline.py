@@ -57,7 +57,7 @@ class Plan:
     ) -> PreparedSolve:
         """The backend's prepared state for ``A``, after checking ``A`` against what is assumed of it."""
         if self.operation == "solve" and (self.spec.assumes != "general" or self.options.assume != "general"):
-            own = SparsePattern.of(A)
+            own = pattern if isinstance(pattern, SparsePattern) else SparsePattern.of(A)  # distributed: collective
             values = A.values() if A.layout == torch.sparse_csr else A._values()
             check_structure(own, values, self.options.assume, what=f"assume={self.options.assume!r}")
             check_structure(own, values, self.spec.assumes, what=f"method {self.spec.name!r}")
@@ -131,19 +131,22 @@ def execute(
     *,
     transpose: bool = False,
     x0: Any = None,
+    empty: bool | None = None,
 ) -> tuple[torch.Tensor, SolveInfo]:
     """Solve ``op(A) X = Bk`` differentiably for ``Bk`` of shape ``(..., n, k)``; return ``(X, info)``.
 
     ``prepared`` may be a function that prepares on demand: an empty problem
     (``n = 0`` or ``k = 0``) never reaches the backend, and its result is
-    still connected to ``values`` and ``Bk`` for autograd.
+    still connected to ``values`` and ``Bk`` for autograd. ``empty`` overrides
+    that judgement where ``Bk`` holds only part of the rows (a distributed
+    solve: a process with no rows still takes part in the collective solve).
     """
     check_finite(B=Bk.detach())
     checked_x0 = None
     if x0 is not None:
         checked_x0 = check_x0(x0, Bk)
         check_finite(x0=checked_x0)
-    if Bk.numel() == 0:
+    if (Bk.numel() == 0) if empty is None else empty:
         spec = the_plan.spec
         info = SolveInfo(
             backend=the_plan.selection.backend,

@@ -41,6 +41,9 @@ def check_assume(assume: object) -> str:
 
 def asymmetry(pattern: SparsePattern, values: torch.Tensor) -> float:
     """``max |a_ij − a_ji| / max |a_ij|`` (0 for a zero matrix); ``values`` ``(..., nnz)``, batches included."""
+    distributed = getattr(pattern, "asymmetry", None)  # a DistributedPattern compares across processes
+    if distributed is not None:
+        return float(distributed(values))
     if values.numel() == 0:
         return 0.0
     n = pattern.n
@@ -68,14 +71,27 @@ def check_structure(pattern: SparsePattern, values: torch.Tensor, needs: str, *,
             "or make A symmetric, e.g. (A + A.T) / 2"
         )
     if needs == "spd":
-        diagonal = pattern.diagonal(values.detach())
-        stored = torch.zeros(pattern.n, dtype=torch.bool, device=pattern.row.device)
-        stored[pattern.row[pattern.row == pattern.col]] = True
-        bad = (~stored) | (diagonal <= 0).reshape(-1, pattern.n).any(0)
-        if bool(bad.any()):
-            row = int(bad.nonzero()[0])
+        found = _first_bad_diagonal(pattern, values.detach())
+        if found is not None:
+            row, stored = found
             raise StructureError(
                 f"{what} needs a symmetric positive definite A, but its diagonal entry ({row}, {row}) is "
-                f"{'not stored' if not bool(stored[row]) else 'not positive'}; an SPD matrix has a positive "
+                f"{'not stored' if not stored else 'not positive'}; an SPD matrix has a positive "
                 "diagonal. Use assume='symmetric' (MINRES) or a general method"
             )
+
+
+def _first_bad_diagonal(pattern: SparsePattern, values: torch.Tensor) -> tuple[int, bool] | None:
+    """The first row whose diagonal entry is unstored or not positive, and whether it is stored; else None."""
+    distributed = getattr(pattern, "first_bad_diagonal", None)  # a DistributedPattern decides collectively
+    if distributed is not None:
+        found: tuple[int, bool] | None = distributed(values)
+        return found
+    diagonal = pattern.diagonal(values)
+    stored = torch.zeros(pattern.n, dtype=torch.bool, device=pattern.row.device)
+    stored[pattern.row[pattern.row == pattern.col]] = True
+    bad = (~stored) | (diagonal <= 0).reshape(-1, pattern.n).any(0)
+    if not bool(bad.any()):
+        return None
+    row = int(bad.nonzero()[0])
+    return row, bool(stored[row])

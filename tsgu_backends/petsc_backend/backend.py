@@ -1,11 +1,16 @@
 """The ``petsc`` backend: a KSP (Krylov method + preconditioner) per prepared ``A``.
 
 * ``prepare`` assembles a PETSc AIJ matrix from the CSR arrays of ``A`` (or, in
-  :func:`tsgu_core.solve_distributed`, of this process's rows), creates the
-  KSP and sets it up once — the preconditioner (or, for ``lu``, the
-  factorisation by MUMPS) is built here.
+  :func:`tsgu_core.solve_distributed`, of this process's rows), preallocated
+  exactly (``d_nnz``/``o_nnz`` counted from the CSR), creates the KSP and sets
+  it up once — the preconditioner (``gamg``, hypre's BoomerAMG, …; for ``lu``
+  the factorisation, by MUMPS when distributed) is built here.
 * ``solve(transpose=True)`` calls ``KSPSolveTranspose`` on the same KSP and
-  preconditioner: no new set-up, no new factorisation.
+  preconditioner: no new set-up, no new factorisation. ``prepare`` checks by
+  a dot test that PETSc really applies the preconditioner's transpose; where
+  it does not (BoomerAMG, SOR), an exactly symmetric ``A`` is solved with
+  ``KSPSolve`` instead, and any other ``A`` has its transpose solve refused
+  with :class:`~tsgu_core.errors.InvalidOptionError` naming alternatives.
 * PETSc's converged reason and iteration count feed ``BackendReport``; the
   core checks the true residual regardless.
 * ``petsc_options`` passes any PETSc option (``{"ksp_gmres_restart": 50}``)
@@ -45,10 +50,11 @@ from tsgu_core import (
 __all__ = ["PetscBackend"]
 
 INSTALL = "scripts/setup-petsc-env.sh (Debian's petsc4py in its own environment), or pip install 'tsgu[petsc]'"
-_PCS = ("none", "jacobi", "bjacobi", "ilu", "gamg", "lu")
+_PCS = ("none", "jacobi", "bjacobi", "ilu", "gamg", "hypre", "lu")
 _OPTIONS = {
     "pc": Option(
-        "preconditioner (default: PETSc's own for gmres/bcgs, jacobi for cg, none for minres)",
+        "preconditioner (default: PETSc's own for gmres/bcgs, jacobi for cg, none for minres); gamg: PETSc's "
+        "smoothed-aggregation AMG, hypre: BoomerAMG; the backward pass checks that its transpose is applied",
         type=str,
         choices=_PCS,
     ),
@@ -77,12 +83,25 @@ _prefixes = itertools.count()
 _REFINEMENTS = 3
 
 
+_ADJOINT_TOLERANCE = 1e-6  # a transposed preconditioner that misses the dot test by more is not the transpose
+
+
 @dataclass
 class _State:
+    """A set-up KSP and how its transpose solve is done.
+
+    ``transpose`` is ``"transpose"`` (``KSPSolveTranspose``: the preconditioner's
+    transpose passed the dot test), ``"symmetric"`` (``A = Aᵀ`` exactly, so
+    ``KSPSolve`` with the same preconditioner is the transpose solve) or
+    ``"refused"`` (``refusal`` says why; a transpose solve raises).
+    """
+
     ksp: Any
     matrix: Any
     method: str
     options: SolveOptions
+    transpose: str = "transpose"
+    refusal: str = ""
 
 
 def _singular(reason: int) -> bool:
@@ -119,22 +138,15 @@ class PetscBackend:
 
         pc_type = options.extra.get("pc")
         petsc_options = options.extra.get("petsc_options") or {}
-        pattern = SparsePattern.of(A_local)
-        crow, col = pattern.csr_indices()
-        values = A_local.values() if A_local.layout == torch.sparse_csr else A_local._values()
-        n_local, n = A_local.shape
-        integer = PETSc.IntType
-        scalar = PETSc.ScalarType
-        matrix = PETSc.Mat().createAIJ(
-            size=((n_local, n), (n_local, n)),
-            csr=(crow.numpy().astype(integer), col.numpy().astype(integer), values.numpy().astype(scalar)),
-            comm=comm,
-        )
-        matrix.assemble()
+        matrix = _assemble(A_local, comm)
         prefix = f"tsgu{next(_prefixes)}_"
         database = PETSc.Options()
         for key, value in petsc_options.items():
             database[prefix + key.lstrip("-")] = value
+        defaults = []  # our own defaults, set only where the user did not: not reported as unused
+        if pc_type == "gamg" and "pc_gamg_sym_graph" not in {key.lstrip("-") for key in petsc_options}:
+            defaults.append(prefix + "pc_gamg_sym_graph")  # aggregation needs a symmetric graph (nonsymmetric A)
+            database[defaults[-1]] = True
         ksp = PETSc.KSP().create(comm=comm)
         ksp.setOptionsPrefix(prefix)
         ksp.setOperators(matrix)
@@ -145,7 +157,13 @@ class PetscBackend:
             if comm.Get_size() > 1:
                 pc.setFactorSolverType("mumps")
         else:  # CG and MINRES need an SPD preconditioner; PETSc's default (ILU) is not symmetric
-            pc.setType(pc_type or {"cg": "jacobi", "minres": "none"}.get(method, pc.getType()))
+            try:
+                pc.setType(pc_type or {"cg": "jacobi", "minres": "none"}.get(method, pc.getType()))
+                if pc_type == "hypre":
+                    pc.setHYPREType("boomeramg")
+            except PETSc.Error as error:  # e.g. a PETSc built without hypre
+                first = str(error).splitlines()[0]
+                raise InvalidOptionError(f"this PETSc cannot make pc={pc_type!r} ({first})", option="pc") from error
         if self.methods[method].kind == "iterative":
             ksp.setTolerances(rtol=options.rtol, atol=options.atol, max_it=options.maxiter)
             if method in ("gmres", "bcgs", "cg"):  # stop on the true residual's norm where PETSc can
@@ -158,12 +176,15 @@ class PetscBackend:
         unused = [key for key in petsc_options if not _used(database, prefix + key.lstrip("-"))]
         for key in petsc_options:
             database.delValue(prefix + key.lstrip("-"))
+        for name in defaults:
+            database.delValue(name)
         if unused:
             raise InvalidOptionError(
                 f"PETSc did not use option(s) {unused} for method {method!r}; check their names",
                 option="petsc_options",
             )
-        return _State(ksp, matrix, method, options)
+        mode, refusal = _transpose_support(ksp, matrix, pc.getType())
+        return _State(ksp, matrix, method, options, mode, refusal)
 
     def solve(
         self, state: _State, B: torch.Tensor, *, transpose: bool, x0: torch.Tensor | None = None
@@ -215,10 +236,13 @@ class PetscBackend:
         from petsc4py import PETSc
 
         ksp, matrix = state.ksp, state.matrix
+        if transpose and state.transpose == "refused":
+            raise InvalidOptionError(state.refusal, option="pc")
         b, x = matrix.createVecs()
         residual = b.duplicate()
-        multiply = matrix.multTranspose if transpose else matrix.mult
-        run = ksp.solveTranspose if transpose else ksp.solve
+        transposed = transpose and state.transpose == "transpose"  # "symmetric": A = Aᵀ, KSPSolve is the same
+        multiply = matrix.multTranspose if transposed else matrix.mult
+        run = ksp.solveTranspose if transposed else ksp.solve
         options = state.options
         X = torch.empty_like(B)
         iterations, converged, reasons = 0, True, set()
@@ -285,6 +309,84 @@ def _power_of_two(x: float) -> float:
     if not (math.isfinite(x) and x > 0):
         return 1.0
     return math.ldexp(1.0, math.frexp(x)[1] - 1)
+
+
+def _assemble(A_local: torch.Tensor, comm: Any) -> Any:
+    """This process's rows as a PETSc AIJ matrix, preallocated exactly from the local CSR.
+
+    ``d_nnz``/``o_nnz`` — the stored entries of each row inside and outside
+    this process's diagonal block — are counted from the CSR arrays, so
+    assembly never reallocates; ``NEW_NONZERO_ALLOCATION_ERR`` turns any
+    reallocation into an error rather than a slowdown.
+    """
+    import numpy as np
+    from petsc4py import PETSc
+
+    crow_t, col_t = SparsePattern.of(A_local).csr_indices()  # a coalesced COO's values are in CSR order too
+    values = A_local.values() if A_local.layout == torch.sparse_csr else A_local._values()
+    n_local, n = A_local.shape
+    integer = PETSc.IntType
+    crow = crow_t.numpy().astype(integer)
+    col = col_t.numpy().astype(integer)
+    lo = comm.exscan(n_local) or 0  # this process's first row (exscan gives None on rank 0)
+    rows = np.repeat(np.arange(n_local), np.diff(crow))
+    inside = (col >= lo) & (col < lo + n_local)
+    d_nnz = np.bincount(rows[inside], minlength=n_local).astype(integer)
+    o_nnz = np.bincount(rows[~inside], minlength=n_local).astype(integer)
+    matrix = PETSc.Mat().createAIJ(size=((n_local, n), (n_local, n)), nnz=(d_nnz, o_nnz), comm=comm)
+    matrix.setOption(PETSc.Mat.Option.NEW_NONZERO_ALLOCATION_ERR, True)
+    matrix.setValuesCSR(crow, col, values.numpy().astype(PETSc.ScalarType))
+    matrix.assemble()
+    return matrix
+
+
+def _transpose_support(ksp: Any, matrix: Any, pc_type: str) -> tuple[str, str]:
+    """How the transpose solve can be done with this KSP: ``(mode, refusal)`` as in :class:`_State`.
+
+    The dot test: for random ``u`` and ``v``, ``⟨v, M u⟩ = ⟨Mᵀ v, u⟩`` to
+    1e-6 relative, with ``M`` the preconditioner and ``Mᵀ`` what PETSc's
+    ``PCApplyTranspose`` applies. If that fails (or PETSc has no transpose for
+    this preconditioner), the transpose solve is allowed only for an exactly
+    symmetric ``A`` (then ``KSPSolve`` is the transpose solve); otherwise it is
+    refused, with alternatives. Cost: three preconditioner applications and,
+    only when the test fails, one parallel transpose of ``A``.
+    """
+    import numpy as np
+    from petsc4py import PETSc
+
+    if pc_type in ("none", "jacobi"):  # the identity and a diagonal are their own transposes
+        return "transpose", ""
+    pc = ksp.getPC()
+    u, v = matrix.createVecs()
+    rank = matrix.getComm().getRank()
+    u.array[:] = np.random.default_rng(1 + 2 * rank).standard_normal(u.getLocalSize())
+    v.array[:] = np.random.default_rng(2 + 2 * rank).standard_normal(v.getLocalSize())
+    forward, backward = u.duplicate(), v.duplicate()
+    pc.apply(u, forward)
+    why = ""
+    try:
+        pc.applyTranspose(v, backward)
+    except PETSc.Error as error:
+        why = f"PETSc cannot apply it transposed ({str(error).splitlines()[0]})"
+    else:
+        scale = v.norm() * forward.norm() + backward.norm() * u.norm()
+        mismatch = abs(v.dot(forward) - backward.dot(u)) / scale if scale > 0 else 0.0
+        if not mismatch <= _ADJOINT_TOLERANCE:
+            why = f"what PETSc applies as its transpose is not its transpose (dot test off by {mismatch:.1e})"
+    if not why:
+        return "transpose", ""
+    transposed = PETSc.Mat()
+    matrix.transpose(transposed)  # a new matrix (petsc4py transposes in place without one)
+    transposed.axpy(-1.0, matrix)
+    asymmetry = transposed.norm(PETSc.NormType.INFINITY)
+    transposed.destroy()
+    if asymmetry == 0.0:
+        return "symmetric", ""
+    alternatives = "pc='gamg' (PETSc applies its V-cycle transposed exactly), pc='bjacobi' or 'ilu', or method='lu'"
+    return "refused", (
+        f"the backward pass needs a transpose solve with preconditioner {pc_type!r}, but {why}, and A is not "
+        f"symmetric, so the forward preconditioner cannot stand in for it. Use {alternatives}"
+    )
 
 
 def _used(database: Any, name: str) -> bool:
