@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from tsgu_backends.nudge import nudge
+from tsgu_backends.restarts import Restarts
 from tsgu_core import (
     Availability,
     BackendContractError,
@@ -256,42 +257,52 @@ class PetscBackend:
             scale = _power_of_two(largest)
             b.scale(1.0 / scale)
             x.array[:] = 0.0 if x0 is None else x0[:, j].numpy() * (sigma / scale)
-            ksp.setInitialGuessNonzero(x0 is not None)
             target = float("inf")
             if iterative:
                 ksp.setTolerances(atol=options.atol / scale)
                 target = max(options.rtol * b.norm(), options.atol / scale)
-            used, good = 0, x.copy()  # good: the iterate with the smallest true residual so far
-            multiply(x, residual)
-            residual.aypx(-1.0, b)
-            best = residual.norm()
-            for attempt in range(_REFINEMENTS + 1):
+            good = x.copy()  # the iterate with the smallest true residual so far
+
+            def true_residual() -> float:
+                multiply(x, residual)
+                residual.aypx(-1.0, b)  # b − op(A) x
+                return float(residual.norm())
+
+            norm = best = true_residual()
+            # a direct method runs once; an iterative one has up to _REFINEMENTS more attempts from its iterate
+            rules = Restarts(
+                options.maxiter if iterative else 1,
+                max_restarts=_REFINEMENTS if iterative else 0,
+                max_attempts=_REFINEMENTS + 1 if iterative else 1,
+            )
+            while (verdict := rules.review([norm], [iterative and norm <= target])) != "stop":
+                if verdict == "done":
+                    break
+                if verdict == "restart":
+                    # breakdown or divergence (BiCGSTAB's DIVERGED_DTOL on some right-hand sides): restart from
+                    # the best iterate, nudged by a tiny seeded random vector so the shadow residual changes
+                    step = x.duplicate()
+                    seed = 1000 * j + 10 * rules.attempts + matrix.getComm().getRank()  # reproducible, per rank
+                    a_norm = matrix.norm(PETSc.NormType.FROBENIUS)
+                    step.array[:] = nudge(step.getLocalSize(), seed, b.norm(), a_norm)
+                    x.waxpy(1.0, step, good)
+                    norm = true_residual()
+                    continue
+                ksp.setInitialGuessNonzero(rules.attempts > 0 or x0 is not None or rules.restarts > 0)
                 run(b, x)
                 reason = ksp.getConvergedReason()
                 if state.method == "lu" and _singular(reason):
                     raise SingularMatrixError("A is singular: PETSc's LU factorisation failed (zero pivot)")
-                used += ksp.getIterationNumber()
+                rules.charge(ksp.getIterationNumber() if iterative else 1)
                 reasons.add(_reason_name(reason))
-                multiply(x, residual)
-                residual.aypx(-1.0, b)  # b − op(A) x
-                norm = residual.norm()
+                norm = true_residual()
                 if math.isfinite(norm) and norm < best:
                     best = norm
                     x.copy(good)  # petsc4py: x.copy(good) writes x into good
-                if not iterative or norm <= target or used >= options.maxiter or attempt == _REFINEMENTS:
-                    break
-                if reason < 0 or not math.isfinite(norm) or norm > best:
-                    # breakdown or divergence (BiCGSTAB's DIVERGED_DTOL on some right-hand sides): restart from
-                    # the best iterate, nudged by a tiny seeded random vector so the shadow residual changes
-                    step = x.duplicate()
-                    seed = 1000 * j + 10 * attempt + matrix.getComm().getRank()  # reproducible, per rank
-                    a_norm = matrix.norm(PETSc.NormType.FROBENIUS)
-                    step.array[:] = nudge(step.getLocalSize(), seed, b.norm(), a_norm)
-                    x.waxpy(1.0, step, good)
-                ksp.setInitialGuessNonzero(True)
             if iterative and not norm <= target and math.isfinite(best) and best < norm:
                 good.copy(x)  # hand back the best iterate, not the last (the core's check judges it)
                 norm = best
+            used = rules.used if iterative else 0
             iterations = max(iterations, used)
             converged = converged and (norm <= target if iterative else reason > 0)
             X[:, j] = torch.from_numpy(x.array * (scale / sigma)).to(B.dtype)

@@ -52,7 +52,7 @@ class BandedBackend:
     >>> import torch, tsgu_core
     >>> from tsgu_banded import BandedBackend
     >>> A = (2 * torch.eye(4) - torch.diag(torch.ones(3), 1)).double().to_sparse_csr()
-    >>> state = BandedBackend().prepare(A, "gbtrf", tsgu_core.SolveOptions())
+    >>> state = BandedBackend().prepare(A, "gbtrf", tsgu_core.SolveOptions(extra={"max_storage": 10**6}))
     >>> X, _ = BandedBackend().solve(state, torch.ones(4, 1, dtype=torch.float64), transpose=False)
     >>> torch.allclose(A.to_dense() @ X, torch.ones(4, 1, dtype=torch.float64))
     True
