@@ -1,13 +1,13 @@
-"""Factorise once, solve many: ``tsgu_core.factorize`` against independent solves, one thread.
+"""Factorize once, solve many: ``tsgu_core.factorize`` against independent solves, one thread.
 
 20 batches of right-hand sides (k = 4 each) against one convection–diffusion
 matrix (nonsymmetric, n ≈ 1e5 by default), each batch solved and
 differentiated (a loss on X, backward to A's values and B):
 
 * ``independent``: ``tsgu_core.solve(A, B_i)`` for every batch — a new
-  factorisation each time;
+  factorization each time;
 * ``factorize``: ``handle = tsgu_core.factorize(A)`` once, then
-  ``handle.solve(B_i)`` — one factorisation for all solves and backward passes.
+  ``handle.solve(B_i)`` — one factorization for all solves and backward passes.
 
 Target: factorize ≤ 0.3 × independent. Run: ``python benchmarks/factorize.py``.
 """
@@ -44,13 +44,13 @@ def main() -> None:
         for B in batches:
             tsgu_core.solve(leaf, B.requires_grad_(), backend="scipy", method="splu").square().sum().backward()
 
-    def factorised() -> None:
+    def factorized() -> None:
         leaf = A.clone().requires_grad_()
         handle = tsgu_core.factorize(leaf, backend="scipy", method="splu")
         for B in batches:
             handle.solve(B.requires_grad_()).square().sum().backward()
 
-    times = interleaved_medians({"independent": independent, "factorize": factorised}, args.repeats)
+    times = interleaved_medians({"independent": independent, "factorize": factorized}, args.repeats)
     t = {name: median(values) for name, values in times.items()}
     rows = [["independent solves", f"{t['independent'] * 1e3:.0f}", "1.00"],
             ["factorize once", f"{t['factorize'] * 1e3:.0f}", f"{t['factorize'] / t['independent']:.2f}"]]  # fmt: skip

@@ -4,7 +4,7 @@ Problems, n = 99 856, float64: 2-D convection–diffusion (nonsymmetric values)
 and 2-D Poisson (symmetric). Variants, timed in one run with interleaved
 repeats (medians):
 
-* ``lu N`` / ``lu T``: one SuperLU factorisation's ``solve(B)`` and
+* ``lu N`` / ``lu T``: one SuperLU factorization's ``solve(B)`` and
   ``solve(B, trans="T")`` alone (SuperLU's transposed solve goes column by
   column; the plain one is blocked over the columns);
 * ``scipy fwd`` / ``scipy fwd+bwd``: ``tsgu_core.solve(..., backend="scipy",

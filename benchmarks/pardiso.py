@@ -13,7 +13,7 @@ Variants, timed in one run with interleaved repeats (medians):
 Ratios against the issue's targets: pardiso fwd+bwd ÷ raw splu fwd (3-D
 n = 27 000: ≤ 0.25) and pardiso fwd+bwd ÷ scipy fwd+bwd (2-D: ≤ 1.1). The
 3-D n = 46 656 case runs SuperLU once (``--heavy-repeats``): one default
-factorisation takes ~20 s. Run: ``python benchmarks/pardiso.py``
+factorization takes ~20 s. Run: ``python benchmarks/pardiso.py``
 (``--quick`` for small sizes).
 """
 
@@ -97,7 +97,7 @@ def main() -> None:
                 "pardiso fwd+bwd": lambda A=A, B=B: _tsgu(A, B, "pardiso", True),
             }
             if heavy:
-                if k > 1:  # SuperLU's factorisation dominates: one k is enough for the heavy case
+                if k > 1:  # SuperLU's factorization dominates: one k is enough for the heavy case
                     continue
                 times = interleaved_medians(superlu, args.heavy_repeats) | interleaved_medians(pardiso, args.repeats)
             else:

@@ -1,6 +1,6 @@
 """SuperLU's column ordering chosen from A's structure (scipy backend, ``splu``), one thread.
 
-On a structurally symmetric pattern the scipy backend now factorises with
+On a structurally symmetric pattern the scipy backend now factorizes with
 ``permc_spec="MMD_AT_PLUS_A"``, ``SymmetricMode`` and ``diag_pivot_thresh=0.01``
 (kept when one test solve's backward error stays below 100·ε). Variants,
 timed in one run with interleaved repeats (medians), k = 1, float64:

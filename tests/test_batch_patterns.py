@@ -1,4 +1,4 @@
-"""Batched A (b, n, n) whose members have different sparsity patterns (SPEC S7.3), against dense references."""
+"""Batched A (b, n, n) whose members have different sparsity patterns, against dense references."""
 
 import pytest
 import torch
@@ -175,7 +175,7 @@ def test_factorize_a_batch_with_different_patterns_prepares_once(layout, transpo
     D, A = batch(layout, seed=12)
     A = A.requires_grad_()
     handle = tsgu_core.factorize(A, backend="dense-loop")
-    assert dense_loop.factorisations == 4  # one prepare per member (the dense backend has no batch support)
+    assert dense_loop.factorizations == 4  # one prepare per member (the dense backend has no batch support)
     B1, B2 = rhs(2, seed=13).requires_grad_(), rhs(None, seed=14)
     for B, loss in ((B1, torch.sum), (B2, lambda X: X.square().sum())):
         # one backward per solve: torch 2.13 cannot accumulate two gradients of a batched CSR leaf
@@ -192,7 +192,7 @@ def test_factorize_a_batch_with_different_patterns_prepares_once(layout, transpo
             torch.testing.assert_close(B.grad, B_ref.grad)
         assert A.grad.layout == A.layout
         torch.testing.assert_close(A.grad.to_dense(), D_ref.grad * (D != 0))
-    assert dense_loop.factorisations == 4  # reused by both solves and their backward passes
+    assert dense_loop.factorizations == 4  # reused by both solves and their backward passes
 
 
 def test_factorize_a_batch_sharing_one_pattern_and_a_stale_one(dense_loop):

@@ -1,4 +1,4 @@
-"""Batched A (b, n, n) sharing one pattern, with batched B (SPEC S7.3)."""
+"""Batched A (b, n, n) sharing one pattern, with batched B."""
 
 import pytest
 import torch
@@ -58,7 +58,7 @@ def test_batched_solution_and_gradients_match_dense(backend, layout, k):
 def test_native_batch_prepares_once_and_the_fallback_once_per_member(dense_backend):
     D = batch_of_matrices()
     tsgu_core.solve(as_layout(D, "csr"), torch.ones(B_SIZE, N, dtype=torch.float64), backend="dense-loop")
-    assert dense_backend.factorisations == B_SIZE
+    assert dense_backend.factorizations == B_SIZE
 
 
 @pytest.mark.parametrize("backend", ["torch", "dense-loop"])

@@ -1,4 +1,4 @@
-"""The tsgu command line, through subprocesses as a user runs it (SPEC S8; issue 16).
+"""The tsgu command line, through subprocesses as a user runs it (issue 16).
 
 Exit codes: 0 success, 1 a solve failed or did not converge, 2 bad input with
 one line on stderr and never a traceback.

@@ -1,4 +1,4 @@
-"""factorize(): prepare once, solve many, differentiably; refuse a changed A (SPEC S7.4)."""
+"""factorize(): prepare once, solve many, differentiably; refuse a changed A."""
 
 import pytest
 import torch
@@ -19,7 +19,7 @@ def options_for(backend):
     return {"method": "gmres", "rtol": 1e-13} if backend == "torch" else {}
 
 
-def test_one_factorisation_serves_many_solves_and_their_backward(dense_backend):
+def test_one_factorization_serves_many_solves_and_their_backward(dense_backend):
     D = random_nonsymmetric(N, seed=1)
     A = to_layout(D, "csr").requires_grad_()
     handle = tsgu_core.factorize(A, backend="dense-lu")
@@ -28,7 +28,7 @@ def test_one_factorisation_serves_many_solves_and_their_backward(dense_backend):
         b = torch.randn(N, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
         total = total + handle.solve(b).square().sum()
     total.backward()
-    assert dense_backend.factorisations == 1
+    assert dense_backend.factorizations == 1
     D_ref = D.clone().requires_grad_()
     total_ref = sum(
         torch.linalg.solve(D_ref, torch.randn(N, dtype=torch.float64, generator=torch.Generator().manual_seed(s)))

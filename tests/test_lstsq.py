@@ -1,4 +1,4 @@
-"""lstsq: least squares for tall sparse A (SPEC S7.2).
+"""lstsq: least squares for tall sparse A.
 
 Every registered least-squares method is checked against dense references (gradient with its
 residual term included) and gradcheck by the conformance kit (tests/test_conformance.py)."""

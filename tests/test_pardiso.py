@@ -45,7 +45,7 @@ def _symmetric_pattern_nonsymmetric_values(n: int = 20, small_diagonal: bool = F
 
 @pytest.fixture
 def phases(monkeypatch):
-    """Count the PARDISO phases run (11 analysis, 22 factorisation, 33 solve, -1 release)."""
+    """Count the PARDISO phases run (11 analysis, 22 factorization, 33 solve, -1 release)."""
     from tsgu_backends.pardiso_backend import backend
 
     counted: list[int] = []
@@ -119,13 +119,13 @@ def test_float32():
 
 
 @needs_pardiso
-def test_backward_reuses_the_factorisation(phases):
+def test_backward_reuses_the_factorization(phases):
     D = random_nonsymmetric(30)
     A = to_layout(D, "csr").requires_grad_()
     B = torch.randn(30, 8, dtype=torch.float64, requires_grad=True)
     X = tsgu_core.solve(A, B, backend="pardiso")
     X.sum().backward()
-    assert phases.count(11) == 1 and phases.count(22) == 1  # one analysis, one factorisation
+    assert phases.count(11) == 1 and phases.count(22) == 1  # one analysis, one factorization
     assert phases.count(33) == 2  # the forward solve and the transposed one, 8 columns each in one call
     torch.testing.assert_close(B.grad, torch.linalg.solve(D.T, torch.ones(30, 8, dtype=torch.float64)))
 

@@ -1,4 +1,4 @@
-"""The petsc backend: its availability here, and its tests inside the PETSc environment (SPEC S9.1).
+"""The petsc backend: its availability here, and its tests inside the PETSc environment.
 
 The PETSc environment is made by scripts/setup-petsc-env.sh (Debian's petsc4py and Open MPI, in its own
 virtual environment, because they need NumPy 1.x). Where it exists, these tests run the petsc backend's

@@ -66,7 +66,7 @@ def test_in_test_plugin_registers_and_solves():
         D, A, b = problem()
         x = tsgu_core.solve(A, b, backend="in-test")
         torch.testing.assert_close(x, torch.linalg.solve(D, b))
-        assert backend.factorisations == 1
+        assert backend.factorizations == 1
         entry = tsgu_core.get_entry("in-test")
         assert entry.plugin == "in-test-plugin" and entry.distribution is None
     finally:
@@ -75,7 +75,7 @@ def test_in_test_plugin_registers_and_solves():
         tsgu_core.get_backend("in-test")
 
 
-def test_direct_backend_reuses_its_factorisation_in_backward():
+def test_direct_backend_reuses_its_factorization_in_backward():
     backend = DenseBackend(name="reuse")
 
     class Plugin:
@@ -89,7 +89,7 @@ def test_direct_backend_reuses_its_factorisation_in_backward():
         A.requires_grad_()
         x = tsgu_core.solve(A, b, backend="reuse")
         x.sum().backward()
-        assert backend.factorisations == 1
+        assert backend.factorizations == 1
     finally:
         tsgu_core.unregister_plugin("reuse-plugin")
 

@@ -1,4 +1,4 @@
-"""The scipy backend beyond the conformance suite: factorisation reuse, failures, options, preconditioners."""
+"""The scipy backend beyond the conformance suite: factorization reuse, failures, options, preconditioners."""
 
 import importlib.util
 
@@ -17,7 +17,7 @@ N = 12
 
 
 @pytest.fixture
-def count_factorisations(monkeypatch):
+def count_factorizations(monkeypatch):
     calls = []
     original = sla.splu
     monkeypatch.setattr(sla, "splu", lambda *a, **k: calls.append(1) or original(*a, **k))
@@ -26,13 +26,13 @@ def count_factorisations(monkeypatch):
 
 @pytest.mark.parametrize("method", ["splu", "spsolve"])
 @pytest.mark.parametrize("k", [None, 4])
-def test_backward_reuses_the_factorisation(count_factorisations, method, k):
+def test_backward_reuses_the_factorization(count_factorizations, method, k):
     D = random_nonsymmetric(N, seed=1)
     A = to_layout(D, "csr").requires_grad_()
     B = torch.randn((N,) if k is None else (N, k), dtype=torch.float64, requires_grad=True)
     X = tsgu_core.solve(A, B, backend="scipy", method=method)
     X.square().sum().backward()
-    assert count_factorisations == [1]
+    assert count_factorizations == [1]
     D_ref = D.clone().requires_grad_()
     torch.linalg.solve(D_ref, B.detach() if k else B.detach().unsqueeze(1)).square().sum().backward()
     torch.testing.assert_close(A.grad.to_dense(), D_ref.grad * (D != 0))
@@ -126,14 +126,14 @@ def test_converters_round_trip_and_share_memory(layout, index_dtype):
     torch.testing.assert_close(back.to_dense(), A.to_dense())
 
 
-def test_batched_splu_reuses_the_pattern_work(count_factorisations):
+def test_batched_splu_reuses_the_pattern_work(count_factorizations):
     base = random_nonsymmetric(N, seed=6)
     D = torch.stack([base * (1 + 0.1 * i) for i in range(3)])
     A = D.to_sparse_csr()
     B = torch.randn(3, N, 2, dtype=torch.float64)
     X = tsgu_core.solve(A, B, backend="scipy")
     torch.testing.assert_close(X, torch.linalg.solve(D, B))
-    assert len(count_factorisations) == 3
+    assert len(count_factorizations) == 3
 
 
 def test_cupy_is_unavailable_here_with_a_reason():

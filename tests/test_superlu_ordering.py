@@ -10,7 +10,7 @@ from tsgu_backends.scipy_cupy.scipy_backend import (
     SYMMETRIC_MODE,
     PatternFacts,
     ScipyBackend,
-    factorise_member,
+    factorize_member,
     ordering_options,
     pattern_facts,
 )
@@ -31,7 +31,7 @@ def test_pattern_facts():
 def test_symmetric_pattern_gets_symmetric_mode():
     for make in (poisson_2d, convection_diffusion_2d):
         M = _scipy(make(12))
-        member = factorise_member(M, {})
+        member = factorize_member(M, {})
         assert (
             member.options["permc_spec"] == SYMMETRIC_MODE["permc_spec"] and member.options["options"]["SymmetricMode"]
         )
@@ -42,7 +42,7 @@ def test_symmetric_pattern_gets_symmetric_mode():
 
 def test_nonsymmetric_pattern_keeps_defaults():
     M = _scipy(random_nonsymmetric(12).to_sparse_csr())
-    member = factorise_member(M, {})
+    member = factorize_member(M, {})
     assert member.options == {} and member.unverified is None
 
 
@@ -50,7 +50,7 @@ def test_users_ordering_wins():
     facts = pattern_facts(_scipy(poisson_2d(8)))
     for options in ({"permc_spec": "COLAMD"}, {"diag_pivot_thresh": 1.0}, {"options": {"SymmetricMode": False}}):
         assert ordering_options(dict(options), facts) is None
-        assert factorise_member(_scipy(poisson_2d(8)), dict(options)).options == options
+        assert factorize_member(_scipy(poisson_2d(8)), dict(options)).options == options
     merged = ordering_options({"relax": 2, "options": {"Equil": False}}, facts)
     assert merged["relax"] == 2 and merged["options"] == {"Equil": False, "SymmetricMode": True}
 
@@ -66,11 +66,11 @@ def test_falls_back_when_diagonal_pivoting_loses_digits(transpose):
     for i in range(n - 2):
         D[i, i + 2], D[i + 2, i] = 0.3 * rng.standard_normal(), 0.3 * rng.standard_normal()
     M = sp.csr_matrix(D)
-    member = factorise_member(M, {})
+    member = factorize_member(M, {})
     assert member.options["permc_spec"] == "MMD_AT_PLUS_A"
     b = np.cos(np.arange(M.shape[0]))
     x = member.solve(b, transpose)
-    assert member.options == {}  # symmetric mode's backward error was above 10 ε: refactorised with the defaults
+    assert member.options == {}  # symmetric mode's backward error was above 10 ε: refactorized with the defaults
     op = M.T if transpose else M
     np.testing.assert_allclose(x, np.linalg.solve(op.toarray(), b), rtol=1e-10, atol=1e-10)
     assert np.abs(b - op @ x).max() / (abs(op).sum(1).max() * np.abs(x).max()) < 1e-15

@@ -1,4 +1,4 @@
-"""triangular_solve: structure checks, batches, selection (SPEC S7.1).
+"""triangular_solve: structure checks, batches, selection.
 
 Every registered triangular method is checked against dense references and gradcheck by the
 conformance kit (tsgu_core.testing, run in tests/test_conformance.py)."""

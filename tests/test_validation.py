@@ -1,4 +1,4 @@
-"""Bad inputs give the documented, typed errors before any backend work (SPEC S2, S1.5)."""
+"""Bad inputs give the documented, typed errors before any backend work."""
 
 import pytest
 import torch
@@ -22,7 +22,7 @@ def b():
 
 @pytest.fixture
 def counting_backend(register):
-    """A registered backend that counts factorisations (to prove validation comes first)."""
+    """A registered backend that counts factorizations (to prove validation comes first)."""
     return register(DenseBackend(name="counting"))
 
 
@@ -42,7 +42,7 @@ def counting_backend(register):
 def test_bad_matrix(make, error, advice, b, counting_backend):
     with pytest.raises(error, match=advice):
         tsgu_core.solve(make(random_nonsymmetric(N)), b, backend="counting")
-    assert counting_backend.factorisations == 0
+    assert counting_backend.factorizations == 0
 
 
 def test_csr_with_mixed_index_dtypes_is_rejected(A, b):
@@ -64,7 +64,7 @@ def test_csr_with_mixed_index_dtypes_is_rejected(A, b):
 def test_bad_rhs(A, B, error, words, counting_backend):
     with pytest.raises(error, match=words):
         tsgu_core.solve(A, B, backend="counting")
-    assert counting_backend.factorisations == 0
+    assert counting_backend.factorizations == 0
 
 
 @pytest.mark.parametrize("where", ["A", "B"])
@@ -79,7 +79,7 @@ def test_non_finite_input(A, b, where, bad, counting_backend):
         b[1] = bad
     with pytest.raises(errors.NonFiniteError, match=f"{where} contains 1 non-finite"):
         tsgu_core.solve(A, b, backend="counting")
-    assert counting_backend.factorisations == 0
+    assert counting_backend.factorizations == 0
 
 
 def test_unknown_option_lists_accepted(A, b):

@@ -443,7 +443,7 @@ def sparse_solve_c4t(
     solves ``Aᵀ y = g`` given ``A``.
 
     Differences from the old function: the default is SuperLU (``"splu"``),
-    factorised once and reused by the backward pass for one or many
+    factorized once and reused by the backward pass for one or many
     right-hand sides; iterative methods take many right-hand sides;
     ``tol`` means ``rtol`` and an option the method does not accept raises —
     including ``tol``/``atol``/``maxiter`` given to the direct ``"spsolve"``,
@@ -469,7 +469,7 @@ def sparse_solve_c4t(
     if isinstance(transpose_solve, str) and transpose_solve != solve:
         raise InvalidArgumentError(
             f"transpose_solve={transpose_solve!r} differs from solve={solve!r}: tsgu's backward reuses the forward "
-            "method on Aᵀ (and its factorisation); pass a callable for a different transpose solver"
+            "method on Aᵀ (and its factorization); pass a callable for a different transpose solver"
         )
     if solve is None or isinstance(solve, str):
         return cast(

@@ -5,7 +5,7 @@ For ``op(A) X = B`` with ``op(A) = A`` or ``Aᵀ`` and upstream gradient
 
 * ``∂L/∂B = S`` with ``op(A)ᵀ S = G`` — one solve with the *other* transpose
   flag, asked of the same backend state (a direct backend reuses its
-  factorisation);
+  factorization);
 * ``∂L/∂A`` at a stored entry ``(i, j)``: ``−⟨S_i, X_j⟩`` when
   ``op(A) = A`` and ``−⟨X_i, S_j⟩`` when ``op(A) = Aᵀ``.
 

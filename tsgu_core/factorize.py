@@ -1,4 +1,4 @@
-"""Factorise once, solve many times: :func:`factorize` and its :class:`Factorization` handle."""
+"""Factorize once, solve many times: :func:`factorize` and its :class:`Factorization` handle."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def _raw_parts(A: torch.Tensor) -> tuple[torch.Tensor, ...]:
 class Factorization:
     """``A`` prepared once by a backend; each :meth:`solve` reuses it, forward and backward.
 
-    Made by :func:`factorize`. A direct method factorises once; an iterative
+    Made by :func:`factorize`. A direct method factorizes once; an iterative
     method converts ``A`` and builds its preconditioner once. Every
     :meth:`solve` is differentiable with respect to ``B`` and to ``A``'s values
     (exactly as :func:`tsgu_core.solve`), and its backward pass reuses the same
@@ -176,11 +176,11 @@ def factorize(
     on_failure: str = "raise",
     **options: Any,
 ) -> Factorization:
-    r"""Prepare ``A`` once (factorise, convert, precondition) for many differentiable solves.
+    r"""Prepare ``A`` once (factorize, convert, precondition) for many differentiable solves.
 
     ``factorize(A).solve(B)`` equals ``solve(A, B)`` — same selection, options,
     convergence policy and gradients — but the backend's ``prepare`` (a
-    factorisation for direct methods) runs once for all solves and their
+    factorization for direct methods) runs once for all solves and their
     backward passes.
 
     Parameters

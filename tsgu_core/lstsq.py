@@ -142,20 +142,20 @@ def lstsq(
     m, n = detached.shape
     check_rhs(B, detached)
     the_plan = plan(backend, method, detached, options, n=m + n, on_failure=on_failure, operation="lstsq")
-    B2, restore = as_columns(B, 2)
+    Bk, restore = as_columns(B, 2)
     # K = [[I, A/σ], [Aᵀ/σ, 0]] with σ a power of two near max |a_ij| (exact): the identity block and A's block
     # are then of one scale whatever A's, and [r; σ·x] solves it for the right-hand side [b; 0]
     sigma = _power_of_two_scale(values.detach())
     scaled = _with_values(detached, detached.values() / sigma)
-    Z = torch.cat([B2, B2.new_zeros(n, B2.shape[1])])
+    Z = torch.cat([Bk, Bk.new_zeros(n, Bk.shape[1])])
     z0 = None
     if options.get("x0") is not None:  # an initial X; the augmented system starts from [B − A x0; σ·x0]
-        x0 = check_x0(options["x0"], B2.new_empty(n, B2.shape[1]))
-        z0 = torch.cat([B2.detach() - detached @ x0, sigma * x0])
+        x0 = check_x0(options["x0"], Bk.new_empty(n, Bk.shape[1]))
+        z0 = torch.cat([Bk.detach() - detached @ x0, sigma * x0])
     if n == 0:  # nothing to solve for; keep the result connected to A and B
         Z = Z[:0]
     K_values = torch.cat([values.new_ones(m), values / sigma, values / sigma])
     pattern = _augmented_pattern(detached)
     solution, info = execute(the_plan, lambda: the_plan.prepare(scaled, pattern=pattern), K_values, Z, x0=z0)
-    X = restore(solution[m:] / sigma if n else B2[:0] * 0 + B2.sum() * 0 + values.sum() * 0)
+    X = restore(solution[m:] / sigma if n else Bk[:0] * 0 + Bk.sum() * 0 + values.sum() * 0)
     return (X, info) if return_info else X

@@ -9,7 +9,7 @@ Rules of the contract
 * ``prepare(A, method, options)`` is called once per forward solve. ``A`` is a
   detached torch sparse tensor, COO (coalesced) or CSR, 2-D and square, already
   validated: finite, float32/float64, indices int32/int64 and in bounds, on a
-  device the backend declared. Convert, factorise, build preconditioners here.
+  device the backend declared. Convert, factorize, build preconditioners here.
   Only a method declared ``batched`` ever receives a batch: a CSR ``A`` of shape
   ``(b, n, n)`` whose members share one pattern, and ``B`` of shape ``(b, n, k)``.
 * ``solve(state, B, *, transpose, x0=None)`` solves ``A X = B`` (or
@@ -17,14 +17,14 @@ Rules of the contract
   with ``k ≥ 1`` and returns ``(X, report)`` with ``X`` of ``B``'s shape, dtype
   and device. It is called for the forward solve and again, with
   ``transpose=True`` and the same state, in the backward pass: a direct
-  backend reuses its factorisation, an iterative backend uses ``Aᵀ``.
+  backend reuses its factorization, an iterative backend uses ``Aᵀ``.
 * ``options`` is a :class:`SolveOptions`: every option the method declares
   (:class:`Option`), checked and with its default filled in, and for iterative
   methods the resolved ``rtol``, ``atol`` and ``maxiter``. A backend never
   re-parses options and never receives a gradient, ``ctx`` or a vector ``B``.
 * The core checks the true residual of every solve and raises on failure; a
   backend only reports what it knows. A direct backend raises
-  :class:`tsgu_core.errors.SingularMatrixError` when its factorisation fails.
+  :class:`tsgu_core.errors.SingularMatrixError` when its factorization fails.
   Any other exception escaping ``prepare``/``solve`` reaches the user wrapped
   in :class:`tsgu_core.errors.BackendError`, naming backend and method.
 * ``is_available(device_type)`` never raises and never imports a heavy
@@ -309,7 +309,7 @@ class SolveOptions:
     should not read them. ``assume`` is what the user said of ``A``
     (``"general"``, ``"symmetric"``, ``"hermitian"`` or ``"spd"``; the core has
     checked what it cheaply can): a backend may pick a cheaper mode from it,
-    e.g. a symmetric factorisation.
+    e.g. a symmetric factorization.
     """
 
     rtol: float = 0.0
@@ -392,7 +392,7 @@ class SolverBackend(Protocol, Generic[StateT]):
         ...
 
     def prepare(self, A: torch.Tensor, method: str, options: SolveOptions) -> StateT:
-        """Convert/factorise ``A`` once; return an opaque state."""
+        """Convert/factorize ``A`` once; return an opaque state."""
         ...
 
     def solve(

@@ -67,7 +67,7 @@ def solve(
         \quad \text{for every stored } (i, j),
 
     computed with one transpose solve of the same backend (a direct method
-    reuses its factorisation) and returned as a sparse gradient in ``A``'s
+    reuses its factorization) and returned as a sparse gradient in ``A``'s
     layout: memory :math:`O(\mathrm{nnz} + n k)`, never :math:`O(n^2)`.
 
     Parameters

@@ -13,7 +13,7 @@ check can refute it:
   sufficient: CG reports what it finds beyond that).
 
 Positive definiteness itself is not checked (that would cost a
-factorisation); a CG solve on an indefinite ``A`` fails its residual check.
+factorization); a CG solve on an indefinite ``A`` fails its residual check.
 """
 
 from __future__ import annotations

@@ -138,8 +138,8 @@ METHODS: dict[str, MethodSpec] = {
         "direct",
         "general",
         {},
-        "jax.experimental.sparse.linalg.spsolve (QR: cuSolver on GPU, SciPy on CPU); it keeps no factorisation, "
-        "so the transpose solve factorises Aᵀ again",
+        "jax.experimental.sparse.linalg.spsolve (QR: cuSolver on GPU, SciPy on CPU); it keeps no factorization, "
+        "so the transpose solve factorizes Aᵀ again",
     ),
 }
 
@@ -190,7 +190,7 @@ class _State:
 
 @dataclass
 class _SpSolve:
-    """JAX's ``spsolve``: no factorisation is kept, so ``Aᵀ``'s CSR arrays are made for the transpose solve."""
+    """JAX's ``spsolve``: no factorization is kept, so ``Aᵀ``'s CSR arrays are made for the transpose solve."""
 
     dtype: torch.dtype
     pattern: SparsePattern

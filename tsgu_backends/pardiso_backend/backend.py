@@ -1,24 +1,24 @@
 """The ``pardiso`` backend: Intel MKL PARDISO (through pypardiso) for CPU tensors.
 
 PARDISO is a supernodal direct solver with a nested-dissection (METIS)
-ordering: on 3-D meshes it factorises 8–30× faster than SuperLU and with far
+ordering: on 3-D meshes it factorizes 8–30× faster than SuperLU and with far
 less fill. This backend drives PARDISO's phases itself:
 
 * ``prepare`` converts ``A`` to 0-based CSR arrays once (``iparm[34] = 1``,
   no copies per call), chooses the matrix type from the pattern (see
   :func:`choose_mtypes`), runs the analysis (phase 11) once and the numerical
-  factorisation (phase 22) once per matrix — for a batch sharing one pattern,
-  the analysis once and one factorisation per member in the same handle
+  factorization (phase 22) once per matrix — for a batch sharing one pattern,
+  the analysis once and one factorization per member in the same handle
   (``maxfct = b``).
 * ``solve`` runs phase 33 for all columns of ``B`` in one call; the backward's
   transpose solve uses the same factors with ``iparm[11] = 2`` (Aᵀ x = b):
-  no second factorisation.
+  no second factorization.
 * The factors are freed (phase −1) when the prepared state is garbage
   collected (``weakref.finalize``), or by :meth:`PardisoHandle.release`.
 * PARDISO never reports a singular matrix on its own: it perturbs tiny pivots
-  (``iparm[13]`` counts them) and returns an answer. A factorisation with
+  (``iparm[13]`` counts them) and returns an answer. A factorization with
   perturbed pivots is not trusted — the next matrix type is tried, and when
-  none is left that member is factorised by SuperLU (partial pivoting), which
+  none is left that member is factorized by SuperLU (partial pivoting), which
   raises :class:`~tsgu_core.errors.SingularMatrixError` for a singular ``A``.
   Empty rows or columns raise it at once.
 
@@ -26,7 +26,7 @@ pypardiso's :class:`PyPardisoSolver` finds and loads MKL's ``mkl_rt``; its
 loaded ``pardiso`` routine is called directly (pypardiso's ``solve``/
 ``factorize`` keep a copy of ``A`` and compare it on every call, convert the
 indices to 1-based on every call, and support neither float32, transposed
-solves of a CSR matrix, nor several factorisations per handle).
+solves of a CSR matrix, nor several factorizations per handle).
 
 ``MKL_THREADING_LAYER`` is set to ``GNU`` for the process if it is unset,
 before MKL is first loaded: MKL's default Intel OpenMP runtime clashes with the
@@ -61,7 +61,7 @@ __all__ = ["METHODS", "MTYPES", "PardisoBackend", "PardisoHandle", "choose_mtype
 
 INSTALL = "pip install pypardiso  (or pip install 'tsgu[all]'; MKL wheels exist for x86-64 only)"
 MTYPES = {11: "real nonsymmetric", 1: "real structurally symmetric", 2: "real symmetric positive definite"}
-ANALYSE, FACTORISE, SOLVE, RELEASE = 11, 22, 33, -1
+ANALYSE, FACTORIZE, SOLVE, RELEASE = 11, 22, 33, -1
 _ERRORS = {
     -1: "input inconsistent",
     -2: "not enough memory",
@@ -130,7 +130,7 @@ def _pardiso(function: Any, pt: Any, maxfct: int, mnum: int, mtype: int, phase: 
 
 
 def _release(function: Any, pt: Any, maxfct: int, mtype: int, n: int, arrays: tuple) -> None:
-    """Phase −1: free every factorisation and the analysis held by the handle ``pt``."""
+    """Phase −1: free every factorization and the analysis held by the handle ``pt``."""
     _pardiso(function, pt, maxfct, 1, mtype, RELEASE, n, arrays)
 
 
@@ -197,14 +197,14 @@ class PardisoHandle:
         return _pardiso(self.function, self.pt, self.maxfct, member + 1, self.mtype, phase, self.n, arrays)
 
     def analyse(self) -> None:
-        """Phase 11: ordering and symbolic factorisation, once for every member."""
+        """Phase 11: ordering and symbolic factorization, once for every member."""
         _check(self._call(ANALYSE, 0), "analysis")
 
-    def factorise(self, member: int) -> tuple[int, int]:
+    def factorize(self, member: int) -> tuple[int, int]:
         """Phase 22 for one member: returns PARDISO's error code and the number of perturbed pivots."""
-        error = self._call(FACTORISE, member)
+        error = self._call(FACTORIZE, member)
         if error not in (0, -4):
-            _check(error, "factorisation")
+            _check(error, "factorization")
         return error, int(self.iparm[13])
 
     def solve(self, member: int, B: Any, transpose: bool) -> Any:
@@ -219,7 +219,7 @@ class PardisoHandle:
 
     @property
     def factor_nonzeros(self) -> int:
-        """Non-zeros in the factors (``iparm[17]``) of the last factorisation."""
+        """Non-zeros in the factors (``iparm[17]``) of the last factorization."""
         return int(self.iparm[17])
 
     def release(self) -> None:
@@ -389,7 +389,7 @@ class PardisoBackend:
             handle.analyse()
             untrusted = []
             for member in range(members):
-                error, perturbed = handle.factorise(member)
+                error, perturbed = handle.factorize(member)
                 if error or perturbed:
                     untrusted.append(member)
                     reason = "not positive definite" if error else f"{perturbed} perturbed pivot(s)"
@@ -415,11 +415,11 @@ class PardisoBackend:
     def _superlu(pattern: _Pattern, member: int, batched: bool) -> Any:
         import scipy.sparse as sp
 
-        from tsgu_backends.scipy_cupy.scipy_backend import factorise
+        from tsgu_backends.scipy_cupy.scipy_backend import factorize
 
         n = pattern.indptr.shape[0] - 1
         matrix = sp.csr_matrix((pattern.values[member], pattern.indices, pattern.indptr), shape=(n, n))
-        return factorise(matrix, {}, what=f"batch member {member} of A" if batched else "A")
+        return factorize(matrix, {}, what=f"batch member {member} of A" if batched else "A")
 
     def solve(
         self, state: PardisoState, B: torch.Tensor, *, transpose: bool, x0: torch.Tensor | None = None

@@ -4,9 +4,9 @@
   :func:`tsgu_core.solve_distributed`, of this process's rows), preallocated
   exactly (``d_nnz``/``o_nnz`` counted from the CSR), creates the KSP and sets
   it up once — the preconditioner (``gamg``, hypre's BoomerAMG, …; for ``lu``
-  the factorisation, by MUMPS when distributed) is built here.
+  the factorization, by MUMPS when distributed) is built here.
 * ``solve(transpose=True)`` calls ``KSPSolveTranspose`` on the same KSP and
-  preconditioner: no new set-up, no new factorisation. ``prepare`` checks by
+  preconditioner: no new set-up, no new factorization. ``prepare`` checks by
   a dot test that PETSc really applies the preconditioner's transpose; where
   it does not (BoomerAMG, SOR), an exactly symmetric ``A`` is solved with
   ``KSPSolve`` instead, and any other ``A`` has its transpose solve refused
@@ -292,7 +292,7 @@ class PetscBackend:
                 run(b, x)
                 reason = ksp.getConvergedReason()
                 if state.method == "lu" and _singular(reason):
-                    raise SingularMatrixError("A is singular: PETSc's LU factorisation failed (zero pivot)")
+                    raise SingularMatrixError("A is singular: PETSc's LU factorization failed (zero pivot)")
                 rules.charge(ksp.getIterationNumber() if iterative else 1)
                 reasons.add(_reason_name(reason))
                 norm = true_residual()

@@ -146,7 +146,7 @@ _State = _Factors | _Triangular | _Iterative
 class CupyBackend:
     """``cupyx.scipy.sparse.linalg`` for CUDA tensors, with SciPy's method and option names.
 
-    ``splu``/``spsolve`` factorise once (SuperLU on the CPU, as cupyx does;
+    ``splu``/``spsolve`` factorize once (SuperLU on the CPU, as cupyx does;
     triangular solves on the GPU) and reuse the factors for the transpose
     solve. Iterative methods solve each column in turn; the transpose solve
     uses ``Aᵀ``.

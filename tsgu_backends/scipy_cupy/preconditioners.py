@@ -5,7 +5,7 @@ Each one yields a pair of operators: ``M ≈ A⁻¹`` for the forward solve and
 
 * ``"jacobi"``: ``diag(A)⁻¹`` — its own transpose.
 * ``"ilu"``: SciPy's ``spilu``; the transpose applies the same incomplete
-  factors with ``trans="T"`` (no second factorisation).
+  factors with ``trans="T"`` (no second factorization).
 * ``"amg"``: pyamg smoothed aggregation. A hierarchy for ``Aᵀ`` is built
   only when a transpose solve is asked for, and only if ``A`` is not
   symmetric (then the forward hierarchy serves both).

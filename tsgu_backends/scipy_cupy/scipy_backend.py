@@ -28,7 +28,7 @@ def _torch(X: Any, like: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(X).to(like.dtype).reshape(like.shape)
 
 
-def factorise(matrix: Any, options: dict[str, Any], what: str = "A") -> Any:
+def factorize(matrix: Any, options: dict[str, Any], what: str = "A") -> Any:
     """SuperLU of a SciPy matrix (converted to CSC once), singularity as a typed error."""
     import scipy.sparse.linalg as sla
 
@@ -55,7 +55,7 @@ ordering and 0.84–0.97× its time; 0.78–0.85× on 2-D convection–diffusion
 0.34–0.41× on 3-D Poisson (n = 27 000); backward errors 1–2 ε as with COLAMD.
 """
 _ORDERING_OPTIONS = ("permc_spec", "diag_pivot_thresh")
-# × the dtype's ε: above it a symmetric-mode factorisation is redone with the defaults. Measured at n = 99 856:
+# × the dtype's ε: above it a symmetric-mode factorization is redone with the defaults. Measured at n = 99 856:
 # Poisson 1.2 ε, convection–diffusion 2.2 ε; partial pivoting gets < 1 ε where diagonal pivoting gets 10–40 ε.
 _BACKWARD_ERROR_LIMIT = 10
 
@@ -124,7 +124,7 @@ def backward_error(matrix: Any, X: Any, B: Any) -> float:
 
 @dataclass
 class _Member:
-    """One SuperLU factorisation (of ``A`` or a batch member) and what the solve needs to know about it."""
+    """One SuperLU factorization (of ``A`` or a batch member) and what the solve needs to know about it."""
 
     lu: Any
     symmetric: bool  # A = Aᵀ: the transpose solve is a plain solve
@@ -137,7 +137,7 @@ class _Member:
         SuperLU's transposed solve goes column by column (BLAS-2); for a
         symmetric ``A`` the plain solve (BLAS-3 over all columns) is used.
         Diagonal pivoting can lose digits on nonsymmetric values: when the
-        first solve's backward error exceeds 10·ε, ``A`` is factorised
+        first solve's backward error exceeds 10·ε, ``A`` is factorized
         again with the fallback (the user's or SciPy's default) options.
         """
         import numpy as np
@@ -149,26 +149,26 @@ class _Member:
             self.unverified = None
             limit = _BACKWARD_ERROR_LIMIT * float(np.finfo(x.dtype).eps)
             if backward_error(matrix.T if trans == "T" else matrix, x, b) > limit:
-                self.lu, self.options = factorise(matrix, fallback, what), fallback
+                self.lu, self.options = factorize(matrix, fallback, what), fallback
                 x = self.lu.solve(b, trans=trans)
         return x
 
 
-def factorise_member(matrix: Any, options: dict[str, Any], what: str = "A") -> _Member:
+def factorize_member(matrix: Any, options: dict[str, Any], what: str = "A") -> _Member:
     """SuperLU of a CSR/CSC matrix with the ordering chosen from its pattern (:func:`ordering_options`)."""
     facts = pattern_facts(matrix.tocsr())
     chosen = ordering_options(options, facts)
     if chosen is not None:
         try:
-            return _Member(factorise(matrix, chosen, what), facts.symmetric_values, chosen, (matrix, options, what))
+            return _Member(factorize(matrix, chosen, what), facts.symmetric_values, chosen, (matrix, options, what))
         except SingularMatrixError:  # let SuperLU's default (partial pivoting) have the last word
             pass
-    return _Member(factorise(matrix, options, what), facts.symmetric_values, options)
+    return _Member(factorize(matrix, options, what), facts.symmetric_values, options)
 
 
 @dataclass
 class _Direct:
-    """SuperLU factorisations, one per batch member (one for a single ``A``); the transpose solve reuses them."""
+    """SuperLU factorizations, one per batch member (one for a single ``A``); the transpose solve reuses them."""
 
     members: list[_Member]
     batched: bool
@@ -319,10 +319,10 @@ def _scipy_least_squares(method: str, conlim: float | None) -> Any:
 class ScipyBackend:
     """``scipy.sparse.linalg`` for CPU tensors: SuperLU (default), Krylov methods, triangular, least squares.
 
-    * ``splu`` / ``spsolve`` factorise once in ``prepare`` (CSC conversion
+    * ``splu`` / ``spsolve`` factorize once in ``prepare`` (CSC conversion
       done once, no efficiency warning) and the backward's transpose solve
       reuses the factors (``trans="T"``). A batch sharing one pattern is
-      factorised member by member.
+      factorized member by member.
     * Iterative methods solve each column of ``B`` in turn with SciPy's
       solver and SciPy's options; the transpose solve uses ``Aᵀ`` (built
       once, on first use) and the preconditioner's transpose.
@@ -362,10 +362,10 @@ class ScipyBackend:
         if spec.operation == "lstsq":
             state = _LeastSquares(Operators(matrix), method, options)
             if method == "augmented_splu":
-                state.factors = self._factorise_augmented(matrix, superlu_keywords(extra))
+                state.factors = self._factorize_augmented(matrix, superlu_keywords(extra))
             return state
         if spec.kind == "direct":
-            return _Direct([factorise_member(matrix, superlu_keywords(extra))], batched=False)
+            return _Direct([factorize_member(matrix, superlu_keywords(extra))], batched=False)
         if extra.get("preconditioner") == "ilu" and spec.assumes != "general":
             raise InvalidOptionError(
                 f"preconditioner='ilu' is not symmetric, and {method!r} needs a symmetric positive definite "
@@ -382,7 +382,7 @@ class ScipyBackend:
         return _Iterative(Operators(matrix), method, options, library_keywords(extra), preconditioner)
 
     def _prepare_batch(self, A: torch.Tensor, superlu: dict[str, Any]) -> _Direct:
-        """A shared-pattern batch: the CSR→CSC permutation is computed once, each member factorised."""
+        """A shared-pattern batch: the CSR→CSC permutation is computed once, each member factorized."""
         import numpy as np
         import scipy.sparse as sp
 
@@ -394,16 +394,16 @@ class ScipyBackend:
         members = []
         for member, values in enumerate(A.values().numpy()):
             csc = sp.csc_matrix((values[permutation], order.indices, order.indptr), shape=(n, n))
-            members.append(factorise_member(csc, dict(superlu), what=f"batch member {member} of A"))
+            members.append(factorize_member(csc, dict(superlu), what=f"batch member {member} of A"))
         return _Direct(members, batched=True)
 
     @staticmethod
-    def _factorise_augmented(matrix: Any, superlu: dict[str, Any]) -> Any:
+    def _factorize_augmented(matrix: Any, superlu: dict[str, Any]) -> Any:
         import scipy.sparse as sp
 
         identity = sp.identity(matrix.shape[0], dtype=matrix.dtype, format="csr")
         K = sp.bmat([[identity, matrix], [matrix.T, None]], format="csc")
-        return factorise(K, superlu, what="the augmented system of A (A is rank deficient)")
+        return factorize(K, superlu, what="the augmented system of A (A is rank deficient)")
 
     def solve(
         self, state: _State, B: torch.Tensor, *, transpose: bool, x0: torch.Tensor | None = None

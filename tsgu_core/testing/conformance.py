@@ -26,6 +26,11 @@ The checks, each against an independent reference:
     a ``(b, n, n)`` batch sharing one pattern (COO and CSR; given whole to a
     method declared ``batched``, member by member otherwise): solutions and
     per-member gradients against dense batched solves.
+``batched-patterns``
+    methods declared ``batched`` only: a ``(b, n, n)`` batch whose members
+    have different patterns (COO, and CSR with equal nnz but other columns),
+    grouped by the core; solutions and gradients in each member's own
+    pattern against dense batched solves.
 ``factorize``
     :func:`tsgu_core.factorize`: one ``prepare`` serves two solves, a
     transposed one and every backward pass, with the right answers.
@@ -110,7 +115,7 @@ def _variants(check: str, kind: str) -> Iterable[tuple[str, str, str]]:
         return itertools.product(("coo", "csr"), ("vector", "matrix"), ("float64",))
     if check == "x0" and kind == "direct":
         return ()
-    if check in ("int32", "batched"):
+    if check in ("int32", "batched", "batched-patterns"):
         return itertools.product(("coo", "csr"), ("matrix",), ("float64",))
     return [("csr", "matrix", "float64")]
 
@@ -122,6 +127,7 @@ SOLVE_CHECKS = (
     "gradcheck",
     "gradgradcheck",
     "batched",
+    "batched-patterns",
     "factorize",
     "policy",
     "options",
@@ -179,6 +185,8 @@ def conformance_cases(
                 marks.append(pytest.mark.skip(reason=f"{needs}: {availability.reason}"))
             method_options = dict((options or {}).get(method, {}))
             for check in (c for c in checks if c in _CHECKS_OF[spec.operation]):
+                if check == "batched-patterns" and not spec.batched:
+                    continue
                 for layout, rhs, dtype in _variants(check, spec.kind):
                     case = Case(name, method, check, device, layout, rhs, dtype, method_options, nondet_tol)
                     params.append(pytest.param(case, marks=marks, id=str(case)))
@@ -474,6 +482,28 @@ def _check_batched(case: Case) -> None:
     _assert_close(values.grad, expected, "gradient of each member's values", case)
 
 
+def _check_batched_patterns(case: Case) -> None:
+    """Members with different patterns: two share one, two are permuted (P D Pᵀ keeps nnz, symmetry and SPD)."""
+    spec, D, _, _ = _problem(case, N_REFERENCE)
+    dtype = DTYPES[case.dtype]
+    generator = torch.Generator().manual_seed(_seed(case) + 3)
+    base = D.cpu()
+    permuted = [base[p][:, p] for p in (torch.randperm(N_REFERENCE, generator=generator) for _ in range(2))]
+    members = torch.stack([base, permuted[0], 1.1 * base, permuted[1]]).to(case.device)
+    A = members.cpu().to_sparse(sparse_dim=3).coalesce() if case.layout == "coo" else members.cpu().to_sparse_csr()
+    A = A.to(case.device).requires_grad_()
+    B = torch.randn(4, N_REFERENCE, K_MATRIX, generator=generator, dtype=dtype).to(case.device).requires_grad_()
+    X = solve(A, B, backend=case.backend, method=case.method, **_solve_options(spec.kind, dtype, case))
+    G = torch.randn(X.shape, generator=torch.Generator().manual_seed(11), dtype=dtype).to(X.device)
+    (X * G).sum().backward()
+    D_ref, B_ref = members.clone().requires_grad_(), B.detach().clone().requires_grad_()
+    (torch.linalg.solve(D_ref, B_ref) * G).sum().backward()
+    _assert_close(X, torch.linalg.solve(members, B.detach()), "solution of a batch with different patterns", case)
+    _assert_close(B.grad, B_ref.grad, "gradient of B", case)
+    assert A.grad is not None and A.grad.layout == A.layout and D_ref.grad is not None
+    _assert_close(A.grad.to_dense(), D_ref.grad * (members != 0), "gradient of each member in its pattern", case)
+
+
 # --- triangular and least-squares methods --------------------------------------
 
 
@@ -591,6 +621,7 @@ _RUNNERS: dict[str, Callable[[Case], None]] = {
     "reference": _check_reference,
     "int32": lambda case: _check_reference(case, torch.int32),
     "batched": _check_batched,
+    "batched-patterns": _check_batched_patterns,
     "factorize": _check_factorize,
     "transpose": _check_transpose,
     "gradcheck": _check_gradcheck,

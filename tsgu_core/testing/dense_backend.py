@@ -1,6 +1,6 @@
 """A complete backend in 40 lines: dense LU, for tests and as a worked example.
 
-It densifies ``A`` (so it is only for small matrices), factorises once in
+It densifies ``A`` (so it is only for small matrices), factorizes once in
 ``prepare`` and reuses the factors for the transpose solve — the shape every
 direct backend follows.
 """
@@ -38,7 +38,7 @@ class DenseBackend:
     def __init__(self, name: str = "dense", priority: int = 0):
         self.name = name
         self.priority = priority
-        self.factorisations = 0
+        self.factorizations = 0
 
     def is_available(self, device_type: str) -> Availability:
         if device_type == "cuda" and not torch.cuda.is_available():
@@ -49,7 +49,7 @@ class DenseBackend:
         LU, pivots, info = torch.linalg.lu_factor_ex(A.to_dense())
         if int(info) != 0:
             raise SingularMatrixError(f"backend {self.name!r}: U[{int(info) - 1}, {int(info) - 1}] is zero")
-        self.factorisations += 1
+        self.factorizations += 1
         return LU, pivots
 
     def solve(

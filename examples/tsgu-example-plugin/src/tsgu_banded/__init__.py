@@ -1,8 +1,8 @@
-"""tsgu-banded: an example tsgu plugin — banded LU factorisation through LAPACK.
+"""tsgu-banded: an example tsgu plugin — banded LU factorization through LAPACK.
 
 A sparse matrix whose entries lie within ``kl`` diagonals below and ``ku``
 above the main one (1-D discretisations, tridiagonal systems, ...) is
-factorised by LAPACK's banded LU (``?gbtrf``) in ``O(n·kl·(kl+ku))`` and
+factorized by LAPACK's banded LU (``?gbtrf``) in ``O(n·kl·(kl+ku))`` and
 solved by ``?gbtrs`` in ``O(n·(2kl+ku))`` per column — with ``trans=1`` for
 the transpose solve of the backward pass, reusing the same factors.
 
@@ -105,10 +105,10 @@ class BandedBackend:
         # LAPACK band storage with room for the pivoting fill: ab[kl + ku + i - j, j] = A[i, j]
         band = np.zeros((2 * lower + upper + 1, n), dtype=values.dtype)
         band[lower + upper + rows - cols, cols] = values
-        factorise, solve = (
+        factorize, solve = (
             (lapack.sgbtrf, lapack.sgbtrs) if values.dtype == np.float32 else (lapack.dgbtrf, lapack.dgbtrs)
         )
-        lu, pivots, info = factorise(band, lower, upper)
+        lu, pivots, info = factorize(band, lower, upper)
         if info > 0:
             raise SingularMatrixError(f"A is singular: U[{info - 1}, {info - 1}] is exactly zero (LAPACK ?gbtrf)")
         if info < 0:
