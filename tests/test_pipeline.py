@@ -357,3 +357,27 @@ def test_no_untyped_raise_in_the_packages():
 
 def test_availability_and_report_are_importable_from_the_top():
     assert tsgu_core.Availability is Availability and tsgu_core.BackendReport is BackendReport
+
+
+@pytest.mark.parametrize(
+    ("backend", "method"), [("torch", "gmres"), ("torch", "bicgstab"), ("scipy", "gmres"), ("jax", "bicgstab")]
+)
+def test_iterative_solves_report_their_residual_history(backend, method):
+    """SolveInfo.history: the true relative residual at every attempt, from 1 (x0 = 0) down to the last, forward and backward."""
+    if backend == "jax":
+        pytest.importorskip("jax", reason="needs JAX")
+    A = to_layout(random_nonsymmetric(N, seed=5), "csr").requires_grad_()
+    b = torch.ones(N, dtype=torch.float64)
+    options = {"restart": 2} if method == "gmres" else {}
+    x, info = tsgu_core.solve(A, b, backend=backend, method=method, rtol=1e-12, return_info=True, **options)
+    x.sum().backward()
+    for record in (info, info.backward):
+        assert record.history is not None and len(record.history) >= 2
+        assert record.history[0] == pytest.approx(1.0, abs=1e-6)  # the zero start (a nudge changes it by ~1e-6)
+        assert record.history[-1] == pytest.approx(record.max_residual, rel=1e-3, abs=1e-15)
+        assert record.history[-1] <= 1e-12 < record.history[0]
+        assert "residual history: 1 → " in str(record)
+    if method == "gmres" and backend == "torch":  # GMRES(2) restarts: one entry per cycle
+        assert len(info.history) > 3
+    direct = tsgu_core.solve(A.detach(), b, backend="scipy", method="splu", return_info=True)[1]
+    assert direct.history is None

@@ -104,6 +104,7 @@ class AugmentedResult:
     iterations: int
     converged: bool
     message: str
+    history: tuple[float, ...] = ()  # see tsgu_core.SolveInfo.history
 
 
 def solve_augmented(
@@ -137,7 +138,9 @@ def solve_augmented(
 
     solution = torch.zeros_like(Z) if z0 is None else z0.clone()
     residual = Z if z0 is None else residual_of(solution)
-    rules = Restarts(maxiter)  # each attempt is one refinement pass: solve for the correction of the residual
+    rules = Restarts(
+        maxiter, reference=scaled_norm(Z, dim=0).cpu()
+    )  # each attempt is one refinement pass: solve for the correction of the residual
     while (verdict := rules.review((norm := scaled_norm(residual, dim=0)).cpu(), (norm <= tol).cpu())) == "attempt":
         c, d = residual[:m], residual[m:]
         r2 = torch.zeros_like(c)
@@ -148,4 +151,4 @@ def solve_augmented(
         rules.charge(used + its)
         solution = solution + torch.cat([c - matvec(x), x])
         residual = residual_of(solution)
-    return AugmentedResult(solution, rules.used, verdict == "done", rules.message)
+    return AugmentedResult(solution, rules.used, verdict == "done", rules.message, tuple(rules.history))

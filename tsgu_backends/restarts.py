@@ -48,6 +48,15 @@ class Restarts:
         progress (0: such an attempt ends the solve).
     max_attempts : int, optional
         Attempts allowed (e.g. one solve and three refinement passes).
+    reference : array, optional
+        The norm of each column's right-hand side: :attr:`history` then
+        records relative residuals.
+
+    Attributes
+    ----------
+    history : list of float
+        The largest (relative) true residual over the columns at every
+        review: before the first attempt, then after each attempt or restart.
 
     Examples
     --------
@@ -74,6 +83,8 @@ class Restarts:
     attempts: int = 0
     restarts: int = 0
     message: str = ""
+    reference: Any = None
+    history: list[float] = field(default_factory=list)
     _previous: Any = field(default=None, repr=False)
 
     @property
@@ -90,10 +101,18 @@ class Restarts:
         """Judge the next attempt afresh (after the loop restarted some columns on its own)."""
         self._previous = None
 
+    def _record(self, norms: Any) -> None:
+        relative = norms
+        if self.reference is not None:
+            reference = np.asarray(self.reference, dtype=np.float64).reshape(-1)
+            relative = np.where(reference > 0, norms / np.where(reference > 0, reference, 1.0), norms)
+        self.history.append(float(np.max(relative, initial=0.0)))
+
     def review(self, norms: Any, done: Any) -> Verdict:
         """What to do after measuring the true residual ``norms`` of every column (``done``: met its tolerance)."""
         norms = np.asarray(norms, dtype=np.float64).reshape(-1)
         active = ~np.asarray(done, dtype=bool).reshape(-1)
+        self._record(norms)
         if not active.any():
             return "done"
         finite = bool(np.isfinite(norms[active]).all())

@@ -236,6 +236,7 @@ def assess(
         wall_time=wall_time,
         message=report.message,
         batch=batch,
+        history=report.history,
     )
     if info.converged or on_failure == "ignore":
         return info

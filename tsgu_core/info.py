@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["SolveInfo"]
+__all__ = ["SolveInfo", "combine_histories"]
 
 
 @dataclass(kw_only=True)
@@ -38,6 +38,12 @@ class SolveInfo:
         The backend's own remark, if any.
     batch : int or None
         The number of batch members for a batched solve.
+    history : tuple of float or None
+        The residual history of an iterative solve: the true relative
+        residual (largest over the columns) the backend measured before its
+        first attempt and after each attempt — a GMRES cycle or Krylov pass
+        (torch), a library call (SciPy, CuPy, PETSc), a refinement pass (JAX,
+        least squares). ``None`` for direct methods and backends that report none.
     backward : SolveInfo or None
         Filled in when the backward pass runs its transpose solve.
     """
@@ -53,6 +59,7 @@ class SolveInfo:
     wall_time: float
     message: str = ""
     batch: int | None = None
+    history: tuple[float, ...] | None = None
     backward: SolveInfo | None = None
 
     @property
@@ -90,9 +97,25 @@ class SolveInfo:
         ]
         if self.iterations is not None:
             lines.append(f"  iterations: {self.iterations}")
+        if self.history:
+            shown = " → ".join(f"{value:.2g}" for value in self.history[:8])
+            lines.append(f"  residual history: {shown}{' → …' if len(self.history) > 8 else ''}")
         lines.append(f"  wall time: {self.wall_time:.3g} s" + (f"; batch of {self.batch}" if self.batch else ""))
         if self.message:
             lines.append(f"  backend says: {self.message}")
         if self.backward is not None:
             lines.append("  backward: " + str(self.backward).replace("\n", "\n  "))
         return "\n".join(lines)
+
+
+def combine_histories(histories: list[list[float]]) -> tuple[float, ...]:
+    """Residual histories of separate solves (columns, batch members) as one: the largest value at each step.
+
+    A shorter history holds its last value (that solve had finished).
+
+    >>> combine_histories([[1.0, 0.1], [1.0, 0.5, 0.01]])
+    (1.0, 0.5, 0.1)
+    """
+    histories = [h for h in histories if h]
+    length = max((len(h) for h in histories), default=0)
+    return tuple(max(h[min(i, len(h) - 1)] for h in histories) for i in range(length))

@@ -28,7 +28,7 @@ import torch
 
 from tsgu_core.convergence import assess
 from tsgu_core.errors import BackendContractError, BackendError, TsguError
-from tsgu_core.info import SolveInfo
+from tsgu_core.info import SolveInfo, combine_histories
 from tsgu_core.pattern import SparsePattern
 from tsgu_core.protocol import BackendReport, MethodSpec, SolveOptions, SolverBackend
 
@@ -58,6 +58,7 @@ def _merge(reports: list[BackendReport]) -> BackendReport:
         iterations=max(iterations) if iterations else None,
         converged=None if None in verdicts else all(verdicts),
         message="; ".join(sorted({r.message for r in reports if r.message})),
+        history=combine_histories([list(r.history) for r in reports if r.history]) or None,
     )
 
 

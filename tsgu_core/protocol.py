@@ -335,11 +335,16 @@ class BackendReport:
         true-residual check decides regardless.
     message : str
         Anything worth showing a user (e.g. SciPy's ``info`` code).
+    history : tuple of float or None
+        The true relative residual (largest over the columns) the backend
+        measured before its first attempt and after each attempt (a restart
+        cycle, a library call, a refinement pass), if it measures one.
     """
 
     iterations: int | None = None
     converged: bool | None = None
     message: str = ""
+    history: tuple[float, ...] | None = None
 
 
 StateT = TypeVar("StateT")

@@ -348,7 +348,9 @@ class JaxBackend:
             inverse_diagonal = state.inverse_diagonal if state.inverse_diagonal is not None else jnp.ones(1, Bj.dtype)
             columns = jnp.arange(k)
             products = _ProductCount(k)
-            rules = Restarts(options.maxiter, max_attempts=_REFINEMENTS + 1)  # JAX's solve and refinement passes
+            rules = Restarts(
+                options.maxiter, max_attempts=_REFINEMENTS + 1, reference=np.asarray(b_norms)
+            )  # JAX's solve and refinement passes
             norms = residual_norms(operands, Bj, Xj, sigma)
             while rules.review(np.asarray(norms), np.asarray(norms <= target)) == "attempt":
                 allowed = rules.left // restart if state.method == "gmres" else rules.left  # GMRES: whole cycles
@@ -374,7 +376,7 @@ class JaxBackend:
         message = f"{passes} refinement pass(es) after JAX's solve" if passes else ""
         if not converged and used >= options.maxiter:
             message = "; ".join(filter(None, [message, f"reached maxiter={options.maxiter}"]))
-        return X, BackendReport(iterations=used, converged=converged, message=message)
+        return X, BackendReport(iterations=used, converged=converged, message=message, history=tuple(rules.history))
 
     @staticmethod
     def _key(state: _State, layout: tuple[Any, ...], restart: int) -> tuple[Any, ...]:

@@ -47,6 +47,7 @@ from tsgu_core import (
     SolveOptions,
     SparsePattern,
 )
+from tsgu_core.info import combine_histories
 
 __all__ = ["PetscBackend"]
 
@@ -247,6 +248,7 @@ class PetscBackend:
         options = state.options
         X = torch.empty_like(B)
         iterations, converged, reasons = 0, True, set()
+        histories: list[list[float]] = []
         norm, target, reason = 0.0, 0.0, 1
         for j in range(B.shape[1]):
             b.array[:] = B[:, j].numpy()
@@ -274,7 +276,10 @@ class PetscBackend:
                 options.maxiter if iterative else 1,
                 max_restarts=_REFINEMENTS if iterative else 0,
                 max_attempts=_REFINEMENTS + 1 if iterative else 1,
+                reference=[b.norm()],
             )
+            if iterative:
+                histories.append(rules.history)
             while (verdict := rules.review([norm], [iterative and norm <= target])) != "stop":
                 if verdict == "done":
                     break
@@ -311,6 +316,7 @@ class PetscBackend:
             iterations=iterations if iterative else None,
             converged=converged,
             message=f"PETSc converged reason(s): {', '.join(sorted(reasons))}",
+            history=combine_histories(histories) if iterative else None,
         )
         return X, report
 

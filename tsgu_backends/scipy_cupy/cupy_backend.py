@@ -137,7 +137,7 @@ class _Iterative:
             restart=restart,
             shadow_from_start=self.method == "cgs",
         )
-        return _torch(result.X, B), BackendReport(result.iterations, result.converged, result.message)
+        return _torch(result.X, B), BackendReport(result.iterations, result.converged, result.message, result.history)
 
 
 _State = _Factors | _Triangular | _Iterative

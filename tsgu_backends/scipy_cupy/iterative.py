@@ -29,6 +29,7 @@ from typing import Any
 
 from tsgu_backends.nudge import nudge
 from tsgu_backends.restarts import Restarts
+from tsgu_core.info import combine_histories
 
 __all__ = ["ColumnResult", "solve_columns"]
 
@@ -70,6 +71,7 @@ class ColumnResult:
     iterations: int
     converged: bool
     message: str
+    history: tuple[float, ...] = ()  # see tsgu_core.SolveInfo.history
 
 
 def solve_columns(
@@ -131,6 +133,7 @@ def solve_columns(
     n = B.shape[0]
     X = xp.empty_like(B)
     total, converged, messages = 0, True, []
+    histories: list[list[float]] = []
     sigma, operator, keywords = _scaled_problem(B, operator, keywords)
     a_norm = float(xp.linalg.norm(operator.data)) if hasattr(operator, "data") else 1.0
 
@@ -150,7 +153,8 @@ def solve_columns(
         if x0 is None and shadow_from_start:
             x = nudged(x, b_norm, 1000 * j)
         residual = float(xp.linalg.norm(b - operator @ x))
-        rules, info = Restarts(maxiter, max_restarts=_MAX_RESTARTS), 0
+        rules, info = Restarts(maxiter, max_restarts=_MAX_RESTARTS, reference=[b_norm]), 0
+        histories.append(rules.history)
         while (verdict := rules.review([residual], [residual <= target])) != "done":
             if verdict == "stop":
                 messages.append(f"column {j}: {rules.message} at residual {residual:.3g} (library info={info})")
@@ -193,4 +197,4 @@ def solve_columns(
         total = max(total, rules.used)
         converged = converged and residual <= target
         X[:, j] = x * B.dtype.type(s / sigma)
-    return ColumnResult(X, total, converged, "; ".join(messages))
+    return ColumnResult(X, total, converged, "; ".join(messages), combine_histories(histories))

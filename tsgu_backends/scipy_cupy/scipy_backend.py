@@ -219,7 +219,7 @@ class _Iterative:
             inner_m=options["inner_m"] if self.method == "lgmres" else None,
             shadow_from_start=self.method in ("bicgstab", "cgs", "tfqmr"),
         )
-        return _torch(result.X, B), BackendReport(result.iterations, result.converged, result.message)
+        return _torch(result.X, B), BackendReport(result.iterations, result.converged, result.message, result.history)
 
 
 class _Triangular(TriangularState):
@@ -269,7 +269,7 @@ class _LeastSquares:
             z0=z0,
             least_squares=_scipy_least_squares(self.method, options["conlim"]),
         )
-        return result.Z.to(Z.dtype), BackendReport(result.iterations, result.converged, result.message)
+        return result.Z.to(Z.dtype), BackendReport(result.iterations, result.converged, result.message, result.history)
 
 
 _State = _Direct | _Iterative | _Triangular | _LeastSquares

@@ -222,7 +222,7 @@ class _Krylov:
             maxiter=self.options.maxiter,
             restart=self.options.extra.get("restart", 20),
         )
-        return result.X, BackendReport(result.iterations, result.converged, result.message)
+        return result.X, BackendReport(result.iterations, result.converged, result.message, result.history)
 
 
 @dataclass
@@ -244,7 +244,7 @@ class _LeastSquares:
             maxiter=self.options.maxiter,
             z0=z0,
         )
-        return result.Z, BackendReport(result.iterations, result.converged, result.message)
+        return result.Z, BackendReport(result.iterations, result.converged, result.message, result.history)
 
 
 _State = _Triangular | _Krylov | _LeastSquares

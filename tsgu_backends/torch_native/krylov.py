@@ -292,6 +292,7 @@ class KrylovResult:
     iterations: int
     converged: bool
     message: str
+    history: tuple[float, ...] = ()  # see tsgu_core.SolveInfo.history
 
 
 def _power_of_two(x: torch.Tensor) -> torch.Tensor:
@@ -337,7 +338,9 @@ def krylov_solve(
     sigma: torch.Tensor | None = None
     if scale is not None:
         sigma = _power_of_two(torch.tensor(float(scale), dtype=B.dtype, device=B.device))
-    rules = Restarts(maxiter)  # one pass per attempt; no nudges (BiCGSTAB restarts from the true residual)
+    rules = Restarts(
+        maxiter, reference=b_norm.detach().cpu()
+    )  # one pass per attempt; no nudges (BiCGSTAB restarts from the true residual)
     while True:
         R = B - op(X)
         r_norm = scaled_norm(R)
@@ -371,4 +374,4 @@ def krylov_solve(
         if its == 0:
             rules.message = "broke down immediately"
             break
-    return KrylovResult(X, rules.used, not bool(active.any()), rules.message)
+    return KrylovResult(X, rules.used, not bool(active.any()), rules.message, tuple(rules.history))
