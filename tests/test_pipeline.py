@@ -363,7 +363,7 @@ def test_availability_and_report_are_importable_from_the_top():
     ("backend", "method"), [("torch", "gmres"), ("torch", "bicgstab"), ("scipy", "gmres"), ("jax", "bicgstab")]
 )
 def test_iterative_solves_report_their_residual_history(backend, method):
-    """SolveInfo.history: the true relative residual at every attempt, from 1 (x0 = 0) down to the last, forward and backward."""
+    """SolveInfo.history: the true relative residual at every attempt, from 1 (x0 = 0) down, forward and backward."""
     if backend == "jax":
         pytest.importorskip("jax", reason="needs JAX")
     A = to_layout(random_nonsymmetric(N, seed=5), "csr").requires_grad_()

@@ -94,6 +94,12 @@ class SparsePattern:
         return cls.from_csr(A.crow_indices(), A.col_indices(), A.shape[1])
 
     @classmethod
+    def from_rows(cls, row: torch.Tensor, col: torch.Tensor, n: int, rows: int | None = None) -> SparsePattern:
+        """The pattern of entries ``(row, col)`` already sorted by row (as CSR order is), with row pointers."""
+        row = row.to(torch.int64)
+        return cls(row, col.to(torch.int64), n, _pointers(row, n if rows is None else rows))
+
+    @classmethod
     def from_csr(cls, crow: torch.Tensor, col: torch.Tensor, n: int) -> SparsePattern:
         """The pattern given by CSR row pointers and column indices (any integer dtype)."""
         crow = crow.to(torch.int64)

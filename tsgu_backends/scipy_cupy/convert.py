@@ -15,24 +15,13 @@ from typing import Any
 
 import torch
 
-from tsgu_core.errors import DeviceMismatchError, LayoutError
-
 __all__ = ["cupy_to_torch", "scipy_to_torch", "torch_to_cupy", "torch_to_scipy"]
-
-
-def _parts(A: torch.Tensor) -> tuple[str, tuple[torch.Tensor, ...]]:
-    A = A.detach()
-    if A.layout == torch.sparse_csr:
-        return "csr", (A.values(), A.col_indices(), A.crow_indices())
-    if A.layout == torch.sparse_coo:
-        A = A if A.is_coalesced() else A.coalesce()
-        indices = A.indices()
-        return "coo", (A.values(), indices[0], indices[1])
-    raise LayoutError(f"expected a sparse COO or CSR tensor, got layout {A.layout}")
 
 
 def torch_to_scipy(A: torch.Tensor) -> Any:
     """A CPU sparse COO/CSR tensor as a SciPy ``coo_matrix``/``csr_matrix`` sharing its memory.
+
+    :func:`tsgu_core.to_scipy` with ``matrix=True`` (the legacy matrix types, which the backends use).
 
     >>> import torch
     >>> A = torch.eye(3, dtype=torch.float64).to_sparse_csr()
@@ -40,16 +29,9 @@ def torch_to_scipy(A: torch.Tensor) -> Any:
     >>> type(M).__name__, M.shape
     ('csr_matrix', (3, 3))
     """
-    import scipy.sparse as sp
+    from tsgu_core.interop import to_scipy
 
-    if A.device.type != "cpu":
-        raise DeviceMismatchError(
-            f"torch_to_scipy needs a CPU tensor, got one on {A.device}; use torch_to_cupy for CUDA"
-        )
-    kind, (values, first, second) = _parts(A)
-    if kind == "csr":
-        return sp.csr_matrix((values.numpy(), first.numpy(), second.numpy()), shape=tuple(A.shape), copy=False)
-    return sp.coo_matrix((values.numpy(), (first.numpy(), second.numpy())), shape=tuple(A.shape), copy=False)
+    return to_scipy(A, matrix=True)
 
 
 def scipy_to_torch(M: Any, layout: torch.layout = torch.sparse_csr) -> torch.Tensor:
@@ -65,19 +47,10 @@ def scipy_to_torch(M: Any, layout: torch.layout = torch.sparse_csr) -> torch.Ten
 
 
 def torch_to_cupy(A: torch.Tensor) -> Any:
-    """A CUDA sparse COO/CSR tensor as a ``cupyx.scipy.sparse`` matrix, through DLPack (no copy)."""
-    import cupy
-    import cupyx.scipy.sparse as csp
+    """A CUDA sparse COO/CSR tensor as a ``cupyx.scipy.sparse`` matrix, through DLPack: :func:`tsgu_core.to_cupy`."""
+    from tsgu_core.interop import to_cupy
 
-    if A.device.type != "cuda":
-        raise DeviceMismatchError(
-            f"torch_to_cupy needs a CUDA tensor, got one on {A.device}; use torch_to_scipy for CPU"
-        )
-    kind, arrays = _parts(A)
-    values, first, second = (cupy.from_dlpack(t.contiguous()) for t in arrays)
-    if kind == "csr":
-        return csp.csr_matrix((values, first, second), shape=tuple(A.shape))
-    return csp.coo_matrix((values, (first, second)), shape=tuple(A.shape))
+    return to_cupy(A)
 
 
 def cupy_to_torch(M: Any, layout: torch.layout = torch.sparse_csr) -> torch.Tensor:

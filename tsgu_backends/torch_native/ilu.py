@@ -69,8 +69,8 @@ class IncompleteLU:
                 option="preconditioner",
             )
         keep_lower, keep_upper = lower, ~lower
-        self.L = _csr(row[keep_lower], col[keep_lower], factors[keep_lower], n)
-        self.U = _csr(row[keep_upper], col[keep_upper], factors[keep_upper], n)
+        self.L = SparsePattern.from_rows(row[keep_lower], col[keep_lower], n).to_csr(factors[keep_lower])
+        self.U = SparsePattern.from_rows(row[keep_upper], col[keep_upper], n).to_csr(factors[keep_upper])
 
     def apply(self, R: torch.Tensor, *, transpose: bool = False) -> torch.Tensor:
         """``M⁻¹ R`` (or ``M⁻ᵀ R``) for ``R`` of shape ``(n, k)`` (any leading batch flattened into ``n``)."""
@@ -83,12 +83,6 @@ class IncompleteLU:
             Y = torch.triangular_solve(flat, self.L, upper=False, unitriangular=True).solution
             X = torch.triangular_solve(Y, self.U, upper=True).solution
         return X.reshape(shape)
-
-
-def _csr(row: torch.Tensor, col: torch.Tensor, values: torch.Tensor, n: int) -> torch.Tensor:
-    crow = torch.zeros(n + 1, dtype=torch.int64, device=row.device)
-    crow[1:] = torch.cumsum(torch.bincount(row, minlength=n), 0)
-    return torch.sparse_csr_tensor(crow, col, values, (n, n), check_invariants=False)
 
 
 def _products(pattern: SparsePattern) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
