@@ -381,3 +381,22 @@ def test_iterative_solves_report_their_residual_history(backend, method):
         assert len(info.history) > 3
     direct = tsgu_core.solve(A.detach(), b, backend="scipy", method="splu", return_info=True)[1]
     assert direct.history is None
+
+
+def test_tsgu_prints_none_of_torchs_sparse_notices():
+    """solve (COO input), its backward, lstsq and factorize build CSR tensors inside tsgu: no torch notice."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch, tsgu_core\n"
+        "D = torch.tensor([[4.0, 1.0, 0.0], [2.0, 5.0, 1.0], [0.0, 1.0, 3.0]], dtype=torch.float64)\n"
+        "A = D.to_sparse().requires_grad_()\n"
+        "b = torch.ones(3, dtype=torch.float64, requires_grad=True)\n"
+        "for backend in ('scipy', 'torch'):\n"
+        "    tsgu_core.solve(A, b, backend=backend).sum().backward()\n"
+        "tsgu_core.lstsq(A.detach(), b.detach(), backend='torch')\n"
+        "tsgu_core.factorize(A, backend='scipy').solve(b).sum().backward()\n"
+    )
+    result = subprocess.run([sys.executable, "-W", "default", "-c", code], capture_output=True, text=True, check=True)
+    assert result.stderr == ""

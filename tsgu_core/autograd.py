@@ -25,6 +25,7 @@ import torch
 from tsgu_core.errors import NonFiniteError, SecondDerivativeError
 from tsgu_core.info import SolveInfo
 from tsgu_core.prepared import PreparedSolve
+from tsgu_core.quiet import quietly
 
 __all__ = ["SparseSolveFunction", "SparseValues"]
 
@@ -69,6 +70,7 @@ class SparseSolveFunction(torch.autograd.Function):
         ctx.save_for_backward(values, X)
 
     @staticmethod
+    @quietly
     def backward(ctx: Any, G: torch.Tensor, _: Any = None) -> tuple[torch.Tensor | None, ...]:
         values, X = ctx.saved_tensors
         need_values, need_B = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
@@ -107,6 +109,7 @@ class SparseValues(torch.autograd.Function):
         ctx.is_leaf = A.is_leaf
 
     @staticmethod
+    @quietly
     def backward(ctx: Any, grad_values: torch.Tensor) -> torch.Tensor:
         A = ctx.pattern_of
         if torch.is_grad_enabled() and grad_values.requires_grad and not ctx.is_leaf:

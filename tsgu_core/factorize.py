@@ -12,6 +12,7 @@ from tsgu_core.info import SolveInfo
 from tsgu_core.pipeline import Plan, as_columns, execute, matrix_values, plan
 from tsgu_core.prepared import PreparedSolve
 from tsgu_core.protocol import SolverBackend
+from tsgu_core.quiet import quietly
 from tsgu_core.select import Selection
 from tsgu_core.validate import check_rhs
 
@@ -106,6 +107,7 @@ class Factorization:
         return_info: Literal[True],
     ) -> tuple[torch.Tensor, SolveInfo]: ...
 
+    @quietly
     def solve(
         self,
         B: torch.Tensor,
@@ -167,6 +169,7 @@ class Factorization:
         return run_by_groups([group for group, _, _ in self._groups], grouped[1], B, run)
 
 
+@quietly
 def factorize(
     A: torch.Tensor,
     *,

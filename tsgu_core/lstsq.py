@@ -30,6 +30,7 @@ from tsgu_core.info import SolveInfo
 from tsgu_core.pattern import SparsePattern
 from tsgu_core.pipeline import as_columns, execute, matrix_values, plan
 from tsgu_core.protocol import SolverBackend
+from tsgu_core.quiet import quietly
 from tsgu_core.validate import check_rhs, check_x0
 
 __all__ = ["lstsq"]
@@ -84,6 +85,7 @@ def lstsq(
 ) -> tuple[torch.Tensor, SolveInfo]: ...
 
 
+@quietly
 def lstsq(
     A: torch.Tensor,
     B: torch.Tensor,

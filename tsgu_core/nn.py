@@ -8,6 +8,7 @@ import torch
 
 from tsgu_core.errors import InvalidArgumentError, ShapeError
 from tsgu_core.pattern import SparsePattern
+from tsgu_core.quiet import quietly
 from tsgu_core.solve import solve_values
 
 __all__ = ["SparseSolve"]
@@ -107,6 +108,7 @@ class SparseSolve(torch.nn.Module):
         """``A`` as a (detached) sparse CSR tensor with the current values."""
         return self.pattern.to_csr(self.values.detach())
 
+    @quietly
     def forward(self, B: torch.Tensor) -> torch.Tensor:
         if self.batch_first and B.dim() == 2:
             X: torch.Tensor = solve_values(self.pattern, self.values, B.T, **self.solve_arguments)

@@ -12,6 +12,7 @@ from tsgu_core.info import SolveInfo
 from tsgu_core.pattern import SparsePattern
 from tsgu_core.pipeline import as_columns, execute, matrix_values, plan
 from tsgu_core.protocol import SolverBackend
+from tsgu_core.quiet import quietly
 from tsgu_core.validate import check_finite, check_matrix, check_rhs, check_values
 
 __all__ = ["solve", "solve_values"]
@@ -45,6 +46,7 @@ def solve(
 ) -> tuple[torch.Tensor, SolveInfo]: ...
 
 
+@quietly
 def solve(
     A: torch.Tensor,
     B: torch.Tensor,
@@ -187,6 +189,7 @@ def solve_values(
 ) -> tuple[torch.Tensor, SolveInfo]: ...
 
 
+@quietly
 def solve_values(
     A: torch.Tensor | SparsePattern,
     values: torch.Tensor,

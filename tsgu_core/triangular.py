@@ -13,6 +13,7 @@ from tsgu_core.info import SolveInfo
 from tsgu_core.pattern import SparsePattern, UnitDiagonalPattern
 from tsgu_core.pipeline import as_columns, execute, matrix_values, plan
 from tsgu_core.protocol import SolverBackend
+from tsgu_core.quiet import quietly
 from tsgu_core.validate import check_rhs
 
 __all__ = ["triangular_solve"]
@@ -80,6 +81,7 @@ def triangular_solve(
 ) -> tuple[torch.Tensor, SolveInfo]: ...
 
 
+@quietly
 def triangular_solve(
     A: torch.Tensor,
     B: torch.Tensor,

@@ -8,8 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,27 +29,16 @@ __all__ = [
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 """Figure formats ``--plot`` writes (by the file name's suffix)."""
 
-_TORCH_SPARSE_NOTICES = (
-    r"Sparse (CSR|CSC|BSR|BSC) tensor support is in beta state",
-    r"Sparse invariant checks are implicitly disabled",
-)
-
 
 class CommandError(Exception):
     """A problem with the command's input, reported as one line (exit code 2)."""
 
 
-@contextlib.contextmanager
-def quiet_torch() -> Iterator[None]:
-    """Hide torch's two notices about sparse CSR tensors while tsgu itself builds and solves with them.
+def quiet_torch() -> contextlib.AbstractContextManager[None]:
+    """Hide torch's two notices about sparse CSR tensors while tsgu builds and solves with them (scoped)."""
+    from tsgu_core.quiet import quiet_sparse_notices
 
-    Scoped with :func:`warnings.catch_warnings`: the filters are restored on
-    exit, so a user's own code keeps seeing them. Every other warning passes.
-    """
-    with warnings.catch_warnings():
-        for message in _TORCH_SPARSE_NOTICES:
-            warnings.filterwarnings("ignore", message=message, category=UserWarning)
-        yield
+    return quiet_sparse_notices()
 
 
 def check_output(path: str, suffixes: Sequence[str], option: str) -> Path:

@@ -26,11 +26,12 @@ of the sparse ``A``, whichever backend solves.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+
+from tsgu_core.quiet import quiet_sparse_notices
 
 __all__ = ["DiffusionProblem", "true_coefficient"]
 
@@ -129,9 +130,7 @@ class DiffusionProblem:
         conductance = (kappa[p] + kappa[q]) / 2
         diagonal = (kappa * boundary_count).index_add(0, p, conductance).index_add(0, q, conductance)
         values = torch.cat([diagonal, -conductance, -conductance])[order] * self.scale
-        with warnings.catch_warnings():  # torch's notices about CSR support, scoped to this construction
-            for notice in ("Sparse CSR tensor support is in beta state", "Sparse invariant checks are implicitly"):
-                warnings.filterwarnings("ignore", message=notice, category=UserWarning)
+        with quiet_sparse_notices():  # torch's notices about CSR support, scoped to this construction
             return torch.sparse_csr_tensor(crow, col, values, (self.n, self.n), check_invariants=False)
 
     def observations(self, solve: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:

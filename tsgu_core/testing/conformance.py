@@ -68,6 +68,7 @@ from tsgu_core.errors import ConvergenceError, ConvergenceWarning, SingularMatri
 from tsgu_core.factorize import factorize
 from tsgu_core.lstsq import lstsq
 from tsgu_core.options import resolve_options
+from tsgu_core.quiet import quietly
 from tsgu_core.registry import get_entry, list_backends
 from tsgu_core.solve import solve, solve_values
 from tsgu_core.testing.matrices import matrix_for, to_layout, triangular_pair
@@ -633,6 +634,7 @@ _RUNNERS: dict[str, Callable[[Case], None]] = {
 }
 
 
+@quietly
 def run_case(case: Case) -> None:
     """Run one conformance case; raises ``AssertionError`` (or the solve's error) on failure."""
     _RUNNERS[case.check](case)
