@@ -42,7 +42,7 @@ import importlib.util
 import os
 import weakref
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -366,6 +366,7 @@ class PardisoBackend:
     device_types = ("cpu",)
     methods = METHODS
     default_method = "pardiso"
+    preferred_methods: ClassVar[dict[str, str]] = {"spd": "pardiso", "symmetric": "pardiso", "hermitian": "pardiso"}
     priority = 110  # above scipy's SuperLU (100) when installed; see docs/backends.md for the measurements
 
     def is_available(self, device_type: str) -> Availability:
