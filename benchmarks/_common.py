@@ -64,6 +64,13 @@ def write_results(name: str, table: str, payload: dict) -> None:
     print(f"\nsaved benchmarks/results/{name}.md and .json")
 
 
+def report(title: str, header: list[str], rows: list[list[str]], facts: dict[str, str]) -> str:
+    """``# title``, the table, and the facts of the run — the load average at its end added to ``facts``."""
+    facts["load average at the end (1, 5, 15 min)"] = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    listing = "\n".join(f"- {key}: {value}" for key, value in facts.items())
+    return f"# {title}\n\n{markdown_table(header, rows)}\n\n{listing}"
+
+
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]

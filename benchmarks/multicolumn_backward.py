@@ -23,7 +23,7 @@ import argparse
 import importlib.util
 import os
 
-from _common import environment, interleaved_medians, markdown_table, median, pin_threads, write_results
+from _common import environment, interleaved_medians, median, pin_threads, report, write_results
 
 pin_threads(1)
 os.environ.setdefault("MKL_THREADING_LAYER", "GNU")
@@ -112,13 +112,8 @@ def main() -> None:
         "pardiso fwd+bwd ÷ fwd",
     ]
     facts = environment() | {"MKL_THREADING_LAYER": os.environ.get("MKL_THREADING_LAYER", "(unset)")}
-    facts["load average at the end (1, 5, 15 min)"] = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    table = (
-        f"# Multi-column backward — n = {args.m**2}, float64, {args.repeats} interleaved repeats, medians\n\n"
-        + markdown_table(header, rows)
-        + "\n\n"
-        + "\n".join(f"- {key}: {value}" for key, value in facts.items())
-    )
+    title = f"Multi-column backward — n = {args.m**2}, float64, {args.repeats} interleaved repeats, medians"
+    table = report(title, header, rows, facts)
     print(table)
     write_results(
         "multicolumn_backward", table, {"m": args.m, "repeats": args.repeats, "times": payload, "environment": facts}

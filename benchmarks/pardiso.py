@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from _common import environment, interleaved_medians, markdown_table, median, pin_threads, write_results
+from _common import environment, interleaved_medians, median, pin_threads, report, write_results
 
 pin_threads(1)
 os.environ.setdefault("MKL_THREADING_LAYER", "GNU")
@@ -132,15 +132,11 @@ def main() -> None:
         "pardiso fwd+bwd ÷ fwd",
     ]
     facts = environment() | {"MKL_THREADING_LAYER": os.environ.get("MKL_THREADING_LAYER", "(unset)")}
-    load = os.getloadavg()
-    facts["load average at the end (1, 5, 15 min)"] = ", ".join(f"{x:.1f}" for x in load)
-    table = (
-        f"# PARDISO vs SuperLU — float64, {args.repeats} interleaved repeats "
-        f"(SuperLU on 3-D n=46 656: {args.heavy_repeats}), medians\n\n"
-        + markdown_table(header, rows)
-        + "\n\n"
-        + "\n".join(f"- {key}: {value}" for key, value in facts.items())
+    title = (
+        f"PARDISO vs SuperLU — float64, {args.repeats} interleaved repeats "
+        f"(SuperLU on 3-D n=46 656: {args.heavy_repeats}), medians"
     )
+    table = report(title, header, rows, facts)
     print(table)
     if not args.quick:
         write_results("pardiso", table, {"repeats": args.repeats, "times": payload, "environment": facts})

@@ -18,9 +18,8 @@ Run: ``python benchmarks/superlu_ordering.py`` (``--quick`` for small sizes).
 from __future__ import annotations
 
 import argparse
-import os
 
-from _common import environment, interleaved_medians, markdown_table, median, pin_threads, write_results
+from _common import environment, interleaved_medians, median, pin_threads, report, write_results
 
 pin_threads(1)
 
@@ -107,14 +106,11 @@ def main() -> None:
         "berr tsgu",
     ]
     facts = environment()
-    facts["load average at the end (1, 5, 15 min)"] = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    table = (
-        f"# SuperLU ordering from the pattern — k = 1, float64, {args.repeats} interleaved repeats "
-        f"({args.repeats_3d} on 3-D), medians\n\n"
-        + markdown_table(header, rows)
-        + "\n\n"
-        + "\n".join(f"- {key}: {value}" for key, value in facts.items())
+    title = (
+        f"SuperLU ordering from the pattern — k = 1, float64, {args.repeats} interleaved repeats "
+        f"({args.repeats_3d} on 3-D), medians"
     )
+    table = report(title, header, rows, facts)
     print(table)
     if not args.quick:
         write_results("superlu_ordering", table, {"times": payload, "environment": facts})

@@ -61,6 +61,7 @@ class Plan:
             values = A.values() if A.layout == torch.sparse_csr else A._values()
             check_structure(own, values, self.options.assume, what=f"assume={self.options.assume!r}")
             check_structure(own, values, self.spec.assumes, what=f"method {self.spec.name!r}")
+            pattern = own  # read off A once
         return PreparedSolve.of(self.backend, self.spec, A, self.options, self.on_failure, pattern, prepare)
 
 

@@ -117,14 +117,15 @@ class PreparedSolve:
                 return _call(backend, spec, "prepare_distributed()", lambda: prepare(matrix))
             return _call(backend, spec, "prepare()", lambda: backend.prepare(matrix, spec.name, options))
 
-        own = SparsePattern.of(A)
+        if pattern is None:
+            pattern = SparsePattern.of(A)
         if A.dim() == 3 and not spec.batched:
             state = None
-            members = [prepare_one(own.to_csr(values)) for values in A.values()]
+            members = [prepare_one(pattern.to_csr(values)) for values in A.values()]  # a batch's own pattern
         else:
             state = prepare_one(A)
         elapsed = time.perf_counter() - start
-        return cls(backend, spec, options, state, pattern or own, on_failure, elapsed, members)
+        return cls(backend, spec, options, state, pattern, on_failure, elapsed, members)
 
     def _backend_solve(
         self, B: torch.Tensor, transpose: bool, x0: torch.Tensor | None
