@@ -18,16 +18,28 @@ approximated. The backend never sees ``ctx`` or a gradient.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from tsgu_core.errors import NonFiniteError, SecondDerivativeError
 from tsgu_core.info import SolveInfo
+from tsgu_core.pattern import SparsePattern
 from tsgu_core.prepared import PreparedSolve
 from tsgu_core.quiet import quietly
 
-__all__ = ["SparseSolveFunction", "SparseValues"]
+__all__ = ["SparseSolveFunction", "SparseValues", "adjoint_solve", "values_gradient"]
+
+
+def adjoint_solve(solve_transposed: Callable[[torch.Tensor], torch.Tensor], G: torch.Tensor) -> torch.Tensor:
+    """``S = op(A)⁻ᵀ G``: the right-hand side's gradient, one transpose solve on the same state."""
+    return solve_transposed(G)
+
+
+def values_gradient(pattern: SparsePattern, X: torch.Tensor, S: torch.Tensor, transpose: bool) -> torch.Tensor:
+    """``∂L/∂A`` at the stored entries for ``X = op(A)⁻¹ B`` and ``S = op(A)⁻ᵀ G`` (differentiable)."""
+    return -(pattern.outer_at_entries(X, S) if transpose else pattern.outer_at_entries(S, X))
 
 
 def _check_upstream(G: torch.Tensor, prepared: PreparedSolve) -> None:
@@ -78,11 +90,14 @@ class SparseSolveFunction(torch.autograd.Function):
             return None, None, None, None, None
         prepared: PreparedSolve = ctx.prepared
         _check_upstream(G, prepared)
-        S, ctx.info.backward = SparseSolveFunction.apply(values, G, prepared, not ctx.transpose, None)
-        grad_values = None
-        if need_values:
-            pattern = prepared.pattern
-            grad_values = -(pattern.outer_at_entries(X, S) if ctx.transpose else pattern.outer_at_entries(S, X))
+
+        def solve_transposed(rhs: torch.Tensor) -> torch.Tensor:
+            S: torch.Tensor
+            S, ctx.info.backward = SparseSolveFunction.apply(values, rhs, prepared, not ctx.transpose, None)
+            return S
+
+        S = adjoint_solve(solve_transposed, G)
+        grad_values = values_gradient(prepared.pattern, X, S, ctx.transpose) if need_values else None
         return grad_values, (S if need_B else None), None, None, None
 
 

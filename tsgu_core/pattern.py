@@ -22,6 +22,8 @@ from functools import cached_property
 
 import torch
 
+from tsgu_core.transforms import transformed
+
 __all__ = ["SparsePattern", "UnitDiagonalPattern"]
 
 
@@ -139,12 +141,17 @@ class SparsePattern:
         return diagonal.index_add(-1, self.row[on_diagonal], values[..., on_diagonal])
 
     def _fast(self, *tensors: torch.Tensor) -> bool:
-        """Whether the torch sparse kernels may serve: CSR order, one matrix, no graph being recorded."""
+        """Whether the torch sparse kernels may serve: CSR order, one matrix, no graph being recorded.
+
+        Never while ``torch.compile`` traces or for tensors ``torch.func`` wraps: neither can hold a
+        sparse tensor, and the index form serves them exactly.
+        """
         return (
             self.crow is not None
             and self.n == self.crow.numel() - 1
             and not torch.is_grad_enabled()
             and all(t.dim() == 2 for t in tensors)
+            and not transformed(*tensors)
         )
 
     @cached_property
@@ -158,7 +165,7 @@ class SparsePattern:
 
         Leading dimensions are a batch of matrices sharing this pattern.
         """
-        if self._fast(X) and values.dim() == 1:
+        if values.dim() == 1 and self._fast(X, values):
             if transpose:
                 crow, col, order = self._transposed
                 matrix = torch.sparse_csr_tensor(crow, col, values[order], (self.n, self.n), check_invariants=False)

@@ -29,6 +29,12 @@ TORCH_SPARSE_NOTICES = (
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _compiling() -> bool:
+    import torch  # loaded by then: every caller handles tensors
+
+    return bool(torch.compiler.is_compiling())
+
+
 @contextlib.contextmanager
 def quiet_sparse_notices() -> Iterator[None]:
     """Ignore torch's two sparse-tensor notices inside the block; nothing else changes."""
@@ -43,6 +49,8 @@ def quietly(function: F) -> F:
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if _compiling():  # Dynamo cannot trace warnings filters; a traced solve builds no sparse tensor
+            return function(*args, **kwargs)
         with quiet_sparse_notices():
             return function(*args, **kwargs)
 

@@ -13,6 +13,7 @@ from tsgu_core.pattern import SparsePattern
 from tsgu_core.pipeline import as_columns, execute, matrix_values, plan
 from tsgu_core.protocol import SolverBackend
 from tsgu_core.quiet import quietly
+from tsgu_core.transforms import is_wrapped, transformed
 from tsgu_core.validate import check_finite, check_matrix, check_rhs, check_values
 
 __all__ = ["solve", "solve_values"]
@@ -46,6 +47,7 @@ def solve(
 ) -> tuple[torch.Tensor, SolveInfo]: ...
 
 
+@torch.compiler.disable(recursive=True)  # Dynamo cannot hold a sparse A: the solve runs eagerly, as one graph break
 @quietly
 def solve(
     A: torch.Tensor,
@@ -141,6 +143,13 @@ def solve(
     >>> A.grad.layout, A.grad.values().shape
     (torch.sparse_csr, torch.Size([7]))
     """
+    if isinstance(A, torch.Tensor) and is_wrapped(A):
+        raise InvalidArgumentError(
+            "torch.func cannot transform through a sparse A; pass its pattern and values instead: "
+            "solve_values(SparsePattern.of(A), values, B) works under torch.func, forward-mode AD and torch.compile"
+        )
+    if isinstance(B, torch.Tensor) and is_wrapped(B) and assume not in ("lower", "upper"):
+        return _solve_transformed(A, B, backend, method, assume, return_info, on_failure, options)
     if assume in ("lower", "upper"):  # a triangular A: a triangular solve (its structure is checked there)
         from tsgu_core.triangular import triangular_solve
 
@@ -235,15 +244,44 @@ def solve_values(
     >>> g.requires_grad  # differentiable again
     True
     """
+    if transformed(values, B):  # torch.compile, torch.func, forward mode: the solve as one operator
+        from tsgu_core.traced import traced_solve_values
+
+        return traced_solve_values(
+            A, values, B, backend=backend, method=method, assume=assume, return_info=return_info,
+            on_failure=on_failure, options=options,
+        )  # fmt: skip
     grouped = split_by_pattern(A, values)  # a batch whose members have different patterns
     if grouped is not None and isinstance(A, torch.Tensor):
         return _solve_groups(A, *grouped, B, backend, method, assume, return_info, on_failure, options)
-    matrix = _pattern_matrix(A, values)
+    matrix = pattern_matrix(A, values)
     check_finite(A=values.detach())
     return _solve(matrix, values, B, backend, method, assume, return_info, on_failure, options)
 
 
-def _pattern_matrix(A: torch.Tensor | SparsePattern, values: torch.Tensor) -> torch.Tensor:
+def _solve_transformed(
+    A: torch.Tensor,
+    B: torch.Tensor,
+    backend: str | SolverBackend | None,
+    method: str | None,
+    assume: str,
+    return_info: bool,
+    on_failure: str,
+    options: dict[str, Any],
+) -> torch.Tensor:
+    """:func:`solve` of a plain sparse ``A`` with a ``B`` seen through ``torch.func``: via the traced operator."""
+    from tsgu_core.traced import traced_solve_values
+
+    with torch._C._DisableFuncTorch():  # A is captured, not transformed: read it as the plain tensor it is
+        detached, values = matrix_values(A, allow_batch=True)
+        pattern = SparsePattern.of(detached)
+    return traced_solve_values(
+        pattern, values, B, backend=backend, method=method, assume=assume,
+        return_info=return_info, on_failure=on_failure, options=options,
+    )  # fmt: skip
+
+
+def pattern_matrix(A: torch.Tensor | SparsePattern, values: torch.Tensor) -> torch.Tensor:
     """A detached sparse matrix with ``A``'s pattern (a tensor or a :class:`SparsePattern`) and ``values``."""
     if isinstance(A, SparsePattern):
         if not isinstance(values, torch.Tensor) or values.shape[-1:] != (A.nnz,) or values.dim() not in (1, 2):
