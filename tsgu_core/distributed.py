@@ -30,6 +30,7 @@ from tsgu_core.pattern import SparsePattern
 from tsgu_core.pipeline import as_columns, execute, matrix_values, plan
 from tsgu_core.protocol import DistributedBackend, SolverBackend
 from tsgu_core.quiet import quietly
+from tsgu_core.transforms import outside_graphs
 from tsgu_core.validate import check_rhs
 
 __all__ = ["TRAFFIC", "DistributedPattern", "Traffic", "solve_distributed"]
@@ -462,6 +463,7 @@ def _setup_send_lists(
     return [(r, torch.from_numpy(buffers[r] - lo)) for r in requesters]
 
 
+@outside_graphs
 @quietly
 def solve_distributed(
     A_local: torch.Tensor,

@@ -14,6 +14,7 @@ from tsgu_core.prepared import PreparedSolve
 from tsgu_core.protocol import SolverBackend
 from tsgu_core.quiet import quietly
 from tsgu_core.select import Selection
+from tsgu_core.transforms import outside_graphs
 from tsgu_core.validate import check_rhs
 
 __all__ = ["Factorization", "factorize"]
@@ -107,6 +108,7 @@ class Factorization:
         return_info: Literal[True],
     ) -> tuple[torch.Tensor, SolveInfo]: ...
 
+    @outside_graphs
     @quietly
     def solve(
         self,
@@ -169,6 +171,7 @@ class Factorization:
         return run_by_groups([group for group, _, _ in self._groups], grouped[1], B, run)
 
 
+@outside_graphs
 @quietly
 def factorize(
     A: torch.Tensor,

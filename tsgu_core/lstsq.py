@@ -31,6 +31,7 @@ from tsgu_core.pattern import SparsePattern
 from tsgu_core.pipeline import as_columns, execute, matrix_values, plan
 from tsgu_core.protocol import SolverBackend
 from tsgu_core.quiet import quietly
+from tsgu_core.transforms import outside_graphs
 from tsgu_core.validate import check_rhs, check_x0
 
 __all__ = ["lstsq"]
@@ -85,6 +86,7 @@ def lstsq(
 ) -> tuple[torch.Tensor, SolveInfo]: ...
 
 
+@outside_graphs
 @quietly
 def lstsq(
     A: torch.Tensor,

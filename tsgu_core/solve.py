@@ -13,7 +13,7 @@ from tsgu_core.pattern import SparsePattern
 from tsgu_core.pipeline import as_columns, execute, matrix_values, plan
 from tsgu_core.protocol import SolverBackend
 from tsgu_core.quiet import quietly
-from tsgu_core.transforms import is_wrapped, transformed
+from tsgu_core.transforms import is_wrapped, outside_graphs, transformed
 from tsgu_core.validate import check_finite, check_matrix, check_rhs, check_values
 
 __all__ = ["solve", "solve_values"]
@@ -47,7 +47,7 @@ def solve(
 ) -> tuple[torch.Tensor, SolveInfo]: ...
 
 
-@torch.compiler.disable(recursive=True)  # Dynamo cannot hold a sparse A: the solve runs eagerly, as one graph break
+@outside_graphs
 @quietly
 def solve(
     A: torch.Tensor,
@@ -251,6 +251,21 @@ def solve_values(
             A, values, B, backend=backend, method=method, assume=assume, return_info=return_info,
             on_failure=on_failure, options=options,
         )  # fmt: skip
+    return _solve_values_eagerly(A, values, B, backend, method, assume, return_info, on_failure, options)
+
+
+@outside_graphs  # reached under torch.compile only with a sparse A, which Dynamo cannot hold
+def _solve_values_eagerly(
+    A: torch.Tensor | SparsePattern,
+    values: torch.Tensor,
+    B: torch.Tensor,
+    backend: str | SolverBackend | None,
+    method: str | None,
+    assume: str,
+    return_info: bool,
+    on_failure: str,
+    options: dict[str, Any],
+) -> torch.Tensor | tuple[torch.Tensor, SolveInfo]:
     grouped = split_by_pattern(A, values)  # a batch whose members have different patterns
     if grouped is not None and isinstance(A, torch.Tensor):
         return _solve_groups(A, *grouped, B, backend, method, assume, return_info, on_failure, options)

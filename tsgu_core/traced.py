@@ -359,7 +359,7 @@ def traced_solve_values(
             "return_info=True is not available under torch.compile, torch.func or forward-mode AD (the solve is one "
             "opaque operator there); call solve_values(..., return_info=True) outside the transform to inspect it"
         )
-    pattern = A if isinstance(A, SparsePattern) else SparsePattern.of(_checked_pattern_tensor(A))
+    pattern = A if isinstance(A, SparsePattern) else _pattern_of(A)
     if pattern.crow is None or pattern.rows != pattern.n:
         raise ShapeError(
             f"the pattern must be of a square matrix in CSR order (SparsePattern.of(A)), got {pattern.rows}×{pattern.n}"
@@ -379,14 +379,22 @@ def traced_solve_values(
     return X if B.dim() == values.dim() + 1 else X.squeeze(-1)
 
 
-def _checked_pattern_tensor(A: Any) -> torch.Tensor:
+def _pattern_of(A: Any) -> SparsePattern:
+    """The pattern of a sparse tensor passed as ``A`` (captured by the transform: read as the plain tensor it is)."""
     from tsgu_core.validate import check_matrix
 
-    check_matrix(A, allow_batch=True)
-    if A.layout == torch.sparse_coo and not A.is_coalesced():
-        raise InvalidArgumentError("solve_values needs a coalesced COO A (values follow its order): use A.coalesce()")
-    detached: torch.Tensor = A.detach()
-    return detached
+    with torch._C._DisableFuncTorch():
+        check_matrix(A, allow_batch=True)
+        if A.requires_grad:
+            raise InvalidArgumentError(
+                "A must not require grad in solve_values: its values are not used; "
+                "detach it (or pass SparsePattern.of(A))"
+            )
+        if A.layout == torch.sparse_coo and not A.is_coalesced():
+            raise InvalidArgumentError(
+                "solve_values needs a coalesced COO A (values follow its order): use A.coalesce()"
+            )
+        return SparsePattern.of(A.detach())
 
 
 def _check_tensors(pattern: SparsePattern, values: Any, B: Any) -> None:

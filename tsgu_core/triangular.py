@@ -14,6 +14,7 @@ from tsgu_core.pattern import SparsePattern, UnitDiagonalPattern
 from tsgu_core.pipeline import as_columns, execute, matrix_values, plan
 from tsgu_core.protocol import SolverBackend
 from tsgu_core.quiet import quietly
+from tsgu_core.transforms import outside_graphs
 from tsgu_core.validate import check_rhs
 
 __all__ = ["triangular_solve"]
@@ -81,6 +82,7 @@ def triangular_solve(
 ) -> tuple[torch.Tensor, SolveInfo]: ...
 
 
+@outside_graphs
 @quietly
 def triangular_solve(
     A: torch.Tensor,

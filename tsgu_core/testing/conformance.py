@@ -118,6 +118,8 @@ def _variants(check: str, kind: str) -> Iterable[tuple[str, str, str]]:
         return ()
     if check in ("int32", "batched", "batched-patterns"):
         return itertools.product(("coo", "csr"), ("matrix",), ("float64",))
+    if check == "transforms":
+        return [("coo", "matrix", "float64"), ("csr", "vector", "float64")]
     return [("csr", "matrix", "float64")]
 
 
@@ -134,6 +136,7 @@ SOLVE_CHECKS = (
     "options",
     "unmodified",
     "x0",
+    "transforms",
 )
 TRIANGULAR_CHECKS = ("triangular", "triangular-gradcheck")
 LSTSQ_CHECKS = ("lstsq", "lstsq-gradcheck", "lstsq-policy")
@@ -411,6 +414,53 @@ def _check_x0(case: Case) -> None:
     _assert_close(X, torch.linalg.solve(D, B), "solution from an initial guess", case)
 
 
+def _check_transforms(case: Case) -> None:
+    """``solve_values`` under ``torch.func`` (grad, jvp, vmap) and ``torch.compile(fullgraph=True)``, against dense."""
+    from tsgu_core.pattern import SparsePattern
+
+    spec, D, A, B = _problem(case, N_GRADCHECK)
+    to_values: Callable[[torch.Tensor], torch.Tensor] = lambda p: p  # noqa: E731
+    params = A.values().clone()
+    if spec.assumes != "general":
+        params, to_values = _symmetric_parameterisation(A)
+    pattern = SparsePattern.of(A.detach())
+    options = _solve_options(spec.kind, torch.float64, case)
+    G = torch.randn(B.shape, generator=torch.Generator().manual_seed(_seed(case) + 3), dtype=B.dtype).to(B.device)
+
+    def tsgu(p: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+        X: torch.Tensor = solve_values(pattern, to_values(p), rhs, backend=case.backend, method=case.method, **options)
+        return X
+
+    def dense(p: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+        matrix = torch.zeros(D.shape, dtype=D.dtype, device=D.device)
+        X: torch.Tensor = torch.linalg.solve(matrix.index_put((pattern.row, pattern.col), to_values(p)), rhs)
+        return X
+
+    def loss(solver: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Callable[..., torch.Tensor]:
+        return lambda p, rhs: (solver(p, rhs) * G).sum()
+
+    for name, transform in (
+        ("torch.func.grad", lambda f: torch.func.grad(loss(f), argnums=(0, 1))(params, B)),
+        ("torch.func.jvp", lambda f: torch.func.jvp(f, (params, B), (torch.ones_like(params), G))[1]),
+        ("torch.func.vmap over B", lambda f: torch.func.vmap(lambda rhs: f(params, rhs))(torch.stack([B, 2 * B]))),
+    ):
+        actual, expected = transform(tsgu), transform(dense)
+        pairs = zip(*(t if isinstance(t, tuple) else (t,) for t in (actual, expected)), strict=True)
+        for index, (a, e) in enumerate(pairs):
+            _assert_close(a, e, f"{name} (output {index})", case)
+    torch.compiler.reset()  # every case compiles the same code object anew: stay below Dynamo's recompile limit
+    compiled = torch.compile(loss(tsgu), fullgraph=True, backend="aot_eager")
+    p, rhs = params.clone().requires_grad_(), B.clone().requires_grad_()
+    p_ref, rhs_ref = params.clone().requires_grad_(), B.clone().requires_grad_()
+    value = compiled(p, rhs)
+    value.backward()
+    reference = loss(dense)(p_ref, rhs_ref)
+    reference.backward()
+    _assert_close(value, reference, "torch.compile(fullgraph=True) forward", case)
+    _assert_close(p.grad, p_ref.grad, "torch.compile(fullgraph=True) gradient of the values", case)
+    _assert_close(rhs.grad, rhs_ref.grad, "torch.compile(fullgraph=True) gradient of B", case)
+
+
 class _CountingBackend:
     """``backend`` seen through a proxy that counts its ``prepare`` calls (for the factorize check)."""
 
@@ -631,6 +681,7 @@ _RUNNERS: dict[str, Callable[[Case], None]] = {
     "options": _check_options,
     "unmodified": _check_unmodified,
     "x0": _check_x0,
+    "transforms": _check_transforms,
 }
 
 
