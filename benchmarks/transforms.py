@@ -6,8 +6,9 @@ Three measurements of issue 12, float64, one thread, interleaved repeats
 1. ``vmap`` over k = 8 right-hand sides against the same ``(n, 8)`` solve
    (target ≤ 1.2×: the samples become the columns of one solve, not a
    Python loop). 2-D convection–diffusion (nonsymmetric), ``scipy``'s
-   default (SuperLU) and one iterative method (``torch``'s BiCGSTAB with
-   Jacobi). The prepared-state cache is cleared before every vmap call, so
+   default (SuperLU, n ≈ 4e4) and one iterative method (``torch``'s
+   BiCGSTAB with Jacobi, n = 1e4, twice the repeats: its times are the
+   noisiest). The prepared-state cache is cleared before every vmap call, so
    vmap pays its own factorization like the eager solve does.
 2. The demo's training step (``tsgu_core.examples.diffusion``: loss and
    gradient w.r.t. θ, SuperLU) compiled with ``fullgraph=True`` (inductor)
@@ -51,7 +52,13 @@ NOTES = """Notes:
   (`tsgu_core.traced.CACHE`) is cleared before every vmap and jvp call, so both pay one factorization.
 - "prepare"/"solve" count the backend's calls during one transformed call: vmap is one solve of 8 columns
   (no per-sample loop); jvp is one prepare (factorization) and two solves — the tangent reuses the
-  forward's factorization through the cache.
+  forward's factorization through the cache. Its extra cost is that one solve (plus the product dA·X
+  and the tangent's residual check, a few ms): with k = 8 columns a solve is a large share of a direct
+  solve — PARDISO, one thread, n = 40 000, k = 8, timed per phase: analysis 60–120 ms, factorization
+  35–60 ms, solve 25–50 ms — so jvp ÷ forward ≈ 1 + solve ÷ (analysis + factorization + solve) sits
+  near 1.2–1.3 there.
+- This machine is shared (see the load average): single timings vary by up to ±40 %, so ratios near
+  a target move across it from run to run.
 - The demo's eager step through `solve(problem.matrix(θ), B)` is dominated by torch's own backward of
   `torch.sparse_csr_tensor` w.r.t. its values (`SparseCompressedTensorBackward0`: `sparse_mask` and
   `fill_`, which grow like n², not nnz — 0.03 s, 0.48 s, 5.4 s for n = 2 500, 10 000, 22 500), not by tsgu;
@@ -90,23 +97,29 @@ def relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 
 
-def vmap_rows(m: int, repeats: int) -> tuple[list[list[str]], dict[str, Any]]:
-    A = convection_diffusion_2d(m)
-    n = A.shape[0]
-    pattern, values = SparsePattern.of(A), A.values()
-    samples = torch.randn(8, n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    columns = samples.T.contiguous()
+def vmap_rows(m: int, iterative_m: int, repeats: int) -> tuple[list[list[str]], dict[str, Any]]:
     methods = [
-        ("scipy", None, {}),
-        ("torch", "bicgstab", {"preconditioner": "jacobi", "rtol": 1e-8, "maxiter": 5000}),
+        ("scipy", None, {}, m, repeats),
+        ("torch", "bicgstab", {"preconditioner": "jacobi", "rtol": 1e-8, "maxiter": 5000}, iterative_m, 2 * repeats),
     ]
     rows, payload = [], {}
-    for backend, method, options in methods:
+    for backend, method, options, side, count in methods:
+        A = convection_diffusion_2d(side)
+        n = A.shape[0]
+        pattern, values = SparsePattern.of(A), A.values()
+        samples = torch.randn(8, n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        columns = samples.T.contiguous()
 
-        def solve_columns(backend: str = backend, method: Any = method, options: dict = options) -> torch.Tensor:
+        def solve_columns(
+            backend: str = backend, method: Any = method, options: dict = options, pattern=pattern, values=values,
+            columns=columns,
+        ) -> torch.Tensor:  # fmt: skip
             return solve_values(pattern, values, columns, backend=backend, method=method, **options)
 
-        def solve_mapped(backend: str = backend, method: Any = method, options: dict = options) -> torch.Tensor:
+        def solve_mapped(
+            backend: str = backend, method: Any = method, options: dict = options, pattern=pattern, values=values,
+            samples=samples,
+        ) -> torch.Tensor:  # fmt: skip
             CACHE.clear()  # vmap prepares (factorizes) A itself, as the eager solve does
             one = lambda b: solve_values(pattern, values, b, backend=backend, method=method, **options)  # noqa: E731
             return torch.func.vmap(one)(samples)
@@ -115,14 +128,14 @@ def vmap_rows(m: int, repeats: int) -> tuple[list[list[str]], dict[str, Any]]:
         with counted(backend) as counts:
             mapped = solve_mapped()
         error = relative(mapped.T, reference)
-        times = interleaved_medians({"(n, 8) solve": solve_columns, "vmap over 8": solve_mapped}, repeats)
+        times = interleaved_medians({"(n, 8) solve": solve_columns, "vmap over 8": solve_mapped}, count)
         t = {key: median(value) for key, value in times.items()}
         name = f"{backend}/{method or tsgu_core.get_backend(backend).default_method}"
-        payload[name] = {"n": n, "times": times, "calls": counts, "relative difference": error}
+        payload[name] = {"n": n, "repeats": count, "times": times, "calls": counts, "relative difference": error}
         rows.append(
             [
                 "vmap over k = 8 vs (n, 8) solve",
-                f"convection-diffusion n = {n}, {name}",
+                f"convection-diffusion n = {n}, {name} ({count} repeats)",
                 f"{t['(n, 8) solve'] * 1e3:.0f}",
                 f"{t['vmap over 8'] * 1e3:.0f}",
                 f"{t['vmap over 8'] / t['(n, 8) solve']:.3f}",
@@ -268,6 +281,7 @@ def jvp_rows(m: int, repeats: int, backends: list[str]) -> tuple[list[list[str]]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--m", type=int, default=200, help="grid side of the vmap and jvp problems (n = m²)")
+    parser.add_argument("--iterative-m", type=int, default=100, help="grid side of vmap's iterative problem")
     parser.add_argument("--demo-m", type=int, default=150, help="grid side of the demo's training step")
     parser.add_argument("--sources", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=7)
@@ -275,11 +289,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.quick:
-        args.m, args.demo_m, args.repeats = 40, 30, 2
+        args.m, args.iterative_m, args.demo_m, args.repeats = 40, 30, 30, 2
     backends = ["scipy"] + (["pardiso"] if tsgu_core.get_backend("pardiso").is_available("cpu").available else [])
     rows, payload = [], {}
     for part, (more_rows, more) in {
-        "vmap": vmap_rows(args.m, args.repeats),
+        "vmap": vmap_rows(args.m, args.iterative_m, args.repeats),
         "compile": training_rows(args.demo_m, args.sources, args.repeats),
         "jvp": jvp_rows(args.m, args.repeats, backends),
     }.items():
