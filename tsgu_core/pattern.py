@@ -165,7 +165,7 @@ class SparsePattern:
 
         Leading dimensions are a batch of matrices sharing this pattern.
         """
-        if values.dim() == 1 and self._fast(X, values):
+        if values.dim() == 1 and self._fast(X) and not transformed(values):  # _fast wants 2-D tensors only
             if transpose:
                 crow, col, order = self._transposed
                 matrix = torch.sparse_csr_tensor(crow, col, values[order], (self.n, self.n), check_invariants=False)

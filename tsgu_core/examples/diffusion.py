@@ -20,7 +20,12 @@ sources ``f`` (the columns of ``B``), gradient descent on
     \qquad U(\theta) = A(e^\theta)^{-1} B.
 
 Everything here is plain torch: the gradient reaches ``θ`` through the values
-of the sparse ``A``, whichever backend solves.
+of the sparse ``A``, whichever backend solves. The pattern of ``A`` is fixed
+(:attr:`DiffusionProblem.pattern`) and only its values depend on ``θ``
+(:meth:`DiffusionProblem.values`), so a training step can also be written
+with :func:`tsgu_core.solve_values` on dense tensors only
+(:meth:`DiffusionProblem.objective`) — the form that compiles with
+``torch.compile(fullgraph=True)`` and composes with ``torch.func``.
 """
 
 from __future__ import annotations
@@ -28,9 +33,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
+from tsgu_core.pattern import SparsePattern
 from tsgu_core.quiet import quiet_sparse_notices
 
 __all__ = ["DiffusionProblem", "true_coefficient"]
@@ -68,6 +75,8 @@ class DiffusionProblem:
     >>> A = problem.matrix(torch.zeros(64, dtype=torch.float64))  # κ = 1: the Laplacian
     >>> A.shape, A.layout
     (torch.Size([64, 64]), torch.sparse_csr)
+    >>> problem.pattern.nnz == A.values().numel()  # A's values are problem.values(θ), in pattern order
+    True
     """
 
     m: int = 32
@@ -78,6 +87,7 @@ class DiffusionProblem:
     _indices: dict[torch.device, tuple[torch.Tensor, ...]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    _patterns: dict[torch.device, SparsePattern] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         m = self.m
@@ -103,6 +113,8 @@ class DiffusionProblem:
         self._crow = torch.zeros(n + 1, dtype=torch.int64)
         self._crow[1:] = torch.cumsum(torch.bincount(rows, minlength=n), 0)
         self._col = cols[order]
+        self.pattern = SparsePattern.from_csr(self._crow, self._col, n)
+        """The fixed sparsity pattern of ``A(κ)`` (CSR order, on the CPU; see :meth:`pattern_on`)."""
         self.scale = 1.0 / h**2
         # sources: Gaussian blobs at different places
         t = (torch.arange(m, dtype=self.dtype) + 1) / (m + 1)
@@ -111,6 +123,9 @@ class DiffusionProblem:
         blobs = [torch.exp(-((x - cx) ** 2 + (y - cy) ** 2) / 0.01).reshape(-1) for cx, cy in centres]
         self.B = torch.stack([blobs[j % len(blobs)] for j in range(self.sources)], dim=1) * 10
         self.kappa_true = true_coefficient(m, self.dtype).reshape(-1)
+        # the CPU entries exist from the start: a compiled step that looks them up never mutates (and recompiles)
+        self._on(torch.device("cpu"))
+        self.pattern_on(torch.device("cpu"))
 
     @property
     def n(self) -> int:
@@ -123,13 +138,37 @@ class DiffusionProblem:
             self._indices[device] = tuple(t.to(device) for t in tensors)
         return self._indices[device]
 
-    def matrix(self, theta: torch.Tensor) -> torch.Tensor:
-        """``A(exp(θ))`` as a CSR tensor on ``θ``'s device whose values are differentiable functions of ``θ``."""
-        p, q, boundary_count, order, crow, col = self._on(theta.device)
+    def pattern_on(self, device: torch.device) -> SparsePattern:
+        """:attr:`pattern` with its index tensors on ``device`` (copied once per device)."""
+        if device not in self._patterns:
+            pattern = self.pattern
+            assert pattern.crow is not None, "built from CSR arrays"
+            self._patterns[device] = SparsePattern(
+                pattern.row.to(device), pattern.col.to(device), pattern.n, pattern.crow.to(device)
+            )
+        return self._patterns[device]
+
+    def values(self, theta: torch.Tensor) -> torch.Tensor:
+        """The values of ``A(exp(θ))`` in :attr:`pattern` order: a dense ``(nnz,)`` tensor, differentiable in ``θ``.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from tsgu_core.examples.diffusion import DiffusionProblem
+        >>> problem = DiffusionProblem(m=3)
+        >>> problem.values(torch.zeros(9, dtype=torch.float64))[:3] * (1 / 4) ** 2  # row 0: 4, -1, -1
+        tensor([ 4., -1., -1.], dtype=torch.float64)
+        """
+        p, q, boundary_count, order = self._on(theta.device)[:4]
         kappa = torch.exp(theta)
         conductance = (kappa[p] + kappa[q]) / 2
         diagonal = (kappa * boundary_count).index_add(0, p, conductance).index_add(0, q, conductance)
-        values = torch.cat([diagonal, -conductance, -conductance])[order] * self.scale
+        return torch.cat([diagonal, -conductance, -conductance])[order] * self.scale
+
+    def matrix(self, theta: torch.Tensor) -> torch.Tensor:
+        """``A(exp(θ))`` as a CSR tensor on ``θ``'s device whose values are differentiable functions of ``θ``."""
+        crow, col = self._on(theta.device)[4:]
+        values = self.values(theta)
         with quiet_sparse_notices():  # torch's notices about CSR support, scoped to this construction
             return torch.sparse_csr_tensor(crow, col, values, (self.n, self.n), check_invariants=False)
 
@@ -146,6 +185,57 @@ class DiffusionProblem:
         p, q = self._on(theta.device)[:2]
         misfit = 0.5 * (U - observed).square().sum() / observed.square().sum()
         return misfit + 0.5 * smoothing * (theta[p] - theta[q]).square().sum()
+
+    def objective(
+        self,
+        theta: torch.Tensor,
+        observed: torch.Tensor,
+        smoothing: float,
+        *,
+        backend: str | None = None,
+        method: str | None = None,
+        **options: Any,
+    ) -> torch.Tensor:
+        r"""The training loss at ``θ`` through :func:`tsgu_core.solve_values`: dense tensors only.
+
+        ``U(θ) = A(e^θ)⁻¹ B`` is solved from :attr:`pattern` and :meth:`values`,
+        then scored by :meth:`loss` — the same number as building
+        :meth:`matrix` and calling :func:`tsgu_core.solve`, but with no torch
+        sparse tensor in sight, so it compiles with
+        ``torch.compile(fullgraph=True)`` (the solve is one opaque operator,
+        its backward compiled with it) and composes with ``torch.func``.
+
+        Parameters
+        ----------
+        theta : Tensor
+            ``log κ``, shape ``(n,)``.
+        observed : Tensor
+            The observations, ``(n, sources)`` (see :meth:`observations`).
+        smoothing : float
+            The weight ``λ`` of the gradient penalty.
+        backend, method, **options
+            As for :func:`tsgu_core.solve`.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from tsgu_core import solve
+        >>> from tsgu_core.examples.diffusion import DiffusionProblem
+        >>> problem = DiffusionProblem(m=6, sources=2)
+        >>> observed = problem.observations(lambda A, B: solve(A, B, backend="scipy"))
+        >>> theta = torch.zeros(problem.n, dtype=torch.float64, requires_grad=True)
+        >>> step = torch.compile(problem.objective, fullgraph=True, backend="eager")
+        >>> loss = step(theta, observed, 1e-4, backend="scipy")
+        >>> loss.backward()
+        >>> U = solve(problem.matrix(theta), problem.B, backend="scipy")
+        >>> bool(torch.isclose(loss, problem.loss(theta, U, observed, 1e-4)))
+        True
+        """
+        from tsgu_core.solve import solve_values
+
+        pattern, B = self.pattern_on(theta.device), self.B.to(theta.device)
+        U = solve_values(pattern, self.values(theta), B, backend=backend, method=method, **options)
+        return self.loss(theta, U, observed, smoothing)
 
     def relative_error(self, theta: torch.Tensor) -> float:
         """``‖κ − κ_true‖ / ‖κ_true‖``."""
