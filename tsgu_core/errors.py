@@ -31,6 +31,7 @@ __all__ = [
     "SolveFailedError",
     "StaleFactorizationError",
     "StructureError",
+    "TransformError",
     "TsguError",
     "UnknownBackendError",
     "UnknownMethodError",
@@ -74,6 +75,15 @@ class InvalidArgumentError(TsguError, ValueError, TypeError):
     """An argument of a tsgu function has a value or type it cannot use (e.g. ``on_failure="maybe"``).
 
     Derives from both ``ValueError`` and ``TypeError``, so either ``except`` clause catches it.
+    """
+
+
+class TransformError(InvalidArgumentError):
+    """A use under ``torch.compile``, ``torch.func`` or forward-mode AD that tsgu cannot follow.
+
+    The message names the form that works — usually
+    ``solve_values(SparsePattern.of(A), values, B)`` (see the docs page
+    "tsgu with torch.compile and torch.func").
     """
 
 

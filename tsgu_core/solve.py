@@ -7,7 +7,7 @@ from typing import Any, Literal, overload
 import torch
 
 from tsgu_core.batch import MemberGroup, as_shared_pattern_csr, run_by_groups, split_by_pattern
-from tsgu_core.errors import DeviceMismatchError, InvalidArgumentError
+from tsgu_core.errors import DeviceMismatchError, InvalidArgumentError, TransformError
 from tsgu_core.info import SolveInfo
 from tsgu_core.pattern import SparsePattern
 from tsgu_core.pipeline import as_columns, execute, matrix_values, plan
@@ -144,7 +144,7 @@ def solve(
     (torch.sparse_csr, torch.Size([7]))
     """
     if isinstance(A, torch.Tensor) and is_wrapped(A):
-        raise InvalidArgumentError(
+        raise TransformError(
             "torch.func cannot transform through a sparse A; pass its pattern and values instead: "
             "solve_values(SparsePattern.of(A), values, B) works under torch.func, forward-mode AD and torch.compile"
         )

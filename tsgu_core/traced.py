@@ -41,7 +41,13 @@ from typing import Any
 import torch
 
 from tsgu_core.autograd import adjoint_solve, values_gradient
-from tsgu_core.errors import DeviceMismatchError, DtypeMismatchError, InvalidArgumentError, ShapeError
+from tsgu_core.errors import (
+    DeviceMismatchError,
+    DtypeMismatchError,
+    InvalidArgumentError,
+    ShapeError,
+    TransformError,
+)
 from tsgu_core.pattern import SparsePattern
 from tsgu_core.prepared import PreparedSolve
 
@@ -50,27 +56,41 @@ __all__ = ["CACHE", "PreparedCache", "solve_op", "traced_solve_values"]
 # --------------------------------------------------------------------------- requests
 
 
-@dataclass(frozen=True)
-class _Request:
-    """What the user asked for besides the tensors: a string key stands for it inside a graph."""
-
-    backend: Any
-    method: str | None
-    assume: str
-    on_failure: str
-    options: tuple[tuple[str, Any], ...]
+_PLAIN = (bool, int, float, complex, str, type(None))
 
 
-_REQUESTS: dict[str, _Request] = {}
+def _token(value: Any, keep: list[Any]) -> Any:
+    """``value`` as a part of a key: plain scalars and strings by value, anything else by identity (kept alive)."""
+    if isinstance(value, _PLAIN):
+        return value
+    if isinstance(value, tuple) and all(isinstance(item, _PLAIN) for item in value):
+        return value
+    keep.append(value)  # alive while its key is: an id is never reused for another object
+    return f"<{type(value).__module__}.{type(value).__qualname__} at {id(value):#x}>"
+
+
+_REQUESTS: dict[str, tuple[Any, str | None, str, str, dict[str, Any], list[Any]]] = {}
 
 
 def _request_key(
     backend: Any, method: str | None, assume: str, on_failure: str, options: tuple[tuple[str, Any], ...]
 ) -> str:
-    """A stable string for a request (equal requests, equal keys: a compiled graph does not recompile)."""
-    request = _Request(backend, method, assume, on_failure, options)
-    key = repr(request)  # an object without a value repr is named by its id, and kept alive below
-    _REQUESTS.setdefault(key, request)
+    """A stable string for a request: equal requests, equal keys (a compiled graph does not recompile).
+
+    Two option values that merely print alike (two SciPy ``LinearOperator``
+    preconditioners, two arrays) are different requests: only plain scalars
+    and strings are compared by value.
+    """
+    keep: list[Any] = []
+    parts = (
+        _token(backend, keep),
+        method,
+        assume,
+        on_failure,
+        tuple((name, _token(value, keep)) for name, value in options),
+    )
+    key = repr(parts)
+    _REQUESTS.setdefault(key, (backend, method, assume, on_failure, dict(options), keep))
     return key
 
 
@@ -155,13 +175,11 @@ def _new_entry(request: str, crow: torch.Tensor, col: torch.Tensor, values: torc
     from tsgu_core.solve import pattern_matrix
     from tsgu_core.validate import check_finite
 
-    wanted = _REQUESTS[request]
+    backend, method, assume, on_failure, options, _ = _REQUESTS[request]
     pattern = SparsePattern.from_csr(crow, col, crow.numel() - 1)
     matrix = pattern_matrix(pattern, values)
     check_finite(A=values)
-    the_plan = plan(
-        wanted.backend, wanted.method, matrix, dict(wanted.options), on_failure=wanted.on_failure, assume=wanted.assume
-    )
+    the_plan = plan(backend, method, matrix, options, on_failure=on_failure, assume=assume)
     return _Entry(request, crow.clone(), col.clone(), values.detach().clone(), pattern, the_plan, matrix)
 
 
@@ -226,9 +244,20 @@ def _apply(
     transpose: bool,
 ) -> torch.Tensor:
     """The differentiable solve: with a forward-mode rule, except while Dynamo traces (it cannot hold one)."""
+    if torch.compiler.is_compiling() and _transform_active():
+        raise TransformError(
+            "a torch.func transform (grad, jvp, vmap, …) or forward-mode AD inside torch.compile cannot go through "
+            "tsgu's solve: Dynamo cannot trace its derivative rules there. Put torch.compile inside the "
+            "transform's function, or run the transform eagerly (both work)"
+        )
     function = _TracedSolve if torch.compiler.is_compiling() else _TracedSolveForward
     X: torch.Tensor = function.apply(row, crow, col, values, B, x0, request, transpose)
     return X
+
+
+def _transform_active() -> bool:
+    """Whether a ``torch.func`` transform or a forward-AD level is active (asked in a way Dynamo can trace)."""
+    return bool(torch._C._are_functorch_transforms_active()) or torch.autograd.forward_ad._current_level >= 0
 
 
 def _pattern(row: torch.Tensor, crow: torch.Tensor, col: torch.Tensor) -> SparsePattern:
@@ -286,7 +315,7 @@ class _TracedSolve(torch.autograd.Function):
         transpose: bool,
     ) -> tuple[torch.Tensor, int]:
         if any(dim is not None for dim in in_dims[:3]):
-            raise InvalidArgumentError(
+            raise TransformError(
                 "vmap over the pattern is not possible: the samples must share one SparsePattern "
                 "(map over the values and right-hand sides instead)"
             )
@@ -355,7 +384,7 @@ def traced_solve_values(
     convergence) when it runs.
     """
     if return_info:
-        raise InvalidArgumentError(
+        raise TransformError(
             "return_info=True is not available under torch.compile, torch.func or forward-mode AD (the solve is one "
             "opaque operator there); call solve_values(..., return_info=True) outside the transform to inspect it"
         )
