@@ -140,18 +140,20 @@ class SparsePattern:
         diagonal = values.new_zeros(*values.shape[:-1], min(self.rows, self.n))
         return diagonal.index_add(-1, self.row[on_diagonal], values[..., on_diagonal])
 
-    def _fast(self, *tensors: torch.Tensor) -> bool:
-        """Whether the torch sparse kernels may serve: CSR order, one matrix, no graph being recorded.
+    def _fast(self, *tensors: torch.Tensor, values: torch.Tensor | None = None) -> bool:
+        """Whether the torch sparse kernels may serve: CSR order, one matrix, no graph to record.
 
         Never while ``torch.compile`` traces or for tensors ``torch.func`` wraps: neither can hold a
         sparse tensor, and the index form serves them exactly.
         """
+        every = tensors if values is None else (*tensors, values)
         return (
             self.crow is not None
             and self.n == self.crow.numel() - 1
-            and not torch.is_grad_enabled()
             and all(t.dim() == 2 for t in tensors)
-            and not transformed(*tensors)
+            and (values is None or values.dim() == 1)
+            and not (torch.is_grad_enabled() and any(t.requires_grad for t in every))
+            and not transformed(*every)
         )
 
     @cached_property
@@ -165,7 +167,7 @@ class SparsePattern:
 
         Leading dimensions are a batch of matrices sharing this pattern.
         """
-        if values.dim() == 1 and self._fast(X) and not transformed(values):  # _fast wants 2-D tensors only
+        if self._fast(X, values=values):
             if transpose:
                 crow, col, order = self._transposed
                 matrix = torch.sparse_csr_tensor(crow, col, values[order], (self.n, self.n), check_invariants=False)

@@ -176,11 +176,12 @@ def _new_entry(request: str, crow: torch.Tensor, col: torch.Tensor, values: torc
     from tsgu_core.validate import check_finite
 
     backend, method, assume, on_failure, options, _ = _REQUESTS[request]
+    crow, col, values = crow.clone(), col.clone(), values.detach().clone()  # the entry owns what it was made of
     pattern = SparsePattern.from_csr(crow, col, crow.numel() - 1)
     matrix = pattern_matrix(pattern, values)
     check_finite(A=values)
     the_plan = plan(backend, method, matrix, options, on_failure=on_failure, assume=assume)
-    return _Entry(request, crow.clone(), col.clone(), values.detach().clone(), pattern, the_plan, matrix)
+    return _Entry(request, crow, col, values, pattern, the_plan, matrix)
 
 
 # --------------------------------------------------------------------------- the operator
