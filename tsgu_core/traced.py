@@ -187,6 +187,22 @@ def _new_entry(request: str, crow: torch.Tensor, col: torch.Tensor, values: torc
 # --------------------------------------------------------------------------- the operator
 
 
+def _lazy_views_honoured() -> Any:
+    """Dispatch that resolves torch's lazy conjugate, negative and zero views inside the operator.
+
+    Compiled graphs (``aot_eager``, ``inductor``) call an operator's kernel with
+    the ``Conjugate``, ``Negative`` and ``ZeroTensor`` keys excluded: a lazy
+    ``x.conj()`` then multiplies as ``x`` — measured on torch 2.13, a silently
+    wrong complex solve. The backends use such views, so they are honoured again
+    for the operator's body; every other exclusion stays.
+    """
+    keys = torch._C.DispatchKey
+    exclude = torch._C._dispatch_tls_local_exclude_set()
+    for key in (keys.Conjugate, keys.Negative, keys.ZeroTensor):
+        exclude = exclude.remove(key)
+    return torch._C._ForceDispatchKeyGuard(torch._C._dispatch_tls_local_include_set(), exclude)
+
+
 @torch.library.custom_op(
     "tsgu::solve",
     mutates_args=(),
@@ -210,7 +226,7 @@ def solve_op(
     from tsgu_core.pipeline import execute
     from tsgu_core.validate import check_rhs
 
-    with torch.no_grad():
+    with torch.no_grad(), _lazy_views_honoured():
         entry = CACHE.entry(request, crow, col, values)
         check_rhs(B, entry.matrix)
         X, _ = execute(entry.plan, entry.prepared_state, values, B.contiguous(), transpose=transpose, x0=x0)
