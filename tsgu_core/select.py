@@ -110,9 +110,7 @@ def _methods_of(entry: BackendEntry, operation: str, assume: str = "general", co
     """
     backend = entry.backend
     names = [
-        name
-        for name, spec in backend.methods.items()
-        if spec.operation == operation and (spec.complex or not complex)
+        name for name, spec in backend.methods.items() if spec.operation == operation and (spec.complex or not complex)
     ]
     if operation == "solve":
         first = preferred_method(backend, assume, complex) or backend.default_method

@@ -88,7 +88,8 @@ def _antisymmetry(pattern: SparsePattern, values: torch.Tensor) -> float:
     n = pattern.n
     key = torch.cat([pattern.row * n + pattern.col, pattern.col * n + pattern.row])
     unique, inverse = torch.unique(key, return_inverse=True)
-    summed = values.new_zeros(*values.shape[:-1], unique.numel()).index_add(-1, inverse, torch.cat([values, values], -1))
+    doubled = torch.cat([values, values], -1)
+    summed = values.new_zeros(*values.shape[:-1], unique.numel()).index_add(-1, inverse, doubled)
     return float(summed.abs().max())
 
 

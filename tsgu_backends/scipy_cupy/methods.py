@@ -33,7 +33,9 @@ LIBRARY_KEYWORDS = ("restart", "inner_m", "outer_k", "shift", "M1", "M2")
 """Declared options that go to the library's solver as keywords of the same name."""
 
 _M = {
-    "M": Option("preconditioner: a LinearOperator or matrix approximating A⁻¹ (its transpose serves the transpose solve)")
+    "M": Option(
+        "preconditioner: a LinearOperator or matrix approximating A⁻¹ (its transpose serves the transpose solve)"
+    )
 }
 _NAMED = {
     "preconditioner": Option(
@@ -50,7 +52,12 @@ _CONLIM = {"conlim": Option("stop if the condition estimate exceeds this", type=
 
 def _iterative(name: str, assumes: str, summary: str, **options: Option) -> MethodSpec:
     return MethodSpec(
-        name, "iterative", assumes, {**options, **_M, **_NAMED}, summary, complex=True  # type: ignore[arg-type]
+        name,
+        "iterative",
+        assumes,
+        {**options, **_M, **_NAMED},
+        summary,
+        complex=True,  # type: ignore[arg-type]
     )
 
 
