@@ -390,6 +390,11 @@ class SolverBackend(Protocol, Generic[StateT]):
         per structure a user can claim with ``assume=`` (``"spd"``,
         ``"symmetric"``, ``"hermitian"``), the method it prefers then
         (e.g. ``{"spd": "cg"}``); ``method=None`` picks it.
+    complex_note : str, optional
+        Also optional: one line on complex support beyond the methods'
+        ``complex`` flags (e.g. "only with a PETSc built with complex
+        scalars"), shown by ``tsgu info`` and in
+        :class:`~tsgu_core.errors.ComplexNotSupportedError`.
     """
 
     @property

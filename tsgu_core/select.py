@@ -134,16 +134,9 @@ def _refuse_complex(entry: BackendEntry, method: str, device_type: str, operatio
     return ComplexNotSupportedError(
         f"backend {entry.name!r}, {what} {method!r} does not solve complex A (its MethodSpec does not declare "
         f"complex=True); on {device_type}, complex is solved by: {', '.join(supported) or 'no registered backend'}"
-        f"{_COMPLEX_HINTS.get(entry.name, '')}",
+        f"{'; ' + note if (note := getattr(entry.backend, 'complex_note', None)) else ''}",
         supported=supported,
     )
-
-
-_COMPLEX_HINTS = {
-    "petsc": "; PETSc solves complex only when petsc4py is built with complex scalars "
-    "(Debian: python3-petsc4py-complex, pip: PETSC_CONFIGURE_OPTIONS='--with-scalar-type=complex')",
-    "pardiso": "; MKL PARDISO's complex modes are not exposed by pypardiso",
-}
 
 
 def _method_priority(entry: BackendEntry, method: str) -> int:
