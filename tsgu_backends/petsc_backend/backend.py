@@ -195,9 +195,8 @@ class PetscBackend:
         from mpi4py import MPI
 
         if A.is_complex():
-            from petsc4py import PETSc
-
             import numpy as np
+            from petsc4py import PETSc
 
             if np.dtype(PETSc.ScalarType).kind != "c":
                 raise ComplexNotSupportedError(f"backend 'petsc': {self.complex_note} (PETSc.ScalarType is real)")

@@ -18,7 +18,7 @@ skip whose reason says what is missing.
 
 Complex cases (methods declared ``complex=True``): ``reference`` (complex64
 and complex128), ``transpose``, ``gradcheck``, ``gradgradcheck``,
-``batched``, ``factorize``, ``triangular``, ``lstsq`` and their gradchecks in
+``batched``, ``batched-patterns``, ``factorize``, ``triangular``, ``lstsq`` and their gradchecks in
 complex128, on matrices that are neither symmetric nor Hermitian (Hermitian
 for methods that assume ``"symmetric"``/``"spd"``), with real losses
 ``Re Σ X·G`` so that gradients follow PyTorch's conjugate-Wirtinger
@@ -141,8 +141,10 @@ def _variants(check: str, kind: str, complex: bool = False) -> Iterable[tuple[st
         extra = [(layout, rhs, "complex128") for layout, rhs, _ in real]
     elif check == "gradgradcheck":
         extra = [("coo", "vector", "complex128"), ("csr", "matrix", "complex128")]
-    elif check in ("batched", "factorize"):
-        extra = [("csr", "matrix", "complex128")] + ([("coo", "matrix", "complex128")] if check == "batched" else [])
+    elif check in ("batched", "batched-patterns"):
+        extra = [("coo", "matrix", "complex128"), ("csr", "matrix", "complex128")]
+    elif check == "factorize":
+        extra = [("csr", "matrix", "complex128")]
     else:
         extra = []
     return real + list(extra)
@@ -575,9 +577,9 @@ def _check_batched_patterns(case: Case) -> None:
     B = torch.randn(4, N_REFERENCE, K_MATRIX, generator=generator, dtype=dtype).to(case.device).requires_grad_()
     X = solve(A, B, backend=case.backend, method=case.method, **_solve_options(spec.kind, dtype, case))
     G = torch.randn(X.shape, generator=torch.Generator().manual_seed(11), dtype=dtype).to(X.device)
-    (X * G).sum().backward()
+    _loss(X, G).backward()
     D_ref, B_ref = members.clone().requires_grad_(), B.detach().clone().requires_grad_()
-    (torch.linalg.solve(D_ref, B_ref) * G).sum().backward()
+    _loss(torch.linalg.solve(D_ref, B_ref), G).backward()
     _assert_close(X, torch.linalg.solve(members, B.detach()), "solution of a batch with different patterns", case)
     _assert_close(B.grad, B_ref.grad, "gradient of B", case)
     assert A.grad is not None and A.grad.layout == A.layout and D_ref.grad is not None
