@@ -152,6 +152,7 @@ class SparseSolveFunction(torch.autograd.Function):
         transpose = ctx.transpose
 
         def solve_transposed(R: torch.Tensor) -> torch.Tensor:
+            solution: torch.Tensor
             solution, ctx.info.backward = SparseSolveFunction.apply(values, R, prepared, not transpose, None)
             return solution
 

@@ -96,9 +96,9 @@ def preferred_method(backend: SolverBackend, assume: str, complex: bool = False)
         return None
     preferred = getattr(backend, "preferred_methods", None) or {}
     method = preferred.get(assume)
-    if method not in backend.methods or (complex and not backend.methods[method].complex):
+    if not isinstance(method, str) or method not in backend.methods:
         return None
-    return str(method)
+    return None if complex and not backend.methods[method].complex else method
 
 
 def _methods_of(entry: BackendEntry, operation: str, assume: str = "general", complex: bool = False) -> list[str]:

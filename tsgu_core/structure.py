@@ -54,19 +54,17 @@ def asymmetry(pattern: SparsePattern, values: torch.Tensor, *, conjugate: bool =
 
     With ``conjugate``, ``max |a_ij − conj(a_ji)| / max |a_ij|``: how far ``A`` is from Hermitian.
     """
-    if conjugate and values.is_complex():
-        # A − Aᴴ = (Re A − (Re A)ᵀ) + i (Im A + (Im A)ᵀ): measured on the real and imaginary parts
-        scale = values.abs().max() if values.numel() else values.new_zeros(()).real
-        if not bool(scale > 0):
-            return 0.0
-        real = asymmetry(pattern, values.real) * float(values.real.abs().max())
-        imaginary = _antisymmetry(pattern, values.imag)
-        return max(real, imaginary) / float(scale)
     if values.is_complex():
-        real = asymmetry(pattern, values.real) * float(values.real.abs().max()) if values.numel() else 0.0
-        imaginary = asymmetry(pattern, values.imag) * float(values.imag.abs().max()) if values.numel() else 0.0
-        scale = float(values.abs().max()) if values.numel() else 0.0
-        return max(real, imaginary) / scale if scale > 0 else 0.0
+        largest = float(values.abs().max()) if values.numel() else 0.0
+        if not largest > 0:
+            return 0.0
+        # A − Aᵀ = (Re A − (Re A)ᵀ) + i (Im A − (Im A)ᵀ); A − Aᴴ = (Re A − (Re A)ᵀ) + i (Im A + (Im A)ᵀ)
+        real = asymmetry(pattern, values.real) * float(values.real.abs().max())
+        if conjugate:
+            imaginary = _antisymmetry(pattern, values.imag)
+        else:
+            imaginary = asymmetry(pattern, values.imag) * float(values.imag.abs().max())
+        return max(real, imaginary) / largest
     distributed = getattr(pattern, "asymmetry", None)  # a DistributedPattern compares across processes
     if distributed is not None:
         return float(distributed(values))

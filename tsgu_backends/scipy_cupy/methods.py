@@ -54,10 +54,10 @@ def _iterative(name: str, assumes: str, summary: str, **options: Option) -> Meth
     return MethodSpec(
         name,
         "iterative",
-        assumes,
+        assumes,  # type: ignore[arg-type]
         {**options, **_M, **_NAMED},
         summary,
-        complex=True,  # type: ignore[arg-type]
+        complex=True,
     )
 
 
