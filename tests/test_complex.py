@@ -229,3 +229,39 @@ def test_leaf_complex_csr_gets_a_sparse_gradient_in_its_layout():
     (torch.linalg.solve(M, B.detach()) * G).sum().real.backward()
     assert A.grad.layout == torch.sparse_csr and A.grad.dtype == C128
     torch.testing.assert_close(A.grad.to_dense(), M.grad * (D != 0))
+
+
+# --- preconditioners with complex A ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("backend", "method", "options", "kind"),
+    [
+        ("torch", "gmres", {"preconditioner": "ilu0"}, "general"),
+        ("torch", "bicgstab", {"preconditioner": "jacobi"}, "general"),
+        ("torch", "gmres", {"M": "dense-inverse-diagonal"}, "general"),
+        ("torch", "cg", {"preconditioner": "jacobi"}, "spd"),
+        ("torch", "minres", {"preconditioner": "jacobi"}, "symmetric"),
+        ("scipy", "gmres", {"preconditioner": "ilu"}, "general"),
+        ("scipy", "bicgstab", {"preconditioner": "jacobi"}, "general"),
+        ("scipy", "cg", {"preconditioner": "jacobi"}, "spd"),
+    ],
+)
+def test_preconditioned_complex_solves_and_gradients(backend, method, options, kind):
+    from tsgu_core.testing import matrix_for
+
+    D = matrix_for(kind, N, seed=9, dtype=C128)
+    options = dict(options)
+    if options.get("M") == "dense-inverse-diagonal":
+        options["M"] = torch.diag(1 / torch.diagonal(D))
+    A = to_layout(D, "csr").requires_grad_()
+    B = torch.randn(N, 2, dtype=C128, requires_grad=True)
+    X = tsgu_core.solve(A, B, backend=backend, method=method, rtol=1e-12, **options)
+    G = torch.randn(N, 2, dtype=C128)
+    (X * G).sum().real.backward()
+    M = D.clone().requires_grad_()
+    B_ref = B.detach().clone().requires_grad_()
+    (torch.linalg.solve(M, B_ref) * G).sum().real.backward()
+    torch.testing.assert_close(X, torch.linalg.solve(D, B.detach()))
+    torch.testing.assert_close(B.grad, B_ref.grad)
+    torch.testing.assert_close(A.grad.to_dense(), M.grad * (D != 0))
