@@ -91,6 +91,27 @@ def test_naming_a_backend_or_method_without_complex_support_raises_a_typed_error
         tsgu_core.solve(A, B, backend="scipy", method="minres")  # SciPy's MINRES takes unconjugated products
 
 
+class MixedSupport(DenseBackend):
+    """Default method real-only; a Hermitian-only and a general complex method (declared in that order)."""
+
+    methods = {
+        "lu": tsgu_core.MethodSpec("lu", "direct", "general", {}, "real only"),
+        "hermitian_lu": tsgu_core.MethodSpec("hermitian_lu", "direct", "spd", {}, "HPD only", complex=True),
+        "complex_lu": tsgu_core.MethodSpec("complex_lu", "direct", "general", {}, "any", complex=True),
+    }
+
+
+def test_a_backend_whose_default_is_real_only_stands_in_a_general_complex_method(register):
+    register(MixedSupport(name="mixed"))
+    A = to_layout(_general(seed=11), "csr")
+    selection = tsgu_core.explain(A, backend="mixed")
+    assert selection.method == "complex_lu" and "solves complex A" in selection.reason
+    assert tsgu_core.explain(A, backend="mixed", assume="spd").method == "complex_lu"  # preferred_methods: none
+    B = torch.randn(N, dtype=C128)
+    torch.testing.assert_close(tsgu_core.solve(A, B, backend="mixed"), torch.linalg.solve(_general(seed=11), B))
+    assert tsgu_core.explain(to_layout(_general(dtype=torch.float64), "csr"), backend="mixed").method == "lu"
+
+
 def test_complex_supporters_lists_declared_methods():
     supporters = complex_supporters("solve", "cpu")
     assert {"torch/gmres", "torch/cg", "scipy/splu"} <= set(supporters)

@@ -114,7 +114,8 @@ def _methods_of(entry: BackendEntry, operation: str, assume: str = "general", co
     ]
     if operation == "solve":
         first = preferred_method(backend, assume, complex) or backend.default_method
-        return sorted(names, key=lambda name: name != first)
+        # then general methods first: when the default cannot take a complex A, a general one stands in for it
+        return sorted(names, key=lambda name: (name != first, backend.methods[name].assumes != "general"))
     return sorted(names, key=lambda name: -_method_priority(entry, name))
 
 
