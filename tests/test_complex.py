@@ -286,3 +286,23 @@ def test_preconditioned_complex_solves_and_gradients(backend, method, options, k
     torch.testing.assert_close(X, torch.linalg.solve(D, B.detach()))
     torch.testing.assert_close(B.grad, B_ref.grad)
     torch.testing.assert_close(A.grad.to_dense(), M.grad * (D != 0))
+
+
+def test_second_derivatives_through_a_leaf_complex_a():
+    """COO: exact (against dense double backward); CSR: torch's CSR constructor has no complex autograd → typed."""
+    D = _general(seed=12)
+    B = torch.randn(N, dtype=C128)
+
+    def second(function, A):
+        (g,) = torch.autograd.grad(function(A).abs().square().sum(), A, create_graph=True)
+        dense_g = g.to_dense() if g.is_sparse else g * (D != 0)  # the loss sees the stored entries only
+        (h,) = torch.autograd.grad((dense_g.abs() ** 2).sum(), A)
+        return h.to_dense() if h.is_sparse else h
+
+    coo = to_layout(D, "coo").requires_grad_()
+    h = second(lambda A: tsgu_core.solve(A, B, backend="scipy"), coo)
+    h_dense = second(lambda M: torch.linalg.solve(M, B), D.clone().requires_grad_())
+    torch.testing.assert_close(h, h_dense * (D != 0))
+    csr = to_layout(D, "csr").requires_grad_()
+    with pytest.raises(errors.SecondDerivativeError, match="solve_values"):
+        second(lambda A: tsgu_core.solve(A, B, backend="scipy"), csr)

@@ -194,6 +194,12 @@ class SparseValues(torch.autograd.Function):
                 "tsgu_core.solve_values(A_pattern, values, B) (exact to any order), or detach A"
             )
         if A.layout == torch.sparse_csr:
+            if torch.is_grad_enabled() and grad_values.requires_grad and grad_values.is_complex():
+                raise SecondDerivativeError(
+                    "second derivatives with respect to a complex CSR A are lost: torch's CSR constructor has no "
+                    "complex autograd; pass A's values with tsgu_core.solve_values(A_pattern, values, B) (exact to "
+                    "any order), or use a COO A"
+                )
             return torch.sparse_csr_tensor(
                 A.crow_indices(), A.col_indices(), grad_values, A.shape, check_invariants=False
             )
