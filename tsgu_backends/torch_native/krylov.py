@@ -116,7 +116,14 @@ def _bicgstab(
     active: torch.Tensor,
     **_: object,
 ) -> tuple[torch.Tensor, int]:
+    # Near-breakdown is breakdown: |⟨r̂, r⟩| ≤ ε‖r̂‖‖r‖ (or |⟨r̂, v⟩| ≤ ε‖r̂‖‖v‖) stops the column, and the
+    # driver restarts it from its true residual. Where r̂ is orthogonal to r in exact arithmetic (a one-hot
+    # right-hand side), real rounding tends to give exactly 0, complex rounding ~ε, and chasing ~ε^k ratios
+    # ends in 0/0 once they underflow.
+    eps = torch.finfo(tol.dtype).eps
     R_hat = R.clone()
+    r_hat_norm = torch.sqrt(_real_dot(R_hat, R_hat))
+    rr = _real_dot(R, R)
     ones = torch.ones_like(tol, dtype=R.dtype)
     rho, alpha, omega = ones, ones, ones
     P = torch.zeros_like(R)
@@ -124,13 +131,13 @@ def _bicgstab(
     its = 0
     while its < maxiter:
         rho_new = _dot(R_hat, R)
-        ok = active & (rho_new != 0) & (omega != 0)
+        ok = active & (rho_new.abs() > eps * r_hat_norm * torch.sqrt(rr)) & (omega != 0)
         beta = torch.where(ok, (rho_new / _safe(rho)) * (alpha / _safe(omega)), 0)
         P.addcmul_(V, _col(omega), value=-1).mul_(_col(beta)).add_(R)  # P = R + β (P − ω V)
         P_hat = P if precond is None else precond(P)
         V = op(P_hat)
         r_hat_v = _dot(R_hat, V)
-        ok = ok & (r_hat_v != 0) & torch.isfinite(r_hat_v)
+        ok = ok & (r_hat_v.abs() > eps * r_hat_norm * torch.sqrt(_real_dot(V, V))) & torch.isfinite(r_hat_v)
         alpha = torch.where(ok, rho_new / _safe(r_hat_v), 0)
         X.addcmul_(P_hat, _col(alpha))
         R.addcmul_(V, _col(alpha), value=-1)  # R now holds S = R − α V
@@ -144,7 +151,8 @@ def _bicgstab(
             X.addcmul_(S_hat, _col(omega))
             R.addcmul_(T, _col(omega), value=-1)
         rho = rho_new
-        active = go_on & (omega != 0) & (_real_dot(R, R) > tol**2)
+        rr = _real_dot(R, R)
+        active = go_on & (omega != 0) & (rr > tol**2)
         if not bool(active.any()):
             break
     return X, its
