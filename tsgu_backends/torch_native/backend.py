@@ -37,7 +37,8 @@ _USER_M = {
         "(..., n, k) tensors; exclusive with preconditioner"
     ),
     "M_transpose": Option(
-        "Mᵀ for the backward's transpose solve when M is a callable (a tensor M is transposed by tsgu)"
+        "Mᵀ (the plain transpose, also for complex M) for the backward's transpose solve when M is a callable "
+        "(a tensor M is transposed by tsgu)"
     ),
 }
 
