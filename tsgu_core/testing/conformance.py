@@ -16,10 +16,11 @@ float64; and complex64, complex128 for a method declared ``complex``). A
 case that cannot run here (the backend or its device is unavailable) is a
 skip whose reason says what is missing.
 
-Complex cases (methods declared ``complex=True``): ``reference`` (complex64
-and complex128), ``transpose``, ``gradcheck``, ``gradgradcheck``,
-``batched``, ``batched-patterns``, ``factorize``, ``triangular``, ``lstsq`` and their gradchecks in
-complex128, on matrices that are neither symmetric nor Hermitian (Hermitian
+Complex cases (methods declared ``complex=True``): ``reference``,
+``triangular`` and ``lstsq`` in complex64 and complex128; ``transpose``,
+``gradcheck``, ``gradgradcheck``, ``batched``, ``batched-patterns``,
+``factorize`` and the triangular/least-squares gradchecks in complex128 — on
+matrices that are neither symmetric nor Hermitian (Hermitian
 for methods that assume ``"symmetric"``/``"spd"``), with real losses
 ``Re Σ X·G`` so that gradients follow PyTorch's conjugate-Wirtinger
 convention. A method *not* declared complex gets the ``complex-refused``
