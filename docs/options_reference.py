@@ -63,7 +63,8 @@ def render() -> str:
             f"## Backend `{entry.name}`",
             "",
             f"Devices: {', '.join(f'`{d}`' for d in backend.device_types)}; priority {backend.priority}; "
-            f"default method `{backend.default_method}`.",
+            f"default method `{backend.default_method}`."
+            + (f" Complex: {note}." if (note := getattr(backend, "complex_note", None)) else ""),
             "",
         ]
         for name, spec in sorted(backend.methods.items()):
@@ -72,6 +73,8 @@ def render() -> str:
                 facts.append(f"used by `{'triangular_solve' if spec.operation == 'triangular' else 'lstsq'}`")
             if spec.batched:
                 facts.append("batched")
+            if spec.complex:
+                facts.append("complex64/complex128 too")
             if name == backend.default_method:
                 facts.append("**default**")
             lines += [f"### `{entry.name}` / `{name}`", "", f"{spec.summary or name} ({'; '.join(facts)}).", ""]

@@ -160,6 +160,32 @@ def test_explain_lists_every_backend_with_its_verdict():
     assert result.returncode == 2 and "valid methods" in result.stderr and "gmres" in result.stderr
 
 
+def test_info_and_explain_show_complex_support():
+    out = tsgu("info", "scipy").stdout
+    splu = next(line for line in out.splitlines() if line.strip().startswith("- splu"))
+    minres = next(line for line in out.splitlines() if line.strip().startswith("- minres"))
+    assert "[complex]" in splu and "[complex]" not in minres
+    report = json.loads(tsgu("info", "--json").stdout)
+    pardiso = next(backend for backend in report["backends"] if backend["name"] == "pardiso")
+    assert not any(method["complex"] for method in pardiso["methods"]) and "real" in pardiso["complex_note"]
+    out = tsgu("explain", "--dtype", "complex128").stdout
+    chosen = tsgu_core.explain(torch.eye(2, dtype=torch.complex128).to_sparse_csr())
+    assert f"backend={chosen.backend!r} method={chosen.method!r}" in out
+    assert tsgu_core.get_backend(chosen.backend).methods[chosen.method].complex
+
+
+def test_solve_a_complex_matrix_market_file(tmp_path):
+    rng = np.random.default_rng(3)
+    D = random_nonsymmetric(20, seed=4, dtype=torch.complex128).numpy()
+    scipy.io.mmwrite(tmp_path / "C.mtx", sp.csr_matrix(D))
+    b = rng.standard_normal(20) + 1j * rng.standard_normal(20)
+    np.save(tmp_path / "b.npy", b)
+    out = tsgu("solve", str(tmp_path / "C.mtx"), str(tmp_path / "b.npy"), "--dtype", "complex128", "-o",
+               str(tmp_path / "x.npy")).stdout  # fmt: skip
+    assert "converged:   yes" in out
+    np.testing.assert_allclose(D @ np.load(tmp_path / "x.npy"), b, atol=1e-10)
+
+
 # --- solve -------------------------------------------------------------------------
 
 
@@ -264,7 +290,7 @@ BAD_SOLVES = {
     "short right-hand side": (_short_rhs, "needs (30,)"),
     "rectangular matrix": (_rectangular, "square"),
     "folder as matrix": (lambda t: [str(t)], "is a folder"),
-    "complex matrix": (_complex_matrix, "tsgu solves real"),
+    "complex matrix without --dtype complex128": (_complex_matrix, "pass --dtype complex128"),
     "non-finite right-hand side": (_non_finite_rhs, "NonFiniteError"),
     "bad on_failure": (lambda t: ["A", "--option", "on_failure='bogus'"], "on_failure must be one of"),
 }

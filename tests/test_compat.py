@@ -326,3 +326,50 @@ def test_declared_tolerance_lookup():
     assert declared(update_criterion, {}) is None  # MINRES's update criterion is not a residual tolerance
     assert declared(print, {}) is None  # no signature
     assert declared(keyword_only, {"tol": float("nan")}).source == "default tol and default atol"
+
+
+# --- complex A and B ---------------------------------------------------------------------------------------------
+
+
+def _complex_case(layout, seed=5):
+    D = matrix_for("general", N, seed=seed, dtype=torch.complex128)  # neither symmetric nor Hermitian
+    return D, to_layout(D, layout)
+
+
+def _dense_gradients(D, B, G):
+    D_ref, B_ref = D.clone().requires_grad_(), B.detach().clone().requires_grad_()
+    (torch.linalg.solve(D_ref, B_ref) * G).sum().real.backward()
+    return D_ref.grad * (D != 0), B_ref.grad
+
+
+COMPLEX_DROP_INS = [
+    ("generic-gmres", lambda M, R: compat.sparse_generic_solve(M, R, solve="gmres", rtol=1e-12)),
+    ("generic-callable", lambda M, R: compat.sparse_generic_solve(M, R, solve=compat.bicgstab, rtol=1e-13)),
+    ("c4t-default", lambda M, R: compat.sparse_solve_c4t(M, R)),
+    ("c4t-gmres", lambda M, R: compat.sparse_solve_c4t(M, R, solve="gmres", tol=1e-12)),
+    ("c4t-callable", lambda M, R: compat.sparse_solve_c4t(M, R, solve=sla.spsolve)),
+    ("j4t-gmres", lambda M, R: compat.sparse_solve_j4t(M, R, solve="gmres", tol=1e-12)),
+]
+
+
+@pytest.mark.parametrize(("label", "function"), COMPLEX_DROP_INS, ids=[label for label, _ in COMPLEX_DROP_INS])
+@pytest.mark.parametrize(("layout", "k"), [("coo", None), ("csr", 3)])
+def test_drop_ins_accept_complex_with_conjugate_wirtinger_gradients(label, function, layout, k):
+    if label.startswith("j4t"):
+        pytest.importorskip("jax", reason="needs JAX")
+    D, A = _complex_case(layout)
+    A.requires_grad_()
+    B = torch.randn((N,) if k is None else (N, k), dtype=torch.complex128, requires_grad=True)
+    G = torch.randn(B.shape, dtype=torch.complex128)
+    X = function(A, B)
+    (X * G).sum().real.backward()
+    grad_A, grad_B = _dense_gradients(D, B, G)
+    torch.testing.assert_close(X, torch.linalg.solve(D, B.detach()))
+    torch.testing.assert_close(B.grad, grad_B)
+    torch.testing.assert_close(A.grad.to_dense(), grad_A)
+
+
+def test_drop_ins_refuse_a_complex_a_with_a_real_b():
+    _, A = _complex_case("csr")
+    with pytest.raises(errors.DtypeMismatchError, match=r"B\.to\(A\.dtype\)"):
+        compat.sparse_solve_c4t(A, torch.ones(N, dtype=torch.float64))

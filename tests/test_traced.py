@@ -476,3 +476,63 @@ def test_options_that_print_alike_are_different_requests():
         )(problem.B.unsqueeze(0))
         torch.testing.assert_close(X[0], problem.dense(problem.values, problem.B))
     assert calls["first"] > 0 and calls["second"] > 0, calls
+
+
+def _complex_problem(backend, layout):
+    """A complex, non-Hermitian, non-symmetric matrix: the real one plus an imaginary part on its pattern."""
+    problem = Problem(backend, layout, "float64", "matrix")
+    generator = torch.Generator().manual_seed(5)
+    real = problem.values
+    problem.values = torch.complex(real, torch.randn(real.shape, generator=generator, dtype=torch.float64))
+    problem.B = torch.complex(problem.B, torch.randn(problem.B.shape, generator=generator, dtype=torch.float64))
+    problem.dtype = torch.complex128
+    return problem
+
+
+def _real_loss(solver):
+    return lambda values, B: (solver(values, B).abs().square() * torch.linspace(0.5, 2, B.shape[-1])).sum()
+
+
+COMPLEX_TRANSFORMS = {
+    "grad": lambda p: lambda f: torch.func.grad(_real_loss(f), argnums=(0, 1))(p.values, p.B),
+    "jvp": lambda p: lambda f: torch.func.jvp(f, (p.values, p.B), (0.5j * p.values, p.B.conj())),
+    "hvp": lambda p: (
+        lambda f: torch.func.jvp(torch.func.grad(lambda v: _real_loss(f)(v, p.B)), (p.values,), (1j * p.values,))[1]
+    ),
+    "vmap-B": lambda p: lambda f: torch.func.vmap(lambda b: f(p.values, b))(torch.stack([p.B, 1j * p.B])),
+    "vmap-values": lambda p: lambda f: torch.func.vmap(lambda v: f(v, p.B))(torch.stack([p.values, 1j * p.values])),
+}
+
+
+@pytest.mark.parametrize("transform", sorted(COMPLEX_TRANSFORMS))
+@pytest.mark.parametrize("layout", ["coo", "csr"])
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_complex_transforms_follow_the_wirtinger_convention(backend, layout, transform):
+    """Complex values and B under torch.func: the same numbers as torch's own complex autograd of a dense solve."""
+    problem = _complex_problem(backend, layout)
+    problem.assert_same(COMPLEX_TRANSFORMS[transform](problem))
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_complex_compile_fullgraph_and_second_derivatives(backend):
+    """Compiled (aot_eager: its kernels run without lazy-conjugation dispatch) and gradgradcheck, complex128."""
+    problem = _complex_problem(backend, "csr")
+    torch.compiler.reset()
+    loss = _real_loss(problem.tsgu)
+    values, B = problem.values.clone().requires_grad_(), problem.B.clone().requires_grad_()
+    torch.compile(loss, fullgraph=True, backend="aot_eager")(values, B).backward()
+    ref_values, ref_B = problem.values.clone().requires_grad_(), problem.B.clone().requires_grad_()
+    _real_loss(problem.dense)(ref_values, ref_B).backward()
+    torch.testing.assert_close(values.grad, ref_values.grad)
+    torch.testing.assert_close(B.grad, ref_B.grad)
+
+    def through_operator(v, b):
+        return traced_solve_values(
+            problem.pattern, v, b, assume="general", return_info=False, on_failure="raise",
+            backend=problem.kwargs["backend"], method=problem.kwargs["method"],
+            options=_options(backend, torch.float64),
+        )  # fmt: skip
+
+    atol = 1e-6 if backend == "scipy" else 1e-5
+    values, B = problem.values.clone().requires_grad_(), problem.B[:, :1].clone().requires_grad_()
+    assert torch.autograd.gradgradcheck(through_operator, (values, B), atol=atol)

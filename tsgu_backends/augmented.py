@@ -56,7 +56,8 @@ def lsqr(
     Parameters
     ----------
     matvec, rmatvec : callable
-        ``M @ V`` for ``V`` ``(q, k)`` and ``Mᵀ @ U`` for ``U`` ``(p, k)``.
+        ``M @ V`` for ``V`` ``(q, k)`` and ``Mᴴ @ U`` for ``U`` ``(p, k)`` (``Mᵀ`` when real;
+        the bidiagonalisation's scalars ``α``, ``β`` are norms, so the rotations stay real).
     C : Tensor
         ``(p, k)``.
     q : int
@@ -118,16 +119,35 @@ def solve_augmented(
     maxiter: int,
     z0: torch.Tensor | None = None,
     least_squares: LeastSquares | None = None,
+    transpose: bool = False,
 ) -> AugmentedResult:
     """Solve ``[[I, A], [Aᵀ, 0]] [r; x] = Z`` for ``A`` ``(m, n)`` given by its products.
 
     ``z0`` is an initial guess ``[r0; x0]``; ``least_squares`` the routine for the
-    sub-problems (default: :func:`lsqr`).
+    sub-problems (default: :func:`lsqr`). ``rmatvec`` applies ``Aᴴ``: for a
+    complex ``A`` the system is ``K = [[I, A], [Aᴴ, 0]]``, and ``transpose=True``
+    solves with ``Kᵀ = conj(K)`` as ``conj(K⁻¹ conj(Z))`` (for a real ``A``
+    ``Kᵀ = K``: ``transpose`` changes nothing).
 
     Stops when ``‖Z − K z‖ ≤ max(rtol·‖Z‖, atol)`` per column (the core's own
     criterion), when ``maxiter`` LSQR iterations are spent, or when a
     refinement pass does not reduce the residual.
     """
+    if transpose and Z.is_complex():
+        result = solve_augmented(
+            matvec,
+            rmatvec,
+            Z.conj().resolve_conj(),
+            m,
+            rtol=rtol,
+            atol=atol,
+            maxiter=maxiter,
+            z0=None if z0 is None else z0.conj().resolve_conj(),
+            least_squares=least_squares,
+        )
+        return AugmentedResult(
+            result.Z.conj().resolve_conj(), result.iterations, result.converged, result.message, result.history
+        )
     tol = torch.clamp(rtol * scaled_norm(Z, dim=0), min=atol)
     n = Z.shape[0] - m
     solve_ls = least_squares or lsqr

@@ -174,7 +174,9 @@ class _CallableBackend:
         self._warn = warn_above_default
         self.device_types = device_types
         self.methods = {
-            "callable": MethodSpec("callable", "iterative", "general", {}, "a user-supplied solve callable")
+            "callable": MethodSpec(
+                "callable", "iterative", "general", {}, "a user-supplied solve callable", complex=True
+            )
         }
         self._solve, self._transpose_solve, self._keywords = solve, transpose_solve, keywords
         self._matrix, self._to, self._from, self._by_column = matrix, to_library, from_library, by_column
@@ -368,7 +370,11 @@ def sparse_generic_solve(
     method of tsgu's ``torch`` backend (``"cg"``, ``"bicgstab"``,
     ``"minres"``, ``"gmres"``). ``transpose_solve(A, G, **kwargs)`` must solve
     ``Aᵀ Y = G``; without it ``solve`` gets ``Aᵀ``. Gradients: ``∂L/∂B = A⁻ᵀG``,
-    ``∂L/∂A = −(A⁻ᵀG) Xᵀ`` at ``A``'s stored entries.
+    ``∂L/∂A = −(A⁻ᵀG) Xᵀ`` at ``A``'s stored entries. Complex ``A`` and ``B``
+    (same dtype) are accepted where the method is (the torch backend's all) and
+    by a callable; gradients then follow PyTorch's convention (``A⁻ᴴG``,
+    ``−(A⁻ᴴG) Xᴴ``), and ``transpose_solve`` must still solve the plain
+    ``Aᵀ Y = G`` (tsgu conjugates around it).
 
     Differences from the old function: the default is GMRES (the old default,
     MINRES, assumes a symmetric ``A``); a callable's answer is checked by its
@@ -440,7 +446,8 @@ def sparse_solve_c4t(
     (or any method of tsgu's ``scipy``/``cupy`` backend), or a callable
     ``solve(A_sp, b, **kwargs)`` taking a SciPy/CuPy matrix and one column.
     ``transpose_solve`` may name the same kind of method or be a callable that
-    solves ``Aᵀ y = g`` given ``A``.
+    solves ``Aᵀ y = g`` given ``A`` (the plain transpose, also for complex
+    ``A``: every method of the backends but ``minres`` accepts complex).
 
     Differences from the old function: the default is SuperLU (``"splu"``),
     factorized once and reused by the backward pass for one or many
@@ -517,7 +524,8 @@ def sparse_solve_j4t(
     default as before, ``"gmres"``, ``"cg"``, ``"spsolve"``) or a callable
     ``solve(A_jax, b, **kwargs) -> (x, info)`` like
     ``jax.scipy.sparse.linalg.bicgstab``, given a JAX BCOO matrix and one
-    column (inside a float64 scope for float64 tensors).
+    column (inside a float64 scope for float64 and complex128 tensors). Complex
+    ``A`` and ``B`` are accepted by every named method and by a callable.
 
     Differences from the old function: the default transpose solve uses
     ``Aᵀ`` (the old default transposed twice: 27–33 % wrong gradients);

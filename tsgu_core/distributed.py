@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from tsgu_core.errors import SecondDerivativeError, ShapeError, UnsupportedDeviceError
+from tsgu_core.errors import ComplexNotSupportedError, SecondDerivativeError, ShapeError, UnsupportedDeviceError
 from tsgu_core.info import SolveInfo
 from tsgu_core.pattern import SparsePattern
 from tsgu_core.pipeline import as_columns, execute, matrix_values, plan
@@ -512,6 +512,11 @@ def solve_distributed(
 
         comm = MPI.COMM_WORLD
     detached, values = matrix_values(A_local, any_shape=True)
+    if detached.is_complex():
+        raise ComplexNotSupportedError(
+            f"solve_distributed solves real systems only (its collective norms and structure checks are real), "
+            f"got {detached.dtype}; solve a complex A on one process with tsgu_core.solve"
+        )
     if detached.device.type != "cpu":
         raise UnsupportedDeviceError("distributed solves take CPU tensors (each process's MPI buffers)")
     n_local, n = detached.shape

@@ -16,6 +16,7 @@ __all__ = [
     "BackendContractError",
     "BackendError",
     "BackendUnavailableError",
+    "ComplexNotSupportedError",
     "ConvergenceError",
     "ConvergenceWarning",
     "DeviceMismatchError",
@@ -57,6 +58,20 @@ class ShapeError(TsguError, ValueError):
 
 class DtypeMismatchError(TsguError, TypeError):
     """An unsupported dtype, or ``A`` and ``B`` with different dtypes."""
+
+
+class ComplexNotSupportedError(DtypeMismatchError):
+    """A complex ``A`` asked of a backend or method that does not declare complex support.
+
+    Attributes
+    ----------
+    supported : list of str
+        ``"backend/method"`` for every registered method of the operation that does.
+    """
+
+    def __init__(self, message: str, *, supported: Sequence[str] = ()):
+        super().__init__(message)
+        self.supported = list(supported)
 
 
 class DeviceMismatchError(TsguError, ValueError):

@@ -248,7 +248,7 @@ def to_jax(A: torch.Tensor, format: Literal["bcoo", "bcsr"] = "bcoo") -> Any:
     def to_array(t: torch.Tensor) -> Any:
         return jax.dlpack.from_dlpack(t.contiguous())
 
-    scope = jax.enable_x64(True) if values.dtype == torch.float64 else contextlib.nullcontext()
+    scope = jax.enable_x64(True) if values.dtype in (torch.float64, torch.complex128) else contextlib.nullcontext()
     shape = tuple(A.shape)
     with scope:
         if format == "bcsr":

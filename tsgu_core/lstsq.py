@@ -11,7 +11,8 @@ augmented system
     = \\begin{bmatrix} b \\\\ 0 \\end{bmatrix},
 
 whose solution is the least-squares ``x`` and its residual ``r = b − A x``
-(the second block row, ``Aᵀ r = 0``, is the normal equations). Because ``K``'s
+(the second block row, ``Aᵀ r = 0``, is the normal equations). A complex
+``A`` has ``Aᴴ`` in place of ``Aᵀ`` (``Aᴴ r = 0``): ``K`` is Hermitian. Because ``K``'s
 values are ``A``'s values (twice) and ones, the one gradient rule of
 :mod:`tsgu_core.autograd` applied to ``K`` gives the full least-squares
 gradient, residual term included — no second rule — and the core's
@@ -101,7 +102,9 @@ def lstsq(
     r"""Least squares :math:`X = \arg\min_X \|A X - B\|_F` for a sparse tall ``A``, differentiably.
 
     With :math:`R = B - A X`, :math:`G = \partial L / \partial X` and
-    :math:`Y = (A^\top A)^{-1} G`,
+    :math:`Y = (A^\top A)^{-1} G` (for complex ``A``: :math:`Y = (A^H A)^{-1} G`,
+    and the gradients below in PyTorch's conjugate-Wirtinger convention,
+    :math:`\partial L/\partial A = R Y^H - A Y X^H` at the stored entries),
 
     .. math::
 
@@ -158,7 +161,10 @@ def lstsq(
         z0 = torch.cat([Bk.detach() - detached @ x0, sigma * x0])
     if n == 0:  # nothing to solve for; keep the result connected to A and B
         Z = Z[:0]
-    K_values = torch.cat([values.new_ones(m), values / sigma, values / sigma])
+    # a complex A: K = [[I, A], [Aᴴ, 0]] (Hermitian), so the lower block holds conj(A)'s values; the one
+    # gradient rule on K's values then gives the conjugate-Wirtinger gradient of A through both blocks
+    lower = values.conj_physical() if values.is_complex() else values  # (a lazy conj of a CSR values() view fails)
+    K_values = torch.cat([values.new_ones(m), values / sigma, lower / sigma])
     pattern = _augmented_pattern(detached)
     solution, info = execute(the_plan, lambda: the_plan.prepare(scaled, pattern=pattern), K_values, Z, x0=z0)
     X = restore(solution[m:] / sigma if n else Bk[:0] * 0 + Bk.sum() * 0 + values.sum() * 0)

@@ -26,6 +26,8 @@ from tsgu_core.transforms import transformed
 
 __all__ = ["SparsePattern", "UnitDiagonalPattern"]
 
+_SAMPLED_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
+
 
 def _pointers(sorted_index: torch.Tensor, size: int) -> torch.Tensor:
     """CSR-style pointers (``size + 1``, int64) of a sorted index: where each value's run starts."""
@@ -189,8 +191,13 @@ class SparsePattern:
         return norms
 
     def outer_at_entries(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-        """``(left @ rightᵀ)`` at the stored entries: ``⟨left[row], right[col]⟩``, shape ``(..., nnz)``."""
-        if self._fast(left, right) and left.dtype in (torch.float32, torch.float64):
+        """``(left @ rightᵀ)`` at the stored entries: ``Σ_c left[row, c]·right[col, c]``, shape ``(..., nnz)``.
+
+        No conjugation: for complex operands conjugate one first (see
+        :func:`tsgu_core.autograd.values_gradient`).
+        """
+        # torch's sampled_addmm serves float32/64 and complex64/128 (checked with torch 2.13 on the CPU)
+        if self._fast(left, right) and left.dtype in _SAMPLED_DTYPES and not (left.is_conj() or right.is_conj()):
             pattern = self.to_csr(torch.zeros(self.col.numel(), dtype=left.dtype, device=left.device))
             sampled: torch.Tensor = torch.sparse.sampled_addmm(pattern, left, right.T, beta=0.0)
             return sampled.values()

@@ -60,7 +60,7 @@ class Plan:
             own = pattern if isinstance(pattern, SparsePattern) else SparsePattern.of(A)  # distributed: collective
             values = A.values() if A.layout == torch.sparse_csr else A._values()
             check_structure(own, values, self.options.assume, what=f"assume={self.options.assume!r}")
-            check_structure(own, values, self.spec.assumes, what=f"method {self.spec.name!r}")
+            check_structure(own, values, self.spec.assumes, what=f"method {self.spec.name!r}", method=True)
             pattern = own  # read off A once
         return PreparedSolve.of(self.backend, self.spec, A, self.options, self.on_failure, pattern, prepare)
 
@@ -88,7 +88,7 @@ def plan(
     """
     check_on_failure(on_failure)
     check_assume(assume)
-    selection = select(backend, A.device.type, method, operation, capability=capability, assume=assume)
+    selection = select(backend, A.device.type, method, operation, capability=capability, assume=assume, dtype=A.dtype)
     spec = selection.entry.backend.methods[selection.method]
     size = A.shape[-1] if n is None else n
     solve_options = resolve_options(spec, selection.backend, options, size, A.dtype, supplied=supplied)

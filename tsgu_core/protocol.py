@@ -8,7 +8,8 @@ Rules of the contract
 ---------------------
 * ``prepare(A, method, options)`` is called once per forward solve. ``A`` is a
   detached torch sparse tensor, COO (coalesced) or CSR, 2-D and square, already
-  validated: finite, float32/float64, indices int32/int64 and in bounds, on a
+  validated: finite, float32/float64 (complex64/complex128 only for a method
+  declared ``complex=True``), indices int32/int64 and in bounds, on a
   device the backend declared. Convert, factorize, build preconditioners here.
   Only a method declared ``batched`` ever receives a batch: a CSR ``A`` of shape
   ``(b, n, n)`` whose members share one pattern, and ``B`` of shape ``(b, n, k)``.
@@ -18,6 +19,9 @@ Rules of the contract
   and device. It is called for the forward solve and again, with
   ``transpose=True`` and the same state, in the backward pass: a direct
   backend reuses its factorization, an iterative backend uses ``Aᵀ``.
+  For a complex ``A``, ``transpose=True`` means the *plain* transpose ``Aᵀ``,
+  never the conjugate transpose: the core conjugates around it for the
+  backward's ``A⁻ᴴ G = conj(A⁻ᵀ conj(G))`` (:func:`tsgu_core.autograd.adjoint_solve`).
 * ``options`` is a :class:`SolveOptions`: every option the method declares
   (:class:`Option`), checked and with its default filled in, and for iterative
   methods the resolved ``rtol``, ``atol`` and ``maxiter``. A backend never
@@ -224,12 +228,22 @@ class MethodSpec:
         ``A`` of shape ``(m, n)``, used by :func:`tsgu_core.lstsq`; ``solve``
         receives ``Z = [c; d]`` of shape ``(m + n, k)`` and returns ``[r; x]``
         solving the augmented system ``[[I, A], [Aᵀ, 0]] [r; x] = [c; d]``
-        (symmetric, so ``transpose`` changes nothing): ``x`` is the least-squares
-        solution of ``A x ≈ c`` when ``d = 0``.
+        (symmetric, so ``transpose`` changes nothing for a real ``A``; a
+        complex one has ``Aᴴ`` in place of ``Aᵀ``, see ``complex``): ``x`` is
+        the least-squares solution of ``A x ≈ c`` when ``d = 0``.
     priority : int or None
         Ranks this method against other backends' methods of the same
         operation when none is named (default: the backend's priority).
         For ``"solve"`` the backend's priority and default method decide.
+    complex : bool
+        The method solves complex64/complex128 ``A`` and ``B`` (with
+        ``transpose=True`` the plain transpose ``Aᵀ``). Without it the core
+        never hands it a complex ``A``: selection skips it, and naming it
+        raises :class:`~tsgu_core.errors.ComplexNotSupportedError`. A method
+        that ``assumes`` ``"symmetric"`` or ``"spd"`` needs a *Hermitian*
+        (positive definite) ``A`` when complex; the core checks that. For
+        ``operation="lstsq"`` the augmented system of a complex ``A`` is
+        ``[[I, A], [Aᴴ, 0]]`` (Hermitian), its plain transpose its conjugate.
     """
 
     name: str
@@ -240,6 +254,7 @@ class MethodSpec:
     batched: bool = False
     operation: Operation = "solve"
     priority: int | None = None
+    complex: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in ("direct", "iterative"):
@@ -375,6 +390,11 @@ class SolverBackend(Protocol, Generic[StateT]):
         per structure a user can claim with ``assume=`` (``"spd"``,
         ``"symmetric"``, ``"hermitian"``), the method it prefers then
         (e.g. ``{"spd": "cg"}``); ``method=None`` picks it.
+    complex_note : str, optional
+        Also optional: one line on complex support beyond the methods'
+        ``complex`` flags (e.g. "only with a PETSc built with complex
+        scalars"), shown by ``tsgu info`` and in
+        :class:`~tsgu_core.errors.ComplexNotSupportedError`.
     """
 
     @property

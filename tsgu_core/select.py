@@ -16,6 +16,7 @@ import torch
 
 from tsgu_core.errors import (
     BackendUnavailableError,
+    ComplexNotSupportedError,
     InvalidArgumentError,
     UnknownMethodError,
     UnsupportedDeviceError,
@@ -23,7 +24,7 @@ from tsgu_core.errors import (
 from tsgu_core.protocol import DistributedBackend, SolverBackend
 from tsgu_core.registry import BackendEntry, check_backend, get_entry, list_backends
 
-__all__ = ["Selection", "explain", "select", "set_default_backend"]
+__all__ = ["Selection", "complex_supporters", "explain", "select", "set_default_backend"]
 
 _preferences: dict[str, str] = {}
 _preferences_lock = threading.Lock()
@@ -85,25 +86,58 @@ class Selection:
         return "\n".join(lines)
 
 
-def preferred_method(backend: SolverBackend, assume: str) -> str | None:
-    """The method ``backend`` declares for a matrix known to be ``assume`` (``preferred_methods``), if any."""
+def preferred_method(backend: SolverBackend, assume: str, complex: bool = False) -> str | None:
+    """The method ``backend`` declares for a matrix known to be ``assume`` (``preferred_methods``), if any.
+
+    For a complex ``A`` only a method declared ``complex`` counts, and ``assume="symmetric"`` prefers
+    nothing: a complex-symmetric ``A`` (``Aᵀ = A``) is not Hermitian, which CG and MINRES need.
+    """
+    if complex and assume == "symmetric":
+        return None
     preferred = getattr(backend, "preferred_methods", None) or {}
     method = preferred.get(assume)
-    return method if method in backend.methods else None
+    if not isinstance(method, str) or method not in backend.methods:
+        return None
+    return None if complex and not backend.methods[method].complex else method
 
 
-def _methods_of(entry: BackendEntry, operation: str, assume: str = "general") -> list[str]:
+def _methods_of(entry: BackendEntry, operation: str, assume: str = "general", complex: bool = False) -> list[str]:
     """The backend's methods for ``operation``, best first (method priority, then declaration order).
 
     For a square solve the first is the method the backend prefers for
-    ``assume`` (see :func:`preferred_method`), else its default method.
+    ``assume`` (see :func:`preferred_method`), else its default method. With
+    ``complex``, only the methods declared ``complex``.
     """
     backend = entry.backend
-    names = [name for name, spec in backend.methods.items() if spec.operation == operation]
+    names = [
+        name for name, spec in backend.methods.items() if spec.operation == operation and (spec.complex or not complex)
+    ]
     if operation == "solve":
-        first = preferred_method(backend, assume) or backend.default_method
-        return sorted(names, key=lambda name: name != first)
+        first = preferred_method(backend, assume, complex) or backend.default_method
+        # then general methods first: when the default cannot take a complex A, a general one stands in for it
+        return sorted(names, key=lambda name: (name != first, backend.methods[name].assumes != "general"))
     return sorted(names, key=lambda name: -_method_priority(entry, name))
+
+
+def complex_supporters(operation: str = "solve", device_type: str | None = None) -> list[str]:
+    """``"backend/method"`` for every registered method of ``operation`` declared ``complex`` (on ``device_type``)."""
+    return [
+        f"{entry.name}/{name}"
+        for entry in list_backends()
+        if device_type is None or device_type in entry.backend.device_types
+        for name in _methods_of(entry, operation, complex=True)
+    ]
+
+
+def _refuse_complex(entry: BackendEntry, method: str, device_type: str, operation: str) -> ComplexNotSupportedError:
+    supported = complex_supporters(operation, device_type)
+    what = "method" if operation == "solve" else f"{operation} method"
+    return ComplexNotSupportedError(
+        f"backend {entry.name!r}, {what} {method!r} does not solve complex A (its MethodSpec does not declare "
+        f"complex=True); on {device_type}, complex is solved by: {', '.join(supported) or 'no registered backend'}"
+        f"{'; ' + note if (note := getattr(entry.backend, 'complex_note', None)) else ''}",
+        supported=supported,
+    )
 
 
 def _method_priority(entry: BackendEntry, method: str) -> int:
@@ -112,17 +146,27 @@ def _method_priority(entry: BackendEntry, method: str) -> int:
 
 
 def _method_for(
-    entry: BackendEntry, method: str | None, device_type: str, operation: str, assume: str = "general"
+    entry: BackendEntry,
+    method: str | None,
+    device_type: str,
+    operation: str,
+    assume: str = "general",
+    complex: bool = False,
 ) -> str:
-    offered = _methods_of(entry, operation, assume)
+    offered = _methods_of(entry, operation, assume, complex)
     if method is None:
         if not offered:
+            if complex and _methods_of(entry, operation):
+                default = entry.backend.default_method if operation == "solve" else _methods_of(entry, operation)[0]
+                raise _refuse_complex(entry, default, device_type, operation)
             raise UnknownMethodError(
                 f"backend {entry.name!r} has no {operation!r} method; its methods: {sorted(entry.backend.methods)}",
                 method="",
                 valid=[],
             )
         return offered[0]
+    if complex and method not in offered and method in _methods_of(entry, operation):
+        raise _refuse_complex(entry, method, device_type, operation)
     if method not in offered:
         others = [
             e.name
@@ -159,6 +203,7 @@ def _named(
     operation: str,
     capability: str | None,
     assume: str = "general",
+    complex: bool = False,
 ) -> Selection:
     entry = _entry_of(backend)
     name = entry.name
@@ -181,38 +226,49 @@ def _named(
             reason=available.reason,
             install=available.install,
         )
-    chosen = _method_for(entry, method, device_type, operation, assume)
+    chosen = _method_for(entry, method, device_type, operation, assume, complex)
     if method is not None:
         how = "requested method"
-    elif chosen == preferred_method(entry.backend, assume) and operation == "solve":
+    elif chosen == preferred_method(entry.backend, assume, complex) and operation == "solve":
         how = f"the backend's preferred method for a {assume} A (assume={assume!r})"
+    elif complex and chosen != entry.backend.default_method and operation == "solve":
+        how = "the backend's first method that solves complex A"
     else:
         how = "the backend's default method"
     return Selection(name, chosen, device_type, f"backend requested by name; {how}", ((name, "requested"),), entry)
 
 
-def _rank(entry: BackendEntry, operation: str, method: str | None) -> int:
+def _rank(entry: BackendEntry, operation: str, method: str | None, complex: bool = False) -> int:
     if operation == "solve":
         return entry.backend.priority
-    offered = _methods_of(entry, operation) if method is None else [method]
+    offered = _methods_of(entry, operation, complex=complex) if method is None else [method]
     return max((_method_priority(entry, m) for m in offered if m in entry.backend.methods), default=0)
 
 
 def _ranked(
-    device_type: str, operation: str = "solve", method: str | None = None, capability: str | None = None
+    device_type: str,
+    operation: str = "solve",
+    method: str | None = None,
+    capability: str | None = None,
+    complex: bool = False,
 ) -> list[BackendEntry]:
     preferred = _preferences.get(device_type) if operation == "solve" else None
     entries = [e for e in list_backends() if device_type in e.backend.device_types and _capable(e, capability)]
-    return sorted(entries, key=lambda e: (e.name != preferred, -_rank(e, operation, method), e.name))
+    return sorted(entries, key=lambda e: (e.name != preferred, -_rank(e, operation, method, complex), e.name))
 
 
 def _automatic(
-    device_type: str, method: str | None, operation: str, capability: str | None, assume: str = "general"
+    device_type: str,
+    method: str | None,
+    operation: str,
+    capability: str | None,
+    assume: str = "general",
+    complex: bool = False,
 ) -> Selection:
     considered: list[tuple[str, str]] = []
     preferred = _preferences.get(device_type) if operation == "solve" else None
     what = "method" if operation == "solve" else f"{operation} method"
-    ranked = _ranked(device_type, operation, method, capability)
+    ranked = _ranked(device_type, operation, method, capability, complex)
     if method is not None and not any(method in _methods_of(entry, operation) for entry in ranked):
         valid = sorted({m for entry in ranked for m in _methods_of(entry, operation)})
         raise UnknownMethodError(
@@ -220,24 +276,30 @@ def _automatic(
             method=method,
             valid=valid,
         )
+    if complex and method is not None and not any(method in _methods_of(e, operation, complex=True) for e in ranked):
+        holder = next(entry for entry in ranked if method in _methods_of(entry, operation))
+        raise _refuse_complex(holder, method, device_type, operation)
     for entry in ranked:
         offered = _methods_of(entry, operation)
         if not offered:
             considered.append((entry.name, f"no {what}"))
             continue
+        if complex and not _methods_of(entry, operation, complex=True):
+            considered.append((entry.name, f"no {what} for complex A"))
+            continue
         available = entry.availability(device_type)
         if not available:
             considered.append((entry.name, f"unavailable: {available.reason}"))
             continue
-        if method is not None and method not in offered:
-            considered.append((entry.name, f"no {what} {method!r}"))
+        if method is not None and method not in _methods_of(entry, operation, complex=complex):
+            considered.append((entry.name, f"no {what} {method!r}" + (" for complex A" if complex else "")))
             continue
-        chosen = _method_for(entry, method, device_type, operation, assume)
-        priority = _rank(entry, operation, method)
+        chosen = _method_for(entry, method, device_type, operation, assume, complex)
+        priority = _rank(entry, operation, method, complex)
         rank = "the per-process default" if entry.name == preferred else f"highest priority ({priority})"
         if method is not None:
             offer = f"offering {method!r}"
-        elif operation == "solve" and chosen == preferred_method(entry.backend, assume):
+        elif operation == "solve" and chosen == preferred_method(entry.backend, assume, complex):
             offer = f"its preferred {what} for a {assume} A (assume={assume!r}): {chosen!r}"
         else:
             offer = f"default {what} {chosen!r}"
@@ -248,6 +310,11 @@ def _automatic(
         kind = f" with {capability} solves" if capability else ""
         raise UnsupportedDeviceError(f"no registered backend{kind} serves device type {device_type!r}")
     summary = "; ".join(f"{name}: {verdict}" for name, verdict in considered)
+    if complex and all(verdict.startswith("no ") and verdict.endswith("complex A") for _, verdict in considered):
+        supported = complex_supporters(operation, device_type)
+        raise ComplexNotSupportedError(
+            f"no backend for {device_type} offers a {what} for complex A: {summary}", supported=supported
+        )
     if all(verdict.startswith("no ") for _, verdict in considered):
         raise UnknownMethodError(f"no backend for {device_type} offers a {what}", method="", valid=[])
     raise BackendUnavailableError(
@@ -265,8 +332,12 @@ def select(
     *,
     capability: str | None = None,
     assume: str = "general",
+    dtype: torch.dtype | None = None,
 ) -> Selection:
     """Decide the backend and method for an ``operation`` on ``device_type``.
+
+    With a complex ``dtype`` only methods declared ``complex`` are chosen
+    (see :attr:`MethodSpec.complex <tsgu_core.protocol.MethodSpec>`).
 
     ``backend`` may be a registered name or a backend object (used as is,
     unregistered: handy to try a backend out before making it a plugin).
@@ -281,7 +352,11 @@ def select(
         The backend (or every candidate) is unavailable; says why and how to fix.
     UnknownMethodError
         The method is not offered; lists the valid ones.
+    ComplexNotSupportedError
+        A complex ``dtype`` and a named backend or method that does not
+        declare complex support; names those that do.
     """
+    complex = dtype is not None and dtype.is_complex
     if method is not None and not isinstance(method, str):
         raise UnknownMethodError(
             f"method must be a method name (str) or None, got {method!r}; `tsgu info` lists the methods",
@@ -289,8 +364,8 @@ def select(
             valid=[],
         )
     if backend is not None:
-        return _named(backend, device_type, method, operation, capability, assume)
-    return _automatic(device_type, method, operation, capability, assume)
+        return _named(backend, device_type, method, operation, capability, assume, complex)
+    return _automatic(device_type, method, operation, capability, assume, complex)
 
 
 def explain(
@@ -300,6 +375,7 @@ def explain(
     method: str | None = None,
     operation: str = "solve",
     assume: str = "general",
+    dtype: torch.dtype | None = None,
 ) -> Selection:
     """What :func:`tsgu_core.solve` would choose for ``A``, and why.
 
@@ -315,6 +391,9 @@ def explain(
     assume : str
         The structure hint passed to :func:`~tsgu_core.solve` (``"spd"``, ...):
         the reason then says how it changed the choice.
+    dtype : torch.dtype, optional
+        The dtype of ``A`` (default: ``A``'s, when ``A`` is a tensor): a
+        complex one restricts the choice to methods declared ``complex``.
 
     Returns
     -------
@@ -331,6 +410,7 @@ def explain(
     """
     if isinstance(A, torch.Tensor):
         device = A.device
+        dtype = A.dtype if dtype is None else dtype
     elif isinstance(A, (str, torch.device)):
         try:
             device = torch.device(A)
@@ -340,4 +420,4 @@ def explain(
         raise InvalidArgumentError(
             f"explain takes a tensor, a torch.device or a device string such as 'cpu' or 'cuda', got {A!r}"
         )
-    return select(backend, device.type, method, operation, assume=assume)
+    return select(backend, device.type, method, operation, assume=assume, dtype=dtype)

@@ -73,12 +73,17 @@ def solve(
     computed with one transpose solve of the same backend (a direct method
     reuses its factorization) and returned as a sparse gradient in ``A``'s
     layout: memory :math:`O(\mathrm{nnz} + n k)`, never :math:`O(n^2)`.
+    For complex dtypes the gradients follow PyTorch's conjugate-Wirtinger
+    convention: :math:`G_B = A^{-H} G` and :math:`-\langle (G_B)_{i,:},
+    \overline{X_{j,:}} \rangle` (see :mod:`tsgu_core.autograd`).
 
     Parameters
     ----------
     A : Tensor
-        Sparse COO (coalesced or not) or CSR, shape ``(n, n)``, float32 or
-        float64, int32 or int64 indices.
+        Sparse COO (coalesced or not) or CSR, shape ``(n, n)``, float32,
+        float64, complex64 or complex128 (complex only with methods that
+        declare it; see :attr:`MethodSpec.complex <tsgu_core.MethodSpec>`),
+        int32 or int64 indices.
     B : Tensor
         Dense, shape ``(n,)`` or ``(n, k)``, with ``A``'s dtype and device.
     backend : str or backend object, optional
@@ -95,7 +100,10 @@ def solve(
         (e.g. CG or MINRES: ``tsgu explain`` shows the choice); the core
         checks the cheap, exact part of the claim (values symmetric to
         1000·ε, a positive diagonal for ``"spd"``) and raises
-        :class:`~tsgu_core.errors.StructureError` for a false one.
+        :class:`~tsgu_core.errors.StructureError` for a false one. For a
+        complex ``A``, ``"hermitian"`` is ``A = Aᴴ``, ``"spd"`` Hermitian
+        positive definite, and ``"symmetric"`` the complex-symmetric
+        ``Aᵀ = A`` (never routed to CG or MINRES).
         ``"lower"``/``"upper"`` solve with :func:`~tsgu_core.triangular_solve`.
     return_info : bool
         Also return the :class:`SolveInfo` of the forward solve (its

@@ -9,8 +9,18 @@ check can refute it:
   ``max |a_ij − a_ji| ≤ c·ε·max |a_ij|`` over the union of ``A``'s and
   ``Aᵀ``'s patterns (an entry missing on one side counts as zero), with
   ``c =`` :data:`SYMMETRY_FACTOR` and ``ε`` of the dtype — ``O(nnz log nnz)``;
+  for a complex ``A``, ``"hermitian"`` compares with ``conj(a_ji)``
+  (``A = Aᴴ``) and ``"symmetric"`` with ``a_ji`` (complex-symmetric,
+  ``A = Aᵀ``, which is *not* Hermitian);
 * ``"spd"`` also: every diagonal entry stored and positive (necessary, not
-  sufficient: CG reports what it finds beyond that).
+  sufficient: CG reports what it finds beyond that). For a complex ``A``
+  ``"spd"`` means Hermitian positive definite: ``A = Aᴴ`` and a real
+  positive diagonal.
+
+What a *method* assumes (:attr:`MethodSpec.assumes
+<tsgu_core.protocol.MethodSpec>`, ``method=True`` below) is read the way the
+method needs it: ``"symmetric"`` and ``"spd"`` methods (MINRES, CG) need a
+Hermitian ``A`` when it is complex — a complex-symmetric one is refused.
 
 Positive definiteness itself is not checked (that would cost a
 factorization); a CG solve on an indefinite ``A`` fails its residual check.
@@ -39,8 +49,22 @@ def check_assume(assume: object) -> str:
     return assume
 
 
-def asymmetry(pattern: SparsePattern, values: torch.Tensor) -> float:
-    """``max |a_ij − a_ji| / max |a_ij|`` (0 for a zero matrix); ``values`` ``(..., nnz)``, batches included."""
+def asymmetry(pattern: SparsePattern, values: torch.Tensor, *, conjugate: bool = False) -> float:
+    """``max |a_ij − a_ji| / max |a_ij|`` (0 for a zero matrix); ``values`` ``(..., nnz)``, batches included.
+
+    With ``conjugate``, ``max |a_ij − conj(a_ji)| / max |a_ij|``: how far ``A`` is from Hermitian.
+    """
+    if values.is_complex():
+        largest = float(values.abs().max()) if values.numel() else 0.0
+        if not largest > 0:
+            return 0.0
+        # A − Aᵀ = (Re A − (Re A)ᵀ) + i (Im A − (Im A)ᵀ); A − Aᴴ = (Re A − (Re A)ᵀ) + i (Im A + (Im A)ᵀ)
+        real = asymmetry(pattern, values.real) * float(values.real.abs().max())
+        if conjugate:
+            imaginary = _antisymmetry(pattern, values.imag)
+        else:
+            imaginary = asymmetry(pattern, values.imag) * float(values.imag.abs().max())
+        return max(real, imaginary) / largest
     distributed = getattr(pattern, "asymmetry", None)  # a DistributedPattern compares across processes
     if distributed is not None:
         return float(distributed(values))
@@ -55,16 +79,39 @@ def asymmetry(pattern: SparsePattern, values: torch.Tensor) -> float:
     return float(difference.abs().max() / scale) if bool(scale > 0) else 0.0
 
 
-def check_structure(pattern: SparsePattern, values: torch.Tensor, needs: str, *, what: str) -> None:
+def _antisymmetry(pattern: SparsePattern, values: torch.Tensor) -> float:
+    """``max |a_ij + a_ji|`` (absolute; real ``values``): zero when the matrix is antisymmetric."""
+    if values.numel() == 0:
+        return 0.0
+    n = pattern.n
+    key = torch.cat([pattern.row * n + pattern.col, pattern.col * n + pattern.row])
+    unique, inverse = torch.unique(key, return_inverse=True)
+    doubled = torch.cat([values, values], -1)
+    summed = values.new_zeros(*values.shape[:-1], unique.numel()).index_add(-1, inverse, doubled)
+    return float(summed.abs().max())
+
+
+def check_structure(
+    pattern: SparsePattern, values: torch.Tensor, needs: str, *, what: str, method: bool = False
+) -> None:
     """Raise :class:`StructureError` if ``A`` visibly is not ``needs`` (``"symmetric"``, ``"hermitian"``, ``"spd"``).
 
     ``what`` says who needs it, for the message (e.g. ``"method 'cg'"`` or ``"assume='spd'"``).
+    ``method=True`` reads ``needs`` as a method's :attr:`~tsgu_core.protocol.MethodSpec.assumes`: for a
+    complex ``A`` a ``"symmetric"`` method needs a Hermitian ``A``.
     """
     if needs not in ("symmetric", "hermitian", "spd"):
         return
     tolerance = SYMMETRY_FACTOR * torch.finfo(values.dtype).eps
-    measured = asymmetry(pattern, values.detach())
+    hermitian = values.is_complex() and (needs in ("hermitian", "spd") or method)
+    measured = asymmetry(pattern, values.detach(), conjugate=hermitian)
     if measured > tolerance:
+        if hermitian:
+            raise StructureError(
+                f"{what} needs a Hermitian A (A = Aᴴ) for complex values, but max |a_ij − conj(a_ji)| is "
+                f"{measured:.3g} of max |a_ij| (allowed: {tolerance:.3g}); a complex-symmetric A (Aᵀ = A) is not "
+                "Hermitian: use a general method (e.g. method='gmres', or the backend's default)"
+            )
         raise StructureError(
             f"{what} needs a symmetric A, but max |a_ij − a_ji| is {measured:.3g} of max |a_ij| "
             f"(allowed: {tolerance:.3g}); use a general method (e.g. method='gmres', or the backend's default) "
@@ -87,7 +134,7 @@ def _first_bad_diagonal(pattern: SparsePattern, values: torch.Tensor) -> tuple[i
     if distributed is not None:
         found: tuple[int, bool] | None = distributed(values)
         return found
-    diagonal = pattern.diagonal(values)
+    diagonal = pattern.diagonal(values).real  # Hermitian (checked before): a real diagonal
     stored = torch.zeros(pattern.n, dtype=torch.bool, device=pattern.row.device)
     stored[pattern.row[pattern.row == pattern.col]] = True
     bad = (~stored) | (diagonal <= 0).reshape(-1, pattern.n).any(0)

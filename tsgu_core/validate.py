@@ -22,8 +22,10 @@ from tsgu_core.errors import (
 from tsgu_core.interop import conversion_hint
 
 __all__ = [
+    "COMPLEX_DTYPES",
     "FLOAT_DTYPES",
     "INDEX_DTYPES",
+    "SOLVE_DTYPES",
     "check_finite",
     "check_indices",
     "check_matrix",
@@ -33,6 +35,9 @@ __all__ = [
 ]
 
 FLOAT_DTYPES = (torch.float32, torch.float64)
+COMPLEX_DTYPES = (torch.complex64, torch.complex128)
+SOLVE_DTYPES = FLOAT_DTYPES + COMPLEX_DTYPES
+"""The dtypes ``A`` may have; a method solves a complex ``A`` only if its spec declares ``complex=True``."""
 INDEX_DTYPES = (torch.int32, torch.int64)
 
 _LAYOUT_ADVICE = {
@@ -46,7 +51,7 @@ _LAYOUT_ADVICE = {
 def check_matrix(
     A: Any, name: str = "A", *, allow_batch: bool = False, tall: bool = False, any_shape: bool = False
 ) -> None:
-    """Check that ``A`` is a square sparse COO/CSR float matrix (or, if allowed, a batch of them).
+    """Check that ``A`` is a square sparse COO/CSR real or complex matrix (or, if allowed, a batch of them).
 
     A batch is ``(b, n, n)``: COO with three sparse dimensions, or batched CSR.
     With ``tall=True``, ``A`` may be ``(m, n)`` with ``m ≥ n`` (least squares);
@@ -55,7 +60,8 @@ def check_matrix(
     Raises
     ------
     TypeError (LayoutError, DtypeMismatchError)
-        Not a tensor, a layout other than COO/CSR, a non-float dtype, or
+        Not a tensor, a layout other than COO/CSR, a dtype other than
+        float32/float64/complex64/complex128, or
         index dtypes other than int32/int64 (or mixed in CSR).
     ShapeError
         Wrong number of dimensions, not square, or with dense (hybrid) dimensions.
@@ -82,9 +88,10 @@ def check_matrix(
         )
     if not (tall or any_shape) and A.shape[-1] != A.shape[-2]:
         raise ShapeError(f"{name} must be square, got shape {tuple(A.shape)}; for a tall A use tsgu_core.lstsq")
-    if A.dtype not in FLOAT_DTYPES:
+    if A.dtype not in SOLVE_DTYPES:
         raise DtypeMismatchError(
-            f"{name} has dtype {A.dtype}; tsgu solves in float32 or float64: convert with {name}.to(torch.float64)"
+            f"{name} has dtype {A.dtype}; tsgu solves in float32, float64, complex64 or complex128: convert with "
+            f"{name}.to(torch.float64) (or torch.complex128)"
         )
     if A.layout == torch.sparse_coo:
         index_dtypes = {A._indices().dtype}
@@ -236,12 +243,19 @@ def _check_dense(X: Any, name: str, n: int, dtype: torch.dtype, device: torch.de
     if X.dtype != dtype:
         raise DtypeMismatchError(
             f"{name} has dtype {X.dtype} but A has {dtype}; tsgu does not cast silently: "
-            f"use {name}.to({dtype}) or convert A"
+            f"use {name}.to(A.dtype) (here {name}.to({dtype})) or convert A"
+            + (_COMPLEX_NOTE if X.dtype.is_complex != dtype.is_complex else "")
         )
     if X.device != device:
         raise DeviceMismatchError(
             f"{name} is on {X.device} but A is on {device}; move one with .to(device) — tsgu does not copy silently"
         )
+
+
+_COMPLEX_NOTE = (
+    "; a real and a complex operand are never promoted silently (the gradients' dtypes would change): "
+    "make both complex, or both real"
+)
 
 
 def check_values(values: Any, A: torch.Tensor) -> None:
@@ -275,7 +289,9 @@ def check_x0(x0: Any, Bk: torch.Tensor) -> torch.Tensor:
     if x0.shape == Bk.shape[:-1] and Bk.shape[-1] != 1:
         raise ShapeError(f"x0 must have B's shape {tuple(Bk.shape)}, got {tuple(x0.shape)}")
     if x0.dtype != Bk.dtype:
-        raise DtypeMismatchError(f"x0 has dtype {x0.dtype} but A has {Bk.dtype}; tsgu does not cast silently")
+        raise DtypeMismatchError(
+            f"x0 has dtype {x0.dtype} but A has {Bk.dtype}; tsgu does not cast silently: use x0.to({Bk.dtype})"
+        )
     if x0.device != Bk.device:
         raise DeviceMismatchError(f"x0 is on {x0.device} but A is on {Bk.device}; tsgu does not copy silently")
     return x0.detach().reshape(Bk.shape)

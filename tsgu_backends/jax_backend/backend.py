@@ -128,11 +128,24 @@ METHODS: dict[str, MethodSpec] = {
             **_JACOBI,
         },
         "jax.scipy.sparse.linalg.gmres, one vmapped solve per column",
+        complex=True,
     ),
     "bicgstab": MethodSpec(
-        "bicgstab", "iterative", "general", dict(_JACOBI), "jax.scipy.sparse.linalg.bicgstab, one per column"
+        "bicgstab",
+        "iterative",
+        "general",
+        dict(_JACOBI),
+        "jax.scipy.sparse.linalg.bicgstab, one per column",
+        complex=True,
     ),
-    "cg": MethodSpec("cg", "iterative", "spd", dict(_JACOBI), "jax.scipy.sparse.linalg.cg, one per column"),
+    "cg": MethodSpec(
+        "cg",
+        "iterative",
+        "spd",
+        dict(_JACOBI),
+        "jax.scipy.sparse.linalg.cg, one per column (complex: A Hermitian positive definite)",
+        complex=True,
+    ),
     "spsolve": MethodSpec(
         "spsolve",
         "direct",
@@ -140,6 +153,7 @@ METHODS: dict[str, MethodSpec] = {
         {},
         "jax.experimental.sparse.linalg.spsolve (QR: cuSolver on GPU, SciPy on CPU); it keeps no factorization, "
         "so the transpose solve factorizes Aᵀ again",
+        complex=True,
     ),
 }
 

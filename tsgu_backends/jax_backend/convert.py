@@ -2,7 +2,8 @@
 
 JAX keeps 64-bit types off unless ``jax_enable_x64`` is set; tsgu never
 changes that process-wide. :func:`precision` enables it only around a
-float64 call (``jax.enable_x64``), and leaves float32 calls as they are.
+float64 or complex128 call (``jax.enable_x64``), and leaves float32 and
+complex64 calls as they are.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ __all__ = ["from_jax", "precision", "to_jax"]
 
 @contextlib.contextmanager
 def precision(dtype: torch.dtype) -> Iterator[None]:
-    """Run the body with JAX's 64-bit types enabled iff ``dtype`` is float64."""
+    """Run the body with JAX's 64-bit types enabled iff ``dtype`` is float64 or complex128."""
     import jax
 
-    if dtype == torch.float64:
+    if dtype in (torch.float64, torch.complex128):
         with jax.enable_x64(True):
             yield
     else:
@@ -31,7 +32,7 @@ def precision(dtype: torch.dtype) -> Iterator[None]:
 def to_jax(tensor: torch.Tensor) -> Any:
     """A torch tensor as a JAX array on the same device, without a copy where DLPack allows.
 
-    Call inside :func:`precision` for float64 tensors.
+    Call inside :func:`precision` for float64 and complex128 tensors.
     """
     import jax.dlpack
 

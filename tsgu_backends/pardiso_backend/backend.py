@@ -368,6 +368,7 @@ class PardisoBackend:
     default_method = "pardiso"
     preferred_methods: ClassVar[dict[str, str]] = {"spd": "pardiso", "symmetric": "pardiso", "hermitian": "pardiso"}
     priority = 110  # above scipy's SuperLU (100) when installed; see docs/backends.md for the measurements
+    complex_note = "real systems only: pypardiso exposes none of MKL PARDISO's complex matrix types"
 
     def is_available(self, device_type: str) -> Availability:
         if device_type != "cpu":

@@ -13,6 +13,14 @@
   with :class:`~tsgu_core.errors.InvalidOptionError` naming alternatives.
 * PETSc's converged reason and iteration count feed ``BackendReport``; the
   core checks the true residual regardless.
+* Complex ``A``: only with a PETSc built with complex scalars
+  (``--with-scalar-type=complex``; Debian's ``python3-petsc4py-complex``).
+  Whether the installed petsc4py is one is read from its build files without
+  importing it (:func:`scalar_type`); only then do the methods declare
+  ``complex=True``. ``KSPSolveTranspose`` solves with the plain (non-Hermitian)
+  transpose, as the contract asks. Debian's ``python3-petsc4py-real`` has real
+  scalars: a complex ``A`` is refused with
+  :class:`~tsgu_core.errors.ComplexNotSupportedError`.
 * ``petsc_options`` passes any PETSc option (``{"ksp_gmres_restart": 50}``)
   under a private prefix; an option PETSc never reads is reported as an error,
   not dropped.
@@ -26,10 +34,14 @@ environment has no JAX.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import importlib.util
 import itertools
 import math
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -40,6 +52,7 @@ from tsgu_core import (
     Availability,
     BackendContractError,
     BackendReport,
+    ComplexNotSupportedError,
     InvalidOptionError,
     MethodSpec,
     Option,
@@ -81,6 +94,40 @@ METHODS: dict[str, MethodSpec] = {
         "KSPPREONLY + PCLU (MUMPS when distributed); the factors serve the transpose solve",
     ),
 }
+
+
+@functools.cache
+def scalar_type() -> str:
+    """``"complex"``, ``"real"`` or ``"unknown"``: PETSc's scalar type, read from petsc4py's build files.
+
+    Never imports petsc4py (that starts MPI): reads ``petsc4py/lib/petsc.cfg``
+    for ``PETSC_DIR``/``PETSC_ARCH``, then ``petscconf.h``
+    (``PETSC_USE_COMPLEX``) or ``petscvariables`` (``PETSC_SCALAR``) where
+    installed, else the Debian directory names ``…-complex`` / ``…-real``.
+    """
+    spec = importlib.util.find_spec("petsc4py")
+    if spec is None or not spec.submodule_search_locations:
+        return "unknown"
+    for location in spec.submodule_search_locations:
+        config = Path(location) / "lib" / "petsc.cfg"
+        if not config.is_file():
+            continue
+        found = dict(re.findall(r"^\s*(PETSC_\w+)\s*=\s*(.*?)\s*$", config.read_text(), re.MULTILINE))
+        root = Path(found.get("PETSC_DIR", "")) / found.get("PETSC_ARCH", "")
+        for header in (root / "include" / "petscconf.h", Path(found.get("PETSC_DIR", "")) / "include" / "petscconf.h"):
+            if header.is_file():
+                return "complex" if re.search(r"PETSC_USE_COMPLEX\s+1", header.read_text()) else "real"
+        variables = root / "lib" / "petsc" / "conf" / "petscvariables"
+        if variables.is_file():
+            return "complex" if re.search(r"PETSC_SCALAR\s*=\s*complex", variables.read_text()) else "real"
+        for part in (str(root), str(location)):
+            if "-complex" in part:
+                return "complex"
+            if "-real" in part:
+                return "real"
+    return "unknown"
+
+
 _prefixes = itertools.count()
 _REFINEMENTS = 3
 
@@ -117,9 +164,24 @@ class PetscBackend:
 
     name = "petsc"
     device_types = ("cpu",)
-    methods = METHODS
     default_method = "gmres"
     priority = 5  # never a device default; ask for it by name
+
+    @functools.cached_property
+    def methods(self) -> dict[str, MethodSpec]:
+        """:data:`METHODS`, declared ``complex`` when PETSc has complex scalars (:func:`scalar_type`)."""
+        if scalar_type() != "complex":
+            return METHODS
+        return {name: dataclasses.replace(spec, complex=True) for name, spec in METHODS.items()}
+
+    @property
+    def complex_note(self) -> str:
+        """What ``tsgu info`` and a refusal say about complex ``A``."""
+        found = {"complex": "complex scalars", "real": "real scalars", "unknown": "scalar type unknown"}[scalar_type()]
+        return (
+            "complex A needs a PETSc built with complex scalars (Debian: python3-petsc4py-complex; from source: "
+            f"--with-scalar-type=complex); the petsc4py found here: {found}"
+        )
 
     def is_available(self, device_type: str) -> Availability:
         if device_type != "cpu":
@@ -131,6 +193,13 @@ class PetscBackend:
 
     def prepare(self, A: torch.Tensor, method: str, options: SolveOptions) -> _State:
         from mpi4py import MPI
+
+        if A.is_complex():
+            import numpy as np
+            from petsc4py import PETSc
+
+            if np.dtype(PETSc.ScalarType).kind != "c":
+                raise ComplexNotSupportedError(f"backend 'petsc': {self.complex_note} (PETSc.ScalarType is real)")
 
         return self.prepare_distributed(A, method, options, MPI.COMM_SELF)
 
@@ -387,7 +456,8 @@ def _transpose_support(ksp: Any, matrix: Any, pc_type: str) -> tuple[str, str]:
         why = f"PETSc cannot apply it transposed ({str(error).splitlines()[0]})"
     else:
         scale = v.norm() * forward.norm() + backward.norm() * u.norm()
-        mismatch = abs(v.dot(forward) - backward.dot(u)) / scale if scale > 0 else 0.0
+        # tDot: the unconjugated product, so a complex build tests the plain transpose KSPSolveTranspose applies
+        mismatch = abs(v.tDot(forward) - backward.tDot(u)) / scale if scale > 0 else 0.0
         if not mismatch <= _ADJOINT_TOLERANCE:
             why = f"what PETSc applies as its transpose is not its transpose (dot test off by {mismatch:.1e})"
     if not why:

@@ -104,7 +104,7 @@ class _Triangular(TriangularState):
 
 @dataclass
 class _Iterative:
-    """One of cupyx's Krylov methods, column by column, with ``Aᵀ`` and ``Mᴴ`` for the transpose solve."""
+    """One of cupyx's Krylov methods, column by column, with ``Aᵀ`` and ``Mᵀ`` for the transpose solve."""
 
     operators: Operators
     method: str
@@ -119,7 +119,8 @@ class _Iterative:
         keywords = dict(self.keywords)
         if self.M is not None:
             operator = csla.aslinearoperator(self.M)
-            keywords["M"] = operator.H if transpose else operator
+            # Mᵀ, the plain transpose (= Mᴴ for a real M): the transpose solve is with the plain Aᵀ
+            keywords["M"] = operator.T if transpose else operator
         options = self.options
         restart = keywords.pop("restart", None) if self.method == "gmres" else None
         solver = _minres if self.method == "minres" else getattr(csla, self.method)

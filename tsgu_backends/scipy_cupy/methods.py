@@ -33,7 +33,9 @@ LIBRARY_KEYWORDS = ("restart", "inner_m", "outer_k", "shift", "M1", "M2")
 """Declared options that go to the library's solver as keywords of the same name."""
 
 _M = {
-    "M": Option("preconditioner: a LinearOperator or matrix approximating A⁻¹ (its adjoint serves the transpose solve)")
+    "M": Option(
+        "preconditioner: a LinearOperator or matrix approximating A⁻¹ (its transpose serves the transpose solve)"
+    )
 }
 _NAMED = {
     "preconditioner": Option(
@@ -49,7 +51,14 @@ _CONLIM = {"conlim": Option("stop if the condition estimate exceeds this", type=
 
 
 def _iterative(name: str, assumes: str, summary: str, **options: Option) -> MethodSpec:
-    return MethodSpec(name, "iterative", assumes, {**options, **_M, **_NAMED}, summary)  # type: ignore[arg-type]
+    return MethodSpec(
+        name,
+        "iterative",
+        assumes,  # type: ignore[arg-type]
+        {**options, **_M, **_NAMED},
+        summary,
+        complex=True,
+    )
 
 
 SCIPY_METHODS: dict[str, MethodSpec] = {
@@ -60,6 +69,7 @@ SCIPY_METHODS: dict[str, MethodSpec] = {
         SUPERLU_OPTIONS,
         "SuperLU factorization, reused for the transpose solve (trans='T')",
         batched=True,
+        complex=True,
     ),
     "spsolve": MethodSpec(
         "spsolve",
@@ -68,6 +78,7 @@ SCIPY_METHODS: dict[str, MethodSpec] = {
         {"permc_spec": SUPERLU_OPTIONS["permc_spec"]},
         "spsolve's SuperLU path, factorized once so that the backward reuses it (spsolve itself cannot)",
         batched=True,
+        complex=True,
     ),
     "cg": _iterative("cg", "spd", "conjugate gradients (A symmetric positive definite)"),
     "cgs": _iterative("cgs", "general", "conjugate gradients squared (erratic; may stall near 1e-11 in float64)"),
@@ -80,11 +91,12 @@ SCIPY_METHODS: dict[str, MethodSpec] = {
         inner_m=Option("inner GMRES iterations per outer one", type=int, default=30, minimum=1),
         outer_k=Option("vectors carried between outer iterations", type=int, default=3, minimum=0),
     ),
-    "minres": _iterative(
+    "minres": MethodSpec(
         "minres",
+        "iterative",
         "symmetric",
-        "MINRES (A symmetric, may be indefinite)",
-        shift=Option("solve (A − shift·I)x = b", type=float, default=0.0),
+        {"shift": Option("solve (A − shift·I)x = b", type=float, default=0.0), **_M, **_NAMED},
+        "MINRES (A symmetric, may be indefinite; real only: SciPy's MINRES takes unconjugated inner products)",
     ),
     "qmr": MethodSpec(
         "qmr",
@@ -92,34 +104,44 @@ SCIPY_METHODS: dict[str, MethodSpec] = {
         "general",
         {"M1": Option("left preconditioner (LinearOperator)"), "M2": Option("right preconditioner (LinearOperator)")},
         "quasi-minimal residual (uses products with Aᵀ)",
+        complex=True,
     ),
     "tfqmr": _iterative("tfqmr", "general", "transpose-free QMR"),
     "spsolve_triangular": MethodSpec(
-        "spsolve_triangular", "direct", "general", {}, "scipy.sparse.linalg.spsolve_triangular", operation="triangular"
+        "spsolve_triangular",
+        "direct",
+        "general",
+        {},
+        "scipy.sparse.linalg.spsolve_triangular",
+        operation="triangular",
+        complex=True,
     ),
     "lsmr": MethodSpec(
         "lsmr",
         "iterative",
         "general",
         _CONLIM,
-        "LSMR on A and Aᵀ, with refinement on the augmented system",
+        "LSMR on A and Aᵀ (Aᴴ when complex), with refinement on the augmented system",
         operation="lstsq",
+        complex=True,
     ),
     "lsqr": MethodSpec(
         "lsqr",
         "iterative",
         "general",
         _CONLIM,
-        "LSQR on A and Aᵀ, with refinement on the augmented system",
+        "LSQR on A and Aᵀ (Aᴴ when complex), with refinement on the augmented system",
         operation="lstsq",
+        complex=True,
     ),
     "augmented_splu": MethodSpec(
         "augmented_splu",
         "direct",
         "general",
         SUPERLU_OPTIONS,
-        "SuperLU on the augmented system [[I, A], [Aᵀ, 0]]: direct least squares for moderate sizes",
+        "SuperLU on the augmented system [[I, A], [Aᴴ, 0]]: direct least squares for moderate sizes",
         operation="lstsq",
+        complex=True,
     ),
 }
 
@@ -130,6 +152,7 @@ CUPY_METHODS: dict[str, MethodSpec] = {
         "general",
         SUPERLU_OPTIONS,
         "SuperLU factorization on the CPU (as cupyx does), triangular solves on the GPU; reused for trans='T'",
+        complex=True,
     ),
     "spsolve": MethodSpec(
         "spsolve",
@@ -137,19 +160,26 @@ CUPY_METHODS: dict[str, MethodSpec] = {
         "general",
         {"permc_spec": SUPERLU_OPTIONS["permc_spec"]},
         "as splu (factorized once so that the backward reuses it)",
+        complex=True,
     ),
-    "cg": MethodSpec("cg", "iterative", "spd", dict(_M), "conjugate gradients (cupyx)"),
-    "cgs": MethodSpec("cgs", "iterative", "general", dict(_M), "conjugate gradients squared (cupyx)"),
-    "gmres": MethodSpec("gmres", "iterative", "general", {**_RESTART, **_M}, "GMRES (cupyx)"),
+    "cg": MethodSpec("cg", "iterative", "spd", dict(_M), "conjugate gradients (cupyx)", complex=True),
+    "cgs": MethodSpec("cgs", "iterative", "general", dict(_M), "conjugate gradients squared (cupyx)", complex=True),
+    "gmres": MethodSpec("gmres", "iterative", "general", {**_RESTART, **_M}, "GMRES (cupyx)", complex=True),
     "minres": MethodSpec(
         "minres",
         "iterative",
         "symmetric",
         {"shift": Option("solve (A − shift·I)x = b", type=float, default=0.0), **_M},
-        "MINRES (cupyx)",
+        "MINRES (cupyx; real only, as SciPy's)",
     ),
     "spsolve_triangular": MethodSpec(
-        "spsolve_triangular", "direct", "general", {}, "cupyx spsolve_triangular (cuSPARSE)", operation="triangular"
+        "spsolve_triangular",
+        "direct",
+        "general",
+        {},
+        "cupyx spsolve_triangular (cuSPARSE)",
+        operation="triangular",
+        complex=True,
     ),
 }
 

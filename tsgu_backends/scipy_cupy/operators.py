@@ -14,6 +14,7 @@ class Operators:
     def __init__(self, matrix: Any):
         self.matrix = matrix
         self._transposed: Any = None
+        self._adjoint: Any = None
 
     def __call__(self, transpose: bool) -> Any:
         if not transpose:
@@ -21,6 +22,14 @@ class Operators:
         if self._transposed is None:
             self._transposed = self.matrix.T.tocsr()
         return self._transposed
+
+    def adjoint(self) -> Any:
+        """``Aᴴ`` (CSR, built once; ``Aᵀ`` for a real ``A``)."""
+        if self.matrix.dtype.kind != "c":
+            return self(True)
+        if self._adjoint is None:
+            self._adjoint = self.matrix.conj().T.tocsr()
+        return self._adjoint
 
 
 @dataclass

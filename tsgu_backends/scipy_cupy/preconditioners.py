@@ -9,7 +9,8 @@ Each one yields a pair of operators: ``M ≈ A⁻¹`` for the forward solve and
 * ``"amg"``: pyamg smoothed aggregation. A hierarchy for ``Aᵀ`` is built
   only when a transpose solve is asked for, and only if ``A`` is not
   symmetric (then the forward hierarchy serves both).
-* a user's ``M`` (matrix or LinearOperator): its adjoint serves the transpose.
+* a user's ``M`` (matrix or LinearOperator): its transpose ``Mᵀ`` (its adjoint for a
+  real ``M``) serves the transpose solve — never ``Mᴴ``, since the solve is with the plain ``Aᵀ``.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def _user(M: Any, shape: tuple[int, int]) -> PreconditionerPair:
         ) from error
     if tuple(operator.shape) != tuple(shape):
         raise InvalidOptionError(f"M has shape {tuple(operator.shape)} but A has {tuple(shape)}", option="M")
-    return PreconditionerPair(M, lambda: operator.adjoint())
+    return PreconditionerPair(M, lambda: operator.transpose())
 
 
 def build_preconditioner(

@@ -198,9 +198,9 @@ class _Iterative:
         if self.method == "qmr" and transpose:  # (M1 A M2)ᵀ = M2ᵀ Aᵀ M1ᵀ
             M1, M2 = keywords.pop("M1", None), keywords.pop("M2", None)
             if M2 is not None:
-                keywords["M1"] = sla.aslinearoperator(M2).adjoint()
+                keywords["M1"] = sla.aslinearoperator(M2).transpose()
             if M1 is not None:
-                keywords["M2"] = sla.aslinearoperator(M1).adjoint()
+                keywords["M2"] = sla.aslinearoperator(M1).transpose()
         if self.preconditioner is not None:
             keywords["M"] = self.preconditioner.transpose if transpose else self.preconditioner.forward
         options = self.options
@@ -239,7 +239,7 @@ class _Triangular(TriangularState):
 
 @dataclass
 class _LeastSquares:
-    """Least squares on the augmented system: SciPy's LSMR/LSQR with refinement, or SuperLU of ``K``."""
+    """Least squares on ``K = [[I, A], [Aᴴ, 0]]``: SciPy's LSMR/LSQR with refinement, or SuperLU of ``K``."""
 
     operators: Operators
     method: str
@@ -247,9 +247,10 @@ class _LeastSquares:
     factors: Any = None  # augmented_splu
 
     def solve(self, Z: torch.Tensor, transpose: bool, z0: torch.Tensor | None) -> tuple[torch.Tensor, BackendReport]:
-        if self.factors is not None:  # K is symmetric: the transpose solve is the same solve
-            return _torch(self.factors.solve(_numpy(Z)), Z), BackendReport()
-        matrix, transposed = self.operators(False), self.operators(True)
+        if self.factors is not None:  # K = Kᴴ: Kᵀ = conj(K), and Kᵀ = K for a real A
+            trans = "T" if transpose and Z.is_complex() else "N"
+            return _torch(self.factors.solve(_numpy(Z), trans=trans), Z), BackendReport()
+        matrix, transposed = self.operators(False), self.operators.adjoint()
 
         def matvec(X: torch.Tensor) -> torch.Tensor:
             return torch.from_numpy(matrix @ _numpy(X)).to(X.dtype)
@@ -268,6 +269,7 @@ class _LeastSquares:
             maxiter=options.maxiter,
             z0=z0,
             least_squares=_scipy_least_squares(self.method, options["conlim"]),
+            transpose=transpose,
         )
         return result.Z.to(Z.dtype), BackendReport(result.iterations, result.converged, result.message, result.history)
 
@@ -402,7 +404,7 @@ class ScipyBackend:
         import scipy.sparse as sp
 
         identity = sp.identity(matrix.shape[0], dtype=matrix.dtype, format="csr")
-        K = sp.bmat([[identity, matrix], [matrix.T, None]], format="csc")
+        K = sp.bmat([[identity, matrix], [matrix.conj().T, None]], format="csc")  # Aᴴ (Aᵀ when real)
         return factorize(K, superlu, what="the augmented system of A (A is rank deficient)")
 
     def solve(

@@ -37,7 +37,8 @@ _USER_M = {
         "(..., n, k) tensors; exclusive with preconditioner"
     ),
     "M_transpose": Option(
-        "Mᵀ for the backward's transpose solve when M is a callable (a tensor M is transposed by tsgu)"
+        "Mᵀ (the plain transpose, also for complex M) for the backward's transpose solve when M is a callable "
+        "(a tensor M is transposed by tsgu)"
     ),
 }
 
@@ -49,6 +50,7 @@ METHODS: dict[str, MethodSpec] = {
         {"restart": _RESTART, **_GENERAL_PRECONDITIONERS, **_USER_M},
         "restarted GMRES, right-preconditioned; robust for any invertible A",
         batched=True,
+        complex=True,
     ),
     "bicgstab": MethodSpec(
         "bicgstab",
@@ -57,14 +59,16 @@ METHODS: dict[str, MethodSpec] = {
         {**_GENERAL_PRECONDITIONERS, **_USER_M},
         "BiCGSTAB; cheap per iteration for nonsymmetric A, may break down (restarted automatically)",
         batched=True,
+        complex=True,
     ),
     "cg": MethodSpec(
         "cg",
         "iterative",
         "spd",
         {"preconditioner": Option(_JACOBI.doc + "; positive for cg", type=str, choices=("jacobi",)), **_USER_M},
-        "conjugate gradients; A must be symmetric positive definite",
+        "conjugate gradients; A must be symmetric positive definite (complex: Hermitian positive definite)",
         batched=True,
+        complex=True,
     ),
     "minres": MethodSpec(
         "minres",
@@ -76,16 +80,18 @@ METHODS: dict[str, MethodSpec] = {
             ),
             **_USER_M,
         },
-        "MINRES; A must be symmetric (may be indefinite)",
+        "MINRES; A must be symmetric (complex: Hermitian; may be indefinite)",
         batched=True,
+        complex=True,
     ),
     "lsqr": MethodSpec(
         "lsqr",
         "iterative",
         "general",
         {},
-        "LSQR on A and Aᵀ (Paige & Saunders), with refinement on the augmented system",
+        "LSQR on A and Aᵀ (Aᴴ when complex; Paige & Saunders), with refinement on the augmented system",
         operation="lstsq",
+        complex=True,
     ),
     "triangular": MethodSpec(
         "triangular",
@@ -94,6 +100,7 @@ METHODS: dict[str, MethodSpec] = {
         {},
         "torch.triangular_solve on CSR (MKL on CPU, cuSPARSE on CUDA)",
         operation="triangular",
+        complex=True,
         # measured (CPU, one thread, lower triangle of 2-D Poisson, n = 1e5): 2.2 ms against
         # 7.7 ms for scipy.sparse.linalg.spsolve_triangular (k = 1) and 5.9 ms against 41 ms (k = 8)
         priority=150,
@@ -105,7 +112,9 @@ def _jacobi(operator: CsrOperator, method: str) -> torch.Tensor:
     diagonal = operator.diagonal()
     if method == "minres":
         diagonal = diagonal.abs()  # MINRES needs an SPD preconditioner
-    bad = torch.nonzero(diagonal <= 0 if method in ("cg", "minres") else diagonal == 0)
+    elif method == "cg" and diagonal.is_complex():
+        diagonal = diagonal.real  # Hermitian positive definite A: a real positive diagonal
+    bad = torch.nonzero(diagonal.real <= 0 if method in ("cg", "minres") else diagonal == 0)
     if bad.shape[0]:
         rows = [tuple(index) if len(index) > 1 else index[0] for index in bad[:5].tolist()]
         need = "positive" if method == "cg" else "nonzero"
@@ -227,7 +236,7 @@ class _Krylov:
 
 @dataclass
 class _LeastSquares:
-    """LSQR on the augmented system ``K = [[I, A], [Aᵀ, 0]]``: symmetric, so ``transpose`` is moot."""
+    """LSQR on the augmented system ``K = [[I, A], [Aᴴ, 0]]``: Hermitian, so ``Kᵀ = conj(K)`` (``K`` for real A)."""
 
     operator: CsrOperator
     options: SolveOptions
@@ -236,13 +245,14 @@ class _LeastSquares:
         operator = self.operator
         result = solve_augmented(
             operator.apply,
-            lambda U: operator.apply(U, transpose=True),
+            lambda U: operator.apply(U, transpose=True, conjugate=True),
             Z,
             operator.shape[0],
             rtol=self.options.rtol,
             atol=self.options.atol,
             maxiter=self.options.maxiter,
             z0=z0,
+            transpose=transpose,
         )
         return result.Z, BackendReport(result.iterations, result.converged, result.message, result.history)
 

@@ -18,6 +18,13 @@ Conventions: ``op(X)`` returns ``A @ X`` for ``X`` of shape ``(..., n, k)``;
 ``precond(R)`` applies ``M⁻¹``; ``tol`` is the per-column absolute threshold
 ``max(rtol·‖b‖, atol)``. One iteration is one step of the method (BiCGSTAB:
 two products with ``A``; the others: one).
+
+Complex dtypes: inner products conjugate their first argument (``vdot``), so
+GMRES and BiCGSTAB solve any invertible complex ``A``, and CG and MINRES a
+Hermitian (positive definite, for CG) one, whose Lanczos scalars are real
+(their real parts are taken). GMRES's Givens rotations are the complex ones
+(``[[c̄, s̄], [−s, c]]`` with ``c = a/ρ``, ``s = b/ρ``). For real dtypes every
+change is a no-op.
 """
 
 from __future__ import annotations
@@ -36,8 +43,13 @@ Operator = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _dot(U: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
-    """Column-wise inner products: ``(..., n, k) × (..., n, k) → (..., k)``."""
-    return (U * V).sum(-2)
+    """Column-wise inner products ``Σ conj(U) V``: ``(..., n, k) × (..., n, k) → (..., k)``."""
+    return ((U.conj() if U.is_complex() else U) * V).sum(-2)
+
+
+def _real_dot(U: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+    """The real part of :func:`_dot`: what is real in exact arithmetic (``⟨R, R⟩``, ``⟨P, A P⟩`` for Hermitian A)."""
+    return _dot(U, V).real
 
 
 def _col(a: torch.Tensor) -> torch.Tensor:
@@ -69,17 +81,17 @@ def _cg(
     # preconditioner Z is R, so ⟨R, Z⟩ is ‖R‖² and one dot product is saved.
     Z = R if precond is None else precond(R)
     P = Z.clone()
-    rz = _dot(R, Z)
+    rz = _real_dot(R, Z)
     its = 0
     while its < maxiter:
         AP = op(P)
-        pAp = _dot(P, AP)
+        pAp = _real_dot(P, AP)
         ok = active & (pAp > 0) & torch.isfinite(pAp)  # pAp ≤ 0: A is not SPD along P
         alpha = torch.where(ok, rz / _safe(pAp), 0)
         X.addcmul_(P, _col(alpha))
         R.addcmul_(AP, _col(alpha), value=-1)
         its += 1
-        rr = _dot(R, R)
+        rr = _real_dot(R, R)
         active = ok & (rr > tol**2)
         if not bool(active.any()):
             break
@@ -87,7 +99,7 @@ def _cg(
             Z, rz_new = R, rr
         else:
             Z = precond(R)
-            rz_new = _dot(R, Z)
+            rz_new = _real_dot(R, Z)
         beta = torch.where(active, rz_new / _safe(rz), 0)
         torch.addcmul(Z, P, _col(beta), out=P)  # P = Z + β P in one pass
         rz = rz_new
@@ -104,35 +116,43 @@ def _bicgstab(
     active: torch.Tensor,
     **_: object,
 ) -> tuple[torch.Tensor, int]:
+    # Near-breakdown is breakdown: |⟨r̂, r⟩| ≤ ε‖r̂‖‖r‖ (or |⟨r̂, v⟩| ≤ ε‖r̂‖‖v‖) stops the column, and the
+    # driver restarts it from its true residual. Where r̂ is orthogonal to r in exact arithmetic (a one-hot
+    # right-hand side), real rounding tends to give exactly 0, complex rounding ~ε, and chasing ~ε^k ratios
+    # ends in 0/0 once they underflow.
+    eps = torch.finfo(tol.dtype).eps
     R_hat = R.clone()
-    ones = torch.ones_like(tol)
+    r_hat_norm = torch.sqrt(_real_dot(R_hat, R_hat))
+    rr = _real_dot(R, R)
+    ones = torch.ones_like(tol, dtype=R.dtype)
     rho, alpha, omega = ones, ones, ones
     P = torch.zeros_like(R)
     V = torch.zeros_like(R)
     its = 0
     while its < maxiter:
         rho_new = _dot(R_hat, R)
-        ok = active & (rho_new != 0) & (omega != 0)
+        ok = active & (rho_new.abs() > eps * r_hat_norm * torch.sqrt(rr)) & (omega != 0)
         beta = torch.where(ok, (rho_new / _safe(rho)) * (alpha / _safe(omega)), 0)
         P.addcmul_(V, _col(omega), value=-1).mul_(_col(beta)).add_(R)  # P = R + β (P − ω V)
         P_hat = P if precond is None else precond(P)
         V = op(P_hat)
         r_hat_v = _dot(R_hat, V)
-        ok = ok & (r_hat_v != 0) & torch.isfinite(r_hat_v)
+        ok = ok & (r_hat_v.abs() > eps * r_hat_norm * torch.sqrt(_real_dot(V, V))) & torch.isfinite(r_hat_v)
         alpha = torch.where(ok, rho_new / _safe(r_hat_v), 0)
         X.addcmul_(P_hat, _col(alpha))
         R.addcmul_(V, _col(alpha), value=-1)  # R now holds S = R − α V
         its += 1
-        go_on = ok & (_dot(R, R) > tol**2)
+        go_on = ok & (_real_dot(R, R) > tol**2)
         if bool(go_on.any()):
             S_hat = R if precond is None else precond(R)
             T = op(S_hat)
-            tt = _dot(T, T)
+            tt = _real_dot(T, T)
             omega = torch.where(go_on & (tt > 0), _dot(T, R) / _safe(tt), 0)
             X.addcmul_(S_hat, _col(omega))
             R.addcmul_(T, _col(omega), value=-1)
         rho = rho_new
-        active = go_on & (omega != 0) & (_dot(R, R) > tol**2)
+        rr = _real_dot(R, R)
+        active = go_on & (omega != 0) & (rr > tol**2)
         if not bool(active.any()):
             break
     return X, its
@@ -140,6 +160,10 @@ def _bicgstab(
 
 def _identity(R: torch.Tensor) -> torch.Tensor:
     return R
+
+
+def _conj(x: torch.Tensor) -> torch.Tensor:
+    return x.conj() if x.is_complex() else x
 
 
 def _minres(
@@ -159,26 +183,26 @@ def _minres(
     zeros = torch.zeros_like(tol)
     r1 = R
     y = precond(R)
-    beta1 = torch.sqrt(torch.clamp(_dot(R, y), min=0))
+    beta1 = torch.sqrt(torch.clamp(_real_dot(R, y), min=0))
     tol_m = tol * beta1 / _safe(_norm(R))
     old_beta, beta, dbar, epsln, phibar = zeros, beta1, zeros, zeros, beta1
     cs, sn = -torch.ones_like(tol), zeros
     w = w2 = torch.zeros_like(R)
     r2 = r1
     active = active & (beta1 > 0)
-    tiny = torch.finfo(R.dtype).tiny
+    tiny = torch.finfo(tol.dtype).tiny
     its = 0
     while its < maxiter and bool(active.any()):
         v = y / _col(_safe(beta))
         y = op(v)
         if its > 0:
             y = y - _col(beta / _safe(old_beta)) * r1
-        alpha = _dot(v, y)
+        alpha = _real_dot(v, y)
         y = y - _col(alpha / _safe(beta)) * r2
         r1, r2 = r2, y
         y = precond(r2)
         old_beta = beta
-        beta = torch.sqrt(torch.clamp(_dot(r2, y), min=0))
+        beta = torch.sqrt(torch.clamp(_real_dot(r2, y), min=0))
         old_eps = epsln
         delta = cs * dbar + sn * alpha
         gbar = sn * dbar - cs * alpha
@@ -241,25 +265,26 @@ def _gmres(
         W = to_rows(op(precond(from_rows(V[:, j]))))
         W = torch.where(live[:, None], W, 0)
         basis = V[:, : j + 1]
-        h = torch.bmm(basis, W.unsqueeze(2)).squeeze(2)
+        adjoint = basis.conj() if basis.is_complex() else basis  # h = Vᴴ w
+        h = torch.bmm(adjoint, W.unsqueeze(2)).squeeze(2)
         W = W - torch.bmm(h.unsqueeze(1), basis).squeeze(1)
-        h2 = torch.bmm(basis, W.unsqueeze(2)).squeeze(2)
+        h2 = torch.bmm(adjoint, W.unsqueeze(2)).squeeze(2)
         W = W - torch.bmm(h2.unsqueeze(1), basis).squeeze(1)
         h = h + h2
         h_next = torch.linalg.vector_norm(W, dim=1)
         V[:, j + 1] = W / _safe(h_next).unsqueeze(1)
         for i in range(j):
             a, b = h[:, i].clone(), h[:, i + 1].clone()
-            h[:, i] = cs[:, i] * a + sn[:, i] * b
+            h[:, i] = _conj(cs[:, i]) * a + _conj(sn[:, i]) * b
             h[:, i + 1] = -sn[:, i] * a + cs[:, i] * b
         a = h[:, j]
-        denom = torch.sqrt(a**2 + h_next**2)
+        denom = torch.sqrt(a.abs() ** 2 + h_next**2)
         cs[:, j] = torch.where(denom > 0, a / _safe(denom), 1)
         sn[:, j] = torch.where(denom > 0, h_next / _safe(denom), 0)
         h[:, j] = denom
         H[:, : j + 1, j] = h
         g[:, j + 1] = -sn[:, j] * g[:, j]
-        g[:, j] = cs[:, j] * g[:, j]
+        g[:, j] = _conj(cs[:, j]) * g[:, j]
         valid = live & (denom > 0)  # denom = 0: A·M⁻¹ annihilates the basis vector
         steps = steps + valid.to(torch.int64)
         live = valid & (g[:, j + 1].abs() > tol) & (h_next > 0)
@@ -337,7 +362,7 @@ def krylov_solve(
     X = torch.zeros_like(B) if x0 is None else x0.clone()
     sigma: torch.Tensor | None = None
     if scale is not None:
-        sigma = _power_of_two(torch.tensor(float(scale), dtype=B.dtype, device=B.device))
+        sigma = _power_of_two(torch.tensor(float(scale), dtype=b_norm.dtype, device=B.device))
     rules = Restarts(
         maxiter, reference=b_norm.detach().cpu()
     )  # one pass per attempt; no nudges (BiCGSTAB restarts from the true residual)

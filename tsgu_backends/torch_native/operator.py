@@ -50,16 +50,25 @@ class CsrOperator:
         self._index_dtype = torch.int32 if fits else torch.int64
         self.matrix = self.pattern.to_csr(self.values, self._index_dtype)
         self._transposed: torch.Tensor | None = None
+        self._adjoint: torch.Tensor | None = None
 
-    def _transpose(self) -> torch.Tensor:
+    def _transpose(self, conjugate: bool = False) -> torch.Tensor:
+        if conjugate and self.values.is_complex():
+            if self._adjoint is None:
+                pattern, order = self.pattern.transposed()
+                self._adjoint = pattern.to_csr(self.values[order].conj().resolve_conj(), self._index_dtype)
+            return self._adjoint
         if self._transposed is None:
             pattern, order = self.pattern.transposed()
             self._transposed = pattern.to_csr(self.values[order], self._index_dtype)
         return self._transposed
 
-    def apply(self, X: torch.Tensor, *, transpose: bool = False) -> torch.Tensor:
-        """``A @ X`` or ``Aᵀ @ X`` for ``X`` of shape ``(*batch, n, k)`` (``(*batch, m, k)`` for ``Aᵀ``)."""
-        matrix = self._transpose() if transpose else self.matrix
+    def apply(self, X: torch.Tensor, *, transpose: bool = False, conjugate: bool = False) -> torch.Tensor:
+        """``A @ X`` or ``Aᵀ @ X`` for ``X`` of shape ``(*batch, n, k)`` (``(*batch, m, k)`` for ``Aᵀ``).
+
+        With ``transpose`` and ``conjugate``, ``Aᴴ @ X`` (``Aᵀ @ X`` for a real ``A``).
+        """
+        matrix = self._transpose(conjugate) if transpose else self.matrix
         flat = X.reshape(matrix.shape[1], X.shape[-1])
         product = (matrix @ flat[:, 0]).unsqueeze(1) if flat.shape[1] == 1 else matrix @ flat
         return product.reshape(*X.shape[:-2], -1, X.shape[-1]) if X.dim() > 2 else product

@@ -32,6 +32,12 @@ def add_parser(commands: Any) -> None:
     which.add_argument("--backend", default=None)
     which.add_argument("--method", default=None)
     which.add_argument("--operation", default="solve", choices=("solve", "triangular", "lstsq"))
+    which.add_argument(
+        "--dtype",
+        default="float64",
+        choices=("float32", "float64", "complex64", "complex128"),
+        help="dtype of A (default float64); a complex one considers only methods that declare complex support",
+    )
     which.set_defaults(handler=run_explain)
 
 
@@ -100,6 +106,7 @@ def _method_record(backend: Any, name: str, spec: Any) -> dict[str, Any]:
         "operation": spec.operation,
         "kind": spec.kind,
         "assumes": spec.assumes,
+        "complex": bool(getattr(spec, "complex", False)),
         "summary": spec.summary,
         "common_options": list(common) if spec.kind == "iterative" else [],
         "options": [option_record(option, declared) for option, declared in own.items()],
@@ -122,6 +129,7 @@ def _backend_record(entry: Any) -> dict[str, Any]:
         "version": entry.version,
         "plugin": entry.plugin,
         "priority": backend.priority,
+        "complex_note": getattr(backend, "complex_note", None),
         "devices": devices,
         "methods": [_method_record(backend, name, spec) for name, spec in sorted(backend.methods.items())],
     }
@@ -163,9 +171,12 @@ def run_info(args: argparse.Namespace) -> int:
             text = "available" if state["available"] else f"unavailable: {state['reason']}"
             fix = f" (fix: {state['install']})" if state["install"] else ""
             print(f"  {device}: {text}{fix}")
+        if record["complex_note"]:
+            print(f"  complex: {record['complex_note']}")
         for method in record["methods"]:
             flags = " (default)" if method["default"] else ""
             flags += f" [{method['operation']}]" if method["operation"] != "solve" else ""
+            flags += " [complex]" if method["complex"] else ""
             summary = f" — {method['summary']}" if method["summary"] else ""
             print(f"  - {method['name']}{flags}: {method['kind']}, assumes {method['assumes']} A{summary}")
             if method["common_options"]:
@@ -198,7 +209,10 @@ def run_explain(args: argparse.Namespace) -> int:
         raise CommandError(f"--device {args.device!r} is not a device name")
     if args.method is not None and args.backend is None:
         valid_methods(device_type, args.method, args.operation)
-    selection = explain(device_type, backend=args.backend, method=args.method, operation=args.operation)
+    import torch
+
+    dtype = getattr(torch, args.dtype)
+    selection = explain(device_type, backend=args.backend, method=args.method, operation=args.operation, dtype=dtype)
     print(selection)
     seen = {name for name, _ in selection.considered}
     chosen = selection.entry.backend
@@ -215,9 +229,13 @@ def run_explain(args: argparse.Namespace) -> int:
             verdict = f"not reached: ranked after {selection.backend!r}"
             if args.operation == "solve":
                 verdict += f" (priority {backend.priority} vs {chosen.priority})"
-        offered = [n for n, spec in backend.methods.items() if spec.operation == args.operation]
+        offered = [
+            n
+            for n, spec in backend.methods.items()
+            if spec.operation == args.operation and (spec.complex or not dtype.is_complex)
+        ]
         if args.method is not None and args.method not in offered:
-            verdict += f"; has no method {args.method!r}"
+            verdict += f"; has no method {args.method!r}" + (f" for {args.dtype} A" if dtype.is_complex else "")
         availability = entry.availability(device_type)
         verdict += "; available" if availability else f"; unavailable: {availability.reason}"
         print(f"  {entry.name}: {verdict}")

@@ -34,7 +34,7 @@ def _to_torch(M: Any, dtype: torch.dtype) -> torch.Tensor:
         return torch.sparse_csr_tensor(
             torch.from_numpy(M.indptr.astype("int64")),
             torch.from_numpy(M.indices.astype("int64")),
-            torch.from_numpy(M.data.astype("float64")).to(dtype),
+            torch.from_numpy(M.data.astype("complex128" if dtype.is_complex else "float64")).to(dtype),
             M.shape,
         )
 
@@ -54,11 +54,14 @@ def read_matrix(path: str, dtype: torch.dtype | None = None) -> torch.Tensor:
         raise CommandError(f"{path} is not a readable Matrix Market file ({type(error).__name__}: {error})") from error
     if not sp.issparse(M):
         M = sp.csr_matrix(M)
-    if M.dtype.kind not in "fi":
-        raise CommandError(f"{path} holds {M.dtype} entries; tsgu solves real (float) systems")
     import torch
 
-    return _to_torch(M, dtype or torch.float64)
+    dtype = dtype or torch.float64
+    if M.dtype.kind not in "fic":
+        raise CommandError(f"{path} holds {M.dtype} entries; tsgu solves real or complex (float) systems")
+    if M.dtype.kind == "c" and not dtype.is_complex:
+        raise CommandError(f"{path} holds complex entries; pass --dtype complex128 (or complex64) to solve it")
+    return _to_torch(M, dtype)
 
 
 def read_rhs(path: str | None, n: int, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -84,8 +87,13 @@ def read_rhs(path: str | None, n: int, dtype: torch.dtype | None = None) -> torc
             array = array.toarray() if sp.issparse(array) else array
     except Exception as error:
         raise CommandError(f"cannot read the right-hand side {path} ({type(error).__name__}: {error})") from error
-    if getattr(array, "dtype", None) is None or array.dtype.kind not in "fiub":
-        raise CommandError(f"the right-hand side {path} holds {getattr(array, 'dtype', type(array))} values, not reals")
+    kinds = "fiubc" if dtype.is_complex else "fiub"
+    if getattr(array, "dtype", None) is None or array.dtype.kind not in kinds:
+        found = getattr(array, "dtype", type(array))
+        raise CommandError(
+            f"the right-hand side {path} holds {found} values, not reals"
+            + ("; pass --dtype complex128 for a complex system" if getattr(found, "kind", "") == "c" else "")
+        )
     B = torch.as_tensor(array).to(dtype)
     if B.dim() == 2 and B.shape[1] == 1 and path.endswith(".mtx"):
         B = B[:, 0]

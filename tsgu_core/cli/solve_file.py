@@ -35,7 +35,12 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--option", action="append", metavar="NAME=VALUE", help="a method option, VALUE a Python literal (repeatable)"
     )
-    parser.add_argument("--dtype", choices=("float64", "float32"), default="float64", help="default float64")
+    parser.add_argument(
+        "--dtype",
+        choices=("float64", "float32", "complex128", "complex64"),
+        default="float64",
+        help="default float64; a complex Matrix Market file needs complex128 or complex64",
+    )
     parser.add_argument("-o", "--output", default=None, help="write X to this .npy or .mtx file")
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing unless the solve fails")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")

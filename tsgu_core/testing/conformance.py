@@ -12,8 +12,20 @@ Use it from pytest in three lines::
 The cases are derived from what the backend declares: every method × device
 type × check, and for the checks that vary them, layout (COO, CSR) ×
 right-hand side (``(n,)``, ``(n, 1)``, ``(n, k)``) × dtype (float32,
-float64). A case that cannot run here (the backend or its device is
-unavailable) is a skip whose reason says what is missing.
+float64; and complex64, complex128 for a method declared ``complex``). A
+case that cannot run here (the backend or its device is unavailable) is a
+skip whose reason says what is missing.
+
+Complex cases (methods declared ``complex=True``): ``reference``,
+``triangular`` and ``lstsq`` in complex64 and complex128; ``transpose``,
+``gradcheck``, ``gradgradcheck``, ``batched``, ``batched-patterns``,
+``factorize`` and the triangular/least-squares gradchecks in complex128 — on
+matrices that are neither symmetric nor Hermitian (Hermitian
+for methods that assume ``"symmetric"``/``"spd"``), with real losses
+``Re Σ X·G`` so that gradients follow PyTorch's conjugate-Wirtinger
+convention. A method *not* declared complex gets the ``complex-refused``
+check: naming it for a complex ``A`` raises
+:class:`~tsgu_core.errors.ComplexNotSupportedError`.
 
 The checks, each against an independent reference:
 
@@ -35,7 +47,9 @@ The checks, each against an independent reference:
     :func:`tsgu_core.factorize`: one ``prepare`` serves two solves, a
     transposed one and every backward pass, with the right answers.
 ``transpose``
-    the backend's ``solve(state, B, transpose=True)`` against dense ``Aᵀ``.
+    the backend's ``solve(state, B, transpose=True)`` against dense ``Aᵀ``
+    (the plain transpose, for complex ``A`` too), and the core's
+    :func:`~tsgu_core.autograd.adjoint_solve` on it against dense ``Aᴴ``.
 ``gradcheck`` / ``gradgradcheck``
     ``torch.autograd.gradcheck`` / ``gradgradcheck`` in float64 on the values
     of ``A`` and on ``B``. General methods get a nonsymmetric ``A``; symmetric
@@ -64,7 +78,14 @@ from typing import Any
 
 import torch
 
-from tsgu_core.errors import ConvergenceError, ConvergenceWarning, SingularMatrixError, UnknownOptionError
+from tsgu_core.autograd import adjoint_solve
+from tsgu_core.errors import (
+    ComplexNotSupportedError,
+    ConvergenceError,
+    ConvergenceWarning,
+    SingularMatrixError,
+    UnknownOptionError,
+)
 from tsgu_core.factorize import factorize
 from tsgu_core.lstsq import lstsq
 from tsgu_core.options import resolve_options
@@ -80,7 +101,13 @@ N_REFERENCE = 24
 N_GRADCHECK = 10
 K_MATRIX = 3
 RHS_SHAPES = {"vector": None, "column": 1, "matrix": K_MATRIX}
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DTYPES = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "complex64": torch.complex64,
+    "complex128": torch.complex128,
+}
+REAL_DTYPES = ("float32", "float64")
 
 
 @dataclass(frozen=True)
@@ -101,15 +128,38 @@ class Case:
         return "-".join((self.backend, self.method, self.check, self.device, self.layout, self.rhs, self.dtype))
 
 
-def _variants(check: str, kind: str) -> Iterable[tuple[str, str, str]]:
+def _variants(check: str, kind: str, complex: bool = False) -> Iterable[tuple[str, str, str]]:
+    real = list(_real_variants(check, kind))
+    if not complex:
+        return real
     if check in ("triangular", "lstsq"):
-        return itertools.product(("coo", "csr"), ("vector", "matrix"), DTYPES)
+        extra: Iterable[tuple[str, str, str]] = itertools.product(
+            ("coo", "csr"), ("vector", "matrix"), ("complex64", "complex128")
+        )
+    elif check == "reference":
+        extra = itertools.product(("coo", "csr"), ("vector", "matrix"), ("complex64", "complex128"))
+    elif check in ("transpose", "gradcheck", "triangular-gradcheck", "lstsq-gradcheck"):
+        extra = [(layout, rhs, "complex128") for layout, rhs, _ in real]
+    elif check == "gradgradcheck":
+        extra = [("coo", "vector", "complex128"), ("csr", "matrix", "complex128")]
+    elif check in ("batched", "batched-patterns"):
+        extra = [("coo", "matrix", "complex128"), ("csr", "matrix", "complex128")]
+    elif check in ("factorize", "transforms"):
+        extra = [("csr", "matrix", "complex128")]
+    else:
+        extra = []
+    return real + list(extra)
+
+
+def _real_variants(check: str, kind: str) -> Iterable[tuple[str, str, str]]:
+    if check in ("triangular", "lstsq"):
+        return itertools.product(("coo", "csr"), ("vector", "matrix"), REAL_DTYPES)
     if check in ("triangular-gradcheck", "lstsq-gradcheck"):
         return itertools.product(("coo", "csr"), ("vector", "matrix"), ("float64",))
     if check == "lstsq-policy" and kind == "direct":
         return ()
     if check == "reference":
-        return itertools.product(("coo", "csr"), RHS_SHAPES, DTYPES)
+        return itertools.product(("coo", "csr"), RHS_SHAPES, REAL_DTYPES)
     if check == "transpose":
         return itertools.product(("coo", "csr"), ("column", "matrix"), ("float64",))
     if check == "gradcheck":
@@ -137,10 +187,11 @@ SOLVE_CHECKS = (
     "unmodified",
     "x0",
     "transforms",
+    "complex-refused",
 )
-TRIANGULAR_CHECKS = ("triangular", "triangular-gradcheck")
-LSTSQ_CHECKS = ("lstsq", "lstsq-gradcheck", "lstsq-policy")
-CHECKS = SOLVE_CHECKS + TRIANGULAR_CHECKS + LSTSQ_CHECKS
+TRIANGULAR_CHECKS = ("triangular", "triangular-gradcheck", "complex-refused")
+LSTSQ_CHECKS = ("lstsq", "lstsq-gradcheck", "lstsq-policy", "complex-refused")
+CHECKS = tuple(dict.fromkeys(SOLVE_CHECKS + TRIANGULAR_CHECKS + LSTSQ_CHECKS))
 _CHECKS_OF = {"solve": SOLVE_CHECKS, "triangular": TRIANGULAR_CHECKS, "lstsq": LSTSQ_CHECKS}
 
 
@@ -191,7 +242,9 @@ def conformance_cases(
             for check in (c for c in checks if c in _CHECKS_OF[spec.operation]):
                 if check == "batched-patterns" and not spec.batched:
                     continue
-                for layout, rhs, dtype in _variants(check, spec.kind):
+                if check == "complex-refused" and spec.complex:
+                    continue
+                for layout, rhs, dtype in _variants(check, spec.kind, spec.complex):
                     case = Case(name, method, check, device, layout, rhs, dtype, method_options, nondet_tol)
                     params.append(pytest.param(case, marks=marks, id=str(case)))
     return params
@@ -200,16 +253,26 @@ def conformance_cases(
 # --- helpers ---------------------------------------------------------------
 
 
+def _double(dtype: torch.dtype) -> bool:
+    return dtype in (torch.float64, torch.complex128)
+
+
+def _loss(X: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
+    """``Re Σ X·G``: a real loss (torch differentiates only real scalars), the identity for real dtypes."""
+    total = (X * G).sum()
+    return total.real if total.is_complex() else total
+
+
 def _solve_options(spec_kind: str, dtype: torch.dtype, case: Case) -> dict[str, Any]:
     options = dict(case.options)
     if spec_kind == "iterative":
-        options.setdefault("rtol", 1e-12 if dtype == torch.float64 else 1e-4)
+        options.setdefault("rtol", 1e-12 if _double(dtype) else 1e-4)
         options.setdefault("maxiter", 2000)
     return options
 
 
 def _tolerance(dtype: torch.dtype) -> dict[str, float]:
-    return {"rtol": 1e-7, "atol": 1e-8} if dtype == torch.float64 else {"rtol": 2e-3, "atol": 2e-3}
+    return {"rtol": 1e-7, "atol": 1e-8} if _double(dtype) else {"rtol": 2e-3, "atol": 2e-3}
 
 
 def _seed(case: Case) -> int:
@@ -247,7 +310,10 @@ def _sparse_from_values(template: torch.Tensor, values: torch.Tensor) -> torch.T
 
 
 def _symmetric_parameterisation(A: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
-    """Parameters ``p`` of the upper triangle and ``values = p[index]`` keeping ``A`` symmetric."""
+    """Parameters ``p`` of the upper triangle and ``values = p[index]`` keeping ``A`` symmetric.
+
+    For a complex ``A``, Hermitian: the lower triangle is ``conj(p[index])`` and the diagonal ``Re p``.
+    """
     if A.layout == torch.sparse_coo:
         row, col = A.indices()
     else:
@@ -258,7 +324,17 @@ def _symmetric_parameterisation(A: torch.Tensor) -> tuple[torch.Tensor, Callable
     unique, index = torch.unique(key, return_inverse=True)
     first = torch.full((unique.numel(),), -1, dtype=torch.int64, device=A.device)
     first.scatter_(0, index, torch.arange(index.numel(), device=A.device))
-    return A.values()[first].clone(), lambda p: p[index]
+    if not A.is_complex():
+        return A.values()[first].clone(), lambda p: p[index]
+    lower, diagonal = row > col, row == col
+
+    def hermitian(p: torch.Tensor) -> torch.Tensor:
+        values = p[index]
+        values = torch.where(lower, values.conj(), values)
+        return torch.where(diagonal, torch.complex(values.real, torch.zeros_like(values.real)), values)
+
+    chosen = A.values()[first]  # p holds each pair's upper-triangle value
+    return torch.where(lower[first], chosen.conj(), chosen).clone(), hermitian
 
 
 # --- the checks --------------------------------------------------------------
@@ -271,11 +347,11 @@ def _check_reference(case: Case, index_dtype: torch.dtype = torch.int64) -> None
     X = solve(A, B, backend=case.backend, method=case.method, **_solve_options(spec.kind, D.dtype, case))
     assert X.shape == B.shape and X.dtype == B.dtype and X.device == B.device, f"{case}: X is {X.shape} {X.dtype}"
     G = torch.randn(X.shape, generator=torch.Generator().manual_seed(7), dtype=X.dtype).to(X.device)
-    (X * G).sum().backward()
+    _loss(X, G).backward()
     D_ref = D.clone().requires_grad_()
     B_ref = B.detach().clone().requires_grad_()
     X_ref = torch.linalg.solve(D_ref, B_ref)
-    (X_ref * G).sum().backward()
+    _loss(X_ref, G).backward()
     _assert_close(X, X_ref, "solution", case)
     _assert_close(B.grad, B_ref.grad, "gradient of B", case)
     assert A.grad is not None and A.grad.layout == A.layout, (
@@ -296,6 +372,9 @@ def _check_transpose(case: Case) -> None:
     X_n, _ = backend.solve(state, B, transpose=False)
     _assert_close(X_t, torch.linalg.solve(D.T, B), "transpose solve against dense Aᵀ", case)
     _assert_close(X_n, torch.linalg.solve(D, B), "plain solve after a transpose solve on the same state", case)
+    if B.is_complex():  # the backward's conjugate-transpose solve, built by the core on the plain transpose
+        X_h = adjoint_solve(lambda R: backend.solve(state, R, transpose=True)[0], B)
+        _assert_close(X_h, torch.linalg.solve(D.mH, B), "the core's Aᴴ solve (adjoint_solve) against dense Aᴴ", case)
 
 
 def _gradcheck_function(
@@ -306,8 +385,10 @@ def _gradcheck_function(
     With ``through_values`` the values go to :func:`solve_values` (dense, exact to any
     order: what ``gradgradcheck`` needs); otherwise into a sparse tensor given to :func:`solve`.
     """
-    options = _solve_options(spec.kind, torch.float64, case)
+    options = _solve_options(spec.kind, A.dtype, case)
     to_values: Callable[[torch.Tensor], torch.Tensor]
+    if A.is_complex() and A.layout == torch.sparse_csr:
+        through_values = True  # torch's CSR constructor has no complex autograd; a leaf CSR A does (``reference``)
     if spec.assumes == "general":
         params = A.values().clone()
 
@@ -347,6 +428,7 @@ def _finite_difference_atol(kind: str) -> float:
 
 
 def _check_gradcheck(case: Case, second_order: bool = False) -> None:
+    """``gradcheck``/``gradgradcheck`` on the values and on ``B``; complex128 checks the Wirtinger derivatives too."""
     spec, _, A, B = _problem(case, N_GRADCHECK)
     params, function = _gradcheck_function(case, spec, A, through_values=second_order)
     B = B.requires_grad_()
@@ -424,7 +506,7 @@ def _check_transforms(case: Case) -> None:
     if spec.assumes != "general":
         params, to_values = _symmetric_parameterisation(A)
     pattern = SparsePattern.of(A.detach())
-    options = _solve_options(spec.kind, torch.float64, case)
+    options = _solve_options(spec.kind, D.dtype, case)
     G = torch.randn(B.shape, generator=torch.Generator().manual_seed(_seed(case) + 3), dtype=B.dtype).to(B.device)
 
     def tsgu(p: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
@@ -437,7 +519,7 @@ def _check_transforms(case: Case) -> None:
         return X
 
     def loss(solver: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Callable[..., torch.Tensor]:
-        return lambda p, rhs: (solver(p, rhs) * G).sum()
+        return lambda p, rhs: torch.real((solver(p, rhs) * G).sum())  # a real loss (complex: Wirtinger gradients)
 
     for name, transform in (
         ("torch.func.grad", lambda f: torch.func.grad(loss(f), argnums=(0, 1))(params, B)),
@@ -485,12 +567,12 @@ def _check_factorize(case: Case) -> None:
     B1, B2 = B.clone().requires_grad_(), (2 * B + 1).requires_grad_()
     X1 = handle.solve(B1)
     X2 = handle.solve(B2, transpose=True)
-    (X1.sum() + X2.square().sum()).backward()
+    _loss(X1.sum() + X2.square().sum(), torch.ones((), dtype=X1.dtype)).backward()
     assert counting.prepares == 1, f"{case}: factorize's handle prepared {counting.prepares} times, not once"
     D_ref = D.clone().requires_grad_()
     B1_ref, B2_ref = B1.detach().clone().requires_grad_(), B2.detach().clone().requires_grad_()
     X1_ref, X2_ref = torch.linalg.solve(D_ref, B1_ref), torch.linalg.solve(D_ref.T, B2_ref)
-    (X1_ref.sum() + X2_ref.square().sum()).backward()
+    _loss(X1_ref.sum() + X2_ref.square().sum(), torch.ones((), dtype=X1.dtype)).backward()
     _assert_close(X1, X1_ref, "solution through the handle", case)
     _assert_close(X2, X2_ref, "transposed solution through the handle", case)
     _assert_close(B2.grad, B2_ref.grad, "gradient of the transposed solve's B", case)
@@ -506,10 +588,10 @@ def _check_batched(case: Case) -> None:
     spec, D, _, _ = _problem(case, N_REFERENCE)
     dtype = DTYPES[case.dtype]
     generator = torch.Generator().manual_seed(_seed(case) + 2)
-    scale = 1 + 0.1 * torch.rand(BATCH, N_REFERENCE, N_REFERENCE, generator=generator, dtype=dtype)
+    scale = 1 + 0.1 * torch.rand(BATCH, N_REFERENCE, N_REFERENCE, generator=generator, dtype=dtype.to_real())
     if spec.assumes != "general":
         scale = (scale + scale.transpose(1, 2)) / 2  # keep each member symmetric (and SPD: diagonally dominant)
-    members = (D.cpu() * scale).to(case.device)  # same pattern, different values
+    members = (D.cpu() * scale).to(case.device)  # same pattern, different values (Hermitian kept: scale is real)
     B = torch.randn(BATCH, N_REFERENCE, K_MATRIX, generator=generator, dtype=dtype).to(case.device)
     if case.layout == "coo":
         A = members.cpu().to_sparse(sparse_dim=3).coalesce().to(case.device)
@@ -522,10 +604,10 @@ def _check_batched(case: Case) -> None:
         pattern, values, B, backend=case.backend, method=case.method, **_solve_options(spec.kind, dtype, case)
     )
     G = torch.randn(X.shape, generator=torch.Generator().manual_seed(9), dtype=dtype).to(X.device)
-    (X * G).sum().backward()
+    _loss(X, G).backward()
     D_ref = members.clone().requires_grad_()
     B_ref = B.detach().clone().requires_grad_()
-    (torch.linalg.solve(D_ref, B_ref) * G).sum().backward()
+    _loss(torch.linalg.solve(D_ref, B_ref), G).backward()
     _assert_close(X, torch.linalg.solve(members, B.detach()), "batched solution", case)
     _assert_close(B.grad, B_ref.grad, "gradient of the batched B", case)
     assert values.grad is not None and D_ref.grad is not None
@@ -546,9 +628,9 @@ def _check_batched_patterns(case: Case) -> None:
     B = torch.randn(4, N_REFERENCE, K_MATRIX, generator=generator, dtype=dtype).to(case.device).requires_grad_()
     X = solve(A, B, backend=case.backend, method=case.method, **_solve_options(spec.kind, dtype, case))
     G = torch.randn(X.shape, generator=torch.Generator().manual_seed(11), dtype=dtype).to(X.device)
-    (X * G).sum().backward()
+    _loss(X, G).backward()
     D_ref, B_ref = members.clone().requires_grad_(), B.detach().clone().requires_grad_()
-    (torch.linalg.solve(D_ref, B_ref) * G).sum().backward()
+    _loss(torch.linalg.solve(D_ref, B_ref), G).backward()
     _assert_close(X, torch.linalg.solve(members, B.detach()), "solution of a batch with different patterns", case)
     _assert_close(B.grad, B_ref.grad, "gradient of B", case)
     assert A.grad is not None and A.grad.layout == A.layout and D_ref.grad is not None
@@ -579,12 +661,12 @@ def _check_triangular(case: Case) -> None:
             A, B, upper=upper, unit_diagonal=unit, transpose=transpose, backend=case.backend, method=case.method
         )
         G = torch.randn(X.shape, generator=torch.Generator().manual_seed(3), dtype=X.dtype).to(X.device)
-        (X * G).sum().backward()
+        _loss(X, G).backward()
         M = meaning.to(case.device).requires_grad_()
         B_ref = B.detach().clone().requires_grad_()
         op = M.T if transpose else M
         X_ref = torch.linalg.solve_triangular(op, B_ref.reshape(N_REFERENCE, -1), upper=upper != transpose)
-        (X_ref.reshape(B.shape) * G).sum().backward()
+        _loss(X_ref.reshape(B.shape), G).backward()
         what = f"upper={upper} unit_diagonal={unit} transpose={transpose}"
         _assert_close(X, X_ref.reshape(B.shape), f"{what}: solution", case)
         _assert_close(B.grad, B_ref.grad, f"{what}: gradient of B", case)
@@ -597,13 +679,14 @@ def _tall(case: Case) -> torch.Tensor:
     m, n = 2 * N_GRADCHECK, N_GRADCHECK
     dtype = DTYPES[case.dtype]
     D = torch.randn(m, n, generator=generator, dtype=dtype) * (torch.rand(m, n, generator=generator) < 0.4)
+    # complex: neither A nor AᴴA is real, so the Wirtinger gradients are exercised
     return D + torch.cat([2 * torch.eye(n, dtype=dtype), torch.zeros(m - n, n, dtype=dtype)])
 
 
 def _lstsq_options(case: Case, kind: str) -> dict[str, Any]:
     options = dict(case.options)
     if kind == "iterative":
-        options.setdefault("rtol", 1e-12 if case.dtype == "float64" else 1e-5)
+        options.setdefault("rtol", 1e-12 if case.dtype in ("float64", "complex128") else 1e-5)
     return options
 
 
@@ -615,11 +698,11 @@ def _check_lstsq(case: Case) -> None:
     B = _rhs(case, m).requires_grad_()  # generic B: the residual is not zero
     X = lstsq(A, B, backend=case.backend, method=case.method, **_lstsq_options(case, spec.kind))
     G = torch.randn(X.shape, generator=torch.Generator().manual_seed(3), dtype=X.dtype).to(X.device)
-    (X * G).sum().backward()
+    _loss(X, G).backward()
     D_ref = D.clone().requires_grad_()
     B_ref = B.detach().clone().requires_grad_()
-    X_ref = torch.linalg.solve(D_ref.T @ D_ref, D_ref.T @ B_ref.reshape(m, -1)).reshape(X.shape)
-    (X_ref * G).sum().backward()
+    X_ref = torch.linalg.solve(D_ref.mH @ D_ref, D_ref.mH @ B_ref.reshape(m, -1)).reshape(X.shape)
+    _loss(X_ref, G).backward()
     _assert_close(X, X_ref, "least-squares solution", case)
     _assert_close(B.grad, B_ref.grad, "gradient of B", case)
     assert A.grad is not None and A.grad.layout == A.layout and D_ref.grad is not None
@@ -633,6 +716,8 @@ def _check_operation_gradcheck(case: Case) -> None:
     else:
         stored = _tall(case)
     A = to_layout(stored, case.layout).to(case.device)
+    if A.is_complex():  # torch's CSR constructor has no complex autograd; COO's has
+        A = to_layout(stored, "coo").to(case.device)
     params = A.values().clone().requires_grad_()
     B = _rhs(case, A.shape[0]).requires_grad_()
 
@@ -663,7 +748,27 @@ def _check_lstsq_policy(case: Case) -> None:
     raise AssertionError(f"{case}: one iteration at rtol=1e-14 did not raise ConvergenceError")
 
 
+def _check_complex_refused(case: Case) -> None:
+    """A method not declared ``complex``, named for a complex ``A``, raises ComplexNotSupportedError."""
+    spec = get_entry(case.backend).backend.methods[case.method]
+    D = torch.eye(4, dtype=torch.complex128) * (2 + 1j)
+    A = to_layout(D, case.layout).to(case.device)
+    B = torch.ones(4, dtype=torch.complex128, device=case.device)
+    try:
+        if spec.operation == "triangular":
+            triangular_solve(A, B, upper=False, backend=case.backend, method=case.method)
+        elif spec.operation == "lstsq":
+            lstsq(A, B, backend=case.backend, method=case.method)
+        else:
+            solve(A, B, backend=case.backend, method=case.method)
+    except ComplexNotSupportedError as error:
+        assert case.method in str(error), f"{case}: the refusal does not name the method: {error}"
+        return
+    raise AssertionError(f"{case}: a method not declared complex accepted a complex A")
+
+
 _RUNNERS: dict[str, Callable[[Case], None]] = {
+    "complex-refused": _check_complex_refused,
     "triangular": _check_triangular,
     "triangular-gradcheck": _check_operation_gradcheck,
     "lstsq": _check_lstsq,

@@ -31,7 +31,7 @@ class DenseBackend:
 
     device_types = ("cpu", "cuda")
     methods: ClassVar[dict[str, MethodSpec]] = {
-        "lu": MethodSpec("lu", "direct", "general", {}, "dense LU (torch.linalg.lu_factor)")
+        "lu": MethodSpec("lu", "direct", "general", {}, "dense LU (torch.linalg.lu_factor)", complex=True)
     }
     default_method = "lu"
 
@@ -56,4 +56,7 @@ class DenseBackend:
         self, state: Any, B: torch.Tensor, *, transpose: bool, x0: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, BackendReport]:
         LU, pivots = state
+        if transpose and B.is_complex():  # the contract's transpose is the plain Aᵀ: Aᵀ x = b ⇔ Aᴴ conj(x) = conj(b)
+            X = torch.linalg.lu_solve(LU, pivots, B.conj(), adjoint=True).conj().resolve_conj()
+            return X, BackendReport()
         return torch.linalg.lu_solve(LU, pivots, B, adjoint=transpose), BackendReport()

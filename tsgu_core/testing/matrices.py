@@ -36,34 +36,35 @@ def random_nonsymmetric(
 ) -> torch.Tensor:
     """A well-conditioned, clearly nonsymmetric matrix with a stored diagonal.
 
-    Off-diagonal entries are independent normals (so ``‖A − Aᵀ‖ ≈ ‖A‖``); the
-    diagonal is each row's absolute sum plus one, making ``A`` strictly
-    diagonally dominant and every general method convergent.
+    Off-diagonal entries are independent normals (so ``‖A − Aᵀ‖ ≈ ‖A‖``; for a
+    complex dtype, complex normals, so ``A`` is neither symmetric nor
+    Hermitian); the diagonal is each row's absolute sum plus one, making ``A``
+    strictly diagonally dominant and every general method convergent.
 
     >>> A = random_nonsymmetric(6, seed=1)
     >>> bool((A - A.T).abs().max() > 0.1)
     True
     """
     S = _sparse_random(n, density, seed, dtype)
-    return S + torch.diag(S.abs().sum(1) + 1)
+    return S + torch.diag(S.abs().sum(1) + 1).to(dtype)
 
 
 def random_spd(n: int, *, density: float = 0.25, seed: int = 0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """A sparse symmetric positive definite, diagonally dominant matrix."""
+    """A sparse symmetric positive definite, diagonally dominant matrix (complex dtype: Hermitian positive definite)."""
     S = _sparse_random(n, density / 2, seed, dtype)
-    S = S + S.T
-    return S + torch.diag(S.abs().sum(1) + 1)
+    S = S + S.mH
+    return S + torch.diag(S.abs().sum(1) + 1).to(dtype)
 
 
 def random_symmetric_indefinite(
     n: int, *, density: float = 0.25, seed: int = 0, dtype: torch.dtype = torch.float64
 ) -> torch.Tensor:
-    """A sparse symmetric indefinite matrix (diagonal of alternating sign)."""
+    """A sparse symmetric indefinite matrix (diagonal of alternating sign; complex dtype: Hermitian indefinite)."""
     S = _sparse_random(n, density / 2, seed, dtype)
-    S = S + S.T
-    sign = torch.ones(n, dtype=dtype)
+    S = S + S.mH
+    sign = torch.ones(n, dtype=dtype.to_real())
     sign[1::2] = -1
-    return S + torch.diag(sign * (S.abs().sum(1) + 1))
+    return S + torch.diag(sign * (S.abs().sum(1) + 1)).to(dtype)
 
 
 def triangular_pair(
@@ -87,7 +88,10 @@ def triangular_pair(
 
 
 def matrix_for(assumes: str, n: int, *, seed: int = 0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """The random test matrix for a method that assumes ``"general"``, ``"symmetric"`` or ``"spd"``."""
+    """The random test matrix for a method that assumes ``"general"``, ``"symmetric"`` or ``"spd"``.
+
+    For a complex ``dtype`` "symmetric" and "spd" give Hermitian matrices: what such methods need then.
+    """
     makers = {"general": random_nonsymmetric, "symmetric": random_symmetric_indefinite, "spd": random_spd}
     return makers[assumes](n, seed=seed, dtype=dtype)
 
