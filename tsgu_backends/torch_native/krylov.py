@@ -14,7 +14,9 @@ while columns are unconverged, progress is made and iterations remain. This
 corrects residual drift, restarts BiCGSTAB after a breakdown, and is what
 makes GMRES "restarted" (one cycle per pass).
 
-Conventions: ``op(X)`` returns ``A @ X`` for ``X`` of shape ``(..., n, k)``;
+Conventions: ``op(X)`` returns ``A @ X`` for ``X`` of shape ``(..., n, k)``, and
+``op(X, out=Y)`` may write it into a buffer ``Y`` of that shape instead (the
+methods reuse one buffer per product: see :func:`krylov_solve`'s ``op_into``);
 ``precond(R)`` applies ``M⁻¹``; ``tol`` is the per-column absolute threshold
 ``max(rtol·‖b‖, atol)``. One iteration is one step of the method (BiCGSTAB:
 two products with ``A``; the others: one).
@@ -29,6 +31,7 @@ change is a no-op.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -40,6 +43,7 @@ from tsgu_core.norms import scaled_norm
 __all__ = ["METHODS", "KrylovResult", "krylov_solve"]
 
 Operator = Callable[[torch.Tensor], torch.Tensor]
+ProductInto = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
 
 
 def _dot(U: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
@@ -67,6 +71,61 @@ def _safe(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x == 0, torch.ones_like(x), x)
 
 
+def _cg_dot(P: torch.Tensor, AP: torch.Tensor) -> torch.Tensor:
+    """``⟨P, AP⟩`` per column (real dtypes): the fused kernel's first half."""
+    return (P * AP).sum(-2)
+
+
+def _cg_update(
+    X: torch.Tensor, R: torch.Tensor, P: torch.Tensor, AP: torch.Tensor, alpha: torch.Tensor
+) -> torch.Tensor:
+    """``X += αP; R −= α·AP`` in place, returning ``‖R‖²`` per column (real dtypes): one pass once compiled."""
+    a = alpha.unsqueeze(-2)
+    X.add_(a * P)
+    R.sub_(a * AP)
+    return (R * R).sum(-2)
+
+
+_CgKernels = tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], Callable[..., torch.Tensor]]
+_EAGER_KERNELS: _CgKernels = (_cg_dot, _cg_update)
+_COMPILED_KERNELS: dict[tuple[torch.dtype, tuple[int, ...], torch.device], _CgKernels] = {}
+_compile_failure: list[str] = []  # why torch.compile failed, once: then every call takes the eager kernels
+
+
+def _fused_cg_kernels(R: torch.Tensor) -> _CgKernels:
+    """CG's vector work compiled with ``torch.compile`` for ``R``'s dtype, shape and device, or the eager kernels.
+
+    Compiled once per (dtype, shape, device) on scratch tensors — the first call for a new key pays
+    inductor's compile time (measured 5–13 s on the CPU) — and cached for the process. When compilation
+    fails (no C++ compiler, no inductor for the device) a warning says why, once, and the eager kernels —
+    the same arithmetic, one pass per operation — are used from then on.
+    """
+    if _compile_failure:
+        return _EAGER_KERNELS
+    key = (R.dtype, tuple(R.shape), R.device)
+    kernels = _COMPILED_KERNELS.get(key)
+    if kernels is None:
+        try:
+            compiled = (
+                torch.compile(_cg_dot, dynamic=False, fullgraph=True),
+                torch.compile(_cg_update, dynamic=False, fullgraph=True),
+            )
+            scratch = torch.zeros_like(R, memory_format=torch.contiguous_format)
+            compiled[0](scratch, scratch)
+            alpha = scratch.new_zeros(R.shape[:-2] + R.shape[-1:])
+            compiled[1](scratch.clone(), scratch.clone(), scratch, scratch, alpha)
+        except Exception as error:  # any failure of the optional compiler means: eager
+            _compile_failure.append(f"{type(error).__name__}: {error}")
+            warnings.warn(
+                f"fused=True: torch.compile is unavailable here ({_compile_failure[0][:200]}); using the eager kernels",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            return _EAGER_KERNELS
+        kernels = _COMPILED_KERNELS[key] = compiled
+    return kernels
+
+
 def _cg(
     op: Operator,
     precond: Operator | None,
@@ -75,23 +134,30 @@ def _cg(
     tol: torch.Tensor,
     maxiter: int,
     active: torch.Tensor,
+    fused: bool = False,
     **_: object,
 ) -> tuple[torch.Tensor, int]:
     # In-place updates keep one pass over memory per vector operation; without a
     # preconditioner Z is R, so ⟨R, Z⟩ is ‖R‖² and one dot product is saved.
+    # fused (real dtypes): ⟨P, AP⟩ and X, R, ‖R‖² in two compiled passes instead of five.
+    kernels = _fused_cg_kernels(R) if fused and not R.is_complex() else None
     Z = R if precond is None else precond(R)
     P = Z.clone()
+    AP = torch.empty_like(P, memory_format=torch.contiguous_format)  # op(·, out=) buffers are contiguous
     rz = _real_dot(R, Z)
     its = 0
     while its < maxiter:
-        AP = op(P)
-        pAp = _real_dot(P, AP)
+        AP = op(P, out=AP)
+        pAp = _real_dot(P, AP) if kernels is None else kernels[0](P, AP)
         ok = active & (pAp > 0) & torch.isfinite(pAp)  # pAp ≤ 0: A is not SPD along P
         alpha = torch.where(ok, rz / _safe(pAp), 0)
-        X.addcmul_(P, _col(alpha))
-        R.addcmul_(AP, _col(alpha), value=-1)
+        if kernels is None:
+            X.addcmul_(P, _col(alpha))
+            R.addcmul_(AP, _col(alpha), value=-1)
+            rr = _real_dot(R, R)
+        else:
+            rr = kernels[1](X, R, P, AP, alpha)
         its += 1
-        rr = _real_dot(R, R)
         active = ok & (rr > tol**2)
         if not bool(active.any()):
             break
@@ -127,7 +193,8 @@ def _bicgstab(
     ones = torch.ones_like(tol, dtype=R.dtype)
     rho, alpha, omega = ones, ones, ones
     P = torch.zeros_like(R)
-    V = torch.zeros_like(R)
+    V = torch.zeros_like(R, memory_format=torch.contiguous_format)  # op(·, out=) buffers are contiguous
+    T = torch.empty_like(V)
     its = 0
     while its < maxiter:
         rho_new = _dot(R_hat, R)
@@ -135,7 +202,7 @@ def _bicgstab(
         beta = torch.where(ok, (rho_new / _safe(rho)) * (alpha / _safe(omega)), 0)
         P.addcmul_(V, _col(omega), value=-1).mul_(_col(beta)).add_(R)  # P = R + β (P − ω V)
         P_hat = P if precond is None else precond(P)
-        V = op(P_hat)
+        V = op(P_hat, out=V)
         r_hat_v = _dot(R_hat, V)
         ok = ok & (r_hat_v.abs() > eps * r_hat_norm * torch.sqrt(_real_dot(V, V))) & torch.isfinite(r_hat_v)
         alpha = torch.where(ok, rho_new / _safe(r_hat_v), 0)
@@ -145,7 +212,7 @@ def _bicgstab(
         go_on = ok & (_real_dot(R, R) > tol**2)
         if bool(go_on.any()):
             S_hat = R if precond is None else precond(R)
-            T = op(S_hat)
+            T = op(S_hat, out=T)
             tt = _real_dot(T, T)
             omega = torch.where(go_on & (tt > 0), _dot(T, R) / _safe(tt), 0)
             X.addcmul_(S_hat, _col(omega))
@@ -327,6 +394,15 @@ def _power_of_two(x: torch.Tensor) -> torch.Tensor:
     return torch.where(good, torch.ldexp(torch.ones_like(x), exponent - 1), torch.ones_like(x))
 
 
+def _reciprocal(sigma: torch.Tensor, dtype: torch.dtype) -> float | None:
+    """``1/σ`` as a Python float when ``σ`` is one number whose reciprocal is a normal number of ``dtype``."""
+    if sigma.numel() != 1:
+        return None
+    inverse = 1.0 / float(sigma)
+    info = torch.finfo(dtype)
+    return inverse if info.tiny <= inverse <= info.max else None
+
+
 def krylov_solve(
     method: str,
     op: Operator,
@@ -339,6 +415,8 @@ def krylov_solve(
     maxiter: int,
     restart: int = 20,
     scale: float | None = None,
+    op_into: ProductInto | None = None,
+    fused: bool = False,
 ) -> KrylovResult:
     """Solve ``A X = B`` column-wise with ``method``, restarting from the true residual.
 
@@ -356,6 +434,18 @@ def krylov_solve(
     unscaled sums of squares would underflow to 0 (a false "converged") or
     overflow to inf. Every norm of the driver is scale-safe
     (:func:`tsgu_core.norms.scaled_norm`).
+
+    Products: ``op(X)`` must return a new tensor (the driver scales it in
+    place). ``op_into(X, out, alpha)``, when given, writes ``alpha · A X`` into
+    the buffer ``out`` and returns it; the methods then reuse one buffer per
+    product and the scaling by ``1/σ`` is folded into ``alpha`` — exact, since
+    ``σ`` is a power of two — where ``σ`` is one number (no batch dimensions)
+    whose reciprocal is a normal number. On the CPU this halves the cost of a
+    block product (torch's ``A @ X`` zero-fills and copies a fresh output).
+
+    ``fused`` (CG, real dtypes): the per-iteration vector work in two
+    ``torch.compile``-d passes, compiled on first use per dtype and shape (see
+    :func:`_fused_cg_kernels`); other methods and complex dtypes ignore it.
     """
     step = METHODS[method]
     b_norm = scaled_norm(B)
@@ -382,8 +472,14 @@ def krylov_solve(
         # tol for the scaled residual: max(rtol·‖b‖, atol) / s, formed without rtol·‖b‖ or atol·… underflowing
         tol = torch.maximum(rtol * (b_norm / s), atol / s)
 
-        def op_scaled(V: torch.Tensor, sigma: torch.Tensor = sigma) -> torch.Tensor:
-            return op(V) / sigma
+        inv_sigma = _reciprocal(sigma, B.dtype) if op_into is not None else None
+
+        def op_scaled(
+            V: torch.Tensor, out: torch.Tensor | None = None, sigma: torch.Tensor = sigma, inv: float | None = inv_sigma
+        ) -> torch.Tensor:
+            if out is not None and inv is not None and op_into is not None:
+                return op_into(V, out, inv)
+            return op(V).div_(sigma)  # in place: a fresh (n, k) temporary costs as much as the division
 
         precond_scaled = None
         if precond is not None:
@@ -392,7 +488,15 @@ def krylov_solve(
                 return precond(V) * sigma
 
         D, its = step(
-            op_scaled, precond_scaled, torch.zeros_like(R), R_scaled, tol, rules.left, active, restart=restart
+            op_scaled,
+            precond_scaled,
+            torch.zeros_like(R),
+            R_scaled,
+            tol,
+            rules.left,
+            active,
+            restart=restart,
+            fused=fused,
         )
         X = X + D * (_col(s) / sigma)
         rules.charge(its)
