@@ -69,7 +69,7 @@ METHODS: dict[str, MethodSpec] = {
             "preconditioner": Option(_JACOBI.doc + "; positive for cg", type=str, choices=("jacobi",)),
             **_USER_M,
             "fused": Option(
-                "real dtypes: each iteration's vector work in two torch.compile-d passes instead of five (CPU, "
+                "real dtypes: each iteration's vector work in three torch.compile-d passes instead of six (CPU, "
                 "8 columns, n = 1e5: see benchmarks/block_krylov.py); the first solve per dtype and shape pays the "
                 "compile, 5-13 s; eager (with a warning) where torch.compile is unavailable; complex: ignored",
                 type=bool,

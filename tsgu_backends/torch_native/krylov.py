@@ -31,9 +31,11 @@ change is a no-op.
 
 from __future__ import annotations
 
+import types
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -71,53 +73,72 @@ def _safe(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x == 0, torch.ones_like(x), x)
 
 
-def _cg_dot(P: torch.Tensor, AP: torch.Tensor) -> torch.Tensor:
-    """``⟨P, AP⟩`` per column (real dtypes): the fused kernel's first half."""
-    return (P * AP).sum(-2)
+def _cg_step(
+    P: torch.Tensor, AP: torch.Tensor, R: torch.Tensor, rz: torch.Tensor, active: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """CG's ``α = ⟨R, Z⟩/⟨P, AP⟩`` and ``R −= α·AP`` in place; returns ``α``, the columns that may go on, ``‖R‖²``.
+
+    Real dtypes; compiled by ``fused=True`` into one function of two passes (``⟨P, AP⟩``, then ``R`` and
+    ``‖R‖²``), the same arithmetic as the eager loop of :func:`_cg`.
+    """
+    pAp = (P * AP).sum(-2)
+    ok = active & (pAp > 0) & torch.isfinite(pAp)  # pAp ≤ 0: A is not SPD along P
+    alpha = torch.where(ok, rz / _safe(pAp), 0)
+    R.sub_(alpha.unsqueeze(-2) * AP)
+    return alpha, ok, (R * R).sum(-2)
 
 
-def _cg_update(
-    X: torch.Tensor, R: torch.Tensor, P: torch.Tensor, AP: torch.Tensor, alpha: torch.Tensor
-) -> torch.Tensor:
-    """``X += αP; R −= α·AP`` in place, returning ``‖R‖²`` per column (real dtypes): one pass once compiled."""
-    a = alpha.unsqueeze(-2)
-    X.add_(a * P)
-    R.sub_(a * AP)
-    return (R * R).sum(-2)
+def _cg_advance(X: torch.Tensor, P: torch.Tensor, Z: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> None:
+    """``X += αP`` then ``P = Z + βP``, in place and, compiled, in one pass over ``X``, ``P`` and ``Z``."""
+    X.add_(alpha.unsqueeze(-2) * P)
+    P.mul_(beta.unsqueeze(-2)).add_(Z)
 
 
-_CgKernels = tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], Callable[..., torch.Tensor]]
-_EAGER_KERNELS: _CgKernels = (_cg_dot, _cg_update)
+_CgKernels = tuple[Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]], Callable[..., None]]
+_EAGER_KERNELS: _CgKernels = (_cg_step, _cg_advance)
 _COMPILED_KERNELS: dict[tuple[torch.dtype, tuple[int, ...], torch.device], _CgKernels] = {}
-_compile_failure: list[str] = []  # why torch.compile failed, once: then every call takes the eager kernels
+_compile_failure: dict[str, str] = {}  # device type → why torch.compile failed there: eager from then on
+
+
+def _fresh(function: Callable[..., Any]) -> Callable[..., Any]:
+    """A copy of ``function`` with its own code object.
+
+    Dynamo keeps its compiled variants, and its limit on them (8), per code object: one copy per
+    (dtype, shape, device) keeps a process that solves many shapes from exhausting the limit (past it
+    dynamo runs the function eagerly, correct but slow, since ``fullgraph`` is not set).
+    """
+    code = function.__code__.replace()
+    return types.FunctionType(code, function.__globals__, function.__name__, function.__defaults__)
 
 
 def _fused_cg_kernels(R: torch.Tensor) -> _CgKernels:
     """CG's vector work compiled with ``torch.compile`` for ``R``'s dtype, shape and device, or the eager kernels.
 
     Compiled once per (dtype, shape, device) on scratch tensors — the first call for a new key pays
-    inductor's compile time (measured 5–13 s on the CPU) — and cached for the process. When compilation
-    fails (no C++ compiler, no inductor for the device) a warning says why, once, and the eager kernels —
-    the same arithmetic, one pass per operation — are used from then on.
+    inductor's compile time (measured 3–13 s on the CPU) — and cached for the process (torch.compile
+    itself keeps a bounded number of variants; past it, dynamo runs these functions eagerly). When
+    compilation fails (no C++ compiler, no inductor for the device) a warning says why, once per device
+    type, and the same functions run eagerly on that device type from then on.
     """
-    if _compile_failure:
+    if R.device.type in _compile_failure:
         return _EAGER_KERNELS
     key = (R.dtype, tuple(R.shape), R.device)
     kernels = _COMPILED_KERNELS.get(key)
     if kernels is None:
         try:
             compiled = (
-                torch.compile(_cg_dot, dynamic=False, fullgraph=True),
-                torch.compile(_cg_update, dynamic=False, fullgraph=True),
+                torch.compile(_fresh(_cg_step), dynamic=False),
+                torch.compile(_fresh(_cg_advance), dynamic=False),
             )
             scratch = torch.zeros_like(R, memory_format=torch.contiguous_format)
-            compiled[0](scratch, scratch)
-            alpha = scratch.new_zeros(R.shape[:-2] + R.shape[-1:])
-            compiled[1](scratch.clone(), scratch.clone(), scratch, scratch, alpha)
+            scalars = scratch.new_ones(R.shape[:-2] + R.shape[-1:])
+            compiled[0](scratch, scratch, scratch.clone(), scalars, scalars > 0)
+            compiled[1](scratch.clone(), scratch.clone(), scratch, scalars, scalars)
         except Exception as error:  # any failure of the optional compiler means: eager
-            _compile_failure.append(f"{type(error).__name__}: {error}")
+            reason = _compile_failure[R.device.type] = f"{type(error).__name__}: {error}"
             warnings.warn(
-                f"fused=True: torch.compile is unavailable here ({_compile_failure[0][:200]}); using the eager kernels",
+                f"fused=True: torch.compile is unavailable on {R.device.type} ({reason[:200]}); "
+                "using the eager kernels",
                 RuntimeWarning,
                 stacklevel=4,
             )
@@ -139,7 +160,8 @@ def _cg(
 ) -> tuple[torch.Tensor, int]:
     # In-place updates keep one pass over memory per vector operation; without a
     # preconditioner Z is R, so ⟨R, Z⟩ is ‖R‖² and one dot product is saved.
-    # fused (real dtypes): ⟨P, AP⟩ and X, R, ‖R‖² in two compiled passes instead of five.
+    # fused (real dtypes): the vector work in three compiled passes instead of six, X's update
+    # delayed to the pass that rewrites P (and done alone after the last iteration).
     kernels = _fused_cg_kernels(R) if fused and not R.is_complex() else None
     Z = R if precond is None else precond(R)
     P = Z.clone()
@@ -148,18 +170,20 @@ def _cg(
     its = 0
     while its < maxiter:
         AP = op(P, out=AP)
-        pAp = _real_dot(P, AP) if kernels is None else kernels[0](P, AP)
-        ok = active & (pAp > 0) & torch.isfinite(pAp)  # pAp ≤ 0: A is not SPD along P
-        alpha = torch.where(ok, rz / _safe(pAp), 0)
         if kernels is None:
+            pAp = _real_dot(P, AP)
+            ok = active & (pAp > 0) & torch.isfinite(pAp)  # pAp ≤ 0: A is not SPD along P
+            alpha = torch.where(ok, rz / _safe(pAp), 0)
             X.addcmul_(P, _col(alpha))
             R.addcmul_(AP, _col(alpha), value=-1)
             rr = _real_dot(R, R)
         else:
-            rr = kernels[1](X, R, P, AP, alpha)
+            alpha, ok, rr = kernels[0](P, AP, R, rz, active)
         its += 1
         active = ok & (rr > tol**2)
-        if not bool(active.any()):
+        if not bool(active.any()) or its == maxiter:
+            if kernels is not None:
+                X.addcmul_(P, _col(alpha))
             break
         if precond is None:
             Z, rz_new = R, rr
@@ -167,7 +191,10 @@ def _cg(
             Z = precond(R)
             rz_new = _real_dot(R, Z)
         beta = torch.where(active, rz_new / _safe(rz), 0)
-        torch.addcmul(Z, P, _col(beta), out=P)  # P = Z + β P in one pass
+        if kernels is None:
+            torch.addcmul(Z, P, _col(beta), out=P)  # P = Z + β P in one pass
+        else:
+            kernels[1](X, P, Z, alpha, beta)
         rz = rz_new
     return X, its
 
@@ -443,7 +470,7 @@ def krylov_solve(
     whose reciprocal is a normal number. On the CPU this halves the cost of a
     block product (torch's ``A @ X`` zero-fills and copies a fresh output).
 
-    ``fused`` (CG, real dtypes): the per-iteration vector work in two
+    ``fused`` (CG, real dtypes): the per-iteration vector work in three
     ``torch.compile``-d passes, compiled on first use per dtype and shape (see
     :func:`_fused_cg_kernels`); other methods and complex dtypes ignore it.
     """
