@@ -164,7 +164,7 @@ def main() -> None:
     )
     print(table)
     write_results(
-        "block_krylov",
+        "block_krylov" if args.m == 316 else f"block_krylov_m{args.m}",
         table,
         {
             "n": n,
