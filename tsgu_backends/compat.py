@@ -119,7 +119,9 @@ def _krylov(method: str, A: torch.Tensor, B: torch.Tensor, rtol: float, maxiter:
 
     operator = CsrOperator(A if A.layout == torch.sparse_csr else A.coalesce())
     B2 = B if B.dim() == 2 else B.unsqueeze(-1)
-    result = krylov_solve(method, operator.apply, None, B2, x0=None, rtol=rtol, atol=0.0, maxiter=maxiter)
+    result = krylov_solve(
+        method, operator.apply, None, B2, x0=None, rtol=rtol, atol=0.0, maxiter=maxiter, op_into=operator.apply_into
+    )
     return result.X if B.dim() == 2 else result.X.squeeze(-1)
 
 

@@ -65,7 +65,17 @@ METHODS: dict[str, MethodSpec] = {
         "cg",
         "iterative",
         "spd",
-        {"preconditioner": Option(_JACOBI.doc + "; positive for cg", type=str, choices=("jacobi",)), **_USER_M},
+        {
+            "preconditioner": Option(_JACOBI.doc + "; positive for cg", type=str, choices=("jacobi",)),
+            **_USER_M,
+            "fused": Option(
+                "real dtypes: each iteration's vector work in three torch.compile-d passes instead of six (CPU, "
+                "8 columns, n = 1e5: see benchmarks/block_krylov.py); the first solve per dtype and shape pays the "
+                "compile, 5-13 s; eager (with a warning) where torch.compile is unavailable; complex: ignored",
+                type=bool,
+                default=False,
+            ),
+        },
         "conjugate gradients; A must be symmetric positive definite (complex: Hermitian positive definite)",
         batched=True,
         complex=True,
@@ -230,6 +240,8 @@ class _Krylov:
             atol=self.options.atol,
             maxiter=self.options.maxiter,
             restart=self.options.extra.get("restart", 20),
+            op_into=lambda X, out, alpha: operator.apply_into(X, out, alpha, transpose=transpose),
+            fused=bool(self.options.extra.get("fused", False)),
         )
         return result.X, BackendReport(result.iterations, result.converged, result.message, result.history)
 

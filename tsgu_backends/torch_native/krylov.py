@@ -14,7 +14,9 @@ while columns are unconverged, progress is made and iterations remain. This
 corrects residual drift, restarts BiCGSTAB after a breakdown, and is what
 makes GMRES "restarted" (one cycle per pass).
 
-Conventions: ``op(X)`` returns ``A @ X`` for ``X`` of shape ``(..., n, k)``;
+Conventions: ``op(X)`` returns ``A @ X`` for ``X`` of shape ``(..., n, k)``, and
+``op(X, out=Y)`` may write it into a buffer ``Y`` of that shape instead (the
+methods reuse one buffer per product: see :func:`krylov_solve`'s ``op_into``);
 ``precond(R)`` applies ``M⁻¹``; ``tol`` is the per-column absolute threshold
 ``max(rtol·‖b‖, atol)``. One iteration is one step of the method (BiCGSTAB:
 two products with ``A``; the others: one).
@@ -29,8 +31,11 @@ change is a no-op.
 
 from __future__ import annotations
 
+import types
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -39,7 +44,8 @@ from tsgu_core.norms import scaled_norm
 
 __all__ = ["METHODS", "KrylovResult", "krylov_solve"]
 
-Operator = Callable[[torch.Tensor], torch.Tensor]
+Operator = Callable[..., torch.Tensor]  # X ↦ op(A) X; CG and BiCGSTAB also pass out= (a reused buffer)
+ProductInto = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
 
 
 def _dot(U: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
@@ -67,6 +73,80 @@ def _safe(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x == 0, torch.ones_like(x), x)
 
 
+def _cg_step(
+    P: torch.Tensor, AP: torch.Tensor, R: torch.Tensor, rz: torch.Tensor, active: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """CG's ``α = ⟨R, Z⟩/⟨P, AP⟩`` and ``R −= α·AP`` in place; returns ``α``, the columns that may go on, ``‖R‖²``.
+
+    Real dtypes; compiled by ``fused=True`` into one function of two passes (``⟨P, AP⟩``, then ``R`` and
+    ``‖R‖²``), the same arithmetic as the eager loop of :func:`_cg`.
+    """
+    pAp = (P * AP).sum(-2)
+    ok = active & (pAp > 0) & torch.isfinite(pAp)  # pAp ≤ 0: A is not SPD along P
+    alpha = torch.where(ok, rz / _safe(pAp), 0)
+    R.sub_(alpha.unsqueeze(-2) * AP)
+    return alpha, ok, (R * R).sum(-2)
+
+
+def _cg_advance(X: torch.Tensor, P: torch.Tensor, Z: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> None:
+    """``X += αP`` then ``P = Z + βP``, in place and, compiled, in one pass over ``X``, ``P`` and ``Z``."""
+    X.add_(alpha.unsqueeze(-2) * P)
+    P.mul_(beta.unsqueeze(-2)).add_(Z)
+
+
+_CgKernels = tuple[Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]], Callable[..., None]]
+_EAGER_KERNELS: _CgKernels = (_cg_step, _cg_advance)
+_COMPILED_KERNELS: dict[tuple[torch.dtype, tuple[int, ...], torch.device], _CgKernels] = {}
+_compile_failure: dict[str, str] = {}  # device type → why torch.compile failed there: eager from then on
+
+
+def _fresh(function: Callable[..., Any]) -> Callable[..., Any]:
+    """A copy of ``function`` with its own code object.
+
+    Dynamo keeps its compiled variants, and its limit on them (8), per code object: one copy per
+    (dtype, shape, device) keeps a process that solves many shapes from exhausting the limit (past it
+    dynamo runs the function eagerly, correct but slow, since ``fullgraph`` is not set).
+    """
+    code = function.__code__.replace()
+    return types.FunctionType(code, function.__globals__, function.__name__, function.__defaults__)
+
+
+def _fused_cg_kernels(R: torch.Tensor) -> _CgKernels:
+    """CG's vector work compiled with ``torch.compile`` for ``R``'s dtype, shape and device, or the eager kernels.
+
+    Compiled once per (dtype, shape, device) on scratch tensors — the first call for a new key pays
+    inductor's compile time (measured 3–13 s on the CPU) — and cached for the process (torch.compile
+    itself keeps a bounded number of variants; past it, dynamo runs these functions eagerly). When
+    compilation fails (no C++ compiler, no inductor for the device) a warning says why, once per device
+    type, and the same functions run eagerly on that device type from then on.
+    """
+    if R.device.type in _compile_failure:
+        return _EAGER_KERNELS
+    key = (R.dtype, tuple(R.shape), R.device)
+    kernels = _COMPILED_KERNELS.get(key)
+    if kernels is None:
+        try:
+            compiled = (
+                torch.compile(_fresh(_cg_step), dynamic=False),
+                torch.compile(_fresh(_cg_advance), dynamic=False),
+            )
+            scratch = torch.zeros_like(R, memory_format=torch.contiguous_format)
+            scalars = scratch.new_ones(R.shape[:-2] + R.shape[-1:])
+            compiled[0](scratch, scratch, scratch.clone(), scalars, scalars > 0)
+            compiled[1](scratch.clone(), scratch.clone(), scratch, scalars, scalars)
+        except Exception as error:  # any failure of the optional compiler means: eager
+            reason = _compile_failure[R.device.type] = f"{type(error).__name__}: {error}"
+            warnings.warn(
+                f"fused=True: torch.compile is unavailable on {R.device.type} ({reason[:200]}); "
+                "using the eager kernels",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            return _EAGER_KERNELS
+        kernels = _COMPILED_KERNELS[key] = compiled
+    return kernels
+
+
 def _cg(
     op: Operator,
     precond: Operator | None,
@@ -75,25 +155,35 @@ def _cg(
     tol: torch.Tensor,
     maxiter: int,
     active: torch.Tensor,
+    fused: bool = False,
     **_: object,
 ) -> tuple[torch.Tensor, int]:
     # In-place updates keep one pass over memory per vector operation; without a
     # preconditioner Z is R, so ⟨R, Z⟩ is ‖R‖² and one dot product is saved.
+    # fused (real dtypes): the vector work in three compiled passes instead of six, X's update
+    # delayed to the pass that rewrites P (and done alone after the last iteration).
+    kernels = _fused_cg_kernels(R) if fused and not R.is_complex() else None
     Z = R if precond is None else precond(R)
     P = Z.clone()
+    AP = torch.empty_like(P, memory_format=torch.contiguous_format)  # op(·, out=) buffers are contiguous
     rz = _real_dot(R, Z)
     its = 0
     while its < maxiter:
-        AP = op(P)
-        pAp = _real_dot(P, AP)
-        ok = active & (pAp > 0) & torch.isfinite(pAp)  # pAp ≤ 0: A is not SPD along P
-        alpha = torch.where(ok, rz / _safe(pAp), 0)
-        X.addcmul_(P, _col(alpha))
-        R.addcmul_(AP, _col(alpha), value=-1)
+        AP = op(P, out=AP)
+        if kernels is None:
+            pAp = _real_dot(P, AP)
+            ok = active & (pAp > 0) & torch.isfinite(pAp)  # pAp ≤ 0: A is not SPD along P
+            alpha = torch.where(ok, rz / _safe(pAp), 0)
+            X.addcmul_(P, _col(alpha))
+            R.addcmul_(AP, _col(alpha), value=-1)
+            rr = _real_dot(R, R)
+        else:
+            alpha, ok, rr = kernels[0](P, AP, R, rz, active)
         its += 1
-        rr = _real_dot(R, R)
         active = ok & (rr > tol**2)
-        if not bool(active.any()):
+        if not bool(active.any()) or its == maxiter:
+            if kernels is not None:
+                X.addcmul_(P, _col(alpha))
             break
         if precond is None:
             Z, rz_new = R, rr
@@ -101,7 +191,10 @@ def _cg(
             Z = precond(R)
             rz_new = _real_dot(R, Z)
         beta = torch.where(active, rz_new / _safe(rz), 0)
-        torch.addcmul(Z, P, _col(beta), out=P)  # P = Z + β P in one pass
+        if kernels is None:
+            torch.addcmul(Z, P, _col(beta), out=P)  # P = Z + β P in one pass
+        else:
+            kernels[1](X, P, Z, alpha, beta)
         rz = rz_new
     return X, its
 
@@ -127,7 +220,8 @@ def _bicgstab(
     ones = torch.ones_like(tol, dtype=R.dtype)
     rho, alpha, omega = ones, ones, ones
     P = torch.zeros_like(R)
-    V = torch.zeros_like(R)
+    V = torch.zeros_like(R, memory_format=torch.contiguous_format)  # op(·, out=) buffers are contiguous
+    T = torch.empty_like(V)
     its = 0
     while its < maxiter:
         rho_new = _dot(R_hat, R)
@@ -135,7 +229,7 @@ def _bicgstab(
         beta = torch.where(ok, (rho_new / _safe(rho)) * (alpha / _safe(omega)), 0)
         P.addcmul_(V, _col(omega), value=-1).mul_(_col(beta)).add_(R)  # P = R + β (P − ω V)
         P_hat = P if precond is None else precond(P)
-        V = op(P_hat)
+        V = op(P_hat, out=V)
         r_hat_v = _dot(R_hat, V)
         ok = ok & (r_hat_v.abs() > eps * r_hat_norm * torch.sqrt(_real_dot(V, V))) & torch.isfinite(r_hat_v)
         alpha = torch.where(ok, rho_new / _safe(r_hat_v), 0)
@@ -145,7 +239,7 @@ def _bicgstab(
         go_on = ok & (_real_dot(R, R) > tol**2)
         if bool(go_on.any()):
             S_hat = R if precond is None else precond(R)
-            T = op(S_hat)
+            T = op(S_hat, out=T)
             tt = _real_dot(T, T)
             omega = torch.where(go_on & (tt > 0), _dot(T, R) / _safe(tt), 0)
             X.addcmul_(S_hat, _col(omega))
@@ -327,6 +421,15 @@ def _power_of_two(x: torch.Tensor) -> torch.Tensor:
     return torch.where(good, torch.ldexp(torch.ones_like(x), exponent - 1), torch.ones_like(x))
 
 
+def _reciprocal(sigma: torch.Tensor, dtype: torch.dtype) -> float | None:
+    """``1/σ`` as a Python float when ``σ`` is one number whose reciprocal is a normal number of ``dtype``."""
+    if sigma.numel() != 1:
+        return None
+    inverse = 1.0 / float(sigma)
+    info = torch.finfo(dtype)
+    return inverse if info.tiny <= inverse <= info.max else None
+
+
 def krylov_solve(
     method: str,
     op: Operator,
@@ -339,6 +442,8 @@ def krylov_solve(
     maxiter: int,
     restart: int = 20,
     scale: float | None = None,
+    op_into: ProductInto | None = None,
+    fused: bool = False,
 ) -> KrylovResult:
     """Solve ``A X = B`` column-wise with ``method``, restarting from the true residual.
 
@@ -356,6 +461,18 @@ def krylov_solve(
     unscaled sums of squares would underflow to 0 (a false "converged") or
     overflow to inf. Every norm of the driver is scale-safe
     (:func:`tsgu_core.norms.scaled_norm`).
+
+    Products: ``op(X)`` must return a new tensor (the driver scales it in
+    place). ``op_into(X, out, alpha)``, when given, writes ``alpha · A X`` into
+    the buffer ``out`` and returns it; the methods then reuse one buffer per
+    product and the scaling by ``1/σ`` is folded into ``alpha`` — exact, since
+    ``σ`` is a power of two — where ``σ`` is one number (no batch dimensions)
+    whose reciprocal is a normal number. On the CPU this halves the cost of a
+    block product (torch's ``A @ X`` zero-fills and copies a fresh output).
+
+    ``fused`` (CG, real dtypes): the per-iteration vector work in three
+    ``torch.compile``-d passes, compiled on first use per dtype and shape (see
+    :func:`_fused_cg_kernels`); other methods and complex dtypes ignore it.
     """
     step = METHODS[method]
     b_norm = scaled_norm(B)
@@ -382,8 +499,14 @@ def krylov_solve(
         # tol for the scaled residual: max(rtol·‖b‖, atol) / s, formed without rtol·‖b‖ or atol·… underflowing
         tol = torch.maximum(rtol * (b_norm / s), atol / s)
 
-        def op_scaled(V: torch.Tensor, sigma: torch.Tensor = sigma) -> torch.Tensor:
-            return op(V) / sigma
+        inv_sigma = _reciprocal(sigma, B.dtype) if op_into is not None else None
+
+        def op_scaled(
+            V: torch.Tensor, out: torch.Tensor | None = None, sigma: torch.Tensor = sigma, inv: float | None = inv_sigma
+        ) -> torch.Tensor:
+            if out is not None and inv is not None and op_into is not None:
+                return op_into(V, out, inv)
+            return op(V).div_(sigma)  # in place: a fresh (n, k) temporary costs as much as the division
 
         precond_scaled = None
         if precond is not None:
@@ -392,7 +515,15 @@ def krylov_solve(
                 return precond(V) * sigma
 
         D, its = step(
-            op_scaled, precond_scaled, torch.zeros_like(R), R_scaled, tol, rules.left, active, restart=restart
+            op_scaled,
+            precond_scaled,
+            torch.zeros_like(R),
+            R_scaled,
+            tol,
+            rules.left,
+            active,
+            restart=restart,
+            fused=fused,
         )
         X = X + D * (_col(s) / sigma)
         rules.charge(its)
