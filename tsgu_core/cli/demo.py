@@ -28,7 +28,7 @@ def add_parser(commands: Any) -> None:
         "demo",
         help="recover a 2-D diffusion coefficient from noisy data by gradient descent through solve_values()",
         description="Recover a spatially varying diffusion coefficient κ(x, y) of a 2-D PDE from noisy "
-        "observations by Adam steps on log κ through tsgu_core.solve, on every available backend.",
+        "observations by Adam steps on log κ through tsgu_core.solve_values, on every available backend.",
     )
     parser.add_argument("--size", type=int, default=32, help="grid nodes per side (default 32: n = 1024)")
     parser.add_argument("--iterations", type=int, default=200, help="optimiser steps (default 200)")
@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"tsgu demo: recover κ(x, y) on a {args.size}×{args.size} grid (n = {problem.n}) from {args.sources} "
             f"noisy experiments ({args.noise:.0%} noise) by {args.iterations} Adam steps on log κ through "
-            f"tsgu_core.solve, on {device}"
+            f"tsgu_core.solve_values, on {device}"
         )
     runs = []
     with progress(args.iterations * len(entries), unit="step", quiet=args.quiet) as bar:
@@ -196,7 +196,7 @@ def _plot(path: str, problem: DiffusionProblem, runs: list[Run], args: argparse.
     figure, axes = plt.subplots(2, 2, figsize=(9.5, 8), layout="constrained")
     figure.suptitle(
         f"Recovering κ(x, y) from {problem.sources} noisy experiments ({args.noise:.0%} noise), "
-        f"{m}×{m} grid, {args.iterations} Adam steps through tsgu_core.solve",
+        f"{m}×{m} grid, {args.iterations} Adam steps through tsgu_core.solve_values",
         fontsize=11,
     )
     shared = {"vmin": float(truth.min()), "vmax": float(truth.max()), "origin": "lower", "extent": (0, 1, 0, 1),
