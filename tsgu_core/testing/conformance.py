@@ -18,8 +18,8 @@ skip whose reason says what is missing.
 
 Complex cases (methods declared ``complex=True``): ``reference``,
 ``triangular`` and ``lstsq`` in complex64 and complex128; ``transpose``,
-``gradcheck``, ``gradgradcheck``, ``batched``, ``batched-patterns``,
-``factorize`` and the triangular/least-squares gradchecks in complex128 — on
+``gradcheck``, ``gradgradcheck`` (vector ``B``, COO and CSR), ``batched``, ``batched-patterns``,
+``factorize``, ``transforms`` and the triangular/least-squares gradchecks in complex128 — on
 matrices that are neither symmetric nor Hermitian (Hermitian
 for methods that assume ``"symmetric"``/``"spd"``), with real losses
 ``Re Σ X·G`` so that gradients follow PyTorch's conjugate-Wirtinger
@@ -140,8 +140,8 @@ def _variants(check: str, kind: str, complex: bool = False) -> Iterable[tuple[st
         extra = itertools.product(("coo", "csr"), ("vector", "matrix"), ("complex64", "complex128"))
     elif check in ("transpose", "gradcheck", "triangular-gradcheck", "lstsq-gradcheck"):
         extra = [(layout, rhs, "complex128") for layout, rhs, _ in real]
-    elif check == "gradgradcheck":
-        extra = [("coo", "vector", "complex128"), ("csr", "matrix", "complex128")]
+    elif check == "gradgradcheck":  # both layouts; matrix B is in complex gradcheck (a 3-column one costs 3×)
+        extra = [("coo", "vector", "complex128"), ("csr", "vector", "complex128")]
     elif check in ("batched", "batched-patterns"):
         extra = [("coo", "matrix", "complex128"), ("csr", "matrix", "complex128")]
     elif check in ("factorize", "transforms"):
