@@ -536,3 +536,16 @@ def test_complex_compile_fullgraph_and_second_derivatives(backend):
     atol = 1e-6 if backend == "scipy" else 1e-5
     values, B = problem.values.clone().requires_grad_(), problem.B[:, :1].clone().requires_grad_()
     assert torch.autograd.gradgradcheck(through_operator, (values, B), atol=atol)
+
+
+def test_unknown_options_and_a_singular_matrix_raise_under_a_transform():
+    """The operator resolves options and runs the backend when it runs: the same typed errors as eager."""
+    problem = Problem("scipy", "csr", "float64", "vector")
+    with pytest.raises(tsgu_core.UnknownOptionError):
+        torch.func.vmap(lambda b: solve_values(problem.pattern, problem.values, b, backend="scipy", tol=1e-3))(
+            problem.B.unsqueeze(0)
+        )
+    singular = problem.values.clone()
+    singular[problem.pattern.row == 2] = 0.0  # row 2 of A is zero
+    with pytest.raises(tsgu_core.SingularMatrixError):
+        torch.func.grad(lambda v: solve_values(problem.pattern, v, problem.B, backend="scipy").sum())(singular)

@@ -71,7 +71,7 @@ METHODS: dict[str, MethodSpec] = {
             "fused": Option(
                 "real dtypes: each iteration's vector work in three torch.compile-d passes instead of six (CPU, "
                 "8 columns, n = 1e5: see benchmarks/block_krylov.py); the first solve per dtype and shape pays the "
-                "compile, 5-13 s; eager (with a warning) where torch.compile is unavailable; complex: ignored",
+                "compile, 5-13 s; eager (with a warning) where torch.compile is unavailable; complex A: refused",
                 type=bool,
                 default=False,
             ),
@@ -303,6 +303,12 @@ class TorchBackend:
         return Availability.no(f"does not serve {device_type!r}")
 
     def prepare(self, A: torch.Tensor, method: str, options: SolveOptions) -> _State:
+        if options.extra.get("fused") and A.is_complex():
+            raise InvalidOptionError(
+                "fused=True compiles CG's vector work for real dtypes only; drop it for a complex A "
+                "(the default CG path solves complex A)",
+                option="fused",
+            )
         operator = CsrOperator(A)
         if method == "triangular":
             return _Triangular(operator.matrix, options["upper"], options["unit_diagonal"])

@@ -472,7 +472,8 @@ def krylov_solve(
 
     ``fused`` (CG, real dtypes): the per-iteration vector work in three
     ``torch.compile``-d passes, compiled on first use per dtype and shape (see
-    :func:`_fused_cg_kernels`); other methods and complex dtypes ignore it.
+    :func:`_fused_cg_kernels`); only CG declares the option, and the backend
+    refuses it for a complex ``A``.
     """
     step = METHODS[method]
     b_norm = scaled_norm(B)
