@@ -386,6 +386,26 @@ def test_demo_prints_no_warning():
     assert not result.stdout.startswith("tsgu demo:") and "error of κ" in result.stdout
 
 
+def test_threads_option_sets_torch_and_the_blas_libraries():
+    out = tsgu("demo", "--size", "6", "--iterations", "2", "--backends", "torch").stdout
+    assert "(1 CPU thread)" in out.splitlines()[0]  # the demo's default: its problem is small
+    out = tsgu("demo", "--size", "6", "--iterations", "2", "--backends", "torch", "--threads", "2").stdout
+    assert "(2 CPU threads)" in out.splitlines()[0]
+    report = json.loads(tsgu("bench", "--n", "100", "--repeats", "1", "--warmup", "0", "--backends", "torch",
+                             "--methods", "cg", "--threads", "3", "--json").stdout)  # fmt: skip
+    assert report["problem"]["threads"] == 3
+    from tsgu_core.cli.common import THREAD_VARIABLES, set_threads
+
+    code = (
+        "import os; from tsgu_core.cli.common import set_threads; print(set_threads(2), "
+        f"[os.environ[v] for v in {THREAD_VARIABLES!r}])"
+    )
+    assert python(code).stdout.split(None, 1) == ["2", "['2', '2', '2']\n"]
+    result = tsgu("demo", "--threads", "0", check=False)
+    assert result.returncode == 2 and "--threads must be ≥ 1, got 0" in result.stderr
+    assert set_threads(None) >= 1  # None leaves every count as it is
+
+
 def test_demo_shows_failing_backends_and_exits_1_when_all_fail():
     result = tsgu("demo", "--size", "6", "--iterations", "3", "--backends", "scipy", "torch", "--lr", "1e300",
                   check=False)  # fmt: skip

@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from tsgu_core.cli.common import CommandError, check_device, check_plot, progress
+from tsgu_core.cli.common import CommandError, add_threads_option, check_device, check_plot, progress, set_threads
 from tsgu_core.cli.problems import GALLERY, named_problem, read_matrix
 
 if TYPE_CHECKING:
@@ -46,6 +46,7 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--dtype", choices=("float64", "float32"), default="float64", help="default float64")
     parser.add_argument("--device", default="cpu", help="where A and B live: cpu (default), cuda, cuda:1, …")
     parser.add_argument("--plot", default=None, help="write a dot plot of the timings to this .png, .pdf or .svg")
+    add_threads_option(parser, default=None)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object (no table)")
     parser.set_defaults(handler=run)
@@ -172,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
     if args.repeats < 1 or args.warmup < 0 or args.rhs < 1 or args.n < 4:
         raise CommandError("--repeats and --rhs must be ≥ 1, --warmup ≥ 0, --n ≥ 4")
     check_plot(args.plot)
+    threads = set_threads(args.threads)
     device = check_device(args.device)
 
     import torch
@@ -225,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
             )
     rows = [row for row, _ in cases] + skipped
     title = (f"{label}: n = {n}, nnz = {nnz}, k = {args.rhs}, rtol = {args.rtol:g} (iterative), {args.dtype}, "
-             f"{device}")  # fmt: skip
+             f"{device}, {threads} CPU thread{'s' if threads > 1 else ''}")  # fmt: skip
     structure = ", ".join(sorted(kinds))
     setting = (f"medians of {args.repeats} run(s) after {args.warmup} warm-up; "
                f"A's structure: {structure}; gradient reference: {reference_name or 'none'}")  # fmt: skip
@@ -239,6 +241,7 @@ def run(args: argparse.Namespace) -> int:
             "rtol": args.rtol,
             "dtype": args.dtype,
             "device": str(device),
+            "threads": threads,
             "repeats": args.repeats,
             "warmup": args.warmup,
             "structure": sorted(kinds),

@@ -17,17 +17,59 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PLOT_SUFFIXES",
+    "THREAD_VARIABLES",
     "CommandError",
+    "add_threads_option",
     "check_device",
     "check_output",
     "check_plot",
     "progress",
     "quiet_torch",
+    "set_threads",
     "valid_methods",
 ]
 
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 """Figure formats ``--plot`` writes (by the file name's suffix)."""
+
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+"""The variables ``--threads`` sets for the libraries loaded after it (OpenMP, OpenBLAS, MKL)."""
+
+
+def add_threads_option(parser: Any, default: int | None) -> None:
+    """``--threads N``: the CPU threads torch and the BLAS/OpenMP libraries may use (see :func:`set_threads`)."""
+    said = "the libraries' own default" if default is None else str(default)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=default,
+        help=f"CPU threads for torch, OpenMP, OpenBLAS and MKL (default {said}); on a small problem or a busy "
+        "machine more threads cost time",
+    )
+
+
+def set_threads(threads: int | None) -> int:
+    """Apply ``--threads`` before torch, NumPy or SciPy is imported; return torch's thread count.
+
+    The environment variables reach the libraries loaded later (each reads them once, when loaded);
+    torch's own count is set directly. ``None`` changes nothing.
+
+    Raises
+    ------
+    CommandError
+        ``threads`` is less than 1.
+    """
+    if threads is not None:
+        if threads < 1:
+            raise CommandError(f"--threads must be ≥ 1, got {threads}")
+        for variable in THREAD_VARIABLES:
+            os.environ[variable] = str(threads)
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
 
 
 class CommandError(Exception):
