@@ -62,3 +62,23 @@ def test_buffers_move_with_the_module_and_a_pattern_needs_values():
         SparseSolve(SparsePattern.of(A))
     with pytest.raises(errors.ShapeError):
         SparseSolve(SparsePattern.of(A), torch.ones(3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("layout", ["coo", "csr"])
+@pytest.mark.parametrize("backend", ["scipy", "torch"])
+def test_complex_values_train_like_dense(layout, backend):
+    generator = torch.Generator().manual_seed(11)
+    D = torch.complex(random_nonsymmetric(N, seed=11), torch.randn(N, N, dtype=torch.float64, generator=generator))
+    D = D * (random_nonsymmetric(N, seed=11) != 0)  # the real part's pattern, nonsymmetric
+    options = {"rtol": 1e-12} if backend == "torch" else {}
+    layer = SparseSolve(to_layout(D, layout), backend=backend, **options)
+    assert layer.values.dtype == torch.complex128
+    B = torch.randn(3, N, dtype=torch.complex128, generator=generator, requires_grad=True)
+    weights = torch.arange(1.0, N + 1, dtype=torch.float64)
+    (layer(B).abs().square() * weights).sum().backward()
+    D_ref, B_ref = D.clone().requires_grad_(), B.detach().clone().requires_grad_()
+    X_ref = torch.linalg.solve(D_ref, B_ref.T).T
+    (X_ref.abs().square() * weights).sum().backward()
+    torch.testing.assert_close(layer(B.detach()), X_ref.detach())
+    torch.testing.assert_close(B.grad, B_ref.grad)
+    torch.testing.assert_close(layer.values.grad, D_ref.grad[D != 0])
