@@ -28,6 +28,10 @@ with 32 partial sums, not one serial chain. Arithmetic per element is the eager
 loops' (same operations in the same order; the compiler may contract ``a·b + c``
 into one rounding, and sums associate differently, as torch's do).
 
+The loops run on the calling thread only (the products keep torch's threads):
+they are measured with one thread, where they win; with several threads torch's
+eager vector operations run in parallel, so measure before choosing ``fused``.
+
 Tensors passed in are C-contiguous, real ``float32``/``float64`` on the CPU,
 ``(B, n, k)`` flattened (batch members one after the other) with scalars of
 shape ``(B, k)``; masks are ``torch.bool`` (one byte each).
@@ -38,6 +42,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -314,7 +319,8 @@ def _compiler() -> str:
 def _build(source: str) -> Path:
     compiler = _compiler()
     flags = ["-O3", "-std=c99", "-shared", "-fPIC"]
-    digest = hashlib.sha256((compiler + " ".join(flags) + source).encode()).hexdigest()[:20]
+    host = platform.node() + platform.machine()  # -march=native code is for this machine: a shared cache keeps apart
+    digest = hashlib.sha256((host + compiler + " ".join(flags) + source).encode()).hexdigest()[:20]
     directory = _cache_directory()
     library = directory / f"tsgu_krylov_{digest}.so"
     if library.exists():

