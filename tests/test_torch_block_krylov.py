@@ -173,6 +173,21 @@ def test_fused_falls_back_to_eager_with_a_warning_when_the_build_fails(method, m
     assert not list(tmp_path.glob("*.so"))
 
 
+def test_fused_runs_eagerly_with_a_warning_where_no_loops_are_built(monkeypatch):
+    """The loops are built for float32/float64 on the CPU; another dtype (here float16) warns and runs eagerly."""
+    monkeypatch.setattr(krylov, "_fallback_warned", set())
+    D = poisson_2d(4).to_dense().to(torch.float16)  # torch's sparse kernels have no float16: a dense product
+
+    def op(X):
+        return D @ X
+
+    B = torch.ones(16, 2, dtype=torch.float16)
+    with pytest.warns(RuntimeWarning, match="cpu/torch.float16 runs eagerly"):
+        fused = krylov.krylov_solve("cg", op, None, B, x0=None, rtol=1e-2, atol=0.0, maxiter=3, fused=True)
+    eager = krylov.krylov_solve("cg", op, None, B, x0=None, rtol=1e-2, atol=0.0, maxiter=3)
+    assert torch.equal(fused.X, eager.X)
+
+
 def test_the_fused_loops_are_built_once_and_reused_from_disk(monkeypatch, tmp_path):
     monkeypatch.setenv("TSGU_KERNEL_CACHE", str(tmp_path))
     monkeypatch.setattr(fused_cpu, "_LOADED", {})

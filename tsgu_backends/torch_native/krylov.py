@@ -559,10 +559,11 @@ def krylov_solve(
     whose reciprocal is a normal number. On the CPU this halves the cost of a
     block product (torch's ``A @ X`` zero-fills and copies a fresh output).
 
-    ``fused`` (CG, real dtypes): the per-iteration vector work in three
-    ``torch.compile``-d passes, compiled on first use per dtype and shape (see
-    :func:`_fused_cg_kernels`); only CG declares the option, and the backend
-    refuses it for a complex ``A``.
+    ``fused`` (CG and BiCGSTAB; float32/float64 on the CPU): the per-iteration
+    vector work in the C loops of :mod:`tsgu_backends.torch_native.fused_cpu`
+    (CG: three passes, BiCGSTAB: five), built on first use per dtype and column
+    count (see :func:`_fused_kernels`); elsewhere, or without a C compiler, the
+    eager loop runs after a warning. The backend refuses it for a complex ``A``.
     """
     step = METHODS[method]
     b_norm = scaled_norm(B)
