@@ -234,8 +234,9 @@ def main() -> None:
         + "\n".join(f"- {key}: {value}" for key, value in facts.items())
     )
     print(table)
+    name = "block_krylov" + ("" if methods == ["cg", "bicgstab", "gmres"] else "_" + "_".join(methods))
     write_results(
-        "block_krylov" if args.m == 316 else f"block_krylov_m{args.m}",
+        name if args.m == 316 else f"{name}_m{args.m}",
         table,
         {
             "n": n,
