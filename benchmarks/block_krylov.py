@@ -1,28 +1,39 @@
-"""Block Krylov on the CPU: torch CG/BiCGSTAB with k columns against k sequential SciPy solves.
+"""Block Krylov on the CPU: torch CG/BiCGSTAB/GMRES with k columns against k sequential SciPy solves.
 
-2-D Poisson (n ≈ 1e5), float64, one thread, ``rtol`` 1e-6, interleaved repeats
-(median of each), all ratios from one run. Rows:
+float64, one thread, ``rtol`` 1e-6, interleaved repeats (median of each), all
+ratios from one run. CG runs on 2-D Poisson (n ≈ 1e5, SPD); BiCGSTAB and
+GMRES on 2-D convection–diffusion of the same size (nonsymmetric), GMRES with
+the same ``restart`` in SciPy and torch. Right-hand sides: k = 8 random
+columns; k = 1 all ones for CG, the first random column for the nonsymmetric
+problem (BiCGSTAB diverges from all ones there, SciPy's and torch's alike).
+Rows:
 
-* ``scipy``: ``scipy.sparse.linalg.cg`` / ``bicgstab``, one column at a time
-  (k = 8: eight sequential solves, the reference of the ratios);
+* ``scipy``: ``scipy.sparse.linalg.cg`` / ``bicgstab`` / ``gmres``, one
+  column at a time (k = 8: eight sequential solves, the reference of the ratios);
 * ``torch eager-before``: :func:`krylov_solve` as it was at ``--before`` (a git
   revision, loaded from ``git show``): ``A @ X`` products, a fresh ``(n, k)``
-  temporary for every product and its scaling;
-* ``torch eager-after``: the current default: products written by
+  temporary for every product and its scaling (CG, BiCGSTAB);
+* ``torch eager``: the current default: products written by
   ``addmm_(beta=0, alpha=1/σ)`` into one reused buffer;
-* ``torch fused`` (CG): ``fused=True``, the vector work of an iteration in two
-  ``torch.compile``-d passes (compile time printed separately, not timed);
-* ``tsgu solve``: the whole public path (``tsgu_core.solve``, forward).
+* ``torch fused-before`` (CG): ``fused=True`` as it was at ``--fused-before``
+  (two ``torch.compile``-d kernels per iteration; compile time not timed);
+* ``torch fused`` (CG, BiCGSTAB): ``fused=True``, the vector work in the fused
+  C loops of :mod:`tsgu_backends.torch_native.fused_cpu` (build time printed
+  separately, not timed);
+* ``tsgu solve``: the whole public path (``tsgu_core.solve``, forward), default
+  options and, for CG/BiCGSTAB, ``fused=True``.
 
 The torch operator (int32 CSR) is built once outside the timings, as is
 SciPy's CSR matrix. Run: ``python benchmarks/block_krylov.py`` (``--m`` grid,
-``--repeats``, ``--before`` revision, ``--no-bicgstab``).
+``--repeats``, ``--before``/``--fused-before`` revisions, ``--restart``,
+``--methods``).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import subprocess
 import sys
 import tempfile
@@ -40,12 +51,12 @@ import torch  # noqa: E402
 from tsgu_backends.torch_native.krylov import krylov_solve  # noqa: E402
 from tsgu_backends.torch_native.operator import CsrOperator  # noqa: E402
 from tsgu_core import solve  # noqa: E402
-from tsgu_core.testing import poisson_2d  # noqa: E402
+from tsgu_core.testing import convection_diffusion_2d, poisson_2d  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def load_before(revision: str) -> object:
+def load_before(revision: str, name: str) -> object:
     """``tsgu_backends/torch_native/krylov.py`` at ``revision``, imported as a separate module."""
     source = subprocess.run(
         ["git", "show", f"{revision}:tsgu_backends/torch_native/krylov.py"],
@@ -54,11 +65,11 @@ def load_before(revision: str) -> object:
         capture_output=True,
         text=True,
     ).stdout
-    path = Path(tempfile.mkdtemp()) / "krylov_before.py"
+    path = Path(tempfile.mkdtemp()) / f"{name}.py"
     path.write_text(source)
-    spec = importlib.util.spec_from_file_location("krylov_before", path)
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
-    sys.modules["krylov_before"] = module
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
@@ -68,78 +79,135 @@ def main() -> None:
     parser.add_argument("--m", type=int, default=316, help="grid size; n = m² (default 316 → n = 99 856)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rtol", type=float, default=1e-6)
+    parser.add_argument("--restart", type=int, default=20, help="GMRES restart, SciPy's and torch's")
     parser.add_argument("--before", default="d05942d", help="git revision of the eager-before krylov.py")
-    parser.add_argument("--no-bicgstab", action="store_true")
+    parser.add_argument("--fused-before", default="3ea2178", help="git revision of the fused-before krylov.py")
+    parser.add_argument("--methods", default="cg,bicgstab,gmres", help="comma-separated subset")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    before = load_before(args.before)
+    before = load_before(args.before, "krylov_before")
+    fused_before = load_before(args.fused_before, "krylov_fused_before")
 
-    A = poisson_2d(args.m)
-    n = A.shape[0]
-    A_scipy = sp.csr_matrix((A.values().numpy(), A.col_indices().numpy(), A.crow_indices().numpy()), shape=(n, n))
-    operator = CsrOperator(A)
-    B = {
-        1: torch.ones(n, 1, dtype=torch.float64),
-        8: torch.randn(n, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0)),
+    problems = {"cg": poisson_2d(args.m), "nonsymmetric": convection_diffusion_2d(args.m)}
+    n = problems["cg"].shape[0]
+    scipy_matrices = {
+        key: sp.csr_matrix((A.values().numpy(), A.col_indices().numpy(), A.crow_indices().numpy()), shape=(n, n))
+        for key, A in problems.items()
+    }
+    operators = {key: CsrOperator(A) for key, A in problems.items()}
+    random = torch.randn(n, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    rhs = {
+        ("cg", 8): random,
+        ("cg", 1): torch.ones(n, 1, dtype=torch.float64),
+        ("nonsymmetric", 8): random,
+        ("nonsymmetric", 1): random[:, :1].clone(),
     }
     rtol = args.rtol
+    restart = args.restart
     iterations: dict[str, int] = {}
-    methods = ["cg"] + ([] if args.no_bicgstab else ["bicgstab"])
+    methods = args.methods.split(",")
+
+    def problem(method: str) -> str:
+        return "cg" if method == "cg" else "nonsymmetric"
 
     def scipy_solve(method: str, k: int, key: str) -> None:
         solver = getattr(spla, method)
+        B = rhs[problem(method), k]
+        extra: dict[str, object] = {"maxiter": 10 * n}
+        if method == "gmres":  # SciPy's maxiter counts restart cycles; the callback every inner step
+            extra = {"restart": restart, "maxiter": 10 * n // restart, "callback_type": "pr_norm"}
         worst = 0
         for j in range(k):
             count = [0]
             _, info = solver(
-                A_scipy,
-                B[k][:, j].numpy(),
+                scipy_matrices[problem(method)],
+                B[:, j].numpy(),
                 rtol=rtol,
                 atol=0.0,
-                maxiter=10 * n,
                 callback=lambda _, c=count: c.__setitem__(0, c[0] + 1),
+                **extra,
             )
             assert info == 0, f"SciPy {method} failed: info={info}"
             worst = max(worst, count[0])
         iterations[key] = worst
 
     def torch_solve(module: object, method: str, k: int, key: str, **extra: object) -> None:
+        operator = operators[problem(method)]
         result = module.krylov_solve(
-            method, operator.apply, None, B[k], x0=None, rtol=rtol, atol=0.0, maxiter=10 * n, **extra
+            method,
+            operator.apply,
+            None,
+            rhs[problem(method), k],
+            x0=None,
+            rtol=rtol,
+            atol=0.0,
+            maxiter=10 * n,
+            restart=restart,
+            **extra,
         )
         assert result.converged, result.message
         iterations[key] = result.iterations
 
     def public_solve(method: str, k: int, key: str, **extra: object) -> None:
-        rhs = B[k] if k > 1 else B[k][:, 0]
-        _, info = solve(A, rhs, backend="torch", method=method, rtol=rtol, return_info=True, **extra)
+        B = rhs[problem(method), k]
+        if method == "gmres":
+            extra["restart"] = restart
+        _, info = solve(
+            problems[problem(method)],
+            B if k > 1 else B[:, 0],
+            backend="torch",
+            method=method,
+            rtol=rtol,
+            return_info=True,
+            **extra,
+        )
+        assert info.converged, info.message
         iterations[key] = info.iterations
 
     after = sys.modules[krylov_solve.__module__]
-    compile_seconds: dict[str, float] = {}
-    for k in (8, 1):  # the fused kernels compile once per shape: pay it here, outside the timings
-        start = time.perf_counter()
-        torch_solve(after, "cg", k, "warm-up", op_into=operator.apply_into, fused=True)
-        compile_seconds[f"k={k}"] = time.perf_counter() - start
+    build_seconds: dict[str, float] = {}
+    for method in methods:  # compile/build once per shape: pay it here, outside the timings
+        if method == "gmres":
+            continue
+        for k in (8, 1):
+            operator = operators[problem(method)]
+            start = time.perf_counter()
+            torch_solve(after, method, k, "warm-up", op_into=operator.apply_into, fused=True)
+            build_seconds[f"{method} fused k={k}"] = time.perf_counter() - start
+            if method == "cg":
+                start = time.perf_counter()
+                torch_solve(fused_before, method, k, "warm-up", op_into=operator.apply_into, fused=True)
+                build_seconds[f"{method} fused-before k={k}"] = time.perf_counter() - start
 
     variants = {}
     for method in methods:
+        operator = operators[problem(method)]
         for k in (8, 1):
             tag = f"{method} k={k}"
             variants[f"{tag} scipy"] = lambda m=method, k=k, t=tag: scipy_solve(m, k, f"{t} scipy")
-            variants[f"{tag} torch eager-before"] = lambda m=method, k=k, t=tag: torch_solve(
-                before, m, k, f"{t} torch eager-before"
-            )
-            variants[f"{tag} torch eager-after"] = lambda m=method, k=k, t=tag: torch_solve(
-                after, m, k, f"{t} torch eager-after", op_into=operator.apply_into
+            if method != "gmres":  # GMRES's products were the same before
+                variants[f"{tag} torch eager-before"] = lambda m=method, k=k, t=tag: torch_solve(
+                    before, m, k, f"{t} torch eager-before"
+                )
+            variants[f"{tag} torch eager"] = lambda m=method, k=k, t=tag, o=operator: torch_solve(
+                after, m, k, f"{t} torch eager", op_into=o.apply_into
             )
             if method == "cg":
-                variants[f"{tag} torch fused"] = lambda m=method, k=k, t=tag: torch_solve(
-                    after, m, k, f"{t} torch fused", op_into=operator.apply_into, fused=True
+                variants[f"{tag} torch fused-before"] = lambda m=method, k=k, t=tag, o=operator: torch_solve(
+                    fused_before, m, k, f"{t} torch fused-before", op_into=o.apply_into, fused=True
                 )
-            variants[f"{tag} tsgu solve (default)"] = lambda m=method, k=k, t=tag: public_solve(
-                m, k, f"{t} tsgu solve (default)"
-            )
+            if method != "gmres":
+                variants[f"{tag} torch fused"] = lambda m=method, k=k, t=tag, o=operator: torch_solve(
+                    after, m, k, f"{t} torch fused", op_into=o.apply_into, fused=True
+                )
+            if method != "gmres" or k == 1:  # GMRES k=8 through the public path: the same loop, ~40 s
+                variants[f"{tag} tsgu solve (default)"] = lambda m=method, k=k, t=tag: public_solve(
+                    m, k, f"{t} tsgu solve (default)"
+                )
+            if method != "gmres":
+                variants[f"{tag} tsgu solve fused=True"] = lambda m=method, k=k, t=tag: public_solve(
+                    m, k, f"{t} tsgu solve fused=True", fused=True
+                )
     times = interleaved_medians(variants, args.repeats)
     medians = {name: median(values) for name, values in times.items()}
     rows = []
@@ -151,28 +219,33 @@ def main() -> None:
     header = ["variant", "median ms", "iterations (max column)", "ratio", "against"]
     facts = environment()
     facts["eager-before revision"] = args.before
-    facts["fused first-call time (compile + one solve)"] = ", ".join(
-        f"{key}: {value:.1f} s" for key, value in compile_seconds.items()
+    facts["fused-before revision"] = args.fused_before
+    facts["GMRES restart (SciPy and torch)"] = str(restart)
+    facts["first fused call (build or compile + one solve)"] = ", ".join(
+        f"{key}: {value:.1f} s" for key, value in build_seconds.items()
     )
-    facts["index dtype of the prepared CSR"] = str(operator.matrix.crow_indices().dtype)
+    facts["index dtype of the prepared CSR"] = str(operators["cg"].matrix.crow_indices().dtype)
+    facts["load average at the end (1, 5, 15 min)"] = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     table = (
-        f"# Block Krylov on the CPU — 2-D Poisson, n = {n}, float64, rtol = {rtol:g}, "
-        f"{args.repeats} interleaved repeats\n\n"
+        f"# Block Krylov on the CPU — n = {n}, float64, rtol = {rtol:g}, {args.repeats} interleaved repeats\n\n"
+        "CG: 2-D Poisson; BiCGSTAB and GMRES: 2-D convection–diffusion (nonsymmetric).\n\n"
         + markdown_table(header, rows)
         + "\n\nTargets (issue 17, item 3): CG k=8 ≤ 0.70× eight sequential SciPy CG; CG k=1 ≤ 1.3× SciPy CG.\n\n"
         + "\n".join(f"- {key}: {value}" for key, value in facts.items())
     )
     print(table)
+    name = "block_krylov" + ("" if methods == ["cg", "bicgstab", "gmres"] else "_" + "_".join(methods))
     write_results(
-        "block_krylov" if args.m == 316 else f"block_krylov_m{args.m}",
+        name if args.m == 316 else f"{name}_m{args.m}",
         table,
         {
             "n": n,
             "rtol": rtol,
+            "restart": restart,
             "repeats": args.repeats,
             "times": times,
             "iterations": iterations,
-            "compile_seconds": compile_seconds,
+            "build_seconds": build_seconds,
             "environment": facts,
         },
     )

@@ -1,12 +1,20 @@
-"""The torch backend's block Krylov fast paths: products into reused buffers, and the opt-in fused CG kernels."""
+"""The torch backend's block Krylov fast paths: products into reused buffers, and the opt-in fused CPU loops."""
 
 import pytest
 import torch
 
 import tsgu_core
-from tsgu_backends.torch_native import krylov
+from tsgu_backends.torch_native import fused_cpu, krylov
 from tsgu_backends.torch_native.operator import CsrOperator
-from tsgu_core.testing import conformance_cases, random_nonsymmetric, random_spd, run_case, to_layout
+from tsgu_core.testing import (
+    conformance_cases,
+    convection_diffusion_2d,
+    poisson_2d,
+    random_nonsymmetric,
+    random_spd,
+    run_case,
+    to_layout,
+)
 
 N = 24
 
@@ -53,53 +61,163 @@ def _dense_solve_and_grads(D, B):
     return X.detach(), D_ref.grad, B_ref.grad
 
 
+FUSED = {"cg": random_spd, "bicgstab": random_nonsymmetric}  # method → a matrix it solves (bicgstab: nonsymmetric)
+
+
+@pytest.mark.parametrize("method", sorted(FUSED))
 @pytest.mark.parametrize("layout", ["coo", "csr"])
 @pytest.mark.parametrize("shape", [(N,), (N, 3)])
-def test_fused_cg_solves_and_differentiates(layout, shape):
-    D = random_spd(N, seed=5)
+def test_fused_solves_and_differentiates(method, layout, shape):
+    D = FUSED[method](N, seed=5)
     B = torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     A = to_layout(D, layout).requires_grad_()
     b = B.clone().requires_grad_()
-    x, info = tsgu_core.solve(A, b, backend="torch", method="cg", rtol=1e-12, fused=True, return_info=True)
+    x, info = tsgu_core.solve(A, b, backend="torch", method=method, rtol=1e-12, fused=True, return_info=True)
     x.square().sum().backward()
     expected, grad_A, grad_B = _dense_solve_and_grads(D, B)
     torch.testing.assert_close(x.detach(), expected)
     torch.testing.assert_close(b.grad, grad_B)
     torch.testing.assert_close(A.grad.to_dense(), grad_A * (D != 0))
-    eager = tsgu_core.solve(A.detach(), B, backend="torch", method="cg", rtol=1e-12, return_info=True)[1]
-    assert info.iterations == eager.iterations  # the same method, only the vector work is compiled
-    assert "cpu" not in krylov._compile_failure and krylov._COMPILED_KERNELS  # the compiled kernels did the work
+    eager = tsgu_core.solve(A.detach(), B, backend="torch", method=method, rtol=1e-12, return_info=True)[1]
+    assert info.iterations == eager.iterations  # the same method, only the vector work is fused
+    assert "cpu" not in krylov._compile_failure and (torch.float64, shape[-1] if len(shape) > 1 else 1) in (
+        fused_cpu._LOADED
+    )  # the fused loops did the work
 
 
-def test_fused_cg_falls_back_to_eager_with_a_warning_when_compilation_fails(monkeypatch):
-    def broken(*args, **kwargs):
-        raise RuntimeError("no compiler here")
+@pytest.mark.parametrize("shape", [(6,), (6, 2)])
+def test_fused_bicgstab_gradcheck(shape):
+    """gradcheck through A's values of a nonsymmetric A (CG's symmetric gradcheck runs in the conformance kit)."""
+    method = "bicgstab"
+    D = random_nonsymmetric(6, seed=11)
+    mask = D != 0
+    B = torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(12))
 
-    monkeypatch.setattr(torch, "compile", broken)
-    monkeypatch.setattr(krylov, "_compile_failure", {})
-    monkeypatch.setattr(krylov, "_COMPILED_KERNELS", {})
-    D = random_spd(N, seed=6)
-    B = torch.randn(N, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
-    with pytest.warns(RuntimeWarning, match="torch.compile is unavailable"):
-        x = tsgu_core.solve(to_layout(D, "csr"), B, backend="torch", method="cg", rtol=1e-12, fused=True)
+    def f(values, b):
+        A = torch.sparse_coo_tensor(mask.nonzero().T, values, D.shape).coalesce()
+        return tsgu_core.solve(A, b, backend="torch", method=method, rtol=1e-13, fused=True)
+
+    values = D[mask].clone().requires_grad_()
+    assert torch.autograd.gradcheck(f, (values, B.clone().requires_grad_()))
+
+
+def _scaled_jacobi(D):
+    d = D.diagonal().abs()
+    return lambda R: R / d.unsqueeze(-1)
+
+
+@pytest.mark.parametrize("method", sorted(FUSED))
+@pytest.mark.parametrize("k", [1, 3, 8])
+@pytest.mark.parametrize("preconditioned", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_fused_iterates_match_the_eager_loop(method, k, preconditioned, dtype):
+    """The fused loops are the eager method: the same iterate after a few iterations, on more rows than lanes."""
+    A = convection_diffusion_2d(12, dtype=dtype) if method == "bicgstab" else poisson_2d(12, dtype=dtype)
+    D = A.to_dense()
+    operator = CsrOperator(A)
+    B = torch.randn(D.shape[0], k, dtype=dtype, generator=torch.Generator().manual_seed(k))
+    precond = _scaled_jacobi(D) if preconditioned else None
+    results = [
+        krylov.krylov_solve(
+            method, operator.apply, precond, B, x0=None, rtol=1e-30, atol=0.0, maxiter=6, fused=fused, **extra
+        )
+        for fused in (False, True)
+        for extra in ({}, {"op_into": operator.apply_into})
+    ]
+    tolerance = {"rtol": 1e-10, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 2e-4, "atol": 1e-5}
+    for result in results[1:]:
+        assert result.iterations == results[0].iterations == 6
+        torch.testing.assert_close(result.X, results[0].X, **tolerance)
+    rtol = 1e-10 if dtype == torch.float64 else 1e-5
+    converged = krylov.krylov_solve(
+        method, operator.apply, precond, B, x0=None, rtol=rtol, atol=0.0, maxiter=2000, fused=True
+    )
+    assert converged.converged
+    residual = torch.linalg.vector_norm(B - D @ converged.X, dim=0) / torch.linalg.vector_norm(B, dim=0)
+    assert bool((residual <= 2 * rtol).all())  # the true residual meets rtol
+
+
+@pytest.mark.parametrize("method", sorted(FUSED))
+def test_fused_stopped_columns_stay_put(method):
+    """A column that is done from the start (zero) stays exactly zero while the others iterate."""
+    D = FUSED[method](N, seed=13)
+    B = torch.randn(N, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(14))
+    B[:, 1] = 0
+    x = tsgu_core.solve(to_layout(D, "csr"), B, backend="torch", method=method, rtol=1e-12, fused=True)
+    assert torch.equal(x[:, 1], torch.zeros(N, dtype=torch.float64))
     torch.testing.assert_close(x, torch.linalg.solve(D, B))
-    assert "cpu" in krylov._compile_failure  # remembered: later CPU solves take the eager kernels, no retry
 
 
-def test_fused_cg_refuses_complex_dtypes():
+@pytest.mark.parametrize("method", sorted(FUSED))
+def test_fused_batched_members_solve_their_own_systems(method):
+    D = FUSED[method](N, seed=15)
+    weights = 1 + torch.rand(N, N, dtype=torch.float64, generator=torch.Generator().manual_seed(16))
+    members = torch.stack([D, (D * weights + D.T * weights.T) / 2 if method == "cg" else D * weights])
+    B = torch.randn(2, N, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(17))
+    x = tsgu_core.solve(members.to_sparse_csr(), B, backend="torch", method=method, rtol=1e-12, fused=True)
+    torch.testing.assert_close(x, torch.linalg.solve(members, B))
+
+
+@pytest.mark.parametrize("method", sorted(FUSED))
+def test_fused_falls_back_to_eager_with_a_warning_when_the_build_fails(method, monkeypatch, tmp_path):
+    monkeypatch.setenv("TSGU_KERNEL_CACHE", str(tmp_path))  # nothing built yet: the build must run
+    monkeypatch.setattr(fused_cpu.shutil, "which", lambda name: None)  # no C compiler on this "machine"
+    monkeypatch.setattr(fused_cpu, "_LOADED", {})
+    monkeypatch.setattr(krylov, "_compile_failure", {})
+    D = FUSED[method](N, seed=6)
+    B = torch.randn(N, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    with pytest.warns(RuntimeWarning, match="could not be built.*no C compiler"):
+        x = tsgu_core.solve(to_layout(D, "csr"), B, backend="torch", method=method, rtol=1e-12, fused=True)
+    torch.testing.assert_close(x, torch.linalg.solve(D, B))
+    assert "cpu" in krylov._compile_failure  # remembered: later CPU solves take the eager loops, no retry
+    assert not list(tmp_path.glob("*.so"))
+
+
+def test_fused_runs_eagerly_with_a_warning_where_no_loops_are_built(monkeypatch):
+    """The loops are built for float32/float64 on the CPU; another dtype (here float16) warns and runs eagerly."""
+    monkeypatch.setattr(krylov, "_fallback_warned", set())
+    D = poisson_2d(4).to_dense().to(torch.float16)  # torch's sparse kernels have no float16: a dense product
+
+    def op(X):
+        return D @ X
+
+    B = torch.ones(16, 2, dtype=torch.float16)
+    with pytest.warns(RuntimeWarning, match="cpu/torch.float16 runs eagerly"):
+        fused = krylov.krylov_solve("cg", op, None, B, x0=None, rtol=1e-2, atol=0.0, maxiter=3, fused=True)
+    eager = krylov.krylov_solve("cg", op, None, B, x0=None, rtol=1e-2, atol=0.0, maxiter=3)
+    assert torch.equal(fused.X, eager.X)
+
+
+def test_the_fused_loops_are_built_once_and_reused_from_disk(monkeypatch, tmp_path):
+    monkeypatch.setenv("TSGU_KERNEL_CACHE", str(tmp_path))
+    monkeypatch.setattr(fused_cpu, "_LOADED", {})
+    first = fused_cpu.kernels_for(torch.float64, 5)
+    libraries = list(tmp_path.glob("*.so"))
+    assert len(libraries) == 1
+    built = libraries[0].stat().st_mtime_ns
+    monkeypatch.setattr(fused_cpu, "_LOADED", {})
+    monkeypatch.setattr(fused_cpu.subprocess, "run", None)  # a rebuild would fail: the file on disk is reused
+    second = fused_cpu.kernels_for(torch.float64, 5)
+    assert second is not first and libraries[0].stat().st_mtime_ns == built
+
+
+@pytest.mark.parametrize("method", sorted(FUSED))
+def test_fused_refuses_complex_dtypes(method):
     """fused=True is real-only: a complex A is a typed error, not an option quietly ignored."""
-    D = random_spd(N, seed=8, dtype=torch.complex128)  # Hermitian positive definite
+    D = FUSED[method](N, seed=8, dtype=torch.complex128)
     B = torch.randn(N, 2, dtype=torch.complex128, generator=torch.Generator().manual_seed(9))
     with pytest.raises(tsgu_core.InvalidOptionError, match="real dtypes only"):
-        tsgu_core.solve(to_layout(D, "coo"), B, backend="torch", method="cg", rtol=1e-12, fused=True)
+        tsgu_core.solve(to_layout(D, "coo"), B, backend="torch", method=method, rtol=1e-12, fused=True)
 
 
 @pytest.mark.parametrize(
-    "case", conformance_cases("torch", methods=["cg"], options={"cg": {"fused": True}}), ids=lambda c: f"fused-{c}"
+    "case",
+    conformance_cases("torch", methods=sorted(FUSED), options={m: {"fused": True} for m in FUSED}),
+    ids=lambda c: f"fused-{c}",
 )
-def test_fused_cg_passes_the_conformance_kit(case):
+def test_fused_passes_the_conformance_kit(case):
     if case.device != "cpu":
-        pytest.skip("fused=True is measured and tested on the CPU here")  # CUDA would need triton
+        pytest.skip("fused=True runs its loops on the CPU (elsewhere: eager, with a warning)")
     if case.dtype.startswith("complex"):
-        pytest.skip("fused=True refuses a complex A (test_fused_cg_refuses_complex_dtypes)")
+        pytest.skip("fused=True refuses a complex A (test_fused_refuses_complex_dtypes)")
     run_case(case)

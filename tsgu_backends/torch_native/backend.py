@@ -42,6 +42,16 @@ _USER_M = {
     ),
 }
 
+_FUSED = Option(
+    "CPU, float32/float64: each iteration's vector work in fused C loops, one pass over memory per stage (CG: "
+    "three passes instead of six, BiCGSTAB: five instead of fourteen; n = 1e5, 8 columns: see "
+    "benchmarks/block_krylov.py), compiled with the system C compiler on first use per dtype and column count "
+    "(under a second, cached on disk); eager (with a warning) without a compiler or on other devices; complex A: "
+    "refused",
+    type=bool,
+    default=False,
+)
+
 METHODS: dict[str, MethodSpec] = {
     "gmres": MethodSpec(
         "gmres",
@@ -56,7 +66,7 @@ METHODS: dict[str, MethodSpec] = {
         "bicgstab",
         "iterative",
         "general",
-        {**_GENERAL_PRECONDITIONERS, **_USER_M},
+        {**_GENERAL_PRECONDITIONERS, **_USER_M, "fused": _FUSED},
         "BiCGSTAB; cheap per iteration for nonsymmetric A, may break down (restarted automatically)",
         batched=True,
         complex=True,
@@ -68,13 +78,7 @@ METHODS: dict[str, MethodSpec] = {
         {
             "preconditioner": Option(_JACOBI.doc + "; positive for cg", type=str, choices=("jacobi",)),
             **_USER_M,
-            "fused": Option(
-                "real dtypes: each iteration's vector work in three torch.compile-d passes instead of six (CPU, "
-                "8 columns, n = 1e5: see benchmarks/block_krylov.py); the first solve per dtype and shape pays the "
-                "compile, 5-13 s; eager (with a warning) where torch.compile is unavailable; complex A: refused",
-                type=bool,
-                default=False,
-            ),
+            "fused": _FUSED,
         },
         "conjugate gradients; A must be symmetric positive definite (complex: Hermitian positive definite)",
         batched=True,
@@ -305,8 +309,8 @@ class TorchBackend:
     def prepare(self, A: torch.Tensor, method: str, options: SolveOptions) -> _State:
         if options.extra.get("fused") and A.is_complex():
             raise InvalidOptionError(
-                "fused=True compiles CG's vector work for real dtypes only; drop it for a complex A "
-                "(the default CG path solves complex A)",
+                f"fused=True fuses {method}'s vector work for real dtypes only; drop it for a complex A "
+                f"(the default {method} path solves complex A)",
                 option="fused",
             )
         operator = CsrOperator(A)

@@ -31,15 +31,14 @@ change is a no-op.
 
 from __future__ import annotations
 
-import types
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
 from tsgu_backends.restarts import Restarts
+from tsgu_backends.torch_native import fused_cpu
 from tsgu_core.norms import scaled_norm
 
 __all__ = ["METHODS", "KrylovResult", "krylov_solve"]
@@ -73,78 +72,50 @@ def _safe(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x == 0, torch.ones_like(x), x)
 
 
-def _cg_step(
-    P: torch.Tensor, AP: torch.Tensor, R: torch.Tensor, rz: torch.Tensor, active: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """CG's ``α = ⟨R, Z⟩/⟨P, AP⟩`` and ``R −= α·AP`` in place; returns ``α``, the columns that may go on, ``‖R‖²``.
+_FUSED_DTYPES = (torch.float32, torch.float64)
+_compile_failure: dict[str, str] = {}  # "cpu" → why the fused loops could not be built: eager from then on
+_fallback_warned: set[str] = set()  # the (device, dtype) pairs already warned about running eagerly
 
-    Real dtypes; compiled by ``fused=True`` into one function of two passes (``⟨P, AP⟩``, then ``R`` and
-    ``‖R‖²``), the same arithmetic as the eager loop of :func:`_cg`.
+
+def _fused_kernels(R: torch.Tensor) -> fused_cpu.FusedKernels | None:
+    """The fused loops for ``R``'s dtype and column count, or ``None`` (run eagerly) with a warning once.
+
+    The loops exist for float32/float64 on the CPU; they are compiled on first use per (dtype, k)
+    (a fraction of a second; cached on disk, see :mod:`tsgu_backends.torch_native.fused_cpu`). When
+    that fails (no C compiler) a warning says why, once, and the eager loops run from then on.
     """
-    pAp = (P * AP).sum(-2)
-    ok = active & (pAp > 0) & torch.isfinite(pAp)  # pAp ≤ 0: A is not SPD along P
-    alpha = torch.where(ok, rz / _safe(pAp), 0)
-    R.sub_(alpha.unsqueeze(-2) * AP)
-    return alpha, ok, (R * R).sum(-2)
-
-
-def _cg_advance(X: torch.Tensor, P: torch.Tensor, Z: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> None:
-    """``X += αP`` then ``P = Z + βP``, in place and, compiled, in one pass over ``X``, ``P`` and ``Z``."""
-    X.add_(alpha.unsqueeze(-2) * P)
-    P.mul_(beta.unsqueeze(-2)).add_(Z)
-
-
-_CgKernels = tuple[Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]], Callable[..., None]]
-_EAGER_KERNELS: _CgKernels = (_cg_step, _cg_advance)
-_COMPILED_KERNELS: dict[tuple[torch.dtype, tuple[int, ...], torch.device], _CgKernels] = {}
-_compile_failure: dict[str, str] = {}  # device type → why torch.compile failed there: eager from then on
-
-
-def _fresh(function: Callable[..., Any]) -> Callable[..., Any]:
-    """A copy of ``function`` with its own code object.
-
-    Dynamo keeps its compiled variants, and its limit on them (8), per code object: one copy per
-    (dtype, shape, device) keeps a process that solves many shapes from exhausting the limit (past it
-    dynamo runs the function eagerly, correct but slow, since ``fullgraph`` is not set).
-    """
-    code = function.__code__.replace()
-    return types.FunctionType(code, function.__globals__, function.__name__, function.__defaults__)
-
-
-def _fused_cg_kernels(R: torch.Tensor) -> _CgKernels:
-    """CG's vector work compiled with ``torch.compile`` for ``R``'s dtype, shape and device, or the eager kernels.
-
-    Compiled once per (dtype, shape, device) on scratch tensors — the first call for a new key pays
-    inductor's compile time (measured 3–13 s on the CPU) — and cached for the process (torch.compile
-    itself keeps a bounded number of variants; past it, dynamo runs these functions eagerly). When
-    compilation fails (no C++ compiler, no inductor for the device) a warning says why, once per device
-    type, and the same functions run eagerly on that device type from then on.
-    """
-    if R.device.type in _compile_failure:
-        return _EAGER_KERNELS
-    key = (R.dtype, tuple(R.shape), R.device)
-    kernels = _COMPILED_KERNELS.get(key)
-    if kernels is None:
-        try:
-            compiled = (
-                torch.compile(_fresh(_cg_step), dynamic=False),
-                torch.compile(_fresh(_cg_advance), dynamic=False),
-            )
-            scratch = torch.zeros_like(R, memory_format=torch.contiguous_format)
-            scalars = scratch.new_ones(R.shape[:-2] + R.shape[-1:])
-            compiled[0](scratch, scratch, scratch.clone(), scalars, scalars > 0)
-            compiled[1](scratch.clone(), scratch.clone(), scratch, scalars, scalars)
-        except Exception as error:  # any failure of the optional compiler means: eager
-            reason = _compile_failure[R.device.type] = f"{type(error).__name__}: {error}"
+    if R.device.type != "cpu" or R.dtype not in _FUSED_DTYPES:
+        where = f"{R.device.type}/{R.dtype}"
+        if where not in _fallback_warned:
+            _fallback_warned.add(where)
             warnings.warn(
-                f"fused=True: torch.compile is unavailable on {R.device.type} ({reason[:200]}); "
-                "using the eager kernels",
+                f"fused=True: the fused loops are built for float32/float64 on the CPU; {where} runs eagerly",
                 RuntimeWarning,
                 stacklevel=4,
             )
-            return _EAGER_KERNELS
-        kernels = _COMPILED_KERNELS[key] = compiled
-    return kernels
+        return None
+    if "cpu" in _compile_failure:
+        return None
+    try:
+        return fused_cpu.kernels_for(R.dtype, R.shape[-1])
+    except Exception as error:  # any failure of the optional compiler means: eager
+        reason = _compile_failure["cpu"] = f"{type(error).__name__}: {error}"
+        warnings.warn(
+            f"fused=True: the fused CPU loops could not be built ({reason[:200]}); using the eager loops",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        return None
+
+
+def _blocks(R: torch.Tensor) -> tuple[int, int]:
+    """``(batch, n)`` of a ``(..., n, k)`` tensor: the layout the fused loops take."""
+    n, k = R.shape[-2], R.shape[-1]
+    return R.numel() // max(n * k, 1), n
+
+
+def _dense(Y: torch.Tensor) -> torch.Tensor:
+    return Y if Y.is_contiguous() else Y.contiguous()
 
 
 def _cg(
@@ -160,9 +131,9 @@ def _cg(
 ) -> tuple[torch.Tensor, int]:
     # In-place updates keep one pass over memory per vector operation; without a
     # preconditioner Z is R, so ⟨R, Z⟩ is ‖R‖² and one dot product is saved.
-    # fused (real dtypes): the vector work in three compiled passes instead of six, X's update
-    # delayed to the pass that rewrites P (and done alone after the last iteration).
-    kernels = _fused_cg_kernels(R) if fused and not R.is_complex() else None
+    kernels = _fused_kernels(R) if fused else None
+    if kernels is not None:
+        return _cg_fused(kernels, op, precond, _dense(X), _dense(R), tol, maxiter, active)
     Z = R if precond is None else precond(R)
     P = Z.clone()
     AP = torch.empty_like(P, memory_format=torch.contiguous_format)  # op(·, out=) buffers are contiguous
@@ -170,20 +141,15 @@ def _cg(
     its = 0
     while its < maxiter:
         AP = op(P, out=AP)
-        if kernels is None:
-            pAp = _real_dot(P, AP)
-            ok = active & (pAp > 0) & torch.isfinite(pAp)  # pAp ≤ 0: A is not SPD along P
-            alpha = torch.where(ok, rz / _safe(pAp), 0)
-            X.addcmul_(P, _col(alpha))
-            R.addcmul_(AP, _col(alpha), value=-1)
-            rr = _real_dot(R, R)
-        else:
-            alpha, ok, rr = kernels[0](P, AP, R, rz, active)
+        pAp = _real_dot(P, AP)
+        ok = active & (pAp > 0) & torch.isfinite(pAp)  # pAp ≤ 0: A is not SPD along P
+        alpha = torch.where(ok, rz / _safe(pAp), 0)
+        X.addcmul_(P, _col(alpha))
+        R.addcmul_(AP, _col(alpha), value=-1)
+        rr = _real_dot(R, R)
         its += 1
         active = ok & (rr > tol**2)
         if not bool(active.any()) or its == maxiter:
-            if kernels is not None:
-                X.addcmul_(P, _col(alpha))
             break
         if precond is None:
             Z, rz_new = R, rr
@@ -191,10 +157,54 @@ def _cg(
             Z = precond(R)
             rz_new = _real_dot(R, Z)
         beta = torch.where(active, rz_new / _safe(rz), 0)
-        if kernels is None:
-            torch.addcmul(Z, P, _col(beta), out=P)  # P = Z + β P in one pass
-        else:
-            kernels[1](X, P, Z, alpha, beta)
+        torch.addcmul(Z, P, _col(beta), out=P)  # P = Z + β P in one pass
+        rz = rz_new
+    return X, its
+
+
+def _cg_fused(
+    kernels: fused_cpu.FusedKernels,
+    op: Operator,
+    precond: Operator | None,
+    X: torch.Tensor,
+    R: torch.Tensor,
+    tol: torch.Tensor,
+    maxiter: int,
+    active: torch.Tensor,
+) -> tuple[torch.Tensor, int]:
+    """:func:`_cg`'s loop with the vector work in the fused CPU loops: three passes per iteration.
+
+    Without a preconditioner one call does all of it (``⟨P, AP⟩``; ``R −= α·AP`` with ``‖R‖²``;
+    ``X += α·P`` with ``P = R + β·P``) and returns how many columns go on; ``X``'s update rides
+    in the pass that rewrites ``P``. With one, ``Z = M⁻¹R`` and ``⟨R, Z⟩`` come between two calls.
+    """
+    batch, n = _blocks(R)
+    Z = R if precond is None else _dense(precond(R))
+    P = Z.clone(memory_format=torch.contiguous_format)
+    AP = torch.empty_like(P)
+    rz = _dense(_real_dot(R, Z)).clone()
+    tol2 = _dense((tol**2).to(R.dtype))
+    active = _dense(active).clone()  # updated in place by the loops
+    its = 0
+    if precond is None:
+        while its < maxiter:
+            AP = _dense(op(P, out=AP))
+            going = kernels.call("cg_iteration", batch, n, P, AP, R, X, rz, active, tol2)
+            its += 1
+            if not going:
+                break
+        return X, its
+    alpha, rr = torch.empty_like(rz), torch.empty_like(rz)
+    while its < maxiter:
+        AP = _dense(op(P, out=AP))
+        going = kernels.call("cg_step", batch, n, P, AP, R, rz, active, tol2, alpha, rr)
+        its += 1
+        if not going or its == maxiter:
+            X.addcmul_(P, _col(alpha))
+            break
+        Z = _dense(precond(R))
+        rz_new = _dense(_real_dot(R, Z))
+        kernels.call("cg_advance", batch, n, X, P, Z, alpha, rz, rz_new, active)
         rz = rz_new
     return X, its
 
@@ -207,8 +217,12 @@ def _bicgstab(
     tol: torch.Tensor,
     maxiter: int,
     active: torch.Tensor,
+    fused: bool = False,
     **_: object,
 ) -> tuple[torch.Tensor, int]:
+    kernels = _fused_kernels(R) if fused else None
+    if kernels is not None:
+        return _bicgstab_fused(kernels, op, precond, _dense(X), _dense(R), tol, maxiter, active)
     # Near-breakdown is breakdown: |⟨r̂, r⟩| ≤ ε‖r̂‖‖r‖ (or |⟨r̂, v⟩| ≤ ε‖r̂‖‖v‖) stops the column, and the
     # driver restarts it from its true residual. Where r̂ is orthogonal to r in exact arithmetic (a one-hot
     # right-hand side), real rounding tends to give exactly 0, complex rounding ~ε, and chasing ~ε^k ratios
@@ -248,6 +262,55 @@ def _bicgstab(
         rr = _real_dot(R, R)
         active = go_on & (omega != 0) & (rr > tol**2)
         if not bool(active.any()):
+            break
+    return X, its
+
+
+def _bicgstab_fused(
+    kernels: fused_cpu.FusedKernels,
+    op: Operator,
+    precond: Operator | None,
+    X: torch.Tensor,
+    R: torch.Tensor,
+    tol: torch.Tensor,
+    maxiter: int,
+    active: torch.Tensor,
+) -> tuple[torch.Tensor, int]:
+    """:func:`_bicgstab`'s loop with the vector work in the fused CPU loops: five passes per iteration.
+
+    The same scalars, tests and order of operations as the eager loop; ``X``'s update by ``α·P̂`` is
+    delayed to the pass that adds ``ω·Ŝ`` (and done alone when no column takes the second half).
+    """
+    batch, n = _blocks(R)
+    eps = float(torch.finfo(R.dtype).eps)
+    R_hat = R.clone()
+    r_hat_norm = _dense(torch.sqrt(_real_dot(R_hat, R_hat)))
+    rr = _dense(_real_dot(R, R)).clone()
+    rho_new = _dense(_dot(R_hat, R)).clone()  # ⟨R̂, R⟩ of the coming iteration: the last pass writes it
+    tol2 = _dense((tol**2).to(R.dtype))
+    rho, alpha, omega = (torch.ones_like(rr) for _ in range(3))
+    active = _dense(active).clone()
+    ok, go_on = torch.empty_like(active), torch.empty_like(active)
+    P = torch.zeros_like(R)
+    V = torch.zeros_like(R)
+    T = torch.empty_like(R)
+    its = 0
+    while its < maxiter:
+        kernels.call("bicg_direction", batch, n, P, V, R, rho_new, rho, alpha, omega, active, rr, r_hat_norm, eps, ok)
+        P_hat = P if precond is None else _dense(precond(P))
+        V = _dense(op(P_hat, out=V))
+        going = kernels.call("bicg_half", batch, n, R_hat, V, R, rho_new, r_hat_norm, eps, ok, tol2, alpha, go_on)
+        its += 1
+        if not going:  # no column takes the second half: X += α P̂ alone, and every column has stopped
+            X.addcmul_(P_hat, _col(alpha))
+            break
+        S_hat = R if precond is None else _dense(precond(R))
+        T = _dense(op(S_hat, out=T))
+        rho.copy_(rho_new)
+        going = kernels.call(
+            "bicg_finish", batch, n, T, R, X, P_hat, S_hat, R_hat, alpha, go_on, tol2, omega, rr, rho_new, active
+        )
+        if not going:
             break
     return X, its
 
@@ -314,6 +377,33 @@ def _minres(
     return X, its
 
 
+def _per_row(basis: torch.Tensor) -> bool:
+    """Whether GMRES's Gram–Schmidt products go one row at a time (``mv``) rather than batched (``bmm``).
+
+    Measured on the CPU (torch 2.13, one thread, 8 rows of n = 1e5, 11 basis vectors): ``bmm`` 16–21 ms
+    per product, one ``mv``/``addmv_`` per row 7.4 ms in all. Real CPU tensors only: elsewhere one
+    batched call is the cheaper launch.
+    """
+    return basis.device.type == "cpu" and not basis.is_complex()
+
+
+def _project(basis: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """``h = Vᴴ w`` for every row: ``(C, j, n)`` basis, ``(C, n)`` vectors → ``(C, j)``."""
+    if _per_row(basis):
+        return torch.stack([torch.mv(basis[c], W[c]) for c in range(basis.shape[0])])
+    adjoint = basis.conj() if basis.is_complex() else basis
+    return torch.bmm(adjoint, W.unsqueeze(2)).squeeze(2)
+
+
+def _subtract_projection(W: torch.Tensor, basis: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """``w − V h`` for every row (in place on the CPU: ``W`` is the caller's own fresh tensor)."""
+    if _per_row(basis):
+        for c in range(basis.shape[0]):
+            W[c].addmv_(basis[c].T, h[c], alpha=-1)
+        return W
+    return W - torch.bmm(h.unsqueeze(1), basis).squeeze(1)
+
+
 def _gmres(
     op: Operator,
     precond: Operator | None,
@@ -359,11 +449,10 @@ def _gmres(
         W = to_rows(op(precond(from_rows(V[:, j]))))
         W = torch.where(live[:, None], W, 0)
         basis = V[:, : j + 1]
-        adjoint = basis.conj() if basis.is_complex() else basis  # h = Vᴴ w
-        h = torch.bmm(adjoint, W.unsqueeze(2)).squeeze(2)
-        W = W - torch.bmm(h.unsqueeze(1), basis).squeeze(1)
-        h2 = torch.bmm(adjoint, W.unsqueeze(2)).squeeze(2)
-        W = W - torch.bmm(h2.unsqueeze(1), basis).squeeze(1)
+        h = _project(basis, W)
+        W = _subtract_projection(W, basis, h)
+        h2 = _project(basis, W)
+        W = _subtract_projection(W, basis, h2)
         h = h + h2
         h_next = torch.linalg.vector_norm(W, dim=1)
         V[:, j + 1] = W / _safe(h_next).unsqueeze(1)
@@ -470,10 +559,11 @@ def krylov_solve(
     whose reciprocal is a normal number. On the CPU this halves the cost of a
     block product (torch's ``A @ X`` zero-fills and copies a fresh output).
 
-    ``fused`` (CG, real dtypes): the per-iteration vector work in three
-    ``torch.compile``-d passes, compiled on first use per dtype and shape (see
-    :func:`_fused_cg_kernels`); only CG declares the option, and the backend
-    refuses it for a complex ``A``.
+    ``fused`` (CG and BiCGSTAB; float32/float64 on the CPU): the per-iteration
+    vector work in the C loops of :mod:`tsgu_backends.torch_native.fused_cpu`
+    (CG: three passes, BiCGSTAB: five), built on first use per dtype and column
+    count (see :func:`_fused_kernels`); elsewhere, or without a C compiler, the
+    eager loop runs after a warning. The backend refuses it for a complex ``A``.
     """
     step = METHODS[method]
     b_norm = scaled_norm(B)
