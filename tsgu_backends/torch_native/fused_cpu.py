@@ -325,21 +325,26 @@ def _build(source: str) -> Path:
     library = directory / f"tsgu_krylov_{digest}.so"
     if library.exists():
         return library
-    source_file = directory / f"tsgu_krylov_{digest}.c"
+    # this process's own source and output names: concurrent builds of the same kernel never share a file
+    source_file = directory / f"tsgu_krylov_{digest}.{os.getpid()}.c"
     source_file.write_text(source)
     scratch = directory / f"tsgu_krylov_{digest}.{os.getpid()}.so"
     errors = ""
-    for extra in (["-march=native"], []):  # -march=native where the compiler knows it: AVX-512 where the CPU has it
-        done = subprocess.run(
-            [compiler, *flags, *extra, str(source_file), "-o", str(scratch), "-lm"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if done.returncode == 0:
-            os.replace(scratch, library)  # atomic: a concurrent process sees the whole file or none
-            return library
-        errors = done.stderr.strip()
+    try:
+        for extra in (["-march=native"], []):  # -march=native where the compiler knows it: AVX-512 where the CPU has it
+            done = subprocess.run(
+                [compiler, *flags, *extra, str(source_file), "-o", str(scratch), "-lm"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if done.returncode == 0:
+                os.replace(scratch, library)  # atomic: a concurrent process sees the whole file or none
+                return library
+            errors = done.stderr.strip()
+    finally:
+        source_file.unlink(missing_ok=True)
+        scratch.unlink(missing_ok=True)
     raise OSError(f"{compiler} failed: {errors[-500:]}")
 
 
