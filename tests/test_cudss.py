@@ -302,24 +302,23 @@ class _StandInPlugin:
         register(_CpuCudss())
 
 
-if "cudss_cpu_stand_in" not in [entry.name for entry in tsgu_core.list_backends()]:
+@pytest.fixture
+def stand_in(fake_nvmath):
+    """The stand-in backend registered for one test only (other tests' backend lists stay as they were)."""
     tsgu_core.register_plugin(_StandInPlugin(), name="cudss_cpu_stand_in")
-
-_KIT_CHECKS = (
-    "reference",
-    "int32",
-    "transpose",
-    "gradcheck",
-    "batched",
-    "factorize",
-    "policy",
-    "options",
-    "unmodified",
-)
+    try:
+        yield fake_nvmath
+    finally:
+        tsgu_core.unregister_plugin("cudss_cpu_stand_in")
 
 
-@pytest.mark.parametrize("case", conformance_cases("cudss_cpu_stand_in", checks=_KIT_CHECKS), ids=str)
-def test_logic_passes_the_conformance_kit_with_a_dense_stand_in(case, fake_nvmath):
+tsgu_core.register_plugin(_StandInPlugin(), name="cudss_cpu_stand_in")  # only while the cases are listed
+_STAND_IN_CASES = conformance_cases("cudss_cpu_stand_in")
+tsgu_core.unregister_plugin("cudss_cpu_stand_in")
+
+
+@pytest.mark.parametrize("case", _STAND_IN_CASES, ids=str)
+def test_logic_passes_the_conformance_kit_with_a_dense_stand_in(case, stand_in):
     run_case(case)
 
 
@@ -501,3 +500,24 @@ def test_transpose_csr_against_dense(batch):
     for i, member in enumerate(members):
         dense = torch.sparse_csr_tensor(crow, col, member, (11, 11)).to_dense()
         torch.testing.assert_close(dense, D.T * (i + 1))
+
+
+@pytest.mark.parametrize(("installed", "ok"), [((0, 8, 0), True), ((0, 7, 1), False)])
+def test_library_status_applies_nvmath_cudss_version_requirement(fake_nvmath, monkeypatch, installed, ok):
+    sys.modules["nvmath.bindings.cudss"].get_property = lambda i: installed[i]
+    module = types.ModuleType("nvmath.sparse.advanced.direct_solver")
+
+    def check():
+        if installed[:2] != (0, 8):
+            raise RuntimeError("nvmath-python requires cuDSS version 0.8, while you have cuDSS version 0.7.")
+
+    module._check_cudss_version = check
+    monkeypatch.setitem(sys.modules, "nvmath.sparse.advanced.direct_solver", module)
+    cudss_backend._cudss_status.cache_clear()
+    try:
+        available = cudss_backend._cudss_status()
+    finally:
+        cudss_backend._cudss_status.cache_clear()
+    assert bool(available) is ok
+    if not ok:
+        assert "requires cuDSS version 0.8" in available.reason

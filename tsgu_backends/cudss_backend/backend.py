@@ -58,6 +58,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import glob
+import importlib
 import importlib.util
 import logging
 import os
@@ -178,8 +179,9 @@ def _cudss_status() -> Availability:
     """Whether nvmath's direct solver imports and the cuDSS library it needs loads (asked once per process)."""
     try:
         from nvmath.bindings import cudss
-        from nvmath.sparse.advanced import direct_solver
 
+        # the module, not the function nvmath.sparse.advanced.direct_solver that its package re-exports
+        direct_solver = importlib.import_module("nvmath.sparse.advanced.direct_solver")
         version = f"{cudss.get_property(0)}.{cudss.get_property(1)}.{cudss.get_property(2)}"  # loads libcudss
         check = getattr(direct_solver, "_check_cudss_version", None)  # nvmath's exact-version requirement
         if callable(check):
@@ -223,6 +225,8 @@ class _Factors:
             self.solver.solution_config.ir_num_steps = config.ir_steps
         self.solver.plan()
         self.solver.factorize()
+        if matrix.is_cuda:  # the factorization runs asynchronously on torch's current stream
+            torch.cuda.current_stream(matrix.device).synchronize()
         info = int(self.solver.factorization_info.info)
         if info != 0:
             self.release()
@@ -234,7 +238,8 @@ class _Factors:
         k = B.shape[-1]
         if k == self.width:
             self.rhs.copy_(B)
-            return self.solver.solve().contiguous()
+            solution: torch.Tensor = self.solver.solve()
+            return solution.contiguous()
         X = torch.empty_like(B)
         for start in range(0, k, self.width):
             block = B[..., start : start + self.width]
