@@ -57,6 +57,72 @@ def test_conformance_cases_skip_with_the_missing_thing_named():
         assert skip.kwargs["reason"].startswith("needs a CUDA device: ")
 
 
+_CUDSS_HERE = tsgu_core.get_entry("cudss").availability("cuda")
+needs_cudss = pytest.mark.skipif(not _CUDSS_HERE, reason=f"needs a CUDA device with cuDSS: {_CUDSS_HERE.reason}")
+
+
+def _on_cuda(D: torch.Tensor, layout: str) -> torch.Tensor:
+    return to_layout(D, layout).to("cuda")
+
+
+@pytest.mark.cuda
+@needs_cudss
+def test_cuda_default_is_cudss():
+    chosen = tsgu_core.explain("cuda")
+    assert (chosen.backend, chosen.method) == ("cudss", "cudss")
+
+
+@pytest.mark.cuda
+@needs_cudss
+@pytest.mark.parametrize("layout", ["coo", "csr"])
+@pytest.mark.parametrize("k", [None, 3])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+def test_cuda_forward_and_gradients_against_dense(layout, k, dtype):
+    D = random_nonsymmetric(40, seed=11, dtype=dtype)
+    A = _on_cuda(D, layout).requires_grad_()
+    generator = torch.Generator().manual_seed(1)
+    B = torch.randn(40, *(() if k is None else (k,)), generator=generator, dtype=dtype).to("cuda").requires_grad_()
+    X, info = tsgu_core.solve(A, B, backend="cudss", return_info=True)
+    X.abs().square().sum().backward()
+    D_ref = D.to("cuda").requires_grad_()
+    B_ref = B.detach().clone().requires_grad_()
+    X_ref = torch.linalg.solve(D_ref, B_ref)
+    X_ref.abs().square().sum().backward()
+    torch.testing.assert_close(X, X_ref)
+    torch.testing.assert_close(B.grad, B_ref.grad)
+    torch.testing.assert_close(A.grad.to_dense(), D_ref.grad * (D != 0).to("cuda"))
+    assert info.backend == "cudss" and "cuDSS LU" in info.message
+
+
+@pytest.mark.cuda
+@needs_cudss
+def test_cuda_transpose_factors_made_once_and_widths_reuse_them():
+    D = random_nonsymmetric(30, seed=12)
+    backend = tsgu_core.get_backend("cudss")
+    state = backend.prepare(_on_cuda(D, "csr"), "cudss", _options())
+    generator = torch.Generator().manual_seed(2)
+    D_cuda = D.to("cuda")
+    made = None
+    for transpose, k in [(False, 2), (True, 2), (False, 5), (True, 1), (True, 2)]:
+        B = torch.randn(30, k, generator=generator, dtype=torch.float64).to("cuda")
+        X, _ = backend.solve(state, B, transpose=transpose)
+        torch.testing.assert_close(X, torch.linalg.solve(D_cuda.T if transpose else D_cuda, B))
+        if transpose:
+            made = made or state.transposed
+            assert state.transposed is made is not None  # Aᵀ factorized at the first backward, then reused
+    assert state.transpose_mode == "factors of Aᵀ"
+    state.release()
+
+
+@pytest.mark.cuda
+@needs_cudss
+def test_cuda_singular_a_raises():
+    D = random_nonsymmetric(20, seed=13)
+    D[5] = D[0] + D[1]
+    with pytest.raises(tsgu_core.SingularMatrixError):
+        tsgu_core.solve(_on_cuda(D, "csr"), torch.ones(20, dtype=torch.float64, device="cuda"), backend="cudss")
+
+
 # --- CPU: probe, declarations, selection, imports ---------------------------------------------------------------
 
 
