@@ -33,31 +33,54 @@ from tsgu_backends.cudss_backend import backend as cudss_backend
 from tsgu_core import SolveOptions
 from tsgu_core.testing import conformance_cases, random_nonsymmetric, random_spd, run_case, to_layout
 
-if "cudss" not in [entry.name for entry in tsgu_core.list_backends()]:
+# Without the entry point installed, the plugin is registered only while this module lists its cases and while
+# its tests run, so that other test modules (and `tsgu` subprocesses) see the same backends as before.
+_REGISTERED_HERE = "cudss" not in [entry.name for entry in tsgu_core.list_backends()]
+
+
+def _register() -> None:
     from tsgu_backends.cudss_backend import plugin
 
     tsgu_core.register_plugin(plugin, name="cudss")
 
 
+if _REGISTERED_HERE:
+    _register()
+_CASES = conformance_cases("cudss")
+_CUDSS_HERE = tsgu_core.get_entry("cudss").availability("cuda")
+if _REGISTERED_HERE:
+    tsgu_core.unregister_plugin("cudss")
+
+
+@pytest.fixture(autouse=True)
+def _cudss_registered():
+    if not _REGISTERED_HERE:
+        yield
+        return
+    _register()
+    try:
+        yield
+    finally:
+        tsgu_core.unregister_plugin("cudss")
+
+
 # --- the real backend: CUDA conformance (skips without a device) -----------------------------------------------
 
 
-@pytest.mark.parametrize("case", conformance_cases("cudss"), ids=str)
+@pytest.mark.parametrize("case", _CASES, ids=str)
 def test_conformance(case):
     run_case(case)
 
 
 def test_conformance_cases_skip_with_the_missing_thing_named():
-    if tsgu_core.get_entry("cudss").availability("cuda"):
+    if _CUDSS_HERE:
         pytest.skip("cuDSS is available here: the cases run instead of skipping")
-    cases = conformance_cases("cudss")
-    assert cases
-    for case in cases:
+    assert _CASES
+    for case in _CASES:
         (skip,) = [mark for mark in case.marks if mark.name == "skip"]
         assert skip.kwargs["reason"].startswith("needs a CUDA device: ")
 
 
-_CUDSS_HERE = tsgu_core.get_entry("cudss").availability("cuda")
 needs_cudss = pytest.mark.skipif(not _CUDSS_HERE, reason=f"needs a CUDA device with cuDSS: {_CUDSS_HERE.reason}")
 
 
