@@ -7,4 +7,6 @@ imports its library when it is first asked to prepare a solve.
 
 * ``tsgu_backends.torch_native`` — backend ``torch``: Krylov methods in pure
   torch, on CPU and CUDA.
+* ``tsgu_backends.cudss_backend`` — backend ``cudss``: NVIDIA cuDSS (through
+  nvmath-python) on CUDA; its probe imports nothing on a CPU-only machine.
 """
