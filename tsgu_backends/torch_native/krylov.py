@@ -345,8 +345,15 @@ def _gmres(
     k = Rc.shape[0]
     m = max(1, min(restart, maxiter, n))
     beta = torch.linalg.vector_norm(Rc, dim=1)
-    V = R.new_zeros(k, m + 1, n)
-    V[:, 0] = Rc / _safe(beta).unsqueeze(1)
+    # The basis is stored step-major, V[j] a contiguous (C, n) block: for one right-hand side per
+    # member, from_rows(V[j]) is a contiguous (..., n, 1) view, so the product with A reads it without
+    # a copy and writes straight into V[j + 1] (op's out=), where the new vector is orthogonalised and
+    # normalised in place. Rows past the current step are never read: no zero-fill (53 MB, 29 ms, for
+    # 32 members of n = 1e4 at m = 20). Products with the basis are (1, n) × (n, j+1) and in-place
+    # baddbmm_: measured (CPU, one thread, 32 members, n = 1e4, j = 10) 1.0 ms each, against 3.1 ms
+    # for torch.bmm(basis, w) ((j+1, n) × (n, 1)) and 2.0 ms plus a copy for W − bmm(h, basis).
+    V = R.new_empty(m + 1, k, n)
+    V[0] = Rc / _safe(beta).unsqueeze(1)
     H = R.new_zeros(k, m, m)
     g = R.new_zeros(k, m + 1)
     g[:, 0] = beta
@@ -356,17 +363,22 @@ def _gmres(
     live = active.clone()
     its = 0
     for j in range(m):
-        W = to_rows(op(precond(from_rows(V[:, j]))))
-        W = torch.where(live[:, None], W, 0)
-        basis = V[:, : j + 1]
-        adjoint = basis.conj() if basis.is_complex() else basis  # h = Vᴴ w
-        h = torch.bmm(adjoint, W.unsqueeze(2)).squeeze(2)
-        W = W - torch.bmm(h.unsqueeze(1), basis).squeeze(1)
-        h2 = torch.bmm(adjoint, W.unsqueeze(2)).squeeze(2)
-        W = W - torch.bmm(h2.unsqueeze(1), basis).squeeze(1)
-        h = h + h2
+        target = from_rows(V[j + 1])
+        product = op(precond(from_rows(V[j])), out=target) if target.is_contiguous() else op(precond(from_rows(V[j])))
+        W = V[j + 1]
+        if product.data_ptr() != target.data_ptr():
+            W.copy_(to_rows(product))
+        W.masked_fill_(~live[:, None], 0)  # a stopped column's vector is 0 (NaN included)
+        basis = V[: j + 1].transpose(0, 1)  # (C, j+1, n), strided
+        adjoint = basis.conj() if basis.is_complex() else basis  # h = Vᴴ w, as the row wᵀ V̄ᵀ
+        W_row = W.unsqueeze(1)  # (C, 1, n)
+        h = torch.bmm(W_row, adjoint.mT)
+        W_row.baddbmm_(h, basis, alpha=-1)
+        h2 = torch.bmm(W_row, adjoint.mT)
+        W_row.baddbmm_(h2, basis, alpha=-1)
+        h = (h + h2).squeeze(1)
         h_next = torch.linalg.vector_norm(W, dim=1)
-        V[:, j + 1] = W / _safe(h_next).unsqueeze(1)
+        W.div_(_safe(h_next).unsqueeze(1))
         for i in range(j):
             a, b = h[:, i].clone(), h[:, i + 1].clone()
             h[:, i] = _conj(cs[:, i]) * a + _conj(sn[:, i]) * b
@@ -390,7 +402,7 @@ def _gmres(
     triangle = torch.where(used.unsqueeze(2), H[:, :its, :its], eye)
     rhs = torch.where(used, g[:, :its], 0)
     y = torch.linalg.solve_triangular(triangle, rhs.unsqueeze(2), upper=True).squeeze(2)
-    update = torch.bmm(y.unsqueeze(1), V[:, :its]).squeeze(1)
+    update = torch.bmm(y.unsqueeze(1), V[:its].transpose(0, 1)).squeeze(1)
     X = X + precond(from_rows(update))
     return X, its
 
@@ -422,10 +434,12 @@ def _power_of_two(x: torch.Tensor) -> torch.Tensor:
 
 
 def _reciprocal(sigma: torch.Tensor, dtype: torch.dtype) -> float | None:
-    """``1/σ`` as a Python float when ``σ`` is one number whose reciprocal is a normal number of ``dtype``."""
-    if sigma.numel() != 1:
+    """``1/σ`` as a Python float when ``σ`` holds one value (a batch's members may share it) whose
+    reciprocal is a normal number of ``dtype``."""
+    first = sigma.reshape(-1)[0]
+    if sigma.numel() != 1 and not bool((sigma == first).all()):
         return None
-    inverse = 1.0 / float(sigma)
+    inverse = 1.0 / float(first)
     info = torch.finfo(dtype)
     return inverse if info.tiny <= inverse <= info.max else None
 
@@ -466,9 +480,12 @@ def krylov_solve(
     place). ``op_into(X, out, alpha)``, when given, writes ``alpha · A X`` into
     the buffer ``out`` and returns it; the methods then reuse one buffer per
     product and the scaling by ``1/σ`` is folded into ``alpha`` — exact, since
-    ``σ`` is a power of two — where ``σ`` is one number (no batch dimensions)
-    whose reciprocal is a normal number. On the CPU this halves the cost of a
-    block product (torch's ``A @ X`` zero-fills and copies a fresh output).
+    ``σ`` is a power of two — where ``σ`` is one number (or every batch
+    member's σ is the same) whose reciprocal is a normal number; members with
+    different σ get the product into the buffer and one in-place division. On
+    the CPU this halves the cost of a block product (torch's ``A @ X``
+    zero-fills and copies a fresh output). GMRES passes ``out=`` too, its next
+    basis vector when that is a contiguous block (one column per member).
 
     ``fused`` (CG, real dtypes): the per-iteration vector work in three
     ``torch.compile``-d passes, compiled on first use per dtype and shape (see
@@ -505,8 +522,9 @@ def krylov_solve(
         def op_scaled(
             V: torch.Tensor, out: torch.Tensor | None = None, sigma: torch.Tensor = sigma, inv: float | None = inv_sigma
         ) -> torch.Tensor:
-            if out is not None and inv is not None and op_into is not None:
-                return op_into(V, out, inv)
+            if out is not None and op_into is not None:
+                # members with different σ (a batch): the product into the buffer, then one in-place division
+                return op_into(V, out, inv) if inv is not None else op_into(V, out, 1.0).div_(sigma)
             return op(V).div_(sigma)  # in place: a fresh (n, k) temporary costs as much as the division
 
         precond_scaled = None
