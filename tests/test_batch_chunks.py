@@ -142,3 +142,19 @@ def test_residual_product_of_a_batch_matches_dense(transpose, unit, n):
     dense = D + torch.eye(n, dtype=torch.float64) if unit else D
     expected = (dense.mT if transpose else dense) @ X
     torch.testing.assert_close(pattern.matmul(values, X, transpose=transpose), expected)
+
+
+@pytest.mark.parametrize("method", ["gmres", "bicgstab"])
+@pytest.mark.parametrize("spread", [4.0, 1e200])  # like scales share one σ; far-apart ones keep their own
+def test_members_of_very_different_scale(method, spread):
+    D = batch_of_matrices(seed=11, batch=3)
+    D = D * torch.tensor([1.0, spread, 1.0 / spread], dtype=torch.float64).reshape(3, 1, 1)
+    B = torch.randn(3, N, 2, dtype=torch.float64)
+    extra = {"restart": N} if method == "gmres" else {}
+    X, info = tsgu_core.solve(
+        as_layout(D, "csr"), B, backend="torch", method=method, rtol=1e-12, return_info=True, **extra
+    )
+    expected = torch.linalg.solve(D, B)
+    assert info.converged
+    for member in range(3):
+        torch.testing.assert_close(X[member], expected[member], rtol=1e-8, atol=0)

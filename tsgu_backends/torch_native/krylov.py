@@ -433,13 +433,14 @@ def _power_of_two(x: torch.Tensor) -> torch.Tensor:
     return torch.where(good, torch.ldexp(torch.ones_like(x), exponent - 1), torch.ones_like(x))
 
 
+_SHARED_SCALE_SPREAD = 256.0  # batch members whose σ lie within this factor share one σ (exact: powers of two)
+
+
 def _reciprocal(sigma: torch.Tensor, dtype: torch.dtype) -> float | None:
-    """``1/σ`` as a Python float when ``σ`` holds one value (a batch's members may share it) whose
-    reciprocal is a normal number of ``dtype``."""
-    first = sigma.reshape(-1)[0]
-    if sigma.numel() != 1 and not bool((sigma == first).all()):
+    """``1/σ`` as a Python float when ``σ`` is one number whose reciprocal is a normal number of ``dtype``."""
+    if sigma.numel() != 1:
         return None
-    inverse = 1.0 / float(first)
+    inverse = 1.0 / float(sigma)
     info = torch.finfo(dtype)
     return inverse if info.tiny <= inverse <= info.max else None
 
@@ -468,7 +469,8 @@ def krylov_solve(
     ``(A/σ) D = R/s`` and adds ``(s/σ)·D`` to ``X``, with ``s`` the largest
     magnitude of each column of the true residual ``R`` and ``σ`` the scale of
     ``A`` (``scale``, or by default the largest magnitude of ``A·(R/s)``
-    measured once, per batch member), both rounded to powers of two so the
+    measured once, per batch member — shared by all members when they lie
+    within a factor 256 of each other), both rounded to powers of two so the
     scaling is exact. The method's vectors are then of order one whatever the
     scale of ``A`` and ``B``: a problem scaled by ``1e±300`` (float64) or
     ``1e±25`` (float32) takes the same iterations as the unscaled one, where
@@ -480,12 +482,12 @@ def krylov_solve(
     place). ``op_into(X, out, alpha)``, when given, writes ``alpha · A X`` into
     the buffer ``out`` and returns it; the methods then reuse one buffer per
     product and the scaling by ``1/σ`` is folded into ``alpha`` — exact, since
-    ``σ`` is a power of two — where ``σ`` is one number (or every batch
-    member's σ is the same) whose reciprocal is a normal number; members with
-    different σ get the product into the buffer and one in-place division. On
-    the CPU this halves the cost of a block product (torch's ``A @ X``
-    zero-fills and copies a fresh output). GMRES passes ``out=`` too, its next
-    basis vector when that is a contiguous block (one column per member).
+    ``σ`` is a power of two — where ``σ`` is one number whose reciprocal is a
+    normal number; members with different σ get the product into the buffer
+    and one in-place division. On the CPU this halves the cost of a block
+    product (torch's ``A @ X`` zero-fills and copies a fresh output). GMRES
+    passes ``out=`` too: its next basis vector, when that is a contiguous block
+    (one column per member).
 
     ``fused`` (CG, real dtypes): the per-iteration vector work in three
     ``torch.compile``-d passes, compiled on first use per dtype and shape (see
@@ -514,6 +516,9 @@ def krylov_solve(
         if sigma is None:
             probe = op(R_scaled).abs().amax(dim=(-2, -1), keepdim=True)  # (..., 1, 1)
             sigma = _power_of_two(probe)
+            if sigma.numel() > 1 and bool(sigma.amax() <= _SHARED_SCALE_SPREAD * sigma.amin()):
+                # members of like scale share the largest σ: one number, folded into the product
+                sigma = sigma.amax().reshape((1,) * sigma.dim())
         # tol for the scaled residual: max(rtol·‖b‖, atol) / s, formed without rtol·‖b‖ or atol·… underflowing
         tol = torch.maximum(rtol * (b_norm / s), atol / s)
 

@@ -47,6 +47,7 @@ class CsrOperator:
             big_crow = torch.cat([(crow[:, :-1] + offsets * nnz).reshape(-1), crow.new_tensor([batch * nnz])])
             big_col = (col + offsets * n).reshape(-1)
             self._block_indices: tuple[torch.Tensor, torch.Tensor] | None = (big_crow, big_col)
+            self._member_indices: tuple[torch.Tensor, torch.Tensor] | None = (crow[0], col[0])
             self.matrix = torch.sparse_csr_tensor(
                 big_crow.to(self._index_dtype),
                 big_col.to(self._index_dtype),
@@ -60,7 +61,7 @@ class CsrOperator:
             self.batch_shape = ()
             self.shape = (self.pattern.rows, self.pattern.n)
             self._index_dtype = self._indices_for(self.shape, self.values)
-            self._block_indices = None
+            self._block_indices = self._member_indices = None
             self.matrix = self.pattern.to_csr(self.values, self._index_dtype)
         self.n = n
         self._transposed: torch.Tensor | None = None
@@ -77,15 +78,39 @@ class CsrOperator:
         crow, col = self._block_indices
         return SparsePattern.from_csr(crow, col, self.shape[1])
 
+    def _transposed_csr(self, values: torch.Tensor) -> torch.Tensor:
+        """``Aᵀ`` as CSR with ``values`` (in ``A``'s order).
+
+        A batch's block-diagonal transpose is assembled from one member's transposed pattern (a sort
+        of ``nnz`` column indices, not of ``b·nnz``: measured 5 ms against 45 ms for 11 members of 5e4
+        entries).
+        """
+        if self._member_indices is None:
+            pattern, order = self.pattern.transposed()
+            return pattern.to_csr(values[order], self._index_dtype)
+        crow, col = self._member_indices
+        member, order = SparsePattern.from_csr(crow, col, self.n).transposed()
+        assert member.crow is not None  # transposed() gives row pointers
+        batch, nnz = self.batch_shape[0], col.numel()
+        offsets = torch.arange(batch, device=col.device).unsqueeze(1)
+        big_crow = torch.cat([(member.crow[:-1] + offsets * nnz).reshape(-1), crow.new_tensor([batch * nnz])])
+        big_col = (member.col + offsets * self.n).reshape(-1)
+        big_order = (order + offsets * nnz).reshape(-1)
+        return torch.sparse_csr_tensor(
+            big_crow.to(self._index_dtype),
+            big_col.to(self._index_dtype),
+            values[big_order],
+            self.shape,
+            check_invariants=False,
+        )
+
     def _transpose(self, conjugate: bool = False) -> torch.Tensor:
         if conjugate and self.values.is_complex():
             if self._adjoint is None:
-                pattern, order = self.pattern.transposed()
-                self._adjoint = pattern.to_csr(self.values[order].conj().resolve_conj(), self._index_dtype)
+                self._adjoint = self._transposed_csr(self.values.conj().resolve_conj())
             return self._adjoint
         if self._transposed is None:
-            pattern, order = self.pattern.transposed()
-            self._transposed = pattern.to_csr(self.values[order], self._index_dtype)
+            self._transposed = self._transposed_csr(self.values)
         return self._transposed
 
     def apply(self, X: torch.Tensor, *, transpose: bool = False, conjugate: bool = False) -> torch.Tensor:
