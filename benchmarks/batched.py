@@ -12,7 +12,8 @@ backend that can solve it, in one run with interleaved repeats (medians):
 
 forward and forward+backward (gradients for every member's values and
 right-hand side), with the forward iteration counts of the iterative methods
-(a batch, or chunk, iterates until its slowest member converges). Run: ``python benchmarks/batched.py`` (``--batch 32 --m 100``).
+(a batch, or chunk, iterates until its slowest member converges).
+Run: ``python benchmarks/batched.py`` (``--batch 32 --m 100``).
 """
 
 from __future__ import annotations
