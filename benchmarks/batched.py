@@ -5,17 +5,21 @@ member-specific coefficients) with one right-hand side each. For every
 backend that can solve it, in one run with interleaved repeats (medians):
 
 * ``batched``: ``tsgu_core.solve(A_batch, B_batch)`` — the torch backend
-  runs every member in one block Krylov iteration; a backend without batch
-  support is looped over by the core;
+  runs the members in block Krylov iterations, on the CPU in cache-sized
+  chunks of members (see ``tsgu_backends.torch_native.backend._Chunks``); a
+  backend without batch support is looped over by the core;
 * ``loop``: ``[tsgu_core.solve(A_i, b_i) for i in range(b)]``;
 
 forward and forward+backward (gradients for every member's values and
-right-hand side). Run: ``python benchmarks/batched.py`` (``--batch 32 --m 100``).
+right-hand side), with the forward iteration counts of the iterative methods
+(a batch, or chunk, iterates until its slowest member converges).
+Run: ``python benchmarks/batched.py`` (``--batch 32 --m 100``).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 
 from _common import environment, interleaved_medians, markdown_table, median, pin_threads, write_results
 
@@ -87,14 +91,27 @@ def main() -> None:
 
     times = interleaved_medians(variants, args.repeats)
     medians = {name: median(values) for name, values in times.items()}
+    iterations = {}  # forward iterations, untimed: a batch (or chunk) iterates until its slowest member is done
+    for backend, method, options in cases:
+        if options:
+            _, info = tsgu_core.solve(A, B, backend=backend, method=method, return_info=True, **options)
+            singles = [
+                tsgu_core.solve(member, B[i], backend=backend, method=method, return_info=True, **options)[1]
+                for i, member in enumerate(members)
+            ]
+            iterations[f"{backend}/{method}"] = (info.iterations, sum(s.iterations for s in singles) / len(singles))
     rows = []
     for backend, method, _ in cases:
         label = f"{backend}/{method}"
+        its = iterations.get(label)
+        shown = f"{its[0]} / {its[1]:.0f}" if its else "—"
         for phase in ("fwd", "fwd+bwd"):
             together, looped = medians[f"{label} batched {phase}"], medians[f"{label} loop {phase}"]
-            rows.append([label, phase, f"{together * 1e3:.0f}", f"{looped * 1e3:.0f}", f"{together / looped:.2f}"])
-    header = ["backend/method", "pass", "batched ms", "loop ms", "batched ÷ loop"]
+            ratio = f"{together / looped:.2f}"
+            rows.append([label, phase, f"{together * 1e3:.0f}", f"{looped * 1e3:.0f}", ratio, shown])
+    header = ["backend/method", "pass", "batched ms", "loop ms", "batched ÷ loop", "fwd iterations: batched / loop"]
     facts = environment()
+    facts["load average at the end (1, 5, 15 min)"] = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     table = (
         f"# Batched vs loop — b = {args.batch} convection–diffusion members, n = {n}, rtol = {args.rtol:g}, "
         f"{args.repeats} interleaved repeats\n\n"

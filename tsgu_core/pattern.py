@@ -158,6 +158,17 @@ class SparsePattern:
             and not transformed(*every)
         )
 
+    def _fast_batch(self, values: torch.Tensor, X: torch.Tensor) -> bool:
+        """Whether a batch (``values`` ``(b, nnz)``, ``X`` ``(b, n, k)``) is worth one fast product per member."""
+        return (
+            values.dim() == 2
+            and X.dim() == 3
+            and values.shape[0] == X.shape[0]
+            and self.nnz >= _MEMBER_PRODUCT_NNZ
+            and self._fast(X[0], values=values[0])
+            and not (torch.is_grad_enabled() and (values.requires_grad or X.requires_grad))
+        )
+
     @cached_property
     def _transposed(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(crow, col, order)`` of ``Aᵀ`` in CSR order: ``Aᵀ``'s values are ``values[order]``."""
@@ -179,6 +190,15 @@ class SparsePattern:
             else:
                 matrix = self.to_csr(values)
             return (matrix @ X[:, 0]).unsqueeze(1) if X.shape[1] == 1 else matrix @ X
+        if self._fast_batch(values, X):
+            # one CSR product per member: measured (CPU, one thread, 32 members of n = 1e4, 5e4 entries each)
+            # 1.7 ms against 28 ms for the gathers and index_add below
+            return torch.stack(
+                [  # SparsePattern's own product: a subclass adds its extra terms once, to the stacked result
+                    SparsePattern.matmul(self, member, rhs, transpose=transpose)
+                    for member, rhs in zip(values, X, strict=True)
+                ]
+            )
         source, target = (self.row, self.col) if transpose else (self.col, self.row)
         dim = X.dim() - 2
         products = values.unsqueeze(-1) * X.index_select(dim, source)
@@ -206,6 +226,9 @@ class SparsePattern:
             return sampled.values()
         dim = left.dim() - 2
         return (left.index_select(dim, self.row) * right.index_select(dim, self.col)).sum(-1)
+
+
+_MEMBER_PRODUCT_NNZ = 1024  # below it, a Python loop over members costs more than the gathers it saves
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from tsgu_backends.torch_native.ilu import IncompleteLU
 from tsgu_backends.torch_native.krylov import krylov_solve
 from tsgu_backends.torch_native.operator import CsrOperator
 from tsgu_core import Availability, BackendReport, InvalidOptionError, MethodSpec, Option, SolveOptions
+from tsgu_core.info import combine_histories
 
 __all__ = ["TorchBackend"]
 
@@ -31,6 +32,15 @@ _GENERAL_PRECONDITIONERS = {
     "ilu_sweeps": Option("fixed-point sweeps that compute the ILU(0) factors", type=int, default=5, minimum=1),
 }
 _RESTART = Option("Krylov dimension before a restart", type=int, default=20, minimum=1)
+_BATCH_CHUNK = {
+    "batch_chunk": Option(
+        "a batched A on the CPU: how many members iterate together (the chunks are solved one after another); "
+        "default: as many as keep one chunk's matrix and vectors within ~16 MiB, so its iterations run from "
+        "the cache (see benchmarks/batched.py)",
+        type=int,
+        minimum=1,
+    )
+}
 _USER_M = {
     "M": Option(
         "your preconditioner M ≈ A⁻¹: a tensor (dense or sparse, applied as M @ R) or a callable R ↦ M⁻¹R on "
@@ -57,7 +67,7 @@ METHODS: dict[str, MethodSpec] = {
         "gmres",
         "iterative",
         "general",
-        {"restart": _RESTART, **_GENERAL_PRECONDITIONERS, **_USER_M},
+        {"restart": _RESTART, **_GENERAL_PRECONDITIONERS, **_USER_M, **_BATCH_CHUNK},
         "restarted GMRES, right-preconditioned; robust for any invertible A",
         batched=True,
         complex=True,
@@ -66,7 +76,7 @@ METHODS: dict[str, MethodSpec] = {
         "bicgstab",
         "iterative",
         "general",
-        {**_GENERAL_PRECONDITIONERS, **_USER_M, "fused": _FUSED},
+        {**_GENERAL_PRECONDITIONERS, **_USER_M, **_BATCH_CHUNK, "fused": _FUSED},
         "BiCGSTAB; cheap per iteration for nonsymmetric A, may break down (restarted automatically)",
         batched=True,
         complex=True,
@@ -78,6 +88,7 @@ METHODS: dict[str, MethodSpec] = {
         {
             "preconditioner": Option(_JACOBI.doc + "; positive for cg", type=str, choices=("jacobi",)),
             **_USER_M,
+            **_BATCH_CHUNK,
             "fused": _FUSED,
         },
         "conjugate gradients; A must be symmetric positive definite (complex: Hermitian positive definite)",
@@ -93,6 +104,7 @@ METHODS: dict[str, MethodSpec] = {
                 "'jacobi': divide by |diag A|, which must have no zero", type=str, choices=("jacobi",)
             ),
             **_USER_M,
+            **_BATCH_CHUNK,
         },
         "MINRES; A must be symmetric (complex: Hermitian; may be indefinite)",
         batched=True,
@@ -273,7 +285,57 @@ class _LeastSquares:
         return result.Z, BackendReport(result.iterations, result.converged, result.message, result.history)
 
 
-_State = _Triangular | _Krylov | _LeastSquares
+@dataclass
+class _Chunks:
+    """A batched Krylov solve split into chunks of members, each solved as one batch in turn.
+
+    Measured (CPU, one thread, b = 32 convection–diffusion members of n = 1e4, ms per member and
+    iteration): BiCGSTAB 0.15 with all 32 members together (a 40 MB working set, beyond the last-level
+    cache), 0.08–0.10 in chunks of 4–12, 0.15–0.2 member by member (one solve's per-call overhead);
+    GMRES(20) 0.29, 0.10–0.18 and 0.37. Whole solves (rtol 1e-8, medians, a loaded machine): BiCGSTAB
+    1.44 s for 32 together, 0.91–0.94 s in chunks of 8–11, 1.10 s of 4, 1.38 s of 2; GMRES 5.4 s, 3.6 s in
+    chunks of 8–11, 3.9 s of 5, 4.6 s of 3. The default chunk (``_members_per_chunk``) is 11 and 8 there.
+    """
+
+    parts: list[tuple[slice, _Krylov]]
+
+    def solve(self, B: torch.Tensor, transpose: bool, x0: torch.Tensor | None) -> tuple[torch.Tensor, BackendReport]:
+        results = [state.solve(B[rows], transpose, None if x0 is None else x0[rows]) for rows, state in self.parts]
+        return torch.cat([X for X, _ in results]), _merged([report for _, report in results])
+
+
+def _merged(reports: list[BackendReport]) -> BackendReport:
+    """One report for the chunks of a batch: the most iterations, every verdict, the worst residual history."""
+    histories = [list(r.history) for r in reports if r.history]
+    return BackendReport(
+        max(r.iterations or 0 for r in reports),
+        all(bool(r.converged) for r in reports),
+        "; ".join(dict.fromkeys(r.message for r in reports if r.message)),
+        combine_histories(histories) if histories else (),
+    )
+
+
+_CHUNK_BYTES = 16 * 2**20
+
+
+def _members_per_chunk(A: torch.Tensor, method: str, options: SolveOptions) -> int:
+    """How many members of a batched CPU ``A`` iterate together (``batch_chunk``, or the working-set rule)."""
+    if options.extra.get("batch_chunk") is not None:
+        return int(options.extra["batch_chunk"])
+    n, nnz, item = A.shape[-1], A.col_indices().shape[-1], A.values().element_size()
+    # vectors of one column each; GMRES's Gram–Schmidt reads half its basis on average over a cycle
+    vectors = options.extra.get("restart", 20) // 2 + 8 if method == "gmres" else 10
+    member = nnz * (item + 4) + (n + 1) * 4 + n * item * vectors  # int32 indices
+    return max(1, _CHUNK_BYTES // member)
+
+
+def _krylov(A: torch.Tensor, method: str, options: SolveOptions) -> _Krylov:
+    operator = CsrOperator(A)
+    return _Krylov(operator, method, options, *_preconditioners(operator, method, options))
+
+
+_BATCHED_KRYLOV = ("gmres", "bicgstab", "cg", "minres")
+_State = _Triangular | _Krylov | _LeastSquares | _Chunks
 
 
 class TorchBackend:
@@ -313,12 +375,36 @@ class TorchBackend:
                 f"(the default {method} path solves complex A)",
                 option="fused",
             )
+        if method in _BATCHED_KRYLOV and (chunks := self._prepare_chunks(A, method, options)) is not None:
+            return chunks
         operator = CsrOperator(A)
         if method == "triangular":
             return _Triangular(operator.matrix, options["upper"], options["unit_diagonal"])
         if method == "lsqr":
             return _LeastSquares(operator, options)
         return _Krylov(operator, method, options, *_preconditioners(operator, method, options))
+
+    def _prepare_chunks(self, A: torch.Tensor, method: str, options: SolveOptions) -> _State | None:
+        """A batched CPU ``A`` split into cache-sized chunks of members (``None``: solve it whole).
+
+        A callable ``M`` sees the whole batch's shapes, so it keeps the batch whole; so does CUDA,
+        where one wide batch fills the device.
+        """
+        if A.dim() != 3 or A.device.type != "cpu" or callable(options["M"]):
+            return None
+        batch = A.shape[0]
+        size = _members_per_chunk(A, method, options)
+        if size >= batch:
+            return None
+        crow, col, values = A.crow_indices(), A.col_indices(), A.values()
+        parts = []
+        for start in range(0, batch, size):
+            rows = slice(start, min(start + size, batch))
+            chunk = torch.sparse_csr_tensor(
+                crow[rows], col[rows], values[rows], (rows.stop - start, *A.shape[1:]), check_invariants=False
+            )
+            parts.append((rows, _krylov(chunk, method, options)))
+        return _Chunks(parts)
 
     def solve(
         self, state: _State, B: torch.Tensor, *, transpose: bool, x0: torch.Tensor | None = None

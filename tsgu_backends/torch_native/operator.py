@@ -9,6 +9,8 @@ single column is multiplied as a vector.
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import torch
 
 from tsgu_core import SparsePattern
@@ -36,31 +38,84 @@ class CsrOperator:
             crow, col = A.crow_indices().to(torch.int64), A.col_indices().to(torch.int64)
             nnz = col.shape[1]
             offsets = torch.arange(batch, device=A.device).unsqueeze(1)
-            big_crow = torch.cat([(crow[:, :-1] + offsets * nnz).reshape(-1), crow.new_tensor([batch * nnz])])
-            self.pattern = SparsePattern.from_csr(big_crow, (col + offsets * n).reshape(-1), batch * n)
             self.values = A.values().reshape(-1)
             self.batch_shape: tuple[int, ...] = (batch,)
+            self.shape = (batch * n, batch * n)
+            self._index_dtype = self._indices_for(self.shape, self.values)
+            # the block-diagonal CSR straight from the members' indices; its SparsePattern (row indices
+            # for b·nnz entries, 10-30 ms for 32 members of 5e4 entries) is built only when needed
+            big_crow = torch.cat([(crow[:, :-1] + offsets * nnz).reshape(-1), crow.new_tensor([batch * nnz])])
+            big_col = (col + offsets * n).reshape(-1)
+            self._block_indices: tuple[torch.Tensor, torch.Tensor] | None = (big_crow, big_col)
+            self._member_indices: tuple[torch.Tensor, torch.Tensor] | None = (crow[0], col[0])
+            self.matrix = torch.sparse_csr_tensor(
+                big_crow.to(self._index_dtype),
+                big_col.to(self._index_dtype),
+                self.values,
+                self.shape,
+                check_invariants=False,
+            )
         else:
             self.pattern = SparsePattern.of(A)
             self.values = A.values() if A.layout == torch.sparse_csr else A._values()
             self.batch_shape = ()
+            self.shape = (self.pattern.rows, self.pattern.n)
+            self._index_dtype = self._indices_for(self.shape, self.values)
+            self._block_indices = self._member_indices = None
+            self.matrix = self.pattern.to_csr(self.values, self._index_dtype)
         self.n = n
-        self.shape = (self.pattern.rows, self.pattern.n)
-        fits = max(*self.shape, self.values.numel()) < _INT32_MAX
-        self._index_dtype = torch.int32 if fits else torch.int64
-        self.matrix = self.pattern.to_csr(self.values, self._index_dtype)
         self._transposed: torch.Tensor | None = None
         self._adjoint: torch.Tensor | None = None
+
+    @staticmethod
+    def _indices_for(shape: tuple[int, int], values: torch.Tensor) -> torch.dtype:
+        return torch.int32 if max(*shape, values.numel()) < _INT32_MAX else torch.int64
+
+    @cached_property
+    def pattern(self) -> SparsePattern:
+        """The pattern of the stored matrix; a batch's block-diagonal one is built on first use."""
+        assert self._block_indices is not None  # an unbatched operator sets it in __init__
+        crow, col = self._block_indices
+        return SparsePattern.from_csr(crow, col, self.shape[1])
+
+    def _transposed_csr(self, conjugate: bool = False) -> torch.Tensor:
+        """``Aᵀ`` (``Aᴴ`` with ``conjugate``) as CSR.
+
+        A batch's block-diagonal transpose is assembled from one member's transposed pattern (a sort
+        of ``nnz`` column indices, not of ``b·nnz``: measured 5 ms against 45 ms for 11 members of 5e4
+        entries).
+        """
+        if self._member_indices is None:
+            pattern, order = self.pattern.transposed()
+            return pattern.to_csr(self._gathered(order, conjugate), self._index_dtype)
+        crow, col = self._member_indices
+        member, order = SparsePattern.from_csr(crow, col, self.n).transposed()
+        assert member.crow is not None  # transposed() gives row pointers
+        batch, nnz = self.batch_shape[0], col.numel()
+        offsets = torch.arange(batch, device=col.device).unsqueeze(1)
+        big_crow = torch.cat([(member.crow[:-1] + offsets * nnz).reshape(-1), crow.new_tensor([batch * nnz])])
+        big_col = (member.col + offsets * self.n).reshape(-1)
+        big_order = (order + offsets * nnz).reshape(-1)
+        return torch.sparse_csr_tensor(
+            big_crow.to(self._index_dtype),
+            big_col.to(self._index_dtype),
+            self._gathered(big_order, conjugate),
+            self.shape,
+            check_invariants=False,
+        )
+
+    def _gathered(self, order: torch.Tensor, conjugate: bool) -> torch.Tensor:
+        """``values[order]``, conjugated (a plain tensor, not a conjugate view) with ``conjugate``."""
+        values = self.values[order]
+        return values.conj().resolve_conj() if conjugate else values
 
     def _transpose(self, conjugate: bool = False) -> torch.Tensor:
         if conjugate and self.values.is_complex():
             if self._adjoint is None:
-                pattern, order = self.pattern.transposed()
-                self._adjoint = pattern.to_csr(self.values[order].conj().resolve_conj(), self._index_dtype)
+                self._adjoint = self._transposed_csr(conjugate=True)
             return self._adjoint
         if self._transposed is None:
-            pattern, order = self.pattern.transposed()
-            self._transposed = pattern.to_csr(self.values[order], self._index_dtype)
+            self._transposed = self._transposed_csr()
         return self._transposed
 
     def apply(self, X: torch.Tensor, *, transpose: bool = False, conjugate: bool = False) -> torch.Tensor:
