@@ -44,12 +44,17 @@ def batch_of_problems(batch: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
     return A, B
 
 
+def _label(backend: str, method: str, options: dict) -> str:
+    return f"{backend}/{method}" + (" fused" if options.get("fused") else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--m", type=int, default=100, help="grid size; n = m² (default 100 → n = 10 000)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rtol", type=float, default=1e-8)
+    parser.add_argument("--backends", nargs="*", default=None, help="backends besides torch (default: all available)")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -59,9 +64,14 @@ def main() -> None:
         torch.sparse_csr_tensor(A.crow_indices()[i], A.col_indices()[i], A.values()[i], (n, n))
         for i in range(args.batch)
     ]
-    cases = [("torch", "bicgstab", {"rtol": args.rtol}), ("torch", "gmres", {"rtol": args.rtol})]
+    cases = [
+        ("torch", "bicgstab", {"rtol": args.rtol}),
+        ("torch", "bicgstab", {"rtol": args.rtol, "fused": True}),  # the C loops of fused=True, in each chunk
+        ("torch", "gmres", {"rtol": args.rtol}),
+    ]
     for entry in tsgu_core.list_backends():
-        if entry.name != "torch" and entry.availability("cpu"):
+        wanted = args.backends is None or entry.name in args.backends
+        if entry.name != "torch" and wanted and entry.availability("cpu"):
             spec = entry.backend.methods[entry.backend.default_method]
             cases.append((entry.name, spec.name, {"rtol": args.rtol} if spec.kind == "iterative" else {}))
 
@@ -83,7 +93,7 @@ def main() -> None:
                 if backward:
                     X.square().sum().backward()
 
-        label = f"{backend}/{method}"
+        label = _label(backend, method, options)
         variants[f"{label} batched fwd"] = lambda f=batched: f(False)
         variants[f"{label} loop fwd"] = lambda f=loop: f(False)
         variants[f"{label} batched fwd+bwd"] = lambda f=batched: f(True)
@@ -99,10 +109,11 @@ def main() -> None:
                 tsgu_core.solve(member, B[i], backend=backend, method=method, return_info=True, **options)[1]
                 for i, member in enumerate(members)
             ]
-            iterations[f"{backend}/{method}"] = (info.iterations, sum(s.iterations for s in singles) / len(singles))
+            mean = sum(s.iterations for s in singles) / len(singles)
+            iterations[_label(backend, method, options)] = (info.iterations, mean)
     rows = []
-    for backend, method, _ in cases:
-        label = f"{backend}/{method}"
+    for backend, method, options in cases:
+        label = _label(backend, method, options)
         its = iterations.get(label)
         shown = f"{its[0]} / {its[1]:.0f}" if its else "—"
         for phase in ("fwd", "fwd+bwd"):
