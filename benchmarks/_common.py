@@ -9,6 +9,10 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 NOTED_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -75,3 +79,21 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def poisson_3d(m: int) -> torch.Tensor:
+    """The 7-point Laplacian on an ``m × m × m`` grid (n = m³), as a CPU torch CSR tensor, float64."""
+    import scipy.sparse as sp
+    import torch
+
+    T = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(m, m))
+    identity = sp.identity(m)
+    M = sp.kron(sp.kron(T, identity), identity) + sp.kron(sp.kron(identity, T), identity)
+    M = (M + sp.kron(sp.kron(identity, identity), T)).tocsr()
+    M.sort_indices()
+    return torch.sparse_csr_tensor(
+        torch.from_numpy(M.indptr.astype("int64")),
+        torch.from_numpy(M.indices.astype("int64")),
+        torch.from_numpy(M.data),
+        M.shape,
+    )

@@ -33,11 +33,10 @@ import os
 import sys
 from collections.abc import Callable
 
-from _common import environment, interleaved_medians, median, pin_threads, report, write_results
+from _common import environment, interleaved_medians, median, pin_threads, poisson_3d, report, write_results
 
 pin_threads(int(os.environ.get("TSGU_BENCH_THREADS", "1")))
 
-import scipy.sparse as sp  # noqa: E402
 import torch  # noqa: E402
 
 import tsgu_core  # noqa: E402
@@ -47,21 +46,6 @@ if "cudss" not in [entry.name for entry in tsgu_core.list_backends()]:  # entry 
     from tsgu_backends.cudss_backend import plugin
 
     tsgu_core.register_plugin(plugin, name="cudss")
-
-
-def poisson_3d(m: int) -> torch.Tensor:
-    """The 7-point Laplacian on an ``m × m × m`` grid (n = m³), as torch CSR (CPU)."""
-    T = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(m, m))
-    identity = sp.identity(m)
-    M = sp.kron(sp.kron(T, identity), identity) + sp.kron(sp.kron(identity, T), identity)
-    M = (M + sp.kron(sp.kron(identity, identity), T)).tocsr()
-    M.sort_indices()
-    return torch.sparse_csr_tensor(
-        torch.from_numpy(M.indptr.astype("int64")),
-        torch.from_numpy(M.indices.astype("int64")),
-        torch.from_numpy(M.data),
-        M.shape,
-    )
 
 
 def _synchronized(run: Callable[[], object]) -> Callable[[], None]:

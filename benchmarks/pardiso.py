@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from _common import environment, interleaved_medians, median, pin_threads, report, write_results
+from _common import environment, interleaved_medians, median, pin_threads, poisson_3d, report, write_results
 
 pin_threads(1)
 os.environ.setdefault("MKL_THREADING_LAYER", "GNU")
@@ -38,21 +38,6 @@ if "pardiso" not in [entry.name for entry in tsgu_core.list_backends()]:  # entr
     from tsgu_backends.pardiso_backend import plugin
 
     tsgu_core.register_plugin(plugin, name="pardiso")
-
-
-def poisson_3d(m: int) -> torch.Tensor:
-    """The 7-point Laplacian on an ``m × m × m`` grid (n = m³), as torch CSR."""
-    T = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(m, m))
-    identity = sp.identity(m)
-    M = (sp.kron(sp.kron(T, identity), identity) + sp.kron(sp.kron(identity, T), identity)).tocsr()
-    M = (M + sp.kron(sp.kron(identity, identity), T)).tocsr()
-    M.sort_indices()
-    return torch.sparse_csr_tensor(
-        torch.from_numpy(M.indptr.astype("int64")),
-        torch.from_numpy(M.indices.astype("int64")),
-        torch.from_numpy(M.data),
-        M.shape,
-    )
 
 
 def _scipy(A: torch.Tensor) -> sp.csr_matrix:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 
-from _common import environment, interleaved_medians, median, pin_threads, report, write_results
+from _common import environment, interleaved_medians, median, pin_threads, poisson_3d, report, write_results
 
 pin_threads(1)
 
@@ -31,20 +31,6 @@ import torch  # noqa: E402
 import tsgu_core  # noqa: E402
 from tsgu_backends.scipy_cupy.scipy_backend import SYMMETRIC_MODE  # noqa: E402
 from tsgu_core.testing import convection_diffusion_2d, poisson_2d  # noqa: E402
-
-
-def poisson_3d(m: int) -> torch.Tensor:
-    T = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(m, m))
-    identity = sp.identity(m)
-    M = sp.kron(sp.kron(T, identity), identity) + sp.kron(sp.kron(identity, T), identity)
-    M = (M + sp.kron(sp.kron(identity, identity), T)).tocsr()
-    M.sort_indices()
-    return torch.sparse_csr_tensor(
-        torch.from_numpy(M.indptr.astype("int64")),
-        torch.from_numpy(M.indices.astype("int64")),
-        torch.from_numpy(M.data),
-        M.shape,
-    )
 
 
 def _backward_error(M: sp.csr_matrix, x: np.ndarray, b: np.ndarray) -> float:
