@@ -85,7 +85,8 @@ def _mirror_order(pattern: SparsePattern) -> torch.Tensor | None:
     if pattern.crow is None or pattern.rows != pattern.n or type(pattern) is not SparsePattern:
         return None
     transposed, order = pattern.transposed()
-    if torch.equal(transposed.crow, pattern.crow) and torch.equal(transposed.col, pattern.col):
+    crow = transposed.crow
+    if crow is not None and torch.equal(crow, pattern.crow) and torch.equal(transposed.col, pattern.col):
         return order
     return None
 
