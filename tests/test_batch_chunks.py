@@ -109,6 +109,13 @@ def test_batch_chunk_is_checked():
     D = batch_of_matrices()
     with pytest.raises(errors.InvalidOptionError, match="batch_chunk"):
         tsgu_core.solve(as_layout(D, "csr"), torch.ones(B_SIZE, N, dtype=torch.float64), backend="torch", batch_chunk=0)
+    # never ignored quietly: an A that is not batched, or a callable M that sees the whole batch, refuse it
+    single = as_layout(D[0], "csr")
+    with pytest.raises(errors.InvalidOptionError, match=r"cannot apply to A of \(12, 12\)"):
+        tsgu_core.solve(single, torch.ones(N, dtype=torch.float64), backend="torch", method="gmres", batch_chunk=2)
+    with pytest.raises(errors.InvalidOptionError, match="callable M"):
+        tsgu_core.solve(as_layout(D, "csr"), torch.ones(B_SIZE, N, dtype=torch.float64), backend="torch",
+                        method="gmres", batch_chunk=2, M=lambda R: R, M_transpose=lambda R: R)  # fmt: skip
 
 
 def test_default_chunk_follows_the_working_set():

@@ -34,9 +34,10 @@ _GENERAL_PRECONDITIONERS = {
 _RESTART = Option("Krylov dimension before a restart", type=int, default=20, minimum=1)
 _BATCH_CHUNK = {
     "batch_chunk": Option(
-        "a batched A on the CPU: how many members iterate together (the chunks are solved one after another); "
-        "default: as many as keep one chunk's matrix and vectors within ~16 MiB, so its iterations run from "
-        "the cache (see benchmarks/batched.py)",
+        "a batched A (b, n, n): how many members iterate together (the chunks are solved one after another); "
+        "default on the CPU: as many as keep one chunk's matrix and vectors within ~16 MiB, so its iterations "
+        "run from the cache (see benchmarks/batched.py); elsewhere the whole batch; refused for an A that is "
+        "not batched and with a callable M",
         type=int,
         minimum=1,
     )
@@ -388,9 +389,19 @@ class TorchBackend:
         """A batched CPU ``A`` split into cache-sized chunks of members (``None``: solve it whole).
 
         A callable ``M`` sees the whole batch's shapes, so it keeps the batch whole; so does CUDA,
-        where one wide batch fills the device.
+        where one wide batch fills the device, unless ``batch_chunk`` is given.
         """
-        if A.dim() != 3 or A.device.type != "cpu" or callable(options["M"]):
+        explicit = options.extra.get("batch_chunk") is not None
+        if A.dim() != 3 or callable(options["M"]):
+            if explicit:
+                why = "a callable M, which is applied to the whole batch" if A.dim() == 3 else f"A of {tuple(A.shape)}"
+                raise InvalidOptionError(
+                    f"batch_chunk= splits a batched A (b, n, n) into groups of members; it cannot apply to {why}: "
+                    "drop batch_chunk",
+                    option="batch_chunk",
+                )
+            return None
+        if A.device.type != "cpu" and not explicit:
             return None
         batch = A.shape[0]
         size = _members_per_chunk(A, method, options)
