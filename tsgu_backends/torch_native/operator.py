@@ -149,4 +149,7 @@ class CsrOperator:
 
     def diagonal(self) -> torch.Tensor:
         """The diagonal of ``A`` as a dense ``(*batch, n)`` tensor (zeros where nothing is stored)."""
-        return self.pattern.diagonal(self.values).reshape(*self.batch_shape, -1)
+        if self._member_indices is None:
+            return self.pattern.diagonal(self.values)
+        crow, col = self._member_indices  # a batch: one member's pattern serves, the block-diagonal one is not built
+        return SparsePattern.from_csr(crow, col, self.n).diagonal(self.values.reshape(*self.batch_shape, -1))
