@@ -6,7 +6,7 @@ backend that can solve it, in one run with interleaved repeats (medians):
 
 * ``batched``: ``tsgu_core.solve(A_batch, B_batch)`` — the torch backend
   runs the members in block Krylov iterations, on the CPU in cache-sized
-  chunks of members (see ``tsgu_backends.torch_native.backend._Chunks``); a
+  chunks of members (see ``tsgu_backends.torch_backend.backend._Chunks``); a
   backend without batch support is looped over by the core;
 * ``loop``: ``[tsgu_core.solve(A_i, b_i) for i in range(b)]``;
 

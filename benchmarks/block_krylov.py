@@ -18,7 +18,7 @@ Rows:
 * ``torch fused-before`` (CG): ``fused=True`` as it was at ``--fused-before``
   (two ``torch.compile``-d kernels per iteration; compile time not timed);
 * ``torch fused`` (CG, BiCGSTAB): ``fused=True``, the vector work in the fused
-  C loops of :mod:`tsgu_backends.torch_native.fused_cpu` (build time printed
+  C loops of :mod:`tsgu_backends.torch_backend.fused_cpu` (build time printed
   separately, not timed);
 * ``tsgu solve``: the whole public path (``tsgu_core.solve``, forward), default
   options and, for CG/BiCGSTAB, ``fused=True``.
@@ -48,8 +48,8 @@ import scipy.sparse as sp  # noqa: E402
 import scipy.sparse.linalg as spla  # noqa: E402
 import torch  # noqa: E402
 
-from tsgu_backends.torch_native.krylov import krylov_solve  # noqa: E402
-from tsgu_backends.torch_native.operator import CsrOperator  # noqa: E402
+from tsgu_backends.torch_backend.krylov import krylov_solve  # noqa: E402
+from tsgu_backends.torch_backend.operator import CsrOperator  # noqa: E402
 from tsgu_core import solve  # noqa: E402
 from tsgu_core.testing import convection_diffusion_2d, poisson_2d  # noqa: E402
 
@@ -57,9 +57,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def load_before(revision: str, name: str) -> object:
-    """``tsgu_backends/torch_native/krylov.py`` at ``revision``, imported as a separate module."""
+    """``tsgu_backends/torch_backend/krylov.py`` at ``revision``, imported as a separate module."""
     source = subprocess.run(
-        ["git", "show", f"{revision}:tsgu_backends/torch_native/krylov.py"],
+        ["git", "show", f"{revision}:tsgu_backends/torch_backend/krylov.py"],
         cwd=ROOT,
         check=True,
         capture_output=True,

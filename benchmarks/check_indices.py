@@ -1,4 +1,4 @@
-"""The cost of validating A's index tensors (``tsgu_core.validate.check_indices``) against a direct solve.
+"""The cost of validating A's index tensors (``tsgu_core.sparse.validate.check_indices``) against a direct solve.
 
 Problem: 2-D Poisson, n = m² (``--m 316``: n ≈ 1e5, nnz ≈ 5e5), float64, one
 thread, k = 1. Timed in one run with interleaved repeats (medians):
@@ -23,7 +23,7 @@ import torch  # noqa: E402
 
 import tsgu_core  # noqa: E402
 from tsgu_core.testing import poisson_2d  # noqa: E402
-from tsgu_core.validate import check_indices  # noqa: E402
+from tsgu_core.sparse.validate import check_indices  # noqa: E402
 
 
 def main() -> None:

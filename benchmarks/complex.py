@@ -11,7 +11,7 @@ the arithmetic, not overhead.
 Also measured: the gradient at the stored entries (``SparsePattern.outer_at_entries``,
 n = 1e5, nnz ≈ 5e5, k = 8) through ``torch.sparse.sampled_addmm`` (the fast path,
 which now serves complex dtypes too) against the gather/scatter form, and the
-conjugations :func:`tsgu_core.autograd.adjoint_solve` adds around a backward solve.
+conjugations :func:`tsgu_core.engine.autograd.adjoint_solve` adds around a backward solve.
 
 Run: ``python benchmarks/complex.py`` (``--m``, ``--k``, ``--repeats``).
 """
@@ -29,7 +29,7 @@ import torch  # noqa: E402
 
 import tsgu_core  # noqa: E402
 from tsgu_core import SparsePattern  # noqa: E402
-from tsgu_core.autograd import adjoint_solve  # noqa: E402
+from tsgu_core.engine.autograd import adjoint_solve  # noqa: E402
 from tsgu_core.testing import poisson_2d  # noqa: E402
 
 CASES = (("scipy", "splu", {}), ("torch", "gmres", {"rtol": 1e-10}), ("torch", "bicgstab", {"rtol": 1e-10}))

@@ -1,4 +1,4 @@
-"""Normwise backward errors of direct solves: the measurements behind ``tsgu_core.convergence.C_BACKWARD``.
+"""Normwise backward errors of direct solves: the measurements behind ``tsgu_core.engine.convergence.C_BACKWARD``.
 
 For every direct method of the scipy and jax backends, on well-conditioned
 problems (2-D Poisson and convection–diffusion up to n = 4·10⁴, random
@@ -8,7 +8,7 @@ others), float32 and float64, forward and transpose solves, it prints
 
 * ``η/ε`` with ``η = ‖r‖ / (‖A‖_F‖x‖ + ‖b‖)`` (the quantity bounded by ``C_BACKWARD``),
 * the relative residual ``‖r‖/‖b‖`` over ``√ε`` (the second test of
-  :func:`tsgu_core.convergence.direct_verdict`),
+  :func:`tsgu_core.engine.convergence.direct_verdict`),
 
 the largest over 4 random right-hand sides. Solves run with
 ``on_failure="ignore"`` so that failing ones are measured too. One thread.
@@ -24,7 +24,7 @@ pin_threads(1)
 import torch  # noqa: E402
 
 import tsgu_core  # noqa: E402
-from tsgu_core.norms import scaled_norm  # noqa: E402
+from tsgu_core.plugins.norms import scaled_norm  # noqa: E402
 from tsgu_core.testing import convection_diffusion_2d, poisson_2d, random_nonsymmetric  # noqa: E402
 
 

@@ -6,7 +6,7 @@ For each rank count, preconditioner (``gamg``: AMG; ``bjacobi``: block Jacobi wi
 records, per rank:
 
 * rows, stored entries and ghosts (off-rank columns its rows touch);
-* bytes sent, counted in two places: tsgu's ghost exchange (``tsgu_core.distributed.TRAFFIC``: the residual
+* bytes sent, counted in two places: tsgu's ghost exchange (``tsgu_core.api.distributed.TRAFFIC``: the residual
   checks and the gradient) and PETSc's own messages (its ``petsc_isend_len``/``petsc_send_len`` counters: the
   Krylov iterations' scatters and the preconditioner), forward solve and backward (transpose solve + gradient),
   with PETSc's set-up (``prepare``) measured on its own;
@@ -130,9 +130,9 @@ def worker(dim: int, side: int, pc: str, out: str) -> None:
     from petsc4py import PETSc  # noqa: F401 — loaded before the counters are found
 
     import tsgu_core
-    from tsgu_core import distributed
-    from tsgu_core.distributed import DistributedPattern
-    from tsgu_core.protocol import SolveOptions
+    from tsgu_core.api import distributed
+    from tsgu_core.api.distributed import DistributedPattern
+    from tsgu_core.plugins.protocol import SolveOptions
 
     torch.set_num_threads(1)
     comm = MPI.COMM_WORLD

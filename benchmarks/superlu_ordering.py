@@ -29,7 +29,7 @@ import scipy.sparse.linalg as sla  # noqa: E402
 import torch  # noqa: E402
 
 import tsgu_core  # noqa: E402
-from tsgu_backends.scipy_cupy.scipy_backend import SYMMETRIC_MODE  # noqa: E402
+from tsgu_backends.scipy_cupy_backend.scipy_backend import SYMMETRIC_MODE  # noqa: E402
 from tsgu_core.testing import convection_diffusion_2d, poisson_2d  # noqa: E402
 
 

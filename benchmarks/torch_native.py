@@ -27,7 +27,7 @@ import scipy.sparse.linalg as spla  # noqa: E402
 import torch  # noqa: E402
 
 from tsgu_core import get_backend, solve  # noqa: E402
-from tsgu_core.options import resolve_options  # noqa: E402
+from tsgu_core.plugins.options import resolve_options  # noqa: E402
 from tsgu_core.testing import poisson_2d  # noqa: E402
 
 

@@ -44,12 +44,12 @@ import tsgu_core  # noqa: E402
 from tsgu_core import SparsePattern, solve, solve_values  # noqa: E402
 from tsgu_core.examples.diffusion import DiffusionProblem  # noqa: E402
 from tsgu_core.testing import convection_diffusion_2d  # noqa: E402
-from tsgu_core.traced import CACHE  # noqa: E402
+from tsgu_core.engine.traced import CACHE  # noqa: E402
 
 NOTES = """Notes:
 
 - Reference and transformed variant run the same backend and method; the prepared-state cache
-  (`tsgu_core.traced.CACHE`) is cleared before every vmap and jvp call, so both pay one factorization.
+  (`tsgu_core.engine.traced.CACHE`) is cleared before every vmap and jvp call, so both pay one factorization.
 - "prepare"/"solve" count the backend's calls during one transformed call: vmap is one solve of 8 columns
   (no per-sample loop); jvp is one prepare (factorization) and two solves — the tangent reuses the
   forward's factorization through the cache. Its extra cost is that one solve (plus the product dA·X

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 import tsgu_core
-from tsgu_backends.torch_native.backend import _members_per_chunk
+from tsgu_backends.torch_backend.backend import _members_per_chunk
 from tsgu_core import SolveOptions, errors
-from tsgu_core.pattern import SparsePattern, UnitDiagonalPattern
+from tsgu_core.sparse.pattern import SparsePattern, UnitDiagonalPattern
 from tsgu_core.testing import matrix_for, random_nonsymmetric
 
 B_SIZE, N = 5, 12  # 5 members in chunks of 2: two full chunks and a last one of a single member

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import tsgu_core
-from tsgu_core.batch import group_by_pattern
+from tsgu_core.sparse.batch import group_by_pattern
 from tsgu_core.testing import DenseBackend
 
 N = 7

@@ -9,8 +9,8 @@ import torch
 
 import tsgu_core
 from tsgu_core import SparsePattern, errors
-from tsgu_core.autograd import adjoint_solve, values_gradient
-from tsgu_core.select import complex_supporters
+from tsgu_core.engine.autograd import adjoint_solve, values_gradient
+from tsgu_core.plugins.select import complex_supporters
 from tsgu_core.testing import DenseBackend, random_nonsymmetric, to_layout
 from tsgu_core.testing.matrices import random_spd, random_symmetric_indefinite
 

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from tsgu_core.errors import StructureError
-from tsgu_core.validate import check_indices
+from tsgu_core.sparse.validate import check_indices
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""Public converters: tsgu_core.interop.from_scipy/to_scipy, from_jax/to_jax (from_cupy/to_cupy need CUDA)."""
+"""Public converters: tsgu_core.sparse.interop.from_scipy/to_scipy, from_jax/to_jax (from_cupy/to_cupy need CUDA)."""
 
 import subprocess
 import sys
@@ -10,7 +10,7 @@ import torch
 
 import tsgu_core
 from tsgu_core import errors
-from tsgu_core.interop import from_cupy, from_jax, from_scipy, to_cupy, to_jax, to_scipy
+from tsgu_core.sparse.interop import from_cupy, from_jax, from_scipy, to_cupy, to_jax, to_scipy
 from tsgu_core.testing import random_nonsymmetric
 
 N = 9
@@ -130,7 +130,7 @@ def test_cupy_round_trip():
 
 def test_importing_tsgu_core_imports_no_converter_library():
     code = (
-        "import sys, tsgu_core, tsgu_core.interop; "
+        "import sys, tsgu_core, tsgu_core.sparse.interop; "
         "print(sorted(m for m in ('scipy', 'cupy', 'cupyx', 'jax') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -10,7 +10,7 @@ import torch
 
 import tsgu_core
 from tsgu_core import Option, SparsePattern, errors
-from tsgu_core.protocol import Availability, BackendReport, MethodSpec
+from tsgu_core.plugins.protocol import Availability, BackendReport, MethodSpec
 from tsgu_core.testing import DenseBackend, random_nonsymmetric, random_spd, to_layout, triangular_pair
 
 N = 8
@@ -135,13 +135,13 @@ def test_explain_rejects_what_is_not_a_device(device):
 
 def test_distributed_selection_only_considers_distributed_backends():
     with pytest.raises(errors.UnsupportedDeviceError, match="does not offer distributed solves"):
-        tsgu_core.select.select("torch", "cpu", None, capability="distributed")
+        tsgu_core.plugins.select.select("torch", "cpu", None, capability="distributed")
     petsc = tsgu_core.get_entry("petsc")
     if not petsc.availability("cpu"):
         with pytest.raises(errors.BackendUnavailableError, match="petsc"):
-            tsgu_core.select.select(None, "cpu", None, capability="distributed")
+            tsgu_core.plugins.select.select(None, "cpu", None, capability="distributed")
     else:
-        assert tsgu_core.select.select(None, "cpu", None, capability="distributed").backend == "petsc"
+        assert tsgu_core.plugins.select.select(None, "cpu", None, capability="distributed").backend == "petsc"
 
 
 # --- what a plugin can do wrong ---------------------------------------------------------------------

@@ -208,7 +208,7 @@ def test_autoload_switch():
     off = run_python(code, TSGU_DISABLE_PLUGIN_AUTOLOAD="1")
     assert off.returncode == 0, off.stderr
     assert off.stdout.splitlines()[0] == "[]"
-    chosen = run_python(code, TSGU_DISABLE_PLUGIN_AUTOLOAD="1", TSGU_PLUGINS="tsgu_backends.torch_native.plugin")
+    chosen = run_python(code, TSGU_DISABLE_PLUGIN_AUTOLOAD="1", TSGU_PLUGINS="tsgu_backends.torch_backend.plugin")
     assert chosen.stdout.splitlines()[0] == "['torch']", chosen.stderr
     missing = run_python(code, TSGU_DISABLE_PLUGIN_AUTOLOAD="1", TSGU_PLUGINS="no_such_module_xyz")
     assert "no_such_module_xyz" in missing.stdout.splitlines()[1]

@@ -9,7 +9,7 @@ import scipy.sparse.linalg as sla
 import torch
 
 import tsgu_core
-from tsgu_backends.scipy_cupy.convert import scipy_to_torch, torch_to_scipy
+from tsgu_backends.scipy_cupy_backend.convert import scipy_to_torch, torch_to_scipy
 from tsgu_core import errors
 from tsgu_core.testing import convection_diffusion_2d, poisson_2d, random_nonsymmetric, to_layout
 
@@ -147,7 +147,7 @@ def test_cupy_is_unavailable_here_with_a_reason():
 
 
 def test_cupy_reports_a_broken_install(monkeypatch):
-    from tsgu_backends.scipy_cupy import cupy_backend
+    from tsgu_backends.scipy_cupy_backend import cupy_backend
 
     monkeypatch.setattr(cupy_backend.importlib.util, "find_spec", lambda name: None)
     availability = cupy_backend.CupyBackend().is_available("cuda")

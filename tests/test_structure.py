@@ -1,4 +1,4 @@
-"""``tsgu_core.structure.asymmetry`` against dense ``|A − Aᵀ|`` / ``|A − Aᴴ|`` on every kind of pattern."""
+"""``tsgu_core.sparse.structure.asymmetry`` against dense ``|A − Aᵀ|`` / ``|A − Aᴴ|`` on every kind of pattern."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tsgu_core import SparsePattern
-from tsgu_core.structure import _mirror_order, asymmetry
+from tsgu_core.sparse.structure import _mirror_order, asymmetry
 
 
 def _matrices() -> dict[str, torch.Tensor]:

@@ -6,7 +6,7 @@ import scipy.sparse as sp
 import torch
 
 import tsgu_core
-from tsgu_backends.scipy_cupy.scipy_backend import (
+from tsgu_backends.scipy_cupy_backend.scipy_backend import (
     SYMMETRIC_MODE,
     PatternFacts,
     ScipyBackend,

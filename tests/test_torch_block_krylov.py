@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import tsgu_core
-from tsgu_backends.torch_native import fused_cpu, krylov
-from tsgu_backends.torch_native.operator import CsrOperator
+from tsgu_backends.torch_backend import fused_cpu, krylov
+from tsgu_backends.torch_backend.operator import CsrOperator
 from tsgu_core.testing import (
     conformance_cases,
     convection_diffusion_2d,

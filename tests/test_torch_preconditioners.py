@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import tsgu_core
-from tsgu_backends.torch_native.ilu import IncompleteLU
+from tsgu_backends.torch_backend.ilu import IncompleteLU
 from tsgu_core import SparsePattern, errors
 from tsgu_core.testing import conformance_cases, convection_diffusion_2d, run_case
 

@@ -13,7 +13,7 @@ import tsgu_core
 from tsgu_core import SparsePattern, solve, solve_values
 from tsgu_core.errors import ConvergenceError, InvalidArgumentError, NonFiniteError, ShapeError
 from tsgu_core.testing.matrices import to_layout
-from tsgu_core.traced import CACHE, solve_op, traced_solve_values
+from tsgu_core.engine.traced import CACHE, solve_op, traced_solve_values
 
 N = 8
 BACKENDS = {"torch": "gmres", "scipy": "splu", "jax": "gmres"}
@@ -339,7 +339,7 @@ def test_vmap_over_B_is_one_multi_column_solve():
 
 
 def test_the_operator_passes_torch_library_opcheck():
-    from tsgu_core.traced import _request_key
+    from tsgu_core.engine.traced import _request_key
 
     problem = Problem("scipy", "csr", "float64", "matrix")
     request = _request_key("scipy", "splu", "general", "raise", ())

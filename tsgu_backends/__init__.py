@@ -5,7 +5,7 @@ the ``tsgu`` distribution, exactly as a third-party plugin is. Importing this
 package imports no solver library (no SciPy, CuPy or JAX): each backend
 imports its library when it is first asked to prepare a solve.
 
-* ``tsgu_backends.torch_native`` — backend ``torch``: Krylov methods in pure
+* ``tsgu_backends.torch_backend`` — backend ``torch``: Krylov methods in pure
   torch, on CPU and CUDA.
 * ``tsgu_backends.cudss_backend`` — backend ``cudss``: NVIDIA cuDSS (through
   nvmath-python) on CUDA; its probe imports nothing on a CPU-only machine.

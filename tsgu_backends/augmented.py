@@ -16,7 +16,7 @@ measures the true residual of ``K`` and, while it is above the tolerance,
 solves for the correction (iterative refinement), so that the core's residual
 check passes for a converged solve.
 
-Every norm is scale-safe (:func:`tsgu_core.norms.scaled_norm`) and LSQR's
+Every norm is scale-safe (:func:`tsgu_core.plugins.norms.scaled_norm`) and LSQR's
 rotations use ``hypot``: its vectors are normalised and its scalars carry
 ``A``'s scale linearly, so a problem scaled by ``1e±300`` neither underflows
 nor overflows.
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from tsgu_backends.restarts import Restarts
-from tsgu_core.norms import scaled_norm
+from tsgu_core.plugins.norms import scaled_norm
 
 __all__ = ["AugmentedResult", "lsqr", "solve_augmented"]
 

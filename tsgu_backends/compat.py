@@ -71,11 +71,11 @@ from typing import Any, cast
 import torch
 
 import tsgu_core
-from tsgu_backends.scipy_cupy.convert import torch_to_cupy, torch_to_scipy
+from tsgu_backends.scipy_cupy_backend.convert import torch_to_cupy, torch_to_scipy
 from tsgu_core import BackendReport, ConvergenceWarning, MethodSpec, SolveOptions, triangular_solve
 from tsgu_core.errors import InvalidArgumentError
-from tsgu_core.interop import from_cupy, from_jax, from_scipy, to_cupy, to_jax, to_scipy
-from tsgu_core.options import default_rtol
+from tsgu_core.sparse.interop import from_cupy, from_jax, from_scipy, to_cupy, to_jax, to_scipy
+from tsgu_core.plugins.options import default_rtol
 
 __all__ = [
     "LinearCGSettings",
@@ -114,8 +114,8 @@ class LinearCGSettings:
 
 
 def _krylov(method: str, A: torch.Tensor, B: torch.Tensor, rtol: float, maxiter: int) -> torch.Tensor:
-    from tsgu_backends.torch_native.krylov import krylov_solve
-    from tsgu_backends.torch_native.operator import CsrOperator
+    from tsgu_backends.torch_backend.krylov import krylov_solve
+    from tsgu_backends.torch_backend.operator import CsrOperator
 
     operator = CsrOperator(A if A.layout == torch.sparse_csr else A.coalesce())
     B2 = B if B.dim() == 2 else B.unsqueeze(-1)
@@ -624,11 +624,11 @@ def sparse_generic_lstsq(
     return cast(torch.Tensor, tsgu_core.lstsq(A, B, method=lstsq, **_method_keywords(kwargs)))
 
 
-# --- converters: the old names, thin aliases of tsgu_core.interop ------------------------------
+# --- converters: the old names, thin aliases of tsgu_core.sparse.interop ------------------------------
 
 
 def t2c_coo(A: torch.Tensor) -> Any:
-    """A torch COO tensor as a SciPy (CPU) or CuPy (CUDA) ``coo_matrix``; see :func:`tsgu_core.interop.to_scipy`."""
+    """A torch COO tensor as a SciPy (CPU) or CuPy (CUDA) ``coo_matrix``; see :func:`tsgu_core.sparse.interop.to_scipy`."""
     return (to_cupy(A) if A.device.type == "cuda" else to_scipy(A, matrix=True)).tocoo()
 
 
@@ -642,12 +642,12 @@ def _is_cupy(M: Any) -> bool:
 
 
 def c2t_coo(M: Any) -> torch.Tensor:
-    """A SciPy or CuPy sparse matrix as a torch COO tensor; see :func:`tsgu_core.interop.from_scipy`."""
+    """A SciPy or CuPy sparse matrix as a torch COO tensor; see :func:`tsgu_core.sparse.interop.from_scipy`."""
     return from_cupy(M, "coo") if _is_cupy(M) else from_scipy(M, "coo")
 
 
 def c2t_csr(M: Any) -> torch.Tensor:
-    """A SciPy or CuPy sparse matrix as a torch CSR tensor; see :func:`tsgu_core.interop.from_scipy`."""
+    """A SciPy or CuPy sparse matrix as a torch CSR tensor; see :func:`tsgu_core.sparse.interop.from_scipy`."""
     return from_cupy(M, "csr") if _is_cupy(M) else from_scipy(M, "csr")
 
 
@@ -666,20 +666,20 @@ def j2t(x: Any) -> torch.Tensor:
 
 
 def t2j_coo(A: torch.Tensor) -> Any:
-    """A torch COO (or CSR) tensor as a JAX ``BCOO`` matrix; see :func:`tsgu_core.interop.to_jax`."""
+    """A torch COO (or CSR) tensor as a JAX ``BCOO`` matrix; see :func:`tsgu_core.sparse.interop.to_jax`."""
     return to_jax(A, "bcoo")
 
 
 def t2j_csr(A: torch.Tensor) -> Any:
-    """A torch CSR (or COO) tensor as a JAX ``BCSR`` matrix; see :func:`tsgu_core.interop.to_jax`."""
+    """A torch CSR (or COO) tensor as a JAX ``BCSR`` matrix; see :func:`tsgu_core.sparse.interop.to_jax`."""
     return to_jax(A, "bcsr")
 
 
 def j2t_coo(M: Any) -> torch.Tensor:
-    """A JAX BCOO (or BCSR) matrix as a torch COO tensor; see :func:`tsgu_core.interop.from_jax`."""
+    """A JAX BCOO (or BCSR) matrix as a torch COO tensor; see :func:`tsgu_core.sparse.interop.from_jax`."""
     return from_jax(M, "coo")
 
 
 def j2t_csr(M: Any) -> torch.Tensor:
-    """A JAX BCSR (or BCOO) matrix as a torch CSR tensor; see :func:`tsgu_core.interop.from_jax`."""
+    """A JAX BCSR (or BCOO) matrix as a torch CSR tensor; see :func:`tsgu_core.sparse.interop.from_jax`."""
     return from_jax(M, "csr")

@@ -12,8 +12,8 @@ import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # eager for type checkers; at run time each name loads on first use (PEP 562)
-    from tsgu_core.autograd import SparseSolveFunction
-    from tsgu_core.distributed import solve_distributed
+    from tsgu_core.engine.autograd import SparseSolveFunction
+    from tsgu_core.api.distributed import solve_distributed
     from tsgu_core.errors import (
         BackendContractError,
         BackendError,
@@ -41,13 +41,13 @@ if TYPE_CHECKING:  # eager for type checkers; at run time each name loads on fir
         UnknownOptionError,
         UnsupportedDeviceError,
     )
-    from tsgu_core.factorize import Factorization, factorize
-    from tsgu_core.hookspecs import hookimpl, hookspec
-    from tsgu_core.info import SolveInfo
-    from tsgu_core.interop import from_cupy, from_jax, from_scipy, to_cupy, to_jax, to_scipy
-    from tsgu_core.lstsq import lstsq
-    from tsgu_core.pattern import SparsePattern
-    from tsgu_core.protocol import (
+    from tsgu_core.api.factorize import Factorization, factorize
+    from tsgu_core.plugins.hookspecs import hookimpl, hookspec
+    from tsgu_core.plugins.info import SolveInfo
+    from tsgu_core.sparse.interop import from_cupy, from_jax, from_scipy, to_cupy, to_jax, to_scipy
+    from tsgu_core.api.lstsq import lstsq
+    from tsgu_core.sparse.pattern import SparsePattern
+    from tsgu_core.plugins.protocol import (
         COMMON_ITERATIVE_OPTIONS,
         Availability,
         BackendReport,
@@ -57,7 +57,7 @@ if TYPE_CHECKING:  # eager for type checkers; at run time each name loads on fir
         SolveOptions,
         SolverBackend,
     )
-    from tsgu_core.registry import (
+    from tsgu_core.plugins.registry import (
         BackendEntry,
         BrokenPlugin,
         get_backend,
@@ -68,13 +68,13 @@ if TYPE_CHECKING:  # eager for type checkers; at run time each name loads on fir
         reload_plugins,
         unregister_plugin,
     )
-    from tsgu_core.select import Selection, explain, set_default_backend
-    from tsgu_core.solve import solve, solve_values
-    from tsgu_core.triangular import triangular_solve
+    from tsgu_core.plugins.select import Selection, explain, set_default_backend
+    from tsgu_core.api.solve import solve, solve_values
+    from tsgu_core.api.triangular import triangular_solve
 
 _WHERE = {
-    "SparseSolveFunction": "tsgu_core.autograd",
-    "solve_distributed": "tsgu_core.distributed",
+    "SparseSolveFunction": "tsgu_core.engine.autograd",
+    "solve_distributed": "tsgu_core.api.distributed",
     "BackendContractError": "tsgu_core.errors",
     "BackendError": "tsgu_core.errors",
     "BackendUnavailableError": "tsgu_core.errors",
@@ -100,42 +100,42 @@ _WHERE = {
     "UnknownMethodError": "tsgu_core.errors",
     "UnknownOptionError": "tsgu_core.errors",
     "UnsupportedDeviceError": "tsgu_core.errors",
-    "Factorization": "tsgu_core.factorize",
-    "factorize": "tsgu_core.factorize",
-    "hookimpl": "tsgu_core.hookspecs",
-    "hookspec": "tsgu_core.hookspecs",
-    "SolveInfo": "tsgu_core.info",
-    "from_cupy": "tsgu_core.interop",
-    "from_jax": "tsgu_core.interop",
-    "from_scipy": "tsgu_core.interop",
-    "to_cupy": "tsgu_core.interop",
-    "to_jax": "tsgu_core.interop",
-    "to_scipy": "tsgu_core.interop",
-    "lstsq": "tsgu_core.lstsq",
-    "SparsePattern": "tsgu_core.pattern",
-    "COMMON_ITERATIVE_OPTIONS": "tsgu_core.protocol",
-    "Availability": "tsgu_core.protocol",
-    "BackendReport": "tsgu_core.protocol",
-    "DistributedBackend": "tsgu_core.protocol",
-    "MethodSpec": "tsgu_core.protocol",
-    "Option": "tsgu_core.protocol",
-    "SolveOptions": "tsgu_core.protocol",
-    "SolverBackend": "tsgu_core.protocol",
-    "BackendEntry": "tsgu_core.registry",
-    "BrokenPlugin": "tsgu_core.registry",
-    "get_backend": "tsgu_core.registry",
-    "get_entry": "tsgu_core.registry",
-    "list_backends": "tsgu_core.registry",
-    "list_broken_plugins": "tsgu_core.registry",
-    "register_plugin": "tsgu_core.registry",
-    "reload_plugins": "tsgu_core.registry",
-    "unregister_plugin": "tsgu_core.registry",
-    "Selection": "tsgu_core.select",
-    "explain": "tsgu_core.select",
-    "set_default_backend": "tsgu_core.select",
-    "solve": "tsgu_core.solve",
-    "solve_values": "tsgu_core.solve",
-    "triangular_solve": "tsgu_core.triangular",
+    "Factorization": "tsgu_core.api.factorize",
+    "factorize": "tsgu_core.api.factorize",
+    "hookimpl": "tsgu_core.plugins.hookspecs",
+    "hookspec": "tsgu_core.plugins.hookspecs",
+    "SolveInfo": "tsgu_core.plugins.info",
+    "from_cupy": "tsgu_core.sparse.interop",
+    "from_jax": "tsgu_core.sparse.interop",
+    "from_scipy": "tsgu_core.sparse.interop",
+    "to_cupy": "tsgu_core.sparse.interop",
+    "to_jax": "tsgu_core.sparse.interop",
+    "to_scipy": "tsgu_core.sparse.interop",
+    "lstsq": "tsgu_core.api.lstsq",
+    "SparsePattern": "tsgu_core.sparse.pattern",
+    "COMMON_ITERATIVE_OPTIONS": "tsgu_core.plugins.protocol",
+    "Availability": "tsgu_core.plugins.protocol",
+    "BackendReport": "tsgu_core.plugins.protocol",
+    "DistributedBackend": "tsgu_core.plugins.protocol",
+    "MethodSpec": "tsgu_core.plugins.protocol",
+    "Option": "tsgu_core.plugins.protocol",
+    "SolveOptions": "tsgu_core.plugins.protocol",
+    "SolverBackend": "tsgu_core.plugins.protocol",
+    "BackendEntry": "tsgu_core.plugins.registry",
+    "BrokenPlugin": "tsgu_core.plugins.registry",
+    "get_backend": "tsgu_core.plugins.registry",
+    "get_entry": "tsgu_core.plugins.registry",
+    "list_backends": "tsgu_core.plugins.registry",
+    "list_broken_plugins": "tsgu_core.plugins.registry",
+    "register_plugin": "tsgu_core.plugins.registry",
+    "reload_plugins": "tsgu_core.plugins.registry",
+    "unregister_plugin": "tsgu_core.plugins.registry",
+    "Selection": "tsgu_core.plugins.select",
+    "explain": "tsgu_core.plugins.select",
+    "set_default_backend": "tsgu_core.plugins.select",
+    "solve": "tsgu_core.api.solve",
+    "solve_values": "tsgu_core.api.solve",
+    "triangular_solve": "tsgu_core.api.triangular",
 }
 """Public name -> the module that defines it: `import tsgu_core` (and `tsgu --help`) imports no torch."""
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import tsgu_core
-from tsgu_core.protocol import SolveOptions
+from tsgu_core.plugins.protocol import SolveOptions
 from tsgu_core.testing import convection_diffusion_2d, poisson_2d, random_nonsymmetric
 
 pytest.importorskip("petsc4py", reason="needs petsc4py (scripts/setup-petsc-env.sh)")

@@ -9,7 +9,7 @@ against nvmath-python 1.0's source and documentation on a machine without a
 CUDA device; its CPU-side behaviour (availability, options, selection, import
 hygiene) is tested here, its numerics only by the CUDA conformance cases,
 which skip without a device. Every result still passes the core's
-backward-error check (:mod:`tsgu_core.convergence`), so a wrong answer from
+backward-error check (:mod:`tsgu_core.engine.convergence`), so a wrong answer from
 cuDSS raises :class:`~tsgu_core.errors.SingularMatrixError` instead of being
 returned quietly.
 

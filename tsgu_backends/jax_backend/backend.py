@@ -27,7 +27,7 @@ from tsgu_core import (
     SolveOptions,
     SparsePattern,
 )
-from tsgu_core.norms import scaled_norm
+from tsgu_core.plugins.norms import scaled_norm
 
 __all__ = ["JaxBackend", "SolveCache"]
 

@@ -417,7 +417,7 @@ class PardisoBackend:
     def _superlu(pattern: _Pattern, member: int, batched: bool) -> Any:
         import scipy.sparse as sp
 
-        from tsgu_backends.scipy_cupy.scipy_backend import factorize
+        from tsgu_backends.scipy_cupy_backend.scipy_backend import factorize
 
         n = pattern.indptr.shape[0] - 1
         matrix = sp.csr_matrix((pattern.values[member], pattern.indices, pattern.indptr), shape=(n, n))

@@ -60,7 +60,7 @@ from tsgu_core import (
     SolveOptions,
     SparsePattern,
 )
-from tsgu_core.info import combine_histories
+from tsgu_core.plugins.info import combine_histories
 
 __all__ = ["PetscBackend"]
 

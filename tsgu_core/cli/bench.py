@@ -93,7 +93,7 @@ def _run_case(A: torch.Tensor, B: torch.Tensor, G: torch.Tensor, row: Row, optio
     """Time one case into ``row``; returns the gradients of ``(A's values, B)``."""
     import torch
 
-    from tsgu_core.solve import solve
+    from tsgu_core.api.solve import solve
 
     def synchronize() -> None:
         if A.device.type == "cuda":
@@ -131,7 +131,7 @@ def _run_case(A: torch.Tensor, B: torch.Tensor, G: torch.Tensor, row: Row, optio
 
 
 def _cases(args: argparse.Namespace, device_type: str, kinds: set[str]) -> tuple[list[tuple[Row, dict]], list[Row]]:
-    from tsgu_core.registry import list_backends
+    from tsgu_core.plugins.registry import list_backends
 
     entries = list(list_backends())
     names = {entry.name for entry in entries}

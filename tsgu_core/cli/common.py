@@ -78,7 +78,7 @@ class CommandError(Exception):
 
 def quiet_torch() -> contextlib.AbstractContextManager[None]:
     """Hide torch's two notices about sparse CSR tensors while tsgu builds and solves with them (scoped)."""
-    from tsgu_core.quiet import quiet_sparse_notices
+    from tsgu_core.base.quiet import quiet_sparse_notices
 
     return quiet_sparse_notices()
 
@@ -152,7 +152,7 @@ def valid_methods(device_type: str, method: str, operation: str = "solve") -> No
     A method offered only by an unavailable backend passes: selection then
     says why that backend cannot run.
     """
-    from tsgu_core.registry import list_backends
+    from tsgu_core.plugins.registry import list_backends
 
     offered: dict[str, list[str]] = {}
     for entry in list_backends():

@@ -92,7 +92,7 @@ def _format_option(record: Mapping[str, Any]) -> str:
 
 
 def _common_options() -> dict[str, Any]:
-    from tsgu_core.protocol import COMMON_ITERATIVE_OPTIONS
+    from tsgu_core.plugins.protocol import COMMON_ITERATIVE_OPTIONS
 
     return dict(COMMON_ITERATIVE_OPTIONS)
 
@@ -140,8 +140,8 @@ def _backend_record(entry: Any) -> dict[str, Any]:
 
 def run_info(args: argparse.Namespace) -> int:
     from tsgu_core.errors import TsguError
-    from tsgu_core.registry import get_entry, list_backends, list_broken_plugins
-    from tsgu_core.select import explain
+    from tsgu_core.plugins.registry import get_entry, list_backends, list_broken_plugins
+    from tsgu_core.plugins.select import explain
 
     entries = [get_entry(args.backend)] if args.backend else list(list_backends())
     backends = [_backend_record(entry) for entry in entries]
@@ -201,8 +201,8 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_explain(args: argparse.Namespace) -> int:
-    from tsgu_core.registry import list_backends
-    from tsgu_core.select import explain
+    from tsgu_core.plugins.registry import list_backends
+    from tsgu_core.plugins.select import explain
 
     device_type = args.device.split(":")[0]
     if not device_type:

@@ -37,8 +37,8 @@ from typing import Any
 
 import torch
 
-from tsgu_core.pattern import SparsePattern
-from tsgu_core.quiet import quiet_sparse_notices
+from tsgu_core.sparse.pattern import SparsePattern
+from tsgu_core.base.quiet import quiet_sparse_notices
 
 __all__ = ["DiffusionProblem", "true_coefficient"]
 
@@ -231,7 +231,7 @@ class DiffusionProblem:
         >>> bool(torch.isclose(loss, problem.loss(theta, U, observed, 1e-4)))
         True
         """
-        from tsgu_core.solve import solve_values
+        from tsgu_core.api.solve import solve_values
 
         pattern, B = self.pattern_on(theta.device), self.B.to(theta.device)
         U = solve_values(pattern, self.values(theta), B, backend=backend, method=method, **options)

@@ -49,7 +49,7 @@ The checks, each against an independent reference:
 ``transpose``
     the backend's ``solve(state, B, transpose=True)`` against dense ``Aᵀ``
     (the plain transpose, for complex ``A`` too), and the core's
-    :func:`~tsgu_core.autograd.adjoint_solve` on it against dense ``Aᴴ``.
+    :func:`~tsgu_core.engine.autograd.adjoint_solve` on it against dense ``Aᴴ``.
 ``gradcheck`` / ``gradgradcheck``
     ``torch.autograd.gradcheck`` / ``gradgradcheck`` in float64 on the values
     of ``A`` and on ``B``. General methods get a nonsymmetric ``A``; symmetric
@@ -78,7 +78,7 @@ from typing import Any
 
 import torch
 
-from tsgu_core.autograd import adjoint_solve
+from tsgu_core.engine.autograd import adjoint_solve
 from tsgu_core.errors import (
     ComplexNotSupportedError,
     ConvergenceError,
@@ -86,14 +86,14 @@ from tsgu_core.errors import (
     SingularMatrixError,
     UnknownOptionError,
 )
-from tsgu_core.factorize import factorize
-from tsgu_core.lstsq import lstsq
-from tsgu_core.options import resolve_options
-from tsgu_core.quiet import quietly
-from tsgu_core.registry import get_entry, list_backends
-from tsgu_core.solve import solve, solve_values
+from tsgu_core.api.factorize import factorize
+from tsgu_core.api.lstsq import lstsq
+from tsgu_core.plugins.options import resolve_options
+from tsgu_core.base.quiet import quietly
+from tsgu_core.plugins.registry import get_entry, list_backends
+from tsgu_core.api.solve import solve, solve_values
 from tsgu_core.testing.matrices import matrix_for, to_layout, triangular_pair
-from tsgu_core.triangular import triangular_solve
+from tsgu_core.api.triangular import triangular_solve
 
 __all__ = ["CHECKS", "LSTSQ_CHECKS", "SOLVE_CHECKS", "TRIANGULAR_CHECKS", "Case", "conformance_cases", "run_case"]
 
@@ -498,7 +498,7 @@ def _check_x0(case: Case) -> None:
 
 def _check_transforms(case: Case) -> None:
     """``solve_values`` under ``torch.func`` (grad, jvp, vmap) and ``torch.compile(fullgraph=True)``, against dense."""
-    from tsgu_core.pattern import SparsePattern
+    from tsgu_core.sparse.pattern import SparsePattern
 
     spec, D, A, B = _problem(case, N_GRADCHECK)
     to_values: Callable[[torch.Tensor], torch.Tensor] = lambda p: p  # noqa: E731

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import torch
 
 from tsgu_core.errors import SingularMatrixError
-from tsgu_core.protocol import Availability, BackendReport, MethodSpec, SolveOptions
+from tsgu_core.plugins.protocol import Availability, BackendReport, MethodSpec, SolveOptions
 
 __all__ = ["DenseBackend"]
 

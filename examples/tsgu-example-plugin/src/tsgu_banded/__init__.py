@@ -7,7 +7,7 @@ solved by ``?gbtrs`` in ``O(n·(2kl+ku))`` per column — with ``trans=1`` for
 the transpose solve of the backward pass, reusing the same factors.
 
 The whole plugin is this module: a backend class (the contract of
-``tsgu_core.protocol.SolverBackend``) and one hook implementation.
+``tsgu_core.plugins.protocol.SolverBackend``) and one hook implementation.
 """
 
 from __future__ import annotations

@@ -1,0 +1,186 @@
+"""A backend's prepared state for one ``A``, and the one place the core calls a backend.
+
+:class:`PreparedSolve` holds what a solve needs besides the right-hand side:
+the backend and method, the checked options, the backend's state and the
+pattern the core's own products run on. Every call into a plugin —
+``prepare`` and ``solve`` — happens here, so the contract is enforced once:
+
+* an exception a plugin did not mean (anything but a :class:`~tsgu_core.errors.TsguError`)
+  becomes :class:`~tsgu_core.errors.BackendError` naming backend and method,
+  with the original chained; ``KeyboardInterrupt`` and ``SystemExit`` pass untouched;
+* a ``solve`` that does not return ``(X, BackendReport)`` with ``X`` shaped
+  like ``B`` (dtype and device too) is a :class:`~tsgu_core.errors.BackendContractError`;
+* every solve, forward or transposed, is judged by
+  :func:`tsgu_core.engine.convergence.assess`.
+
+The same prepared state serves the forward solve, the backward's transpose
+solve and, through :func:`tsgu_core.factorize`, any number of further solves.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import torch
+
+from tsgu_core.engine.convergence import assess
+from tsgu_core.errors import BackendContractError, BackendError, TsguError
+from tsgu_core.plugins.info import SolveInfo, combine_histories
+from tsgu_core.sparse.pattern import SparsePattern
+from tsgu_core.plugins.protocol import BackendReport, MethodSpec, SolveOptions, SolverBackend
+
+__all__ = ["PreparedSolve"]
+
+T = TypeVar("T")
+
+
+def _call(backend: SolverBackend[Any], spec: MethodSpec, what: str, function: Callable[[], T]) -> T:
+    """``function()``, with an unexpected exception from the plugin wrapped in :class:`BackendError`."""
+    try:
+        return function()
+    except TsguError:
+        raise
+    except Exception as error:
+        raise BackendError(
+            f"backend {backend.name!r}, method {spec.name!r}: {what} raised {type(error).__name__}: {error}",
+            backend=backend.name,
+            method=spec.name,
+        ) from error
+
+
+def _merge(reports: list[BackendReport]) -> BackendReport:
+    iterations = [r.iterations for r in reports if r.iterations is not None]
+    verdicts = [r.converged for r in reports]
+    return BackendReport(
+        iterations=max(iterations) if iterations else None,
+        converged=None if None in verdicts else all(verdicts),
+        message="; ".join(sorted({r.message for r in reports if r.message})),
+        history=combine_histories([list(r.history) for r in reports if r.history]) or None,
+    )
+
+
+@dataclass
+class PreparedSolve:
+    """A backend's prepared state for one ``A``, with everything a solve of it needs.
+
+    Attributes
+    ----------
+    backend, spec, options
+        Who solves, with which method and options.
+    state
+        What the backend's ``prepare`` returned (``member_states`` instead for
+        a batch prepared member by member).
+    pattern : SparsePattern
+        What the core's residual check and gradient run on.
+    on_failure : str
+        The convergence policy of every solve with this state.
+    prepare_time : float
+        Seconds spent in ``prepare``; counted into the first solve's wall time.
+    """
+
+    backend: SolverBackend[Any]
+    spec: MethodSpec
+    options: SolveOptions
+    state: Any
+    pattern: SparsePattern
+    on_failure: str
+    prepare_time: float = 0.0
+    member_states: list[Any] | None = None
+    _prepare_time_reported: bool = field(default=False, repr=False)
+
+    @classmethod
+    def of(
+        cls,
+        backend: SolverBackend[Any],
+        spec: MethodSpec,
+        A: torch.Tensor,
+        options: SolveOptions,
+        on_failure: str,
+        pattern: SparsePattern | None = None,
+        prepare: Callable[[torch.Tensor], Any] | None = None,
+    ) -> PreparedSolve:
+        """Prepare ``A`` (detached; a batch is a shared-pattern CSR ``(b, n, n)``) with ``backend``.
+
+        A batch goes to ``prepare`` whole when the method is ``batched``, else
+        member by member. ``pattern`` replaces the pattern read off ``A``
+        (e.g. one with an implicit unit diagonal); ``prepare`` replaces the
+        backend's ``prepare`` (e.g. its distributed variant).
+        """
+        start = time.perf_counter()
+        members = None
+
+        def prepare_one(matrix: torch.Tensor) -> Any:
+            if prepare is not None:
+                return _call(backend, spec, "prepare_distributed()", lambda: prepare(matrix))
+            return _call(backend, spec, "prepare()", lambda: backend.prepare(matrix, spec.name, options))
+
+        if pattern is None:
+            pattern = SparsePattern.of(A)
+        if A.dim() == 3 and not spec.batched:
+            state = None
+            members = [prepare_one(pattern.to_csr(values)) for values in A.values()]  # a batch's own pattern
+        else:
+            state = prepare_one(A)
+        elapsed = time.perf_counter() - start
+        return cls(backend, spec, options, state, pattern, on_failure, elapsed, members)
+
+    def _backend_solve(
+        self, B: torch.Tensor, transpose: bool, x0: torch.Tensor | None
+    ) -> tuple[torch.Tensor, BackendReport]:
+        def one(state: Any, rhs: torch.Tensor, guess: torch.Tensor | None) -> tuple[torch.Tensor, BackendReport]:
+            result = _call(
+                self.backend,
+                self.spec,
+                "solve()" if not transpose else "solve(transpose=True)",
+                lambda: self.backend.solve(state, rhs, transpose=transpose, x0=guess),
+            )
+            return self._checked(result, rhs)
+
+        if self.member_states is None:
+            return one(self.state, B, x0)
+        results = [one(state, B[i], None if x0 is None else x0[i]) for i, state in enumerate(self.member_states)]
+        return torch.stack([X for X, _ in results]), _merge([report for _, report in results])
+
+    def _checked(self, result: Any, B: torch.Tensor) -> tuple[torch.Tensor, BackendReport]:
+        """``result`` if it is ``(X, BackendReport)`` with ``X`` like ``B``, else :class:`BackendContractError`."""
+        X, report = result if isinstance(result, tuple) and len(result) == 2 else (result, None)
+        if not isinstance(report, BackendReport):
+            raise BackendContractError(
+                f"backend {self.backend.name!r}, method {self.spec.name!r}: solve() returned "
+                f"{type(result).__name__}; it must return (X, BackendReport)"
+            )
+        if not isinstance(X, torch.Tensor) or X.shape != B.shape or X.dtype != B.dtype or X.device != B.device:
+            got = f"{tuple(X.shape)} {X.dtype} on {X.device}" if isinstance(X, torch.Tensor) else type(X).__name__
+            raise BackendContractError(
+                f"backend {self.backend.name!r} returned {got} for B of {tuple(B.shape)} {B.dtype} on {B.device}; "
+                "solve() must return X shaped like B, with its dtype and device"
+            )
+        return X, report
+
+    def run(
+        self, values: torch.Tensor, B: torch.Tensor, transpose: bool, x0: torch.Tensor | None
+    ) -> tuple[torch.Tensor, SolveInfo]:
+        """One backend solve of ``op(A) X = B`` followed by the core's residual check."""
+        start = time.perf_counter()
+        X, report = self._backend_solve(B, transpose, x0)
+        elapsed = time.perf_counter() - start
+        if not self._prepare_time_reported:
+            elapsed += self.prepare_time
+            self._prepare_time_reported = True
+        info = assess(
+            pattern=self.pattern,
+            values=values,
+            B=B,
+            X=X,
+            transpose=transpose,
+            backend=self.backend.name,
+            spec=self.spec,
+            options=self.options,
+            report=report,
+            on_failure=self.on_failure,
+            wall_time=elapsed,
+        )
+        return X, info
