@@ -28,6 +28,7 @@ from tsgu_core.errors import ComplexNotSupportedError, SecondDerivativeError, Sh
 from tsgu_core.plugins.info import SolveInfo
 from tsgu_core.sparse.pattern import SparsePattern
 from tsgu_core.engine.pipeline import as_columns, execute, matrix_values, plan
+from tsgu_core.engine.request import SolveRequest
 from tsgu_core.plugins.protocol import DistributedBackend, SolverBackend
 from tsgu_core.base.quiet import quietly
 from tsgu_core.base.transforms import outside_graphs
@@ -524,7 +525,8 @@ def solve_distributed(
     if total != n:
         raise ShapeError(f"the processes' row blocks add up to {total} rows, but A has {n} columns")
     check_rhs(B_local, detached, "B_local")
-    the_plan = plan(backend, method, detached, options, on_failure=on_failure, capability="distributed")
+    request = SolveRequest.of(backend, method, on_failure=on_failure, options=options)
+    the_plan = plan(request, detached, capability="distributed")
     chosen = the_plan.backend
     assert isinstance(chosen, DistributedBackend)  # ensured by the selection's capability
     spec, solve_options = the_plan.spec, the_plan.options
@@ -537,5 +539,5 @@ def solve_distributed(
 
     Bk, restore = as_columns(B_local, 2)
     empty = n == 0 or Bk.shape[-1] == 0  # global: a process without rows still joins the collective solve
-    X, info = execute(the_plan, prepare, values, Bk, x0=options.get("x0"), empty=empty)
+    X, info = execute(the_plan, prepare, values, Bk, x0=request.x0, empty=empty)
     return (restore(X), info) if return_info else restore(X)
