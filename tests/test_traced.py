@@ -11,10 +11,10 @@ import torch.autograd.forward_ad as forward_ad
 
 import tsgu_core
 from tsgu_core import SparsePattern, solve, solve_values
-from tsgu_core.errors import ConvergenceError, InvalidArgumentError, NonFiniteError, ShapeError
-from tsgu_core.testing.matrices import to_layout
 from tsgu_core.engine.request import SolveRequest
 from tsgu_core.engine.traced import CACHE, solve_op, traced_solve_values
+from tsgu_core.errors import ConvergenceError, InvalidArgumentError, NonFiniteError, ShapeError
+from tsgu_core.testing.matrices import to_layout
 
 N = 8
 BACKENDS = {"torch": "gmres", "scipy": "splu", "jax": "gmres"}

@@ -91,9 +91,10 @@ def plan(
 ) -> Plan:
     """Choose backend and method for ``request`` and ``A`` (its device), and check and complete the options.
 
-    ``request`` is what the caller asked (its ``assume`` and ``on_failure`` are checked here). ``n`` is the size of the system actually solved (default ``A``'s column
-    count), which sets the default ``maxiter``. ``capability="distributed"``
-    restricts the choice to backends that implement
+    ``request`` is what the caller asked (its ``assume`` and ``on_failure`` are
+    checked here). ``n`` is the size of the system actually solved (default
+    ``A``'s column count), which sets the default ``maxiter``.
+    ``capability="distributed"`` restricts the choice to backends that implement
     :class:`~tsgu_core.plugins.protocol.DistributedBackend`. ``x0`` is only
     type-checked here; the solve checks it against ``B``.
     """

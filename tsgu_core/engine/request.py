@@ -45,7 +45,8 @@ class SolveRequest:
     method : str or None
         As passed (``None``: the backend's default).
     assume : str
-        What the caller knows of ``A`` (``"general"``, ``"spd"``, …); checked by :func:`~tsgu_core.engine.pipeline.plan`.
+        What the caller knows of ``A`` (``"general"``, ``"spd"``, …); checked by
+        :func:`~tsgu_core.engine.pipeline.plan`.
     on_failure : str
         ``"raise"``, ``"warn"`` or ``"ignore"``; checked by :func:`~tsgu_core.engine.pipeline.plan`.
     options : Mapping

@@ -461,7 +461,9 @@ def traced_solve_values(
         with torch._C._DisableFuncTorch():  # captured by the transform: read as the plain tensor it is
             A = SparsePattern.of(A.detach())
     if A.crow is None or A.rows != A.n:
-        raise ShapeError(f"the pattern must be of a square matrix in CSR order (SparsePattern.of(A)), got {A.rows}×{A.n}")
+        raise ShapeError(
+            f"the pattern must be of a square matrix in CSR order (SparsePattern.of(A)), got {A.rows}×{A.n}"
+        )
     check_pattern_values(A, values)
     _check_rhs(A, values, B)
     x0 = request.x0
