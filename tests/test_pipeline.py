@@ -278,7 +278,7 @@ def test_sparse_pattern_is_public_and_drives_solve_values(layout):
 def test_solve_values_checks_values_against_a_pattern():
     pattern = SparsePattern.of(to_layout(random_nonsymmetric(N, seed=4), "csr"))
     b = torch.ones(N, dtype=torch.float64)
-    with pytest.raises(errors.InvalidArgumentError, match=f"values must have shape \\({pattern.nnz},\\)"):
+    with pytest.raises(errors.ShapeError, match=f"values must have shape \\({pattern.nnz},\\)"):
         tsgu_core.solve_values(pattern, torch.ones(pattern.nnz + 1, dtype=torch.float64), b)
     with pytest.raises(errors.DtypeMismatchError):
         tsgu_core.solve_values(pattern, torch.ones(pattern.nnz, dtype=torch.int64), b)

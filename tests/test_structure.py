@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tsgu_core import SparsePattern
-from tsgu_core.sparse.structure import _mirror_order, asymmetry
+from tsgu_core.sparse.structure import asymmetry
 
 
 def _matrices() -> dict[str, torch.Tensor]:
@@ -44,7 +44,7 @@ def test_asymmetry_matches_dense(name: str, layout: str) -> None:
 
 def test_mirror_order_only_for_a_structurally_symmetric_pattern() -> None:
     matrices = _matrices()
-    assert _mirror_order(SparsePattern.of(matrices["symmetric"].to_sparse_csr())) is not None
-    assert _mirror_order(SparsePattern.of(matrices["nonsymmetric pattern"].to_sparse_csr())) is None
+    assert SparsePattern.of(matrices["symmetric"].to_sparse_csr()).mirror_order() is not None
+    assert SparsePattern.of(matrices["nonsymmetric pattern"].to_sparse_csr()).mirror_order() is None
     rectangular = torch.ones(3, 4, dtype=torch.float64).to_sparse_csr()
-    assert _mirror_order(SparsePattern.of(rectangular)) is None
+    assert SparsePattern.of(rectangular).mirror_order() is None

@@ -11,9 +11,10 @@ import torch.autograd.forward_ad as forward_ad
 
 import tsgu_core
 from tsgu_core import SparsePattern, solve, solve_values
+from tsgu_core.engine.request import SolveRequest
+from tsgu_core.engine.traced import CACHE, solve_op, traced_solve_values
 from tsgu_core.errors import ConvergenceError, InvalidArgumentError, NonFiniteError, ShapeError
 from tsgu_core.testing.matrices import to_layout
-from tsgu_core.engine.traced import CACHE, solve_op, traced_solve_values
 
 N = 8
 BACKENDS = {"torch": "gmres", "scipy": "splu", "jax": "gmres"}
@@ -158,11 +159,10 @@ def test_second_derivatives_through_the_operator_are_exact(backend, layout):
     problem = Problem(backend, layout, "float64", "matrix")
 
     def through_operator(values, B):
-        return traced_solve_values(
-            problem.pattern, values, B, assume="general", return_info=False, on_failure="raise",
-            backend=problem.kwargs["backend"], method=problem.kwargs["method"],
-            options=_options(backend, torch.float64),
-        )  # fmt: skip
+        request = SolveRequest.of(
+            problem.kwargs["backend"], problem.kwargs["method"], options=_options(backend, torch.float64)
+        )
+        return traced_solve_values(problem.pattern, values, B, request, return_info=False)
 
     values, B = problem.values.clone().requires_grad_(), problem.B.clone().requires_grad_()
     atol = 1e-6 if backend == "scipy" else 1e-5
@@ -339,10 +339,10 @@ def test_vmap_over_B_is_one_multi_column_solve():
 
 
 def test_the_operator_passes_torch_library_opcheck():
-    from tsgu_core.engine.traced import _request_key
+    from tsgu_core.engine.traced import request_token
 
     problem = Problem("scipy", "csr", "float64", "matrix")
-    request = _request_key("scipy", "splu", "general", "raise", ())
+    request = request_token(SolveRequest.of("scipy", "splu"))
     crow, col = problem.pattern.csr_indices()
     torch.library.opcheck(solve_op, (crow, col, problem.values, problem.B, None, request, False))
     torch.library.opcheck(solve_op, (crow, col, problem.values, problem.B, None, request, True))
@@ -527,11 +527,10 @@ def test_complex_compile_fullgraph_and_second_derivatives(backend):
     torch.testing.assert_close(B.grad, ref_B.grad)
 
     def through_operator(v, b):
-        return traced_solve_values(
-            problem.pattern, v, b, assume="general", return_info=False, on_failure="raise",
-            backend=problem.kwargs["backend"], method=problem.kwargs["method"],
-            options=_options(backend, torch.float64),
-        )  # fmt: skip
+        request = SolveRequest.of(
+            problem.kwargs["backend"], problem.kwargs["method"], options=_options(backend, torch.float64)
+        )
+        return traced_solve_values(problem.pattern, v, b, request, return_info=False)
 
     atol = 1e-6 if backend == "scipy" else 1e-5
     values, B = problem.values.clone().requires_grad_(), problem.B[:, :1].clone().requires_grad_()

@@ -24,16 +24,17 @@ from typing import Any
 
 import torch
 
-from tsgu_core.errors import ComplexNotSupportedError, SecondDerivativeError, ShapeError, UnsupportedDeviceError
-from tsgu_core.plugins.info import SolveInfo
-from tsgu_core.sparse.pattern import SparsePattern
-from tsgu_core.engine.pipeline import as_columns, execute, matrix_values, plan
-from tsgu_core.plugins.protocol import DistributedBackend, SolverBackend
 from tsgu_core.base.quiet import quietly
 from tsgu_core.base.transforms import outside_graphs
+from tsgu_core.engine.pipeline import as_columns, execute, matrix_values, plan
+from tsgu_core.engine.request import SolveRequest
+from tsgu_core.errors import ComplexNotSupportedError, SecondDerivativeError, ShapeError, UnsupportedDeviceError
+from tsgu_core.plugins.info import SolveInfo
+from tsgu_core.plugins.protocol import DistributedBackend, SolverBackend
+from tsgu_core.sparse.pattern import SparsePattern
 from tsgu_core.sparse.validate import check_rhs
 
-__all__ = ["TRAFFIC", "DistributedPattern", "Traffic", "solve_distributed"]
+__all__ = ["TRAFFIC", "DistributedPattern", "Exchange", "Traffic", "solve_distributed"]
 
 
 _TAG_GHOSTS, _TAG_CONTRIBUTIONS, _TAG_SETUP = 0x7567, 0x7568, 0x7569  # tsgu's point-to-point tags
@@ -87,21 +88,63 @@ TRAFFIC = Traffic()
 
 
 @dataclass(frozen=True)
-class _Exchange:
-    """Who sends which rows to whom, built once per pattern (every list is over neighbours only)."""
+class Exchange:
+    """The ghost exchange of one process's rows: who sends which rows to whom, built once per pattern.
 
-    recv: tuple[tuple[int, int, int], ...]  # (owner rank, start, stop) in this process's ghost array
-    send: tuple[tuple[int, torch.Tensor], ...]  # (requesting rank, local rows it needs)
+    Attributes
+    ----------
+    comm : mpi4py communicator
+        The processes, in row order.
+    counts : tuple of int
+        Every process's number of rows.
+    offset : int
+        This process's first global row.
+    ghosts : Tensor
+        The sorted global indices of this process's ghost columns.
+    local_col : Tensor
+        Every entry's column in the *extended* local vector
+        ``[ghosts below offset, own rows, ghosts above]`` (sorted within each row, like the pattern's ``col``).
+    below : int
+        How many ghosts lie below ``offset``.
+    recv : tuple of (int, int, int)
+        ``(owner rank, start, stop)`` in the ghost array: what each neighbour sends here.
+    send : tuple of (int, Tensor)
+        ``(requesting rank, local rows it needs)``: what this process sends to each neighbour.
+    traffic : Traffic
+        Bytes and messages sent so far through this exchange.
+    """
+
+    comm: Any = field(compare=False)
+    counts: tuple[int, ...]
+    offset: int
+    ghosts: torch.Tensor = field(compare=False)
+    local_col: torch.Tensor = field(compare=False)
+    below: int
+    recv: tuple[tuple[int, int, int], ...] = field(compare=False, repr=False)
+    send: tuple[tuple[int, torch.Tensor], ...] = field(compare=False, repr=False)
+    traffic: Traffic = field(default_factory=Traffic, compare=False)
+
+    @property
+    def n_local(self) -> int:
+        """This process's number of rows."""
+        return self.counts[int(self.comm.Get_rank())]
+
+    @property
+    def n_extended(self) -> int:
+        """Rows of the extended local vector: own rows plus ghosts."""
+        return self.n_local + self.ghosts.numel()
 
 
 @dataclass(frozen=True)
 class DistributedPattern(SparsePattern):
-    """The stored entries of this process's rows, and the ghost exchange the core's products need.
+    """The stored entries of this process's rows — a :class:`SparsePattern` — and their ghost :class:`Exchange`.
 
     ``row`` holds local row indices, ``col`` global column indices, ``n``
-    the global size, ``crow`` the local row pointers. Build it once per
-    pattern with :meth:`of` (collective); it then serves every product,
-    norm and gradient of solves with that pattern.
+    the global size, ``crow`` the local row pointers; ``exchange`` says what
+    travels between processes. Build it once per pattern with :meth:`of`
+    (collective); it then serves every product, norm, structure check and
+    gradient of solves with that pattern, by overriding the
+    :class:`SparsePattern` methods the core calls.
 
     Only *ghosts* travel: the off-process columns ``j`` that this process's
     entries touch. ``A @ X`` receives the ghost rows of ``X`` from their
@@ -118,29 +161,40 @@ class DistributedPattern(SparsePattern):
 
     Attributes
     ----------
-    comm : mpi4py communicator
-        The processes, in row order.
-    counts : tuple of int
-        Every process's number of rows.
-    offset : int
-        This process's first global row.
-    ghosts : Tensor
-        The sorted global indices of this process's ghost columns.
-    local_col : Tensor
-        Every entry's column in the *extended* local vector
-        ``[ghosts below offset, own rows, ghosts above]`` (sorted within each row, like ``col``).
-    traffic : Traffic
-        Bytes and messages sent so far through this pattern.
+    exchange : Exchange
+        The ghost exchange; its ``comm``, ``counts``, ``offset``, ``ghosts``,
+        ``local_col``, ``below`` and ``traffic`` are also read through the pattern.
     """
 
-    comm: Any = field(default=None, compare=False)
-    counts: tuple[int, ...] = ()
-    offset: int = 0
-    ghosts: torch.Tensor | None = field(default=None, compare=False)
-    local_col: torch.Tensor | None = field(default=None, compare=False)
-    below: int = 0
-    exchange: _Exchange | None = field(default=None, compare=False, repr=False)
-    traffic: Traffic = field(default_factory=Traffic, compare=False)
+    exchange: Exchange = field(kw_only=True, compare=False, repr=False)
+
+    @property
+    def comm(self) -> Any:
+        return self.exchange.comm
+
+    @property
+    def counts(self) -> tuple[int, ...]:
+        return self.exchange.counts
+
+    @property
+    def offset(self) -> int:
+        return self.exchange.offset
+
+    @property
+    def ghosts(self) -> torch.Tensor:
+        return self.exchange.ghosts
+
+    @property
+    def local_col(self) -> torch.Tensor:
+        return self.exchange.local_col
+
+    @property
+    def below(self) -> int:
+        return self.exchange.below
+
+    @property
+    def traffic(self) -> Traffic:
+        return self.exchange.traffic
 
     @classmethod
     def of(cls, A_local: torch.Tensor, comm: Any = None) -> DistributedPattern:
@@ -202,32 +256,19 @@ class DistributedPattern(SparsePattern):
         asked = comm.alltoall(wanted)  # O(P) integers, once per pattern
         traffic = Traffic()
         send = _setup_send_lists(comm, recv, ghosts, asked, lo, traffic)
-        return cls(
-            local.row,
-            col,
-            n,
-            crow,
-            comm,
-            counts,
-            lo,
-            ghosts,
-            local_col,
-            below,
-            _Exchange(tuple(recv), tuple(send)),
-            traffic,
-        )
+        exchange = Exchange(comm, counts, lo, ghosts, local_col, below, tuple(recv), tuple(send), traffic)
+        return cls(local.row, col, n, crow, exchange=exchange)
 
     # --- sizes ---------------------------------------------------------------------------------------------
     @property
     def n_local(self) -> int:
         """This process's number of rows."""
-        return self.counts[int(self.comm.Get_rank())]
+        return self.exchange.n_local
 
     @property
     def n_extended(self) -> int:
         """Rows of the extended local vector: own rows plus ghosts."""
-        assert self.ghosts is not None
-        return self.n_local + self.ghosts.numel()
+        return self.exchange.n_extended
 
     def diagonal(self, values: torch.Tensor) -> torch.Tensor:
         """This process's rows of the diagonal, dense ``(n_local,)``: the entries whose column is their global row."""
@@ -235,7 +276,7 @@ class DistributedPattern(SparsePattern):
         diagonal = values.new_zeros(self.n_local)
         return diagonal.index_add(0, self.row[on_diagonal], values[on_diagonal])
 
-    def asymmetry(self, values: torch.Tensor) -> float:
+    def asymmetry(self, values: torch.Tensor, *, conjugate: bool = False) -> float:
         """``max |a_ij − a_ji| / max |a_ij|`` of the whole distributed ``A`` — the same number on every process.
 
         Collective. Each entry in a ghost column is sent, as ``(column, row,
@@ -243,12 +284,12 @@ class DistributedPattern(SparsePattern):
         in — over the neighbour channels of the ghost exchange; every process
         then compares its own entries with the transposes it holds and
         received, and two numbers are reduced. Bytes: 24 per off-process
-        entry, counted as set-up traffic.
+        entry, counted as set-up traffic. Real values only (``conjugate`` changes
+        nothing: :func:`solve_distributed` refuses a complex ``A``).
         """
         import numpy as np
         from mpi4py import MPI
 
-        assert self.exchange is not None and self.local_col is not None
         values = values.detach().reshape(-1).to(torch.float64)
         n_local, below = self.n_local, self.below
         rows = self.row + self.offset
@@ -318,7 +359,6 @@ class DistributedPattern(SparsePattern):
         import numpy as np
         from mpi4py import MPI
 
-        assert self.exchange is not None and self.ghosts is not None
         k = X.shape[1]
         received = np.empty((self.ghosts.numel(), k), dtype=_numpy_dtype(X.dtype))
         requests = [self.comm.Irecv(received[a:b], source=q, tag=_TAG_GHOSTS) for q, a, b in self.exchange.recv]
@@ -337,7 +377,6 @@ class DistributedPattern(SparsePattern):
         import numpy as np
         from mpi4py import MPI
 
-        assert self.exchange is not None
         k = extended.shape[1]
         n_local, below = self.n_local, self.below
         own = extended[below : below + n_local].clone()
@@ -371,15 +410,14 @@ class DistributedPattern(SparsePattern):
             )
 
     def _local_csr(self, values: torch.Tensor) -> torch.Tensor:
-        assert self.crow is not None and self.local_col is not None
+        crow, _ = self.csr_indices()
         return torch.sparse_csr_tensor(
-            self.crow, self.local_col, values, (self.n_local, self.n_extended), check_invariants=False
+            crow, self.local_col, values, (self.n_local, self.n_extended), check_invariants=False
         )
 
     @cached_property
     def _local_transposed(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(crow, col, order)`` of the local block's transpose ``(n_extended, n_local)`` in CSR order."""
-        assert self.local_col is not None
         order = torch.sort(self.local_col, stable=True).indices
         crow = torch.zeros(self.n_extended + 1, dtype=torch.int64)
         crow[1:] = torch.cumsum(torch.bincount(self.local_col, minlength=self.n_extended), 0)
@@ -430,7 +468,6 @@ class DistributedPattern(SparsePattern):
             pattern = self._local_csr(torch.zeros(self.col.numel(), dtype=left.dtype))
             sampled: torch.Tensor = torch.sparse.sampled_addmm(pattern, left.detach(), right_extended.T, beta=0.0)
             return sampled.values()
-        assert self.local_col is not None
         return (left.index_select(0, self.row) * right_extended.index_select(0, self.local_col)).sum(-1)
 
 
@@ -524,7 +561,8 @@ def solve_distributed(
     if total != n:
         raise ShapeError(f"the processes' row blocks add up to {total} rows, but A has {n} columns")
     check_rhs(B_local, detached, "B_local")
-    the_plan = plan(backend, method, detached, options, on_failure=on_failure, capability="distributed")
+    request = SolveRequest.of(backend, method, on_failure=on_failure, options=options)
+    the_plan = plan(request, detached, capability="distributed")
     chosen = the_plan.backend
     assert isinstance(chosen, DistributedBackend)  # ensured by the selection's capability
     spec, solve_options = the_plan.spec, the_plan.options
@@ -537,5 +575,5 @@ def solve_distributed(
 
     Bk, restore = as_columns(B_local, 2)
     empty = n == 0 or Bk.shape[-1] == 0  # global: a process without rows still joins the collective solve
-    X, info = execute(the_plan, prepare, values, Bk, x0=options.get("x0"), empty=empty)
+    X, info = execute(the_plan, prepare, values, Bk, x0=request.x0, empty=empty)
     return (restore(X), info) if return_info else restore(X)

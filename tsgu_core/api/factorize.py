@@ -6,15 +6,16 @@ from typing import Any, Literal, overload
 
 import torch
 
-from tsgu_core.sparse.batch import MemberGroup, run_by_groups, split_by_pattern
+from tsgu_core.base.quiet import quietly
+from tsgu_core.base.transforms import outside_graphs
+from tsgu_core.engine.pipeline import Plan, as_columns, execute, matrix_values, plan, split_by_pattern
+from tsgu_core.engine.prepared import PreparedSolve
+from tsgu_core.engine.request import SolveRequest
 from tsgu_core.errors import InvalidArgumentError, StaleFactorizationError
 from tsgu_core.plugins.info import SolveInfo
-from tsgu_core.engine.pipeline import Plan, as_columns, execute, matrix_values, plan
-from tsgu_core.engine.prepared import PreparedSolve
 from tsgu_core.plugins.protocol import SolverBackend
-from tsgu_core.base.quiet import quietly
 from tsgu_core.plugins.select import Selection
-from tsgu_core.base.transforms import outside_graphs
+from tsgu_core.sparse.batch import MemberGroup, run_by_groups
 from tsgu_core.sparse.validate import check_rhs
 
 __all__ = ["Factorization", "factorize"]
@@ -223,10 +224,11 @@ def factorize(
         )
     if assume in ("lower", "upper"):
         raise InvalidArgumentError("factorize takes assume='general', 'symmetric', 'hermitian' or 'spd'")
+    request = SolveRequest.of(backend, method, assume=assume, on_failure=on_failure, options=options)
     grouped = split_by_pattern(A)  # a batch whose members have different patterns: a plan per group
     if grouped is not None:
-        plans = [(g, plan(backend, method, g.A, options, on_failure=on_failure, assume=assume)) for g in grouped[0]]
+        plans = [(g, plan(request, g.A)) for g in grouped[0]]
         return Factorization(A, plans[0][1], None, [(g, p, p.prepare(g.A)) for g, p in plans])
     detached, _ = matrix_values(A, allow_batch=True)
-    the_plan = plan(backend, method, detached, options, on_failure=on_failure, assume=assume)
+    the_plan = plan(request, detached)
     return Factorization(A, the_plan, the_plan.prepare(detached) if A.shape[-1] else None)

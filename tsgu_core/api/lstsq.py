@@ -27,12 +27,13 @@ from typing import Any, Literal, overload
 
 import torch
 
-from tsgu_core.plugins.info import SolveInfo
-from tsgu_core.sparse.pattern import SparsePattern
-from tsgu_core.engine.pipeline import as_columns, execute, matrix_values, plan
-from tsgu_core.plugins.protocol import SolverBackend
 from tsgu_core.base.quiet import quietly
 from tsgu_core.base.transforms import outside_graphs
+from tsgu_core.engine.pipeline import as_columns, execute, matrix_values, plan
+from tsgu_core.engine.request import SolveRequest
+from tsgu_core.plugins.info import SolveInfo
+from tsgu_core.plugins.protocol import SolverBackend
+from tsgu_core.sparse.pattern import SparsePattern
 from tsgu_core.sparse.validate import check_rhs, check_x0
 
 __all__ = ["lstsq"]
@@ -148,7 +149,8 @@ def lstsq(
     detached, values = matrix_values(A, tall=True)
     m, n = detached.shape
     check_rhs(B, detached)
-    the_plan = plan(backend, method, detached, options, n=m + n, on_failure=on_failure, operation="lstsq")
+    request = SolveRequest.of(backend, method, on_failure=on_failure, options=options)
+    the_plan = plan(request, detached, n=m + n, operation="lstsq")
     Bk, restore = as_columns(B, 2)
     # K = [[I, A/σ], [Aᵀ/σ, 0]] with σ a power of two near max |a_ij| (exact): the identity block and A's block
     # are then of one scale whatever A's, and [r; σ·x] solves it for the right-hand side [b; 0]

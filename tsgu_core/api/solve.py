@@ -6,15 +6,24 @@ from typing import Any, Literal, overload
 
 import torch
 
-from tsgu_core.sparse.batch import MemberGroup, as_shared_pattern_csr, run_by_groups, split_by_pattern
-from tsgu_core.errors import DeviceMismatchError, InvalidArgumentError, TransformError
-from tsgu_core.plugins.info import SolveInfo
-from tsgu_core.sparse.pattern import SparsePattern
-from tsgu_core.engine.pipeline import as_columns, execute, matrix_values, plan
-from tsgu_core.plugins.protocol import SolverBackend
 from tsgu_core.base.quiet import quietly
 from tsgu_core.base.transforms import is_wrapped, outside_graphs, transformed
-from tsgu_core.sparse.validate import check_finite, check_matrix, check_rhs, check_values
+from tsgu_core.engine.pipeline import (
+    as_columns,
+    check_pattern_source,
+    execute,
+    matrix_values,
+    pattern_matrix,
+    plan,
+    split_by_pattern,
+)
+from tsgu_core.engine.request import SolveRequest
+from tsgu_core.errors import TransformError
+from tsgu_core.plugins.info import SolveInfo
+from tsgu_core.plugins.protocol import SolverBackend
+from tsgu_core.sparse.batch import MemberGroup, run_by_groups
+from tsgu_core.sparse.pattern import SparsePattern
+from tsgu_core.sparse.validate import check_finite, check_rhs
 
 __all__ = ["solve", "solve_values"]
 
@@ -156,8 +165,9 @@ def solve(
             "torch.func cannot transform through a sparse A; pass its pattern and values instead: "
             "solve_values(SparsePattern.of(A), values, B) works under torch.func, forward-mode AD and torch.compile"
         )
+    request = SolveRequest.of(backend, method, assume=assume, on_failure=on_failure, options=options)
     if isinstance(B, torch.Tensor) and is_wrapped(B) and assume not in ("lower", "upper"):
-        return _solve_transformed(A, B, backend, method, assume, return_info, on_failure, options)
+        return _solve_transformed(A, B, request, return_info)
     if assume in ("lower", "upper"):  # a triangular A: a triangular solve (its structure is checked there)
         from tsgu_core.api.triangular import triangular_solve
 
@@ -171,9 +181,9 @@ def solve(
         return X
     grouped = split_by_pattern(A)  # a batch whose members have different patterns
     if grouped is not None:
-        return _solve_groups(A, *grouped, B, backend, method, assume, return_info, on_failure, options)
+        return _solve_groups(A, *grouped, B, request, return_info)
     detached, values = matrix_values(A, allow_batch=True)
-    return _solve(detached, values, B, backend, method, assume, return_info, on_failure, options)
+    return _solve(detached, values, B, request, return_info)
 
 
 @overload
@@ -252,100 +262,37 @@ def solve_values(
     >>> g.requires_grad  # differentiable again
     True
     """
+    request = SolveRequest.of(backend, method, assume=assume, on_failure=on_failure, options=options)
+    if not isinstance(A, SparsePattern):  # the preconditions on A, checked once for every path
+        with torch._C._DisableFuncTorch():  # a captured sparse A is read as the plain tensor it is
+            check_pattern_source(A)
     if transformed(values, B):  # torch.compile, torch.func, forward mode: the solve as one operator
-        from tsgu_core.engine.traced import traced_solve_values
+        from tsgu_core.engine.traced import traced_solve_values  # loads Dynamo's helpers: only when needed
 
-        return traced_solve_values(
-            A, values, B, backend=backend, method=method, assume=assume, return_info=return_info,
-            on_failure=on_failure, options=options,
-        )  # fmt: skip
-    return _solve_values_eagerly(A, values, B, backend, method, assume, return_info, on_failure, options)
+        return traced_solve_values(A, values, B, request, return_info=return_info)
+    return _solve_values_eagerly(A, values, B, request, return_info)
 
 
 @outside_graphs  # reached under torch.compile only with a sparse A, which Dynamo cannot hold
 def _solve_values_eagerly(
-    A: torch.Tensor | SparsePattern,
-    values: torch.Tensor,
-    B: torch.Tensor,
-    backend: str | SolverBackend | None,
-    method: str | None,
-    assume: str,
-    return_info: bool,
-    on_failure: str,
-    options: dict[str, Any],
+    A: torch.Tensor | SparsePattern, values: torch.Tensor, B: torch.Tensor, request: SolveRequest, return_info: bool
 ) -> torch.Tensor | tuple[torch.Tensor, SolveInfo]:
     grouped = split_by_pattern(A, values)  # a batch whose members have different patterns
     if grouped is not None and isinstance(A, torch.Tensor):
-        return _solve_groups(A, *grouped, B, backend, method, assume, return_info, on_failure, options)
+        return _solve_groups(A, *grouped, B, request, return_info)
     matrix = pattern_matrix(A, values)
     check_finite(A=values.detach())
-    return _solve(matrix, values, B, backend, method, assume, return_info, on_failure, options)
+    return _solve(matrix, values, B, request, return_info)
 
 
-def _solve_transformed(
-    A: torch.Tensor,
-    B: torch.Tensor,
-    backend: str | SolverBackend | None,
-    method: str | None,
-    assume: str,
-    return_info: bool,
-    on_failure: str,
-    options: dict[str, Any],
-) -> torch.Tensor:
+def _solve_transformed(A: torch.Tensor, B: torch.Tensor, request: SolveRequest, return_info: bool) -> torch.Tensor:
     """:func:`solve` of a plain sparse ``A`` with a ``B`` seen through ``torch.func``: via the traced operator."""
     from tsgu_core.engine.traced import traced_solve_values
 
     with torch._C._DisableFuncTorch():  # A is captured, not transformed: read it as the plain tensor it is
         detached, values = matrix_values(A, allow_batch=True)
         pattern = SparsePattern.of(detached)
-    return traced_solve_values(
-        pattern, values, B, backend=backend, method=method, assume=assume,
-        return_info=return_info, on_failure=on_failure, options=options,
-    )  # fmt: skip
-
-
-def pattern_matrix(A: torch.Tensor | SparsePattern, values: torch.Tensor) -> torch.Tensor:
-    """A detached sparse matrix with ``A``'s pattern (a tensor or a :class:`SparsePattern`) and ``values``."""
-    if isinstance(A, SparsePattern):
-        if not isinstance(values, torch.Tensor) or values.shape[-1:] != (A.nnz,) or values.dim() not in (1, 2):
-            shape = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
-            raise InvalidArgumentError(
-                f"values must have shape ({A.nnz},) — or (b, {A.nnz}) for a batch — to match the pattern, got {shape}"
-            )
-        if values.device != A.col.device:
-            raise DeviceMismatchError(
-                f"values are on {values.device} but the pattern's indices on {A.col.device}; move one with .to(...)"
-            )
-        if values.dim() == 2:
-            crow, col = A.csr_indices()
-            batch = values.shape[0]
-            matrix = torch.sparse_csr_tensor(
-                crow.expand(batch, -1), col.expand(batch, -1), values.detach(), (batch, A.rows, A.n),
-                check_invariants=False,
-            )  # fmt: skip
-        else:
-            matrix = A.to_csr(values.detach())
-        check_matrix(matrix, "values", allow_batch=True)
-        return matrix
-    check_matrix(A, allow_batch=True)
-    if A.requires_grad:
-        raise InvalidArgumentError(
-            "A must not require grad in solve_values: its values are not used; detach it (or pass SparsePattern.of(A))"
-        )
-    if A.layout == torch.sparse_coo and not A.is_coalesced():
-        raise InvalidArgumentError("solve_values needs a coalesced COO A (values follow its order): use A.coalesce()")
-    if A.dim() == 3:
-        shared = as_shared_pattern_csr(A)
-        check_values(values, shared)
-        return torch.sparse_csr_tensor(
-            shared.crow_indices(), shared.col_indices(), values.detach(), A.shape, check_invariants=False
-        )
-    check_values(values, A)
-    if A.layout == torch.sparse_coo:
-        return torch.sparse_coo_tensor(
-            A._indices(), values.detach(), A.shape, is_coalesced=True, check_invariants=False
-        )
-    return torch.sparse_csr_tensor(A.crow_indices(), A.col_indices(), values.detach(), A.shape, check_invariants=False)
+    return traced_solve_values(pattern, values, B, request, return_info=return_info)
 
 
 def _solve_groups(
@@ -353,23 +300,19 @@ def _solve_groups(
     groups: list[MemberGroup],
     values: torch.Tensor,
     B: torch.Tensor,
-    backend: str | SolverBackend | None,
-    method: str | None,
-    assume: str,
+    request: SolveRequest,
     return_info: bool,
-    on_failure: str,
-    options: dict[str, Any],
 ) -> torch.Tensor | tuple[torch.Tensor, SolveInfo]:
     """A batch ``(b, n, n)`` with several patterns: each group of members sharing one is solved together."""
     check_rhs(B, A)
-    x0 = options.get("x0")
+    x0 = request.x0
 
     def run(group: MemberGroup, group_values: torch.Tensor, group_B: torch.Tensor) -> tuple[torch.Tensor, SolveInfo]:
-        group_options = options
+        group_request = request
         if isinstance(x0, torch.Tensor) and x0.dim() > 1 and x0.shape[0] == A.shape[0]:
-            group_options = {**options, "x0": x0[group.members]}
+            group_request = request.with_options(x0=x0[group.members])
         matrix = group.with_values(group_values)
-        solved = _solve(matrix, group_values, group_B, backend, method, assume, True, on_failure, group_options)
+        solved = _solve(matrix, group_values, group_B, group_request, True)
         return solved  # type: ignore[return-value]
 
     X, info = run_by_groups(groups, values, B, run)
@@ -377,15 +320,7 @@ def _solve_groups(
 
 
 def _solve(
-    A: torch.Tensor,
-    values: torch.Tensor,
-    B: torch.Tensor,
-    backend: str | SolverBackend | None,
-    method: str | None,
-    assume: str,
-    return_info: bool,
-    on_failure: str,
-    options: dict[str, Any],
+    A: torch.Tensor, values: torch.Tensor, B: torch.Tensor, request: SolveRequest, return_info: bool
 ) -> torch.Tensor | tuple[torch.Tensor, SolveInfo]:
     """The shared body of :func:`solve` and :func:`solve_values`.
 
@@ -393,7 +328,7 @@ def _solve(
     ``values`` of shape ``(b, nnz)``.
     """
     check_rhs(B, A)
-    the_plan = plan(backend, method, A, options, on_failure=on_failure, assume=assume)
+    the_plan = plan(request, A)
     Bk, restore = as_columns(B, A.dim())
-    X, info = execute(the_plan, lambda: the_plan.prepare(A), values, Bk, x0=options.get("x0"))
+    X, info = execute(the_plan, lambda: the_plan.prepare(A), values, Bk, x0=request.x0)
     return (restore(X), info) if return_info else restore(X)

@@ -7,14 +7,15 @@ from typing import Any, Literal, overload
 
 import torch
 
-from tsgu_core.sparse.batch import MemberGroup, run_by_groups, split_by_pattern
-from tsgu_core.errors import InvalidArgumentError, SingularMatrixError, StructureError
-from tsgu_core.plugins.info import SolveInfo
-from tsgu_core.sparse.pattern import SparsePattern, UnitDiagonalPattern
-from tsgu_core.engine.pipeline import as_columns, execute, matrix_values, plan
-from tsgu_core.plugins.protocol import SolverBackend
 from tsgu_core.base.quiet import quietly
 from tsgu_core.base.transforms import outside_graphs
+from tsgu_core.engine.pipeline import as_columns, execute, matrix_values, plan, split_by_pattern
+from tsgu_core.engine.request import SolveRequest
+from tsgu_core.errors import InvalidArgumentError, SingularMatrixError, StructureError
+from tsgu_core.plugins.info import SolveInfo
+from tsgu_core.plugins.protocol import SolverBackend
+from tsgu_core.sparse.batch import MemberGroup, run_by_groups
+from tsgu_core.sparse.pattern import SparsePattern, UnitDiagonalPattern
 from tsgu_core.sparse.validate import check_rhs
 
 __all__ = ["triangular_solve"]
@@ -143,6 +144,7 @@ def triangular_solve(
     for name, flag in (("upper", upper), ("unit_diagonal", unit_diagonal), ("transpose", transpose)):
         if not isinstance(flag, bool):
             raise InvalidArgumentError(f"{name} must be a bool, got {flag!r}")
+    request = SolveRequest.of(backend, method, options=options)
     grouped = split_by_pattern(A)  # a batch whose members have different patterns: group by group
     if grouped is not None:
         groups, flat = grouped
@@ -151,7 +153,7 @@ def triangular_solve(
         def run(group: MemberGroup, values: torch.Tensor, rhs: torch.Tensor) -> tuple[torch.Tensor, SolveInfo]:
             matrix = group.with_values(values)
             try:
-                return _triangular(matrix, values, rhs, backend, method, options, upper, unit_diagonal, transpose)
+                return _triangular(matrix, values, rhs, request, upper, unit_diagonal, transpose)
             except SingularMatrixError as error:  # name the member by its index in A, not in its group
                 members = group.members.tolist()
                 message = re.sub(r"batch member (\d+)", lambda m: f"batch member {members[int(m[1])]}", str(error))
@@ -160,7 +162,7 @@ def triangular_solve(
         X, info = run_by_groups(groups, flat, B, run)
         return (X, info) if return_info else X
     detached, values = matrix_values(A, allow_batch=True)
-    X, info = _triangular(detached, values, B, backend, method, options, upper, unit_diagonal, transpose)
+    X, info = _triangular(detached, values, B, request, upper, unit_diagonal, transpose)
     return (X, info) if return_info else X
 
 
@@ -168,9 +170,7 @@ def _triangular(
     detached: torch.Tensor,
     values: torch.Tensor,
     B: torch.Tensor,
-    backend: str | SolverBackend | None,
-    method: str | None,
-    options: dict[str, Any],
+    request: SolveRequest,
     upper: bool,
     unit_diagonal: bool,
     transpose: bool,
@@ -181,7 +181,7 @@ def _triangular(
     _check_triangular(base, values.detach(), upper=upper, unit_diagonal=unit_diagonal)
     pattern = UnitDiagonalPattern(base.row, base.col, base.n, base.crow) if unit_diagonal else base
     flags = {"upper": upper, "unit_diagonal": unit_diagonal}
-    the_plan = plan(backend, method, detached, options, operation="triangular", supplied=flags)
+    the_plan = plan(request, detached, operation="triangular", supplied=flags)
     Bk, restore = as_columns(B, detached.dim())
     X, info = execute(the_plan, lambda: the_plan.prepare(detached, pattern=pattern), values, Bk, transpose=transpose)
     return restore(X), info

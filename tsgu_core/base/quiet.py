@@ -30,9 +30,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _compiling() -> bool:
-    import torch  # loaded by then: every caller handles tensors
+    from tsgu_core.base.transforms import compiling  # imports torch, loaded by then: every caller handles tensors
 
-    return bool(torch.compiler.is_compiling())
+    return compiling()
 
 
 @contextlib.contextmanager

@@ -5,6 +5,11 @@
 sparse tensor cannot follow, and ``vmap`` forbids reading a tensor's data in
 Python. Under any of them tsgu takes the route of :mod:`tsgu_core.engine.traced`:
 one opaque operator on dense index tensors.
+
+Every answer here is about the *calling thread*. ``torch.compiler.is_compiling()``
+is a process-wide flag, true in every thread while any one thread compiles;
+:func:`compiling` asks what is true for the caller (see there), so a solve in
+one thread is not mistaken for a traced one while another thread compiles.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Any, TypeVar
 
 import torch
 
-__all__ = ["is_wrapped", "outside_graphs", "transformed"]
+__all__ = ["compiling", "is_wrapped", "outside_graphs", "transformed"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -30,9 +35,38 @@ def is_wrapped(tensor: torch.Tensor) -> bool:
     return torch.autograd.forward_ad.unpack_dual(tensor).tangent is not None
 
 
+_TRACING_MODES = (
+    torch._C._TorchDispatchModeKey.FAKE,
+    torch._C._TorchDispatchModeKey.PROXY,
+    torch._C._TorchDispatchModeKey.FUNCTIONAL,
+)
+
+
+def compiling() -> bool:
+    """Whether ``torch.compile`` (or ``torch.export``) is tracing the calling thread's code now.
+
+    * While Dynamo traces, ``torch.compiler.is_dynamo_compiling()`` reads as true (Dynamo folds it to a
+      constant); run eagerly it is false.
+    * Otherwise a graph is being traced in this thread only inside a compile session
+      (``torch.compiler.is_compiling()``, process-wide) *and* with this thread's own evidence: a
+      tracing context (``torch._guards.TracingContext``, thread-local) or one of the tracing
+      dispatch modes — fake tensors, proxies, functionalization — active on this thread (torch keeps
+      the mode stack per thread). AOTAutograd's and ``make_fx``'s traces leave both.
+
+    A thread that merely runs eagerly while another thread compiles gets ``False``.
+    """
+    if torch.compiler.is_dynamo_compiling():
+        return True
+    if not torch.compiler.is_compiling():  # nothing compiles in this process: the cheap common answer
+        return False
+    if torch._guards.TracingContext.try_get() is not None:
+        return True
+    return any(torch._C._get_dispatch_mode(key) is not None for key in _TRACING_MODES)
+
+
 def transformed(*tensors: torch.Tensor) -> bool:
-    """Whether ``torch.compile`` is tracing, or any of ``tensors`` is seen through a transform."""
-    return torch.compiler.is_compiling() or any(is_wrapped(t) for t in tensors if isinstance(t, torch.Tensor))
+    """Whether ``torch.compile`` is tracing this thread, or any of ``tensors`` is seen through a transform."""
+    return compiling() or any(is_wrapped(t) for t in tensors if isinstance(t, torch.Tensor))
 
 
 def outside_graphs(function: F) -> F:

@@ -1,5 +1,10 @@
 """The convergence and failure policy, applied to every solve in one place.
 
+Two steps: :func:`measure` computes what the answer is (true residuals and
+norms, nothing decided), and the judges — :func:`direct_verdict` and the
+iterative test — decide what it means, then the policy (:func:`assess`)
+returns the :class:`SolveInfo`, warns or raises.
+
 After every solve — forward and the backward's transpose solve alike — the
 core computes the true residual ``R = B − op(A) X`` itself (it does not trust
 a backend's estimate) and judges each column ``j``:
@@ -30,16 +35,17 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from tsgu_core.errors import ConvergenceError, ConvergenceWarning, SingularMatrixError
 from tsgu_core.plugins.info import SolveInfo
-from tsgu_core.plugins.norms import scaled_norm
-from tsgu_core.sparse.pattern import SparsePattern, UnitDiagonalPattern
 from tsgu_core.plugins.protocol import BackendReport, MethodSpec, SolveOptions
+from tsgu_core.sparse.pattern import SparsePattern
 
-__all__ = ["C_BACKWARD", "assess", "direct_verdict"]
+__all__ = ["C_BACKWARD", "Measured", "assess", "direct_verdict", "measure"]
 
 C_BACKWARD = 1000.0
 """A direct solve's normwise backward error may be at most ``C_BACKWARD·ε`` (ε of its dtype).
@@ -95,21 +101,6 @@ def _caller_stacklevel() -> int:
     return level
 
 
-def _column_norms(pattern: SparsePattern, X: torch.Tensor) -> torch.Tensor:
-    """Scale-safe column norms; a pattern that reduces over processes keeps its own reduction."""
-    if type(pattern).column_norms is SparsePattern.column_norms:
-        return scaled_norm(X, dim=-2)
-    return pattern.column_norms(X)
-
-
-def _matrix_norm(pattern: SparsePattern, values: torch.Tensor) -> torch.Tensor:
-    """``‖A‖_F`` per batch member (shape ``(...)``), scale-safe; includes an implicit unit diagonal."""
-    norm = _column_norms(pattern, values.unsqueeze(-1)).squeeze(-1)
-    if isinstance(pattern, UnitDiagonalPattern):
-        norm = torch.hypot(norm, torch.tensor(float(pattern.n), dtype=norm.dtype, device=norm.device).sqrt())
-    return norm
-
-
 def direct_verdict(
     r_norm: torch.Tensor, b_norm: torch.Tensor, x_norm: torch.Tensor, a_norm: torch.Tensor, dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,6 +131,120 @@ def direct_verdict(
     return eta, ok
 
 
+@dataclass(frozen=True)
+class Measured:
+    """What one solve's answer is, measured by the core: per column ``j`` (flattened over a batch).
+
+    Attributes
+    ----------
+    r_norm, b_norm, x_norm : Tensor
+        ``‖R_j‖``, ``‖B_j‖``, ``‖X_j‖`` with ``R = B − op(A) X``, shape ``(..., k)``, scale-safe.
+    relative : Tensor
+        ``‖R_j‖ / ‖B_j‖`` (``‖R_j‖`` where ``B_j = 0``), flattened.
+    residuals : tuple of float
+        ``relative`` as numbers, for :class:`SolveInfo`.
+    finite : bool
+        Whether ``X`` and its norms are finite.
+    batch : int or None
+        The batch size, or ``None``.
+    columns : int
+        ``k``.
+    """
+
+    r_norm: torch.Tensor
+    b_norm: torch.Tensor
+    x_norm: torch.Tensor
+    relative: torch.Tensor
+    residuals: tuple[float, ...]
+    finite: bool
+    batch: int | None
+    columns: int
+
+    def label(self, j: int) -> str:
+        """Column ``j`` (flattened) in words."""
+        return f"member {j // self.columns} column {j % self.columns}" if self.batch is not None else f"column {j}"
+
+
+def measure(
+    pattern: SparsePattern, values: torch.Tensor, B: torch.Tensor, X: torch.Tensor, transpose: bool
+) -> Measured:
+    """The true residual ``R = B − op(A) X`` and the norms of ``R``, ``B`` and ``X`` per column (the pattern's)."""
+    with torch.no_grad():
+        residual = B - pattern.matmul(values, X, transpose=transpose)
+        r_norm = pattern.column_norms(residual)  # (..., k)
+        b_norm = pattern.column_norms(B)
+        x_norm = pattern.column_norms(X)
+        relative = torch.where(b_norm > 0, r_norm / torch.where(b_norm > 0, b_norm, 1), r_norm).reshape(-1)
+        finite = bool(torch.isfinite(X).all()) and bool(torch.isfinite(x_norm).all())
+        residuals = tuple(float(r) for r in relative.cpu())
+    return Measured(
+        r_norm, b_norm, x_norm, relative, residuals, finite, B.shape[0] if B.dim() == 3 else None, B.shape[-1]
+    )
+
+
+def _failed_columns(ok: torch.Tensor) -> list[int]:
+    return [int(j) for j in torch.nonzero(~ok.reshape(-1)).flatten().cpu()]
+
+
+def _shown(parts: list[str]) -> str:
+    """The first five failed columns, and how many more."""
+    more = f" (and {len(parts) - 5} more)" if len(parts) > 5 else ""
+    return ", ".join(parts[:5]) + more
+
+
+def _judge_direct(
+    measured: Measured, a_norm: torch.Tensor, dtype: torch.dtype, which: str, backend: str, spec: MethodSpec
+) -> tuple[list[int], str]:
+    """The columns a direct solve got wrong (:func:`direct_verdict`), and the message that says so."""
+    if not measured.finite:
+        raise SingularMatrixError(
+            f"backend {backend!r}, method {spec.name!r}: the {which} produced non-finite values, "
+            "so A is singular (or numerically so); check A for empty rows/columns or dependent rows"
+        )
+    with torch.no_grad():
+        eta, ok = direct_verdict(
+            measured.r_norm, measured.b_norm, measured.x_norm, a_norm.unsqueeze(-1).expand_as(measured.r_norm), dtype
+        )
+        eta, failed = eta.reshape(-1), _failed_columns(ok)
+    eps = torch.finfo(dtype).eps
+    shown = _shown(
+        [
+            f"{measured.label(j)}: backward error {float(eta[j]) / eps:.3g}ε, "
+            f"relative residual {measured.residuals[j]:.3g}"
+            for j in failed
+        ]
+    )
+    message = (
+        f"backend {backend!r}, method {spec.name!r}: the {which} is not accurate: {shown} "
+        f"(limits {C_BACKWARD:g}ε and {eps**0.5:.3g}). A is singular to working precision or too "
+        "ill-conditioned for this method and dtype. Remedy: check A for dependent rows/columns; use float64; "
+        "rescale rows/columns of A; pass on_failure='warn' or 'ignore' to get the inaccurate result anyway"
+    )
+    return failed, message
+
+
+def _judge_iterative(measured: Measured, options: SolveOptions) -> tuple[list[int], tuple[float, ...]]:
+    """The columns an iterative solve left above ``max(rtol·‖b‖, atol)``, and each column's threshold."""
+    with torch.no_grad():
+        # ‖r‖ ≤ max(rtol·‖b‖, atol), compared as ratios: rtol·‖b‖ may underflow where ‖r‖/‖b‖ does not
+        r_flat, b_flat = measured.r_norm.reshape(-1), measured.b_norm.reshape(-1)
+        ok = ((measured.relative <= options.rtol) & (b_flat > 0)) | (r_flat <= options.atol)
+        failed = _failed_columns(ok & torch.isfinite(r_flat))
+        floor = torch.clamp(options.atol / torch.where(b_flat > 0, b_flat, 1), min=options.rtol)
+        thresholds = tuple(float(t) for t in torch.where(b_flat > 0, floor, options.atol).cpu())
+    return failed, thresholds
+
+
+def _apply_policy(info: SolveInfo, on_failure: str, message: str, error: Exception) -> SolveInfo:
+    """``info`` when the solve passed or failures are ignored; else warn (``"warn"``) or raise ``error``."""
+    if info.converged or on_failure == "ignore":
+        return info
+    if on_failure == "warn":
+        warnings.warn(message, ConvergenceWarning, stacklevel=_caller_stacklevel())
+        return info
+    raise error
+
+
 def assess(
     *,
     pattern: SparsePattern,
@@ -159,106 +264,48 @@ def assess(
     Returns the :class:`SolveInfo` of the solve, or raises as described in the
     module docstring.
     """
-    with torch.no_grad():
-        residual = B - pattern.matmul(values, X, transpose=transpose)
-        r_norm = _column_norms(pattern, residual)  # (..., k)
-        b_norm = _column_norms(pattern, B)
-        x_norm = _column_norms(pattern, X)
-        relative = torch.where(b_norm > 0, r_norm / torch.where(b_norm > 0, b_norm, 1), r_norm).reshape(-1)
-        finite = bool(torch.isfinite(X).all()) and bool(torch.isfinite(x_norm).all())
-        residuals = tuple(float(r) for r in relative.cpu())
+    measured = measure(pattern, values, B, X, transpose)
     which = "transpose solve (backward pass)" if transpose else "solve"
-    batch = B.shape[0] if B.dim() == 3 else None
-    columns = B.shape[-1]
-
-    def label(j: int) -> str:
-        return f"member {j // columns} column {j % columns}" if batch is not None else f"column {j}"
-
-    if spec.kind == "direct":
-        if not finite:
-            raise SingularMatrixError(
-                f"backend {backend!r}, method {spec.name!r}: the {which} produced non-finite values, "
-                "so A is singular (or numerically so); check A for empty rows/columns or dependent rows"
-            )
-        with torch.no_grad():
-            a_norm = _matrix_norm(pattern, values).unsqueeze(-1).expand_as(r_norm)
-            eta, ok = direct_verdict(r_norm, b_norm, x_norm, a_norm, X.dtype)
-            eta, failed = eta.reshape(-1), [int(j) for j in torch.nonzero(~ok.reshape(-1)).flatten().cpu()]
-        info = SolveInfo(
-            backend=backend,
-            method=spec.name,
-            kind="direct",
-            transpose=transpose,
-            iterations=None,
-            residuals=residuals,
-            thresholds=None,
-            converged=not failed,
-            wall_time=wall_time,
-            message=report.message,
-            batch=batch,
-        )
-        if not failed or on_failure == "ignore":
-            return info
-        eps = torch.finfo(X.dtype).eps
-        shown = ", ".join(
-            f"{label(j)}: backward error {float(eta[j]) / eps:.3g}ε, relative residual {residuals[j]:.3g}"
-            for j in failed[:5]
-        )
-        more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
-        message = (
-            f"backend {backend!r}, method {spec.name!r}: the {which} is not accurate: {shown}{more} "
-            f"(limits {C_BACKWARD:g}ε and {eps**0.5:.3g}). A is singular to working precision or too "
-            "ill-conditioned for this method and dtype. Remedy: check A for dependent rows/columns; use float64; "
-            "rescale rows/columns of A; pass on_failure='warn' or 'ignore' to get the inaccurate result anyway"
-        )
-        if on_failure == "warn":
-            warnings.warn(message, ConvergenceWarning, stacklevel=_caller_stacklevel())
-            return info
-        raise SingularMatrixError(message)
-
-    with torch.no_grad():
-        # ‖r‖ ≤ max(rtol·‖b‖, atol), compared as ratios: rtol·‖b‖ may underflow where ‖r‖/‖b‖ does not
-        r_flat, b_flat = r_norm.reshape(-1), b_norm.reshape(-1)
-        ok = ((relative <= options.rtol) & (b_flat > 0)) | (r_flat <= options.atol)
-        ok = ok & torch.isfinite(r_flat)
-        failed = [int(j) for j in torch.nonzero(~ok).flatten().cpu()]
-        floor = torch.clamp(options.atol / torch.where(b_flat > 0, b_flat, 1), min=options.rtol)
-        thresholds = tuple(float(t) for t in torch.where(b_flat > 0, floor, options.atol).cpu())
-    info = SolveInfo(
+    common: dict[str, Any] = dict(
         backend=backend,
         method=spec.name,
-        kind="iterative",
         transpose=transpose,
-        iterations=report.iterations,
-        residuals=residuals,
-        thresholds=thresholds,
-        converged=not failed and finite,
+        residuals=measured.residuals,
         wall_time=wall_time,
         message=report.message,
-        batch=batch,
-        history=report.history,
+        batch=measured.batch,
     )
-    if info.converged or on_failure == "ignore":
-        return info
-    shown = ", ".join(f"{label(j)}: {residuals[j]:.3g} > {thresholds[j]:.3g}" for j in failed[:5])
-    more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
+    if spec.kind == "direct":
+        with torch.no_grad():
+            a_norm = pattern.matrix_norm(values)
+        failed, message = _judge_direct(measured, a_norm, X.dtype, which, backend, spec)
+        info = SolveInfo(kind="direct", iterations=None, thresholds=None, converged=not failed, **common)
+        return _apply_policy(info, on_failure, message, SingularMatrixError(message))
+    failed, thresholds = _judge_iterative(measured, options)
+    info = SolveInfo(
+        kind="iterative",
+        iterations=report.iterations,
+        thresholds=thresholds,
+        converged=not failed and measured.finite,
+        history=report.history,
+        **common,
+    )
+    shown = _shown([f"{measured.label(j)}: {measured.residuals[j]:.3g} > {thresholds[j]:.3g}" for j in failed])
     message = (
         f"backend {backend!r}, method {spec.name!r}: the {which} did not converge"
         f"{f' after {report.iterations} iteration(s)' if report.iterations is not None else ''}; "
-        f"true relative residual {shown}{more}"
+        f"true relative residual {shown}"
         f"{'; backend says: ' + report.message if report.message else ''}. "
         f"Remedy: {_remedy(spec, options, X.dtype, report.iterations, on_failure)}"
     )
-    if on_failure == "warn":
-        warnings.warn(message, ConvergenceWarning, stacklevel=_caller_stacklevel())
-        return info
-    raise ConvergenceError(
+    error = ConvergenceError(
         message,
         backend=backend,
         method=spec.name,
         transpose=transpose,
         iterations=report.iterations,
-        residuals=residuals,
+        residuals=measured.residuals,
         thresholds=thresholds,
         failed_columns=failed,
     )
+    return _apply_policy(info, on_failure, message, error)

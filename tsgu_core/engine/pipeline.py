@@ -4,9 +4,12 @@
 and ``solve_distributed`` differ only in what they validate and how they
 shape the problem. Everything after that is here, once:
 
-1. :func:`plan` — choose the backend and method (:func:`tsgu_core.plugins.select.select`)
-   and check and complete the options (:func:`tsgu_core.plugins.options.resolve_options`);
-2. :func:`matrix_values` — ``A``'s values as the tensor the gradient flows to;
+1. :func:`plan` — for the caller's :class:`~tsgu_core.engine.request.SolveRequest`, choose the backend
+   and method (:func:`tsgu_core.plugins.select.select`) and check and complete the options
+   (:func:`tsgu_core.plugins.options.resolve_options`);
+2. :func:`matrix_values` — ``A``'s values as the tensor the gradient flows to (:func:`pattern_matrix` for
+   ``solve_values``, whose values come apart from ``A``; :func:`split_by_pattern` for a batch of several
+   patterns);
 3. :func:`execute` — right-hand sides as columns, the empty case, ``x0``,
    preparing the backend and the differentiable solve, and the
    :class:`~tsgu_core.plugins.info.SolveInfo`.
@@ -22,17 +25,29 @@ from typing import Any
 import torch
 
 from tsgu_core.engine.autograd import SparseSolveFunction, SparseValues
-from tsgu_core.sparse.batch import as_shared_pattern_csr
+from tsgu_core.engine.prepared import PreparedSolve
+from tsgu_core.engine.request import SolveRequest
+from tsgu_core.errors import DeviceMismatchError, DtypeMismatchError, InvalidArgumentError, LayoutError, ShapeError
 from tsgu_core.plugins.info import SolveInfo
 from tsgu_core.plugins.options import check_on_failure, resolve_options
-from tsgu_core.sparse.pattern import SparsePattern
-from tsgu_core.engine.prepared import PreparedSolve
 from tsgu_core.plugins.protocol import MethodSpec, SolveOptions, SolverBackend
 from tsgu_core.plugins.select import Selection, select
+from tsgu_core.sparse.batch import MemberGroup, as_shared_pattern_csr, group_by_pattern
+from tsgu_core.sparse.pattern import SparsePattern
 from tsgu_core.sparse.structure import check_assume, check_structure
-from tsgu_core.sparse.validate import check_finite, check_matrix, check_x0
+from tsgu_core.sparse.validate import SOLVE_DTYPES, check_finite, check_matrix, check_values, check_x0
 
-__all__ = ["Plan", "as_columns", "execute", "matrix_values", "plan"]
+__all__ = [
+    "Plan",
+    "as_columns",
+    "check_pattern_source",
+    "check_pattern_values",
+    "execute",
+    "matrix_values",
+    "pattern_matrix",
+    "plan",
+    "split_by_pattern",
+]
 
 
 @dataclass(frozen=True)
@@ -66,33 +81,32 @@ class Plan:
 
 
 def plan(
-    backend: str | SolverBackend[Any] | None,
-    method: str | None,
+    request: SolveRequest,
     A: torch.Tensor,
-    options: Mapping[str, Any],
     *,
     n: int | None = None,
-    on_failure: str = "raise",
     operation: str = "solve",
     capability: str | None = None,
     supplied: Mapping[str, Any] | None = None,
-    assume: str = "general",
 ) -> Plan:
-    """Choose backend and method for ``A`` (its device), and check and complete the options.
+    """Choose backend and method for ``request`` and ``A`` (its device), and check and complete the options.
 
-    ``n`` is the size of the system actually solved (default ``A``'s column
-    count), which sets the default ``maxiter``. ``capability="distributed"``
-    restricts the choice to backends that implement
+    ``request`` is what the caller asked (its ``assume`` and ``on_failure`` are
+    checked here). ``n`` is the size of the system actually solved (default
+    ``A``'s column count), which sets the default ``maxiter``.
+    ``capability="distributed"`` restricts the choice to backends that implement
     :class:`~tsgu_core.plugins.protocol.DistributedBackend`. ``x0`` is only
     type-checked here; the solve checks it against ``B``.
     """
-    check_on_failure(on_failure)
-    check_assume(assume)
-    selection = select(backend, A.device.type, method, operation, capability=capability, assume=assume, dtype=A.dtype)
+    check_on_failure(request.on_failure)
+    assume = check_assume(request.assume)
+    selection = select(
+        request.backend, A.device.type, request.method, operation, capability=capability, assume=assume, dtype=A.dtype
+    )
     spec = selection.entry.backend.methods[selection.method]
     size = A.shape[-1] if n is None else n
-    solve_options = resolve_options(spec, selection.backend, options, size, A.dtype, supplied=supplied)
-    return Plan(selection, dataclasses.replace(solve_options, assume=assume), on_failure, operation)
+    solve_options = resolve_options(spec, selection.backend, request.options, size, A.dtype, supplied=supplied)
+    return Plan(selection, dataclasses.replace(solve_options, assume=assume), request.on_failure, operation)
 
 
 def matrix_values(
@@ -115,6 +129,106 @@ def matrix_values(
         values = values.reshape(detached.values().shape)
     check_finite(A=values.detach())
     return detached, values
+
+
+def check_pattern_source(A: Any) -> None:
+    """``solve_values``' ``A``: a :class:`SparsePattern`, or a sparse tensor whose values are not used.
+
+    A tensor must be a checked COO/CSR matrix or ``(b, n, n)`` batch that does not require grad (its values
+    are ignored) and, for COO, is coalesced (the values follow its order). Checked once per call, at the front
+    door; only the tensor's metadata and indices are read.
+    """
+    if isinstance(A, SparsePattern):
+        return
+    check_matrix(A, allow_batch=True)
+    if A.requires_grad:
+        raise InvalidArgumentError(
+            "A must not require grad in solve_values: its values are not used; detach it (or pass SparsePattern.of(A))"
+        )
+    if A.layout == torch.sparse_coo and not A.is_coalesced():
+        raise InvalidArgumentError("solve_values needs a coalesced COO A (values follow its order): use A.coalesce()")
+
+
+def check_pattern_values(pattern: SparsePattern, values: Any) -> None:
+    """``values`` for ``pattern``: dense ``(nnz,)`` or ``(b, nnz)``, a solvable dtype, the pattern's device.
+
+    Reads no data (a tracer can run it). The one check of a values shape against a pattern: a wrong shape is a
+    :class:`~tsgu_core.errors.ShapeError` on every path.
+    """
+    if not isinstance(values, torch.Tensor) or values.layout != torch.strided:
+        raise LayoutError(f"values must be a dense torch tensor, got {type(values).__name__}")
+    if values.dim() not in (1, 2) or values.shape[-1] != pattern.nnz:
+        raise ShapeError(
+            f"values must have shape ({pattern.nnz},) — or (b, {pattern.nnz}) for a batch — to match the pattern, "
+            f"got {tuple(values.shape)}"
+        )
+    if values.dtype not in SOLVE_DTYPES:
+        raise DtypeMismatchError(
+            f"values have dtype {values.dtype}; tsgu solves in float32, float64, complex64 or complex128: convert "
+            "with values.to(torch.float64) (or torch.complex128)"
+        )
+    if values.device != pattern.col.device:
+        raise DeviceMismatchError(
+            f"values are on {values.device} but the pattern's indices on {pattern.col.device}; move one with .to(...)"
+        )
+
+
+def pattern_matrix(A: torch.Tensor | SparsePattern, values: torch.Tensor) -> torch.Tensor:
+    """A detached sparse matrix with ``A``'s pattern (checked by :func:`check_pattern_source`) and ``values``."""
+    if isinstance(A, SparsePattern):
+        check_pattern_values(A, values)
+        if values.dim() == 2:
+            crow, col = A.csr_indices()
+            batch = values.shape[0]
+            matrix = torch.sparse_csr_tensor(
+                crow.expand(batch, -1), col.expand(batch, -1), values.detach(), (batch, A.rows, A.n),
+                check_invariants=False,
+            )  # fmt: skip
+        else:
+            matrix = A.to_csr(values.detach())
+        check_matrix(matrix, "values", allow_batch=True)
+        return matrix
+    if A.dim() == 3:
+        shared = as_shared_pattern_csr(A)
+        check_values(values, shared)
+        return torch.sparse_csr_tensor(
+            shared.crow_indices(), shared.col_indices(), values.detach(), A.shape, check_invariants=False
+        )
+    check_values(values, A)
+    if A.layout == torch.sparse_coo:
+        return torch.sparse_coo_tensor(
+            A._indices(), values.detach(), A.shape, is_coalesced=True, check_invariants=False
+        )
+    return torch.sparse_csr_tensor(A.crow_indices(), A.col_indices(), values.detach(), A.shape, check_invariants=False)
+
+
+def split_by_pattern(A: Any, values: torch.Tensor | None = None) -> tuple[list[MemberGroup], torch.Tensor] | None:
+    """A batch whose members have different patterns: its groups and its flat values; ``None`` otherwise.
+
+    ``None`` for anything but a ``(b, n, n)`` COO/CSR tensor with at least two
+    patterns — the caller's ordinary path then handles (and checks) it. For
+    :func:`tsgu_core.solve` (``values=None``) the values are ``A``'s own,
+    connected for autograd; for :func:`tsgu_core.solve_values` (``A`` checked
+    by :func:`check_pattern_source`) they are checked against ``A``'s stored
+    entries (``(total nnz,)`` or, for equal counts, ``(b, nnz)`` for COO;
+    ``(b, nnz)`` for CSR).
+    """
+    if not isinstance(A, torch.Tensor) or A.dim() != 3 or A.layout not in (torch.sparse_coo, torch.sparse_csr):
+        return None
+    check_matrix(A, allow_batch=True)
+    if values is None and A.layout == torch.sparse_coo and not A.is_coalesced():
+        A = A.coalesce()  # differentiable; duplicates are summed, as in A's meaning
+    groups = group_by_pattern(A)
+    if len(groups) == 1:
+        return None
+    if values is None:
+        values = SparseValues.apply(A) if A.requires_grad else A.detach().values()
+    else:
+        if A.layout == torch.sparse_coo and isinstance(values, torch.Tensor) and values.dim() == 2:
+            values = values.reshape(-1)  # (b, nnz) with equal counts: the same order
+        check_values(values, A)
+    check_finite(A=values.detach())
+    return groups, values.reshape(-1)
 
 
 def as_columns(B: torch.Tensor, matrix_dims: int) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:

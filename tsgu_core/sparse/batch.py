@@ -20,14 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
-from tsgu_core.errors import InvalidArgumentError, LayoutError, ShapeError
+from tsgu_core.errors import LayoutError, ShapeError
 from tsgu_core.plugins.info import SolveInfo
 
-__all__ = ["MemberGroup", "as_shared_pattern_csr", "group_by_pattern", "run_by_groups", "split_by_pattern"]
+__all__ = ["MemberGroup", "as_shared_pattern_csr", "group_by_pattern", "run_by_groups"]
 
 
 @dataclass(frozen=True)
@@ -292,39 +291,3 @@ class _GroupedInfo(SolveInfo):
     @backward.setter
     def backward(self, value: SolveInfo | None) -> None:
         """Set by the dataclass ``__init__`` only; the groups' own records are the source."""
-
-
-def split_by_pattern(A: Any, values: torch.Tensor | None = None) -> tuple[list[MemberGroup], torch.Tensor] | None:
-    """A batch whose members have different patterns: its groups and its flat values; ``None`` otherwise.
-
-    ``None`` for anything but a ``(b, n, n)`` COO/CSR tensor with at least two
-    patterns — the caller's ordinary path then handles (and checks) it. For
-    :func:`tsgu_core.solve` (``values=None``) the values are ``A``'s own,
-    connected for autograd; for :func:`tsgu_core.solve_values` they are
-    checked against ``A``'s stored entries (``(total nnz,)`` or, for equal
-    counts, ``(b, nnz)`` for COO; ``(b, nnz)`` for CSR).
-    """
-    from tsgu_core.engine.autograd import SparseValues
-    from tsgu_core.sparse.validate import check_finite, check_matrix, check_values
-
-    if not isinstance(A, torch.Tensor) or A.dim() != 3 or A.layout not in (torch.sparse_coo, torch.sparse_csr):
-        return None
-    check_matrix(A, allow_batch=True)
-    if values is not None:
-        if A.requires_grad:
-            raise InvalidArgumentError("A must not require grad in solve_values: its values are not used; detach it")
-        if A.layout == torch.sparse_coo and not A.is_coalesced():
-            raise InvalidArgumentError("solve_values needs a coalesced COO A (values follow its order): coalesce it")
-    elif A.layout == torch.sparse_coo and not A.is_coalesced():
-        A = A.coalesce()  # differentiable; duplicates are summed, as in A's meaning
-    groups = group_by_pattern(A)
-    if len(groups) == 1:
-        return None
-    if values is None:
-        values = SparseValues.apply(A) if A.requires_grad else A.detach().values()
-    else:
-        if A.layout == torch.sparse_coo and isinstance(values, torch.Tensor) and values.dim() == 2:
-            values = values.reshape(-1)  # (b, nnz) with equal counts: the same order
-        check_values(values, A)
-    check_finite(A=values.detach())
-    return groups, values.reshape(-1)

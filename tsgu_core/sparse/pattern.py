@@ -13,6 +13,16 @@ for ``A @ X`` and ``torch.sparse.sampled_addmm`` for the gradient — used when
 no graph is being recorded. Measured on the CPU (n = 1e5, nnz = 5e5, k = 8,
 one thread): 1.8 ms against 25 ms for the product, 12 ms against 45 ms for
 the gradient.
+
+What differs between kinds of pattern is said by overriding methods, one
+mechanism for all: the products (:meth:`SparsePattern.matmul`,
+:meth:`~SparsePattern.outer_at_entries`), the norms the convergence policy takes
+(:meth:`~SparsePattern.column_norms`, :meth:`~SparsePattern.matrix_norm`) and
+the structure checks behind ``assume=`` (:meth:`~SparsePattern.asymmetry`,
+:meth:`~SparsePattern.first_bad_diagonal`). :class:`UnitDiagonalPattern` adds
+an implicit unit diagonal; a distributed pattern
+(:class:`tsgu_core.api.distributed.DistributedPattern`) exchanges ghost rows and
+reduces over processes.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ from functools import cached_property
 import torch
 
 from tsgu_core.base.transforms import transformed
+from tsgu_core.plugins.norms import scaled_norm
 
 __all__ = ["SparsePattern", "UnitDiagonalPattern"]
 
@@ -183,6 +194,10 @@ class SparsePattern:
 
         Leading dimensions are a batch of matrices sharing this pattern.
         """
+        return self._stored_matmul(values, X, transpose)
+
+    def _stored_matmul(self, values: torch.Tensor, X: torch.Tensor, transpose: bool) -> torch.Tensor:
+        """The product over the stored entries only (what a subclass's :meth:`matmul` adds its terms to)."""
         if self._fast(X, values=values):
             if transpose:
                 crow, col, order = self._transposed
@@ -194,10 +209,7 @@ class SparsePattern:
             # one CSR product per member: measured (CPU, one thread, 32 members of n = 1e4, 5e4 entries each)
             # 1.7 ms against 28 ms for the gathers and index_add below
             return torch.stack(
-                [  # SparsePattern's own product: a subclass adds its extra terms once, to the stacked result
-                    SparsePattern.matmul(self, member, rhs, transpose=transpose)
-                    for member, rhs in zip(values, X, strict=True)
-                ]
+                [self._stored_matmul(member, rhs, transpose) for member, rhs in zip(values, X, strict=True)]
             )
         source, target = (self.row, self.col) if transpose else (self.col, self.row)
         dim = X.dim() - 2
@@ -205,13 +217,70 @@ class SparsePattern:
         return torch.zeros_like(X).index_add(dim, target, products)
 
     def column_norms(self, X: torch.Tensor) -> torch.Tensor:
-        """The 2-norm of every column of ``X`` ``(..., n, k)``, shape ``(..., k)``.
+        """The 2-norm of every column of ``X`` ``(..., n, k)``, shape ``(..., k)``, scale-safe.
 
+        Free of underflow and overflow (:func:`~tsgu_core.plugins.norms.scaled_norm`).
         A distributed pattern (rows spread over processes) reduces over every
         process here; this one has all rows locally.
         """
-        norms: torch.Tensor = torch.linalg.vector_norm(X, dim=-2)
-        return norms
+        return scaled_norm(X, dim=-2)
+
+    def matrix_norm(self, values: torch.Tensor) -> torch.Tensor:
+        """``‖A‖_F`` for ``values`` ``(..., nnz)``, shape ``(...)``, scale-safe (implicit entries included)."""
+        return self.column_norms(values.unsqueeze(-1)).squeeze(-1)
+
+    def asymmetry(self, values: torch.Tensor, *, conjugate: bool = False) -> float:
+        """``max |a_ij − a_ji| / max |a_ij|`` (0 for a zero matrix); ``values`` ``(..., nnz)``, batches included.
+
+        With ``conjugate``, ``max |a_ij − conj(a_ji)| / max |a_ij|``: how far ``A`` is from Hermitian.
+        Cost: for a structurally symmetric pattern in CSR order one sort of the column indices
+        (:meth:`mirror_order`, cached and reused by the backward's transposed products); otherwise the
+        entries are paired by key with ``torch.unique``.
+        """
+        if values.numel() == 0:
+            return 0.0
+        mirrored = values.conj() if conjugate and values.is_complex() else values
+        mirror = self.mirror_order()
+        if mirror is not None:  # a_ji is values[mirror] at each stored (i, j)
+            difference = values - mirrored[..., mirror]
+        else:  # pair the entries by key: (i, j) gathers +a_ij and −a_ji
+            n = self.n
+            key = torch.cat([self.row * n + self.col, self.col * n + self.row])
+            unique, inverse = torch.unique(key, return_inverse=True)
+            signed = torch.cat([values, -mirrored], dim=-1)
+            difference = values.new_zeros(*values.shape[:-1], unique.numel()).index_add(-1, inverse, signed)
+        scale = values.abs().max()
+        return float(difference.abs().max() / scale) if bool(scale > 0) else 0.0
+
+    def mirror_order(self) -> torch.Tensor | None:
+        """For a structurally symmetric square pattern in CSR order, ``order`` with ``a_ji = values[order]``.
+
+        ``None`` for any other pattern. Aᵀ's pattern in CSR order equals A's exactly when the pattern is
+        symmetric, and then Aᵀ's values, ``values[order]``, sit at A's positions. Measured on the CPU at
+        n = 1e5, nnz = 5e5: ~5 ms against ~50 ms for pairing by key with ``torch.unique``.
+        """
+        if self.crow is None or self.rows != self.n:
+            return None
+        transposed, order = self.transposed()
+        crow = transposed.crow
+        if crow is not None and torch.equal(crow, self.crow) and torch.equal(transposed.col, self.col):
+            return order
+        return None
+
+    def first_bad_diagonal(self, values: torch.Tensor) -> tuple[int, bool] | None:
+        """The first row whose diagonal entry is unstored or not positive, and whether it is stored; else None.
+
+        ``values`` ``(..., nnz)`` of a Hermitian ``A`` (a real diagonal); a batch fails at a row where any
+        member fails.
+        """
+        diagonal = self.diagonal(values).real
+        stored = torch.zeros(self.n, dtype=torch.bool, device=self.row.device)
+        stored[self.row[self.row == self.col]] = True
+        bad = (~stored) | (diagonal <= 0).reshape(-1, self.n).any(0)
+        if not bool(bad.any()):
+            return None
+        row = int(bad.nonzero()[0])
+        return row, bool(stored[row])
 
     def outer_at_entries(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
         """``(left @ rightᵀ)`` at the stored entries: ``Σ_c left[row, c]·right[col, c]``, shape ``(..., nnz)``.
@@ -240,3 +309,7 @@ class UnitDiagonalPattern(SparsePattern):
 
     def matmul(self, values: torch.Tensor, X: torch.Tensor, *, transpose: bool = False) -> torch.Tensor:
         return super().matmul(values, X, transpose=transpose) + X
+
+    def matrix_norm(self, values: torch.Tensor) -> torch.Tensor:
+        stored = super().matrix_norm(values)
+        return torch.hypot(stored, torch.tensor(float(self.n), dtype=stored.dtype, device=stored.device).sqrt())

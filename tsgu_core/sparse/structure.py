@@ -52,43 +52,11 @@ def check_assume(assume: object) -> str:
 def asymmetry(pattern: SparsePattern, values: torch.Tensor, *, conjugate: bool = False) -> float:
     """``max |a_ij − a_ji| / max |a_ij|`` (0 for a zero matrix); ``values`` ``(..., nnz)``, batches included.
 
-    With ``conjugate``, ``max |a_ij − conj(a_ji)| / max |a_ij|``: how far ``A`` is from Hermitian.
+    With ``conjugate``, how far ``A`` is from Hermitian. The pattern measures it
+    (:meth:`SparsePattern.asymmetry <tsgu_core.sparse.pattern.SparsePattern.asymmetry>`):
+    a distributed pattern compares across processes.
     """
-    distributed = getattr(pattern, "asymmetry", None)  # a DistributedPattern compares across processes
-    if distributed is not None:
-        return float(distributed(values))  # real: solve_distributed refuses a complex A before this
-    if values.numel() == 0:
-        return 0.0
-    mirrored = values.conj() if conjugate and values.is_complex() else values
-    mirror = _mirror_order(pattern)
-    if mirror is not None:  # a_ji is values[mirror] at each stored (i, j)
-        difference = values - mirrored[..., mirror]
-    else:  # pair the entries by key: (i, j) gathers +a_ij and −a_ji
-        n = pattern.n
-        key = torch.cat([pattern.row * n + pattern.col, pattern.col * n + pattern.row])
-        unique, inverse = torch.unique(key, return_inverse=True)
-        signed = torch.cat([values, -mirrored], dim=-1)
-        difference = values.new_zeros(*values.shape[:-1], unique.numel()).index_add(-1, inverse, signed)
-    scale = values.abs().max()
-    return float(difference.abs().max() / scale) if bool(scale > 0) else 0.0
-
-
-def _mirror_order(pattern: SparsePattern) -> torch.Tensor | None:
-    """For a structurally symmetric pattern in CSR order, ``order`` with ``a_ji = values[order]`` at each ``(i, j)``.
-
-    ``None`` for any other pattern (the caller then pairs entries by key). Aᵀ's pattern in CSR order
-    equals A's exactly when the pattern is symmetric, and then Aᵀ's values, ``values[order]``, sit at A's
-    positions. Cost: one sort of the column indices, cached by the pattern and reused by the transposed
-    solve of the backward; measured on the CPU at n = 1e5, nnz = 5e5: ~5 ms against ~50 ms for pairing by
-    key with ``torch.unique``.
-    """
-    if pattern.crow is None or pattern.rows != pattern.n or type(pattern) is not SparsePattern:
-        return None
-    transposed, order = pattern.transposed()
-    crow = transposed.crow
-    if crow is not None and torch.equal(crow, pattern.crow) and torch.equal(transposed.col, pattern.col):
-        return order
-    return None
+    return pattern.asymmetry(values, conjugate=conjugate)
 
 
 def check_structure(
@@ -118,7 +86,7 @@ def check_structure(
             "or make A symmetric, e.g. (A + A.T) / 2"
         )
     if needs == "spd":
-        found = _first_bad_diagonal(pattern, values.detach())
+        found = pattern.first_bad_diagonal(values.detach())  # a distributed pattern decides collectively
         if found is not None:
             row, stored = found
             raise StructureError(
@@ -126,19 +94,3 @@ def check_structure(
                 f"{'not stored' if not stored else 'not positive'}; an SPD matrix has a positive "
                 "diagonal. Use assume='symmetric' (MINRES) or a general method"
             )
-
-
-def _first_bad_diagonal(pattern: SparsePattern, values: torch.Tensor) -> tuple[int, bool] | None:
-    """The first row whose diagonal entry is unstored or not positive, and whether it is stored; else None."""
-    distributed = getattr(pattern, "first_bad_diagonal", None)  # a DistributedPattern decides collectively
-    if distributed is not None:
-        found: tuple[int, bool] | None = distributed(values)
-        return found
-    diagonal = pattern.diagonal(values).real  # Hermitian (checked before): a real diagonal
-    stored = torch.zeros(pattern.n, dtype=torch.bool, device=pattern.row.device)
-    stored[pattern.row[pattern.row == pattern.col]] = True
-    bad = (~stored) | (diagonal <= 0).reshape(-1, pattern.n).any(0)
-    if not bool(bad.any()):
-        return None
-    row = int(bad.nonzero()[0])
-    return row, bool(stored[row])
