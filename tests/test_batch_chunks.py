@@ -124,7 +124,7 @@ def test_default_chunk_follows_the_working_set():
         col = (torch.arange(n * nnz_per_row) % n).expand(batch, -1)
         values = torch.ones(batch, n * nnz_per_row, dtype=torch.float64)
         A = torch.sparse_csr_tensor(crow, col, values, (batch, n, n), check_invariants=False)
-        return _members_per_chunk(A, method, SolveOptions(extra={"restart": 20, **extra}))
+        return _members_per_chunk(A, method, SolveOptions(extra={"restart": 20, "batch_chunk": None, **extra}))
 
     # n = 1e4, 5 entries a row (the benchmark's members): BiCGSTAB ≈ 1.4 MB a member, GMRES(20) ≈ 2.1 MB
     assert chunk(10_000, 5, "bicgstab") == 11

@@ -578,20 +578,6 @@ def test_values_are_copied_before_the_lazy_factorization(fake_nvmath):
     torch.testing.assert_close(X, torch.linalg.solve(D, B))
 
 
-@pytest.mark.parametrize("batch", [None, 3])
-def test_transpose_csr_against_dense(batch):
-    D = random_nonsymmetric(11, seed=9)
-    D[D.abs() < 0.3] = 0.0
-    S = D.to_sparse_csr()
-    values = S.values() if batch is None else torch.stack([S.values() * (i + 1) for i in range(batch)])
-    crow, col, t_values = cudss_backend.transpose_csr(S.crow_indices().int(), S.col_indices().int(), values, 11)
-    assert crow.dtype == torch.int32 and col.dtype == torch.int32
-    members = [t_values] if batch is None else list(t_values)
-    for i, member in enumerate(members):
-        dense = torch.sparse_csr_tensor(crow, col, member, (11, 11)).to_dense()
-        torch.testing.assert_close(dense, D.T * (i + 1))
-
-
 @pytest.mark.parametrize(("installed", "ok"), [((0, 8, 0), True), ((0, 7, 1), False)])
 def test_library_status_applies_nvmath_cudss_version_requirement(fake_nvmath, monkeypatch, installed, ok):
     sys.modules["nvmath.bindings.cudss"].get_property = lambda i: installed[i]

@@ -77,8 +77,9 @@ from tsgu_core import (
     SolveOptions,
 )
 from tsgu_core.errors import SolveFailedError
+from tsgu_core.plugins.kit import row_indices, transpose_csr
 
-__all__ = ["INSTALL", "METHODS", "REORDERINGS", "CudssBackend", "CudssState", "matrix_type", "transpose_csr"]
+__all__ = ["INSTALL", "METHODS", "REORDERINGS", "CudssBackend", "CudssState", "matrix_type"]
 
 INSTALL = "pip install 'tsgu[cudss]'  (nvmath-python[cu12] with NVIDIA cuDSS; Linux, CUDA 12)"
 REORDERINGS = ("default", "amd", "colamd", "btf_colamd", "nested_dissection")
@@ -135,29 +136,6 @@ def matrix_type(assume: str, complex: bool) -> str:
     if assume == "hermitian":
         return "HERMITIAN"
     return "GENERAL"
-
-
-def transpose_csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, n: int) -> tuple[torch.Tensor, ...]:
-    """The CSR arrays of ``Aᵀ`` (the plain transpose), computed on ``A``'s device.
-
-    ``crow``/``col`` are one pattern (1-D); ``values`` is ``(nnz,)`` or
-    ``(b, nnz)`` (a batch sharing the pattern). Returns ``(crow, col,
-    values)`` of ``Aᵀ`` with the index dtype of the input.
-
-    >>> import torch
-    >>> D = torch.tensor([[1.0, 2.0], [0.0, 3.0]])
-    >>> S = D.to_sparse_csr()
-    >>> crow, col, values = transpose_csr(S.crow_indices(), S.col_indices(), S.values(), 2)
-    >>> torch.sparse_csr_tensor(crow, col, values, (2, 2)).to_dense()
-    tensor([[1., 0.],
-            [2., 3.]])
-    """
-    rows = torch.repeat_interleave(torch.arange(n, device=crow.device), crow.diff().long())
-    order = torch.argsort(col.long() * n + rows)  # keys are unique: (column, row) of each entry
-    counts = torch.bincount(col.long(), minlength=n)
-    t_crow = torch.zeros(n + 1, dtype=crow.dtype, device=crow.device)
-    t_crow[1:] = torch.cumsum(counts, 0).to(crow.dtype)
-    return t_crow, rows[order].to(col.dtype), values[..., order]
 
 
 @functools.cache
@@ -402,7 +380,8 @@ class CudssBackend:
         batched = matrix.dim() == 3
         crow = matrix.crow_indices()[0] if batched else matrix.crow_indices()
         col = matrix.col_indices()[0] if batched else matrix.col_indices()
-        t_crow, t_col, t_values = transpose_csr(crow, col, matrix.values(), n)
+        t_crow, t_col, order = transpose_csr(row_indices(crow), col, n)
+        t_crow, t_col, t_values = t_crow.to(crow.dtype), t_col.to(col.dtype), matrix.values()[..., order]
         if batched:
             b = matrix.shape[0]
             t_crow, t_col = t_crow.expand(b, -1).contiguous(), t_col.expand(b, -1).contiguous()

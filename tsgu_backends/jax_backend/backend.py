@@ -15,8 +15,6 @@ import torch
 
 from tsgu_backends.jax_backend.convert import from_jax, precision, to_jax
 from tsgu_backends.jax_backend.operator import hybrid_matvec, hybrid_parts
-from tsgu_backends.nudge import nudge
-from tsgu_backends.restarts import Restarts
 from tsgu_core import (
     Availability,
     BackendReport,
@@ -27,16 +25,9 @@ from tsgu_core import (
     SolveOptions,
     SparsePattern,
 )
-from tsgu_core.plugins.norms import scaled_norm
+from tsgu_core.plugins.kit import Restarts, largest_power_of_two, nudge, scaled_norm
 
 __all__ = ["JaxBackend", "SolveCache"]
-
-
-def _power_of_two(x: torch.Tensor) -> torch.Tensor:
-    """The power of two nearest below ``x`` (> 0 and finite; 1 elsewhere): scaling by it is exact."""
-    good = torch.isfinite(x) & (x > 0)
-    _, exponent = torch.frexp(torch.where(good, x, torch.ones_like(x)))
-    return torch.where(good, torch.ldexp(torch.ones_like(x), exponent - 1), torch.ones_like(x))
 
 
 class _ProductCount:
@@ -195,11 +186,13 @@ class _State:
 
     @property
     def restart(self) -> int:
-        return int(self.options.extra.get("restart", 20))
+        """GMRES's cycle length (its declared option); the other methods have no cycles (1: it only keys the cache)."""
+        return int(self.options["restart"]) if self.method == "gmres" else 1
 
     @property
-    def solve_method(self) -> str:
-        return str(self.options.extra.get("solve_method", "batched"))
+    def solve_method(self) -> str | None:
+        """GMRES's variant (its declared option); ``None`` for the other methods."""
+        return str(self.options["solve_method"]) if self.method == "gmres" else None
 
 
 @dataclass
@@ -225,8 +218,8 @@ class _SpSolve:
         data, indices, indptr = self.csr[transpose]
         # scaled as the Krylov solves are: (A/σ) Y = B/s, X = Y·s/σ, powers of two (exact)
         values = self.values
-        sigma = float(_power_of_two(values.abs().amax() if values.numel() else torch.ones(())))
-        scales = _power_of_two(B.abs().amax(dim=0)) if B.shape[0] else torch.ones_like(B[0])
+        sigma = float(largest_power_of_two(values))
+        scales = largest_power_of_two(B, dim=0)
         B = B / scales
         with precision(self.dtype), warnings.catch_warnings():
             data = data / sigma
@@ -339,9 +332,9 @@ class JaxBackend:
             return state.solve(B, transpose), BackendReport()
         options = state.options
         restart = min(state.restart, options.maxiter)  # maxiter counts iterations, even below one cycle
-        sigma = float(_power_of_two(state.values.detach().abs().amax()))
+        sigma = float(largest_power_of_two(state.values.detach()))
         a_norm = float(scaled_norm(state.values.detach() / sigma, dim=0))  # ‖A/σ‖_F, for the nudge
-        column_scales = _power_of_two(B.abs().amax(dim=0)) if B.shape[0] else torch.ones_like(B[0])  # s, (k,)
+        column_scales = largest_power_of_two(B, dim=0)  # s, (k,)
         k = B.shape[1]
         with precision(state.dtype):
             import jax.numpy as jnp
@@ -445,7 +438,7 @@ class JaxBackend:
 
     @staticmethod
     def _nudge(X: Any, b_norms: Any, a_norm: float, seed: int) -> Any:
-        """``X`` (one row per column of ``B``) plus :func:`tsgu_backends.nudge.nudge` per row, in scaled units."""
+        """``X`` (one row per column of ``B``) plus :func:`tsgu_core.plugins.kit.nudge` per row, in scaled units."""
         import jax.numpy as jnp
         import numpy as np
 

@@ -32,6 +32,8 @@ from typing import Any
 
 import torch
 
+from tsgu_core.plugins.kit import row_pointers
+
 __all__ = ["MAX_WIDTH", "HybridParts", "hybrid_matvec", "hybrid_parts", "hybrid_width"]
 
 MAX_WIDTH = 32
@@ -82,9 +84,9 @@ def hybrid_parts(row: torch.Tensor, col: torch.Tensor, values: torch.Tensor, n: 
     """
     device = row.device
     row = row.to(torch.int64)
-    lengths = torch.bincount(row, minlength=n)
+    pointers = row_pointers(row, n)
+    lengths, starts = pointers.diff(), pointers[:-1]
     width = hybrid_width(lengths, n)
-    starts = torch.cumsum(lengths, 0) - lengths
     slot = torch.arange(row.numel(), device=device) - starts[row]  # position of each entry within its row
     in_ell = slot < width
     ell_values = torch.zeros(width * n, dtype=values.dtype, device=device)

@@ -56,6 +56,7 @@ from tsgu_core import (
     SolveOptions,
 )
 from tsgu_core.errors import SolveFailedError
+from tsgu_core.plugins.kit import row_indices, row_pointers, superlu, transpose_csr
 
 __all__ = ["METHODS", "MTYPES", "PardisoBackend", "PardisoHandle", "choose_mtypes"]
 
@@ -257,8 +258,7 @@ def _csr_arrays(A: torch.Tensor) -> _Pattern:
         coo = A if A.is_coalesced() else A.coalesce()
         rows = coo.indices()[0].numpy()
         indices = coo.indices()[1].numpy()
-        indptr = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+        indptr = row_pointers(rows, n)
         values = coo.values().numpy()[None, :]
     else:
         batched = A.dim() == 3
@@ -266,7 +266,7 @@ def _csr_arrays(A: torch.Tensor) -> _Pattern:
         col = (A.col_indices()[0] if batched else A.col_indices()).numpy()
         values = A.values().numpy() if batched else A.values().numpy()[None, :]
         indptr, indices = crow, col
-        rows = np.repeat(np.arange(n), np.diff(indptr))
+        rows = row_indices(indptr)
         unsorted = np.flatnonzero((np.diff(indices) < 0) & (rows[1:] == rows[:-1]))
         if unsorted.size:
             order = np.lexsort((indices, rows))
@@ -284,16 +284,13 @@ def _csr_arrays(A: torch.Tensor) -> _Pattern:
 def _structure(p: _Pattern) -> None:
     """Fill ``p.facts``: empty rows/columns, pattern and value symmetry, a positive stored diagonal."""
     import numpy as np
-    import scipy.sparse as sp
 
     n = p.indptr.shape[0] - 1
-    nnz = p.indices.shape[0]
     p.facts["empty"] = bool((np.diff(p.indptr) == 0).any() or (np.bincount(p.indices, minlength=n) == 0).any())
-    T = sp.csr_matrix((np.arange(nnz), p.indices, p.indptr), shape=(n, n)).transpose().tocsr()
-    symmetric_pattern = np.array_equal(T.indptr, p.indptr) and np.array_equal(T.indices, p.indices)
+    t_indptr, t_indices, p.transpose_order = transpose_csr(p.rows, p.indices, n)
+    symmetric_pattern = np.array_equal(t_indptr, p.indptr) and np.array_equal(t_indices, p.indices)
     p.facts["symmetric pattern"] = bool(symmetric_pattern)
-    p.transpose_order = T.data
-    p.facts["symmetric values"] = bool(symmetric_pattern) and bool((p.values[:, T.data] == p.values).all())
+    p.facts["symmetric values"] = bool(symmetric_pattern) and bool((p.values[:, p.transpose_order] == p.values).all())
     diagonal = p.rows == p.indices
     p.facts["full diagonal"] = int(diagonal.sum()) == n
     p.facts["positive diagonal"] = p.facts["full diagonal"] and bool((p.values[:, diagonal] > 0).all())
@@ -333,8 +330,7 @@ def _for_mtype(p: _Pattern, mtype: int) -> tuple[Any, Any, Any]:
         return p.indptr, p.indices, p.values
     keep = p.indices >= p.rows
     n = p.indptr.shape[0] - 1
-    indptr = np.zeros(n + 1, dtype=np.int32)
-    np.cumsum(np.bincount(p.rows[keep], minlength=n), out=indptr[1:])
+    indptr = row_pointers(p.rows[keep], n).astype(np.int32)
     return indptr, np.ascontiguousarray(p.indices[keep]), np.ascontiguousarray(p.values[:, keep])
 
 
@@ -417,11 +413,9 @@ class PardisoBackend:
     def _superlu(pattern: _Pattern, member: int, batched: bool) -> Any:
         import scipy.sparse as sp
 
-        from tsgu_backends.scipy_cupy_backend.scipy_backend import factorize
-
         n = pattern.indptr.shape[0] - 1
         matrix = sp.csr_matrix((pattern.values[member], pattern.indices, pattern.indptr), shape=(n, n))
-        return factorize(matrix, {}, what=f"batch member {member} of A" if batched else "A")
+        return superlu(matrix, {}, what=f"batch member {member} of A" if batched else "A")
 
     def solve(
         self, state: PardisoState, B: torch.Tensor, *, transpose: bool, x0: torch.Tensor | None = None

@@ -46,8 +46,6 @@ from typing import Any
 
 import torch
 
-from tsgu_backends.nudge import nudge
-from tsgu_backends.restarts import Restarts
 from tsgu_core import (
     Availability,
     BackendContractError,
@@ -60,7 +58,7 @@ from tsgu_core import (
     SolveOptions,
     SparsePattern,
 )
-from tsgu_core.plugins.info import combine_histories
+from tsgu_core.plugins.kit import Restarts, combine_histories, nudge, power_of_two, row_indices
 
 __all__ = ["PetscBackend"]
 
@@ -207,8 +205,8 @@ class PetscBackend:
         """Assemble this process's rows of ``A`` over ``comm`` and set the KSP up once."""
         from petsc4py import PETSc
 
-        pc_type = options.extra.get("pc")
-        petsc_options = options.extra.get("petsc_options") or {}
+        pc_type = options["pc"] if method != "lu" else None  # lu declares no pc
+        petsc_options = options["petsc_options"] or {}
         matrix = _assemble(A_local, comm)
         prefix = f"tsgu{next(_prefixes)}_"
         database = PETSc.Options()
@@ -282,7 +280,7 @@ class PetscBackend:
         ksp, matrix = state.ksp, state.matrix
         options = state.options
         iterative = self.methods[state.method].kind == "iterative"
-        sigma = _power_of_two(matrix.norm(PETSc.NormType.INFINITY))
+        sigma = power_of_two(matrix.norm(PETSc.NormType.INFINITY))
         rescale = not 2.0**-256 <= sigma <= 2.0**256
         if not rescale:
             sigma = 1.0
@@ -325,7 +323,7 @@ class PetscBackend:
             if largest == 0.0:  # a zero column: its solution is exactly zero
                 X[:, j] = 0.0
                 continue
-            scale = _power_of_two(largest)
+            scale = power_of_two(largest)
             b.scale(1.0 / scale)
             x.array[:] = 0.0 if x0 is None else x0[:, j].numpy() * (sigma / scale)
             target = float("inf")
@@ -390,13 +388,6 @@ class PetscBackend:
         return X, report
 
 
-def _power_of_two(x: float) -> float:
-    """The power of two nearest below ``x`` (> 0 and finite; 1 otherwise): scaling by it is exact."""
-    if not (math.isfinite(x) and x > 0):
-        return 1.0
-    return math.ldexp(1.0, math.frexp(x)[1] - 1)
-
-
 def _assemble(A_local: torch.Tensor, comm: Any) -> Any:
     """This process's rows as a PETSc AIJ matrix, preallocated exactly from the local CSR.
 
@@ -415,7 +406,7 @@ def _assemble(A_local: torch.Tensor, comm: Any) -> Any:
     crow = crow_t.numpy().astype(integer)
     col = col_t.numpy().astype(integer)
     lo = comm.exscan(n_local) or 0  # this process's first row (exscan gives None on rank 0)
-    rows = np.repeat(np.arange(n_local), np.diff(crow))
+    rows = row_indices(crow)
     inside = (col >= lo) & (col < lo + n_local)
     d_nnz = np.bincount(rows[inside], minlength=n_local).astype(integer)
     o_nnz = np.bincount(rows[~inside], minlength=n_local).astype(integer)

@@ -22,31 +22,21 @@ then runs exactly as the unscaled one.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tsgu_backends.nudge import nudge
-from tsgu_backends.restarts import Restarts
-from tsgu_core.plugins.info import combine_histories
+from tsgu_core.plugins.kit import Restarts, combine_histories, nudge, power_of_two
 
 __all__ = ["ColumnResult", "solve_columns"]
 
 _MAX_RESTARTS = 3  # nudged restarts per column after a breakdown or a stall
 
 
-def _power_of_two(x: float) -> float:
-    """The power of two nearest below ``x`` (> 0 and finite; 1 otherwise): scaling by it is exact."""
-    if not (math.isfinite(x) and x > 0):
-        return 1.0
-    return math.ldexp(1.0, math.frexp(x)[1] - 1)
-
-
 def _scaled_problem(B: Any, operator: Any, keywords: Mapping[str, Any]) -> tuple[float, Any, dict[str, Any]]:
     """``(σ, A/σ, keywords for A/σ)``: σ is the largest stored magnitude of ``A`` as a power of two."""
     data = getattr(operator, "data", None)
-    sigma = _power_of_two(float(abs(data).max())) if data is not None and data.size else 1.0
+    sigma = power_of_two(float(abs(data).max())) if data is not None and data.size else 1.0
     keywords = dict(keywords)
     if sigma == 1.0:
         return sigma, operator, keywords
@@ -141,7 +131,7 @@ def solve_columns(
         return x + xp.asarray(nudge(n, seed, b_norm, a_norm)).astype(B.dtype)
 
     for j in range(k):
-        s = _power_of_two(float(abs(B[:, j]).max())) if n else 1.0
+        s = power_of_two(float(abs(B[:, j]).max())) if n else 1.0
         b = B[:, j] / B.dtype.type(s)  # the scaled column: its norm neither underflows nor overflows
         b_norm = float(xp.linalg.norm(b))
         atol_j = atol / s

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import importlib.util
-import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
-from tsgu_backends.augmented import solve_augmented
 from tsgu_backends.scipy_cupy_backend.convert import torch_to_scipy
 from tsgu_backends.scipy_cupy_backend.iterative import solve_columns
 from tsgu_backends.scipy_cupy_backend.methods import SCIPY_METHODS, library_keywords, superlu_keywords
 from tsgu_backends.scipy_cupy_backend.operators import Operators, TriangularState
 from tsgu_backends.scipy_cupy_backend.preconditioners import PreconditionerPair, build_preconditioner
 from tsgu_core import Availability, BackendReport, InvalidOptionError, SingularMatrixError, SolveOptions
+from tsgu_core.plugins.kit import row_indices, solve_augmented, superlu, transpose_csr
 
 __all__ = ["ScipyBackend"]
 
@@ -26,20 +25,6 @@ def _numpy(X: torch.Tensor) -> Any:
 
 def _torch(X: Any, like: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(X).to(like.dtype).reshape(like.shape)
-
-
-def factorize(matrix: Any, options: dict[str, Any], what: str = "A") -> Any:
-    """SuperLU of a SciPy matrix (converted to CSC once), singularity as a typed error."""
-    import scipy.sparse.linalg as sla
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", sla.MatrixRankWarning)
-            return sla.splu(matrix.tocsc(), **options)
-    except (RuntimeError, sla.MatrixRankWarning) as error:
-        if "singular" in str(error).lower():
-            raise SingularMatrixError(f"{what} is singular: SuperLU says {error!s}") from error
-        raise
 
 
 SYMMETRIC_MODE: dict[str, Any] = {
@@ -78,13 +63,11 @@ def pattern_facts(matrix: Any) -> PatternFacts:
     PatternFacts(symmetric_pattern=True, symmetric_values=False)
     """
     import numpy as np
-    import scipy.sparse as sp
 
-    n = matrix.shape[0]
-    order = sp.csr_matrix((np.arange(matrix.nnz), matrix.indices, matrix.indptr), shape=(n, n)).transpose().tocsr()
-    if not (np.array_equal(order.indptr, matrix.indptr) and np.array_equal(order.indices, matrix.indices)):
+    crow, col, order = transpose_csr(row_indices(matrix.indptr), matrix.indices, matrix.shape[1])
+    if not (np.array_equal(crow, matrix.indptr) and np.array_equal(col, matrix.indices)):
         return PatternFacts(False, False)
-    return PatternFacts(True, bool(np.array_equal(matrix.data[order.data], matrix.data)))
+    return PatternFacts(True, bool(np.array_equal(matrix.data[order], matrix.data)))
 
 
 def ordering_options(options: dict[str, Any], facts: PatternFacts) -> dict[str, Any] | None:
@@ -149,7 +132,7 @@ class _Member:
             self.unverified = None
             limit = _BACKWARD_ERROR_LIMIT * float(np.finfo(x.dtype).eps)
             if backward_error(matrix.T if trans == "T" else matrix, x, b) > limit:
-                self.lu, self.options = factorize(matrix, fallback, what), fallback
+                self.lu, self.options = superlu(matrix, fallback, what), fallback
                 x = self.lu.solve(b, trans=trans)
         return x
 
@@ -160,10 +143,10 @@ def factorize_member(matrix: Any, options: dict[str, Any], what: str = "A") -> _
     chosen = ordering_options(options, facts)
     if chosen is not None:
         try:
-            return _Member(factorize(matrix, chosen, what), facts.symmetric_values, chosen, (matrix, options, what))
+            return _Member(superlu(matrix, chosen, what), facts.symmetric_values, chosen, (matrix, options, what))
         except SingularMatrixError:  # let SuperLU's default (partial pivoting) have the last word
             pass
-    return _Member(factorize(matrix, options, what), facts.symmetric_values, options)
+    return _Member(superlu(matrix, options, what), facts.symmetric_values, options)
 
 
 @dataclass
@@ -385,27 +368,25 @@ class ScipyBackend:
 
     def _prepare_batch(self, A: torch.Tensor, superlu: dict[str, Any]) -> _Direct:
         """A shared-pattern batch: the CSR→CSC permutation is computed once, each member factorized."""
-        import numpy as np
         import scipy.sparse as sp
 
         n = A.shape[-1]
         crow, col = A.crow_indices()[0].numpy(), A.col_indices()[0].numpy()
-        nnz = col.shape[0]
-        order = sp.csr_matrix((np.arange(1, nnz + 1, dtype=np.float64), col, crow), shape=(n, n)).tocsc()
-        permutation = order.data.astype(np.int64) - 1
+        # A's CSC arrays are Aᵀ's CSR arrays
+        indptr, indices, permutation = transpose_csr(row_indices(crow), col, n)
         members = []
         for member, values in enumerate(A.values().numpy()):
-            csc = sp.csc_matrix((values[permutation], order.indices, order.indptr), shape=(n, n))
+            csc = sp.csc_matrix((values[permutation], indices, indptr), shape=(n, n))
             members.append(factorize_member(csc, dict(superlu), what=f"batch member {member} of A"))
         return _Direct(members, batched=True)
 
     @staticmethod
-    def _factorize_augmented(matrix: Any, superlu: dict[str, Any]) -> Any:
+    def _factorize_augmented(matrix: Any, superlu_options: dict[str, Any]) -> Any:
         import scipy.sparse as sp
 
         identity = sp.identity(matrix.shape[0], dtype=matrix.dtype, format="csr")
         K = sp.bmat([[identity, matrix], [matrix.conj().T, None]], format="csc")  # Aᴴ (Aᵀ when real)
-        return factorize(K, superlu, what="the augmented system of A (A is rank deficient)")
+        return superlu(K, superlu_options, what="the augmented system of A (A is rank deficient)")
 
     def solve(
         self, state: _State, B: torch.Tensor, *, transpose: bool, x0: torch.Tensor | None = None

@@ -8,12 +8,11 @@ from typing import ClassVar
 
 import torch
 
-from tsgu_backends.augmented import solve_augmented
 from tsgu_backends.torch_backend.ilu import IncompleteLU
 from tsgu_backends.torch_backend.krylov import krylov_solve
 from tsgu_backends.torch_backend.operator import CsrOperator
 from tsgu_core import Availability, BackendReport, InvalidOptionError, MethodSpec, Option, SolveOptions
-from tsgu_core.plugins.info import combine_histories
+from tsgu_core.plugins.kit import merge_reports, solve_augmented
 
 __all__ = ["TorchBackend"]
 
@@ -62,6 +61,7 @@ _FUSED = Option(
     type=bool,
     default=False,
 )
+_FUSED_METHODS = ("bicgstab", "cg")  # the methods that declare it
 
 METHODS: dict[str, MethodSpec] = {
     "gmres": MethodSpec(
@@ -256,9 +256,9 @@ class _Krylov:
             rtol=self.options.rtol,
             atol=self.options.atol,
             maxiter=self.options.maxiter,
-            restart=self.options.extra.get("restart", 20),
+            restart=self.options["restart"] if self.method == "gmres" else None,
             op_into=lambda X, out, alpha: operator.apply_into(X, out, alpha, transpose=transpose),
-            fused=bool(self.options.extra.get("fused", False)),
+            fused=self.method in _FUSED_METHODS and self.options["fused"],
         )
         return result.X, BackendReport(result.iterations, result.converged, result.message, result.history)
 
@@ -302,18 +302,7 @@ class _Chunks:
 
     def solve(self, B: torch.Tensor, transpose: bool, x0: torch.Tensor | None) -> tuple[torch.Tensor, BackendReport]:
         results = [state.solve(B[rows], transpose, None if x0 is None else x0[rows]) for rows, state in self.parts]
-        return torch.cat([X for X, _ in results]), _merged([report for _, report in results])
-
-
-def _merged(reports: list[BackendReport]) -> BackendReport:
-    """One report for the chunks of a batch: the most iterations, every verdict, the worst residual history."""
-    histories = [list(r.history) for r in reports if r.history]
-    return BackendReport(
-        max(r.iterations or 0 for r in reports),
-        all(bool(r.converged) for r in reports),
-        "; ".join(dict.fromkeys(r.message for r in reports if r.message)),
-        combine_histories(histories) if histories else (),
-    )
+        return torch.cat([X for X, _ in results]), merge_reports(report for _, report in results)
 
 
 _CHUNK_BYTES = 16 * 2**20
@@ -321,11 +310,11 @@ _CHUNK_BYTES = 16 * 2**20
 
 def _members_per_chunk(A: torch.Tensor, method: str, options: SolveOptions) -> int:
     """How many members of a batched CPU ``A`` iterate together (``batch_chunk``, or the working-set rule)."""
-    if options.extra.get("batch_chunk") is not None:
-        return int(options.extra["batch_chunk"])
+    if options["batch_chunk"] is not None:
+        return int(options["batch_chunk"])
     n, nnz, item = A.shape[-1], A.col_indices().shape[-1], A.values().element_size()
     # vectors of one column each; GMRES's Gram–Schmidt reads half its basis on average over a cycle
-    vectors = options.extra.get("restart", 20) // 2 + 8 if method == "gmres" else 10
+    vectors = options["restart"] // 2 + 8 if method == "gmres" else 10
     member = nnz * (item + 4) + (n + 1) * 4 + n * item * vectors  # int32 indices
     return max(1, _CHUNK_BYTES // member)
 
@@ -370,7 +359,7 @@ class TorchBackend:
         return Availability.no(f"does not serve {device_type!r}")
 
     def prepare(self, A: torch.Tensor, method: str, options: SolveOptions) -> _State:
-        if options.extra.get("fused") and A.is_complex():
+        if method in _FUSED_METHODS and options["fused"] and A.is_complex():
             raise InvalidOptionError(
                 f"fused=True fuses {method}'s vector work for real dtypes only; drop it for a complex A "
                 f"(the default {method} path solves complex A)",
@@ -391,7 +380,7 @@ class TorchBackend:
         A callable ``M`` sees the whole batch's shapes, so it keeps the batch whole; so does CUDA,
         where one wide batch fills the device, unless ``batch_chunk`` is given.
         """
-        explicit = options.extra.get("batch_chunk") is not None
+        explicit = options["batch_chunk"] is not None
         if A.dim() != 3 or callable(options["M"]):
             if explicit:
                 why = "a callable M, which is applied to the whole batch" if A.dim() == 3 else f"A of {tuple(A.shape)}"

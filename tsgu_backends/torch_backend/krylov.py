@@ -37,9 +37,9 @@ from dataclasses import dataclass
 
 import torch
 
-from tsgu_backends.restarts import Restarts
 from tsgu_backends.torch_backend import fused_cpu
-from tsgu_core.plugins.norms import scaled_norm
+from tsgu_core.errors import InvalidOptionError
+from tsgu_core.plugins.kit import Restarts, largest_power_of_two, power_of_two, scaled_norm
 
 __all__ = ["METHODS", "KrylovResult", "krylov_solve"]
 
@@ -385,7 +385,7 @@ def _gmres(
     tol: torch.Tensor,
     maxiter: int,
     active: torch.Tensor,
-    restart: int = 20,
+    restart: int | None = None,
     **_: object,
 ) -> tuple[torch.Tensor, int]:
     # One cycle of right-preconditioned GMRES(m), per column: Arnoldi with
@@ -406,6 +406,8 @@ def _gmres(
     tol, active = tol.reshape(-1), active.reshape(-1)
     Rc = to_rows(R)
     k = Rc.shape[0]
+    if restart is None:
+        raise InvalidOptionError("GMRES needs its cycle length: pass restart= (the 'restart' option)", option="restart")
     m = max(1, min(restart, maxiter, n))
     beta = torch.linalg.vector_norm(Rc, dim=1)
     # The basis is stored step-major, V[j] a contiguous (C, n) block: for one right-hand side per
@@ -489,13 +491,6 @@ class KrylovResult:
     history: tuple[float, ...] = ()  # see tsgu_core.SolveInfo.history
 
 
-def _power_of_two(x: torch.Tensor) -> torch.Tensor:
-    """The power of two nearest below ``x`` (> 0 and finite; 1 elsewhere): scaling by it is exact."""
-    good = torch.isfinite(x) & (x > 0)
-    _, exponent = torch.frexp(torch.where(good, x, torch.ones_like(x)))
-    return torch.where(good, torch.ldexp(torch.ones_like(x), exponent - 1), torch.ones_like(x))
-
-
 _SHARED_SCALE_SPREAD = 256.0  # batch members whose σ lie within this factor share one σ (exact: powers of two)
 
 
@@ -518,7 +513,7 @@ def krylov_solve(
     rtol: float,
     atol: float,
     maxiter: int,
-    restart: int = 20,
+    restart: int | None = None,
     scale: float | None = None,
     op_into: ProductInto | None = None,
     fused: bool = False,
@@ -539,7 +534,7 @@ def krylov_solve(
     ``1e±25`` (float32) takes the same iterations as the unscaled one, where
     unscaled sums of squares would underflow to 0 (a false "converged") or
     overflow to inf. Every norm of the driver is scale-safe
-    (:func:`tsgu_core.plugins.norms.scaled_norm`).
+    (:func:`tsgu_core.plugins.kit.scaled_norm`).
 
     Products: ``op(X)`` must return a new tensor (the driver scales it in
     place). ``op_into(X, out, alpha)``, when given, writes ``alpha · A X`` into
@@ -563,7 +558,7 @@ def krylov_solve(
     X = torch.zeros_like(B) if x0 is None else x0.clone()
     sigma: torch.Tensor | None = None
     if scale is not None:
-        sigma = _power_of_two(torch.tensor(float(scale), dtype=b_norm.dtype, device=B.device))
+        sigma = power_of_two(torch.tensor(float(scale), dtype=b_norm.dtype, device=B.device))
     rules = Restarts(
         maxiter, reference=b_norm.detach().cpu()
     )  # one pass per attempt; no nudges (BiCGSTAB restarts from the true residual)
@@ -575,11 +570,11 @@ def krylov_solve(
         active = ~done
         if rules.review(r_norm.detach().cpu(), done.cpu()) != "attempt":
             break
-        s = _power_of_two(R.abs().amax(dim=-2))  # (..., k)
+        s = largest_power_of_two(R, dim=-2)  # (..., k)
         R_scaled = R / _col(s)
         if sigma is None:
             probe = op(R_scaled).abs().amax(dim=(-2, -1), keepdim=True)  # (..., 1, 1)
-            sigma = _power_of_two(probe)
+            sigma = power_of_two(probe)
             if sigma.numel() > 1 and bool(sigma.amax() <= _SHARED_SCALE_SPREAD * sigma.amin()):
                 # members of like scale share the largest σ: one number, folded into the product
                 sigma = sigma.amax().reshape((1,) * sigma.dim())

@@ -30,6 +30,7 @@ from tsgu_core.engine.pipeline import as_columns, execute, matrix_values, plan
 from tsgu_core.engine.request import SolveRequest
 from tsgu_core.errors import ComplexNotSupportedError, SecondDerivativeError, ShapeError, UnsupportedDeviceError
 from tsgu_core.plugins.info import SolveInfo
+from tsgu_core.plugins.kit.csr import row_pointers, transpose_csr
 from tsgu_core.plugins.protocol import DistributedBackend, SolverBackend
 from tsgu_core.sparse.pattern import SparsePattern
 from tsgu_core.sparse.validate import check_rhs
@@ -231,8 +232,7 @@ class DistributedPattern(SparsePattern):
         local = SparsePattern.of(A_local)
         crow = local.crow
         if crow is None or crow.numel() != n_local + 1:  # a COO pattern's pointers are over its rows
-            crow = torch.zeros(n_local + 1, dtype=torch.int64)
-            crow[1:] = torch.cumsum(torch.bincount(local.row, minlength=n_local), 0)
+            crow = row_pointers(local.row, n_local)
         lo, hi = offsets[rank], offsets[rank + 1]
         col = local.col
         owned = (col >= lo) & (col < hi)
@@ -418,10 +418,7 @@ class DistributedPattern(SparsePattern):
     @cached_property
     def _local_transposed(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(crow, col, order)`` of the local block's transpose ``(n_extended, n_local)`` in CSR order."""
-        order = torch.sort(self.local_col, stable=True).indices
-        crow = torch.zeros(self.n_extended + 1, dtype=torch.int64)
-        crow[1:] = torch.cumsum(torch.bincount(self.local_col, minlength=self.n_extended), 0)
-        return crow, self.row[order], order
+        return transpose_csr(self.row, self.local_col, self.n_extended)
 
     def matmul(self, values: torch.Tensor, X: torch.Tensor, *, transpose: bool = False) -> torch.Tensor:
         """This process's rows of ``A @ X`` (or ``Aᵀ @ X``), exchanging only ghost rows (collective)."""

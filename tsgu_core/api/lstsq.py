@@ -22,7 +22,6 @@ an unconverged or inaccurate least-squares solve cannot pass silently.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal, overload
 
 import torch
@@ -32,17 +31,12 @@ from tsgu_core.base.transforms import outside_graphs
 from tsgu_core.engine.pipeline import as_columns, execute, matrix_values, plan
 from tsgu_core.engine.request import SolveRequest
 from tsgu_core.plugins.info import SolveInfo
+from tsgu_core.plugins.kit.scaling import largest_power_of_two
 from tsgu_core.plugins.protocol import SolverBackend
 from tsgu_core.sparse.pattern import SparsePattern
 from tsgu_core.sparse.validate import check_rhs, check_x0
 
 __all__ = ["lstsq"]
-
-
-def _power_of_two_scale(values: torch.Tensor) -> float:
-    """A power of two near ``max |values|`` (1 for a zero or empty ``A``): dividing by it is exact."""
-    largest = float(values.abs().max()) if values.numel() else 0.0
-    return 2.0 ** round(math.log2(largest)) if largest > 0 and math.isfinite(largest) else 1.0
 
 
 def _with_values(A: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -152,9 +146,9 @@ def lstsq(
     request = SolveRequest.of(backend, method, on_failure=on_failure, options=options)
     the_plan = plan(request, detached, n=m + n, operation="lstsq")
     Bk, restore = as_columns(B, 2)
-    # K = [[I, A/σ], [Aᵀ/σ, 0]] with σ a power of two near max |a_ij| (exact): the identity block and A's block
+    # K = [[I, A/σ], [Aᵀ/σ, 0]] with σ = 2^⌊log₂ max |a_ij|⌋ (exact): the identity block and A's block
     # are then of one scale whatever A's, and [r; σ·x] solves it for the right-hand side [b; 0]
-    sigma = _power_of_two_scale(values.detach())
+    sigma = float(largest_power_of_two(values.detach()))  # dividing by it is exact
     scaled = _with_values(detached, detached.values() / sigma)
     Z = torch.cat([Bk, Bk.new_zeros(n, Bk.shape[1])])
     z0 = None

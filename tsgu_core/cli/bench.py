@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from tsgu_core.cli.common import CommandError, add_threads_option, check_device, check_plot, progress, set_threads
 from tsgu_core.cli.problems import GALLERY, named_problem, read_matrix
+from tsgu_core.plugins.kit.csr import row_indices
 
 if TYPE_CHECKING:
     import torch
@@ -199,8 +200,7 @@ def run(args: argparse.Namespace) -> int:
         R = B.to(torch.float64).clone().requires_grad_()
         (torch.linalg.solve(D, R) * G.to(torch.float64)).sum().backward()
         assert D.grad is not None and R.grad is not None
-        crow = A.crow_indices()
-        row_index = torch.repeat_interleave(torch.arange(n, device=device), crow[1:] - crow[:-1])
+        row_index = row_indices(A.crow_indices())
         reference = (D.grad[row_index, A.col_indices()], R.grad)
         reference_name = "dense torch.linalg.solve (float64)"
 

@@ -28,9 +28,10 @@ import torch
 
 from tsgu_core.engine.convergence import assess
 from tsgu_core.errors import BackendContractError, BackendError, TsguError
-from tsgu_core.plugins.info import SolveInfo, combine_histories
-from tsgu_core.sparse.pattern import SparsePattern
+from tsgu_core.plugins.info import SolveInfo
+from tsgu_core.plugins.kit.reports import merge_reports
 from tsgu_core.plugins.protocol import BackendReport, MethodSpec, SolveOptions, SolverBackend
+from tsgu_core.sparse.pattern import SparsePattern
 
 __all__ = ["PreparedSolve"]
 
@@ -49,17 +50,6 @@ def _call(backend: SolverBackend[Any], spec: MethodSpec, what: str, function: Ca
             backend=backend.name,
             method=spec.name,
         ) from error
-
-
-def _merge(reports: list[BackendReport]) -> BackendReport:
-    iterations = [r.iterations for r in reports if r.iterations is not None]
-    verdicts = [r.converged for r in reports]
-    return BackendReport(
-        iterations=max(iterations) if iterations else None,
-        converged=None if None in verdicts else all(verdicts),
-        message="; ".join(sorted({r.message for r in reports if r.message})),
-        history=combine_histories([list(r.history) for r in reports if r.history]) or None,
-    )
 
 
 @dataclass
@@ -142,7 +132,7 @@ class PreparedSolve:
         if self.member_states is None:
             return one(self.state, B, x0)
         results = [one(state, B[i], None if x0 is None else x0[i]) for i, state in enumerate(self.member_states)]
-        return torch.stack([X for X, _ in results]), _merge([report for _, report in results])
+        return torch.stack([X for X, _ in results]), merge_reports(report for _, report in results)
 
     def _checked(self, result: Any, B: torch.Tensor) -> tuple[torch.Tensor, BackendReport]:
         """``result`` if it is ``(X, BackendReport)`` with ``X`` like ``B``, else :class:`BackendContractError`."""

@@ -37,8 +37,9 @@ from typing import Any
 
 import torch
 
-from tsgu_core.sparse.pattern import SparsePattern
 from tsgu_core.base.quiet import quiet_sparse_notices
+from tsgu_core.plugins.kit.csr import row_pointers
+from tsgu_core.sparse.pattern import SparsePattern
 
 __all__ = ["DiffusionProblem", "true_coefficient"]
 
@@ -110,8 +111,7 @@ class DiffusionProblem:
         cols = torch.cat([torch.arange(n), q, p])
         order = torch.argsort(rows * n + cols)
         self._order = order
-        self._crow = torch.zeros(n + 1, dtype=torch.int64)
-        self._crow[1:] = torch.cumsum(torch.bincount(rows, minlength=n), 0)
+        self._crow = row_pointers(rows, n)
         self._col = cols[order]
         self.pattern = SparsePattern.from_csr(self._crow, self._col, n)
         """The fixed sparsity pattern of ``A(κ)`` (CSR order, on the CPU; see :meth:`pattern_on`)."""

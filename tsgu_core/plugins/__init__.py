@@ -7,6 +7,8 @@
 * :mod:`~tsgu_core.plugins.options` — declared options checked and filled once.
 * :mod:`~tsgu_core.plugins.info` — what a solve reports (``SolveInfo``).
 * :mod:`~tsgu_core.plugins.norms` — scale-safe norms for backends and the engine.
+* :mod:`~tsgu_core.plugins.kit` — the public plugin kit: scaling, restarts, nudges, augmented systems,
+  CSR transposition and row pointers, report merging (what every backend needs, written once).
 
 Imports only run downwards: this layer uses :mod:`tsgu_core.errors` and :mod:`tsgu_core.base`.
 """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["SolveInfo", "combine_histories"]
+__all__ = ["SolveInfo"]
 
 
 @dataclass(kw_only=True)
@@ -106,16 +106,3 @@ class SolveInfo:
         if self.backward is not None:
             lines.append("  backward: " + str(self.backward).replace("\n", "\n  "))
         return "\n".join(lines)
-
-
-def combine_histories(histories: list[list[float]]) -> tuple[float, ...]:
-    """Residual histories of separate solves (columns, batch members) as one: the largest value at each step.
-
-    A shorter history holds its last value (that solve had finished).
-
-    >>> combine_histories([[1.0, 0.1], [1.0, 0.5, 0.01]])
-    (1.0, 0.5, 0.1)
-    """
-    histories = [h for h in histories if h]
-    length = max((len(h) for h in histories), default=0)
-    return tuple(max(h[min(i, len(h) - 1)] for h in histories) for i in range(length))

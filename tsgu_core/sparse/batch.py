@@ -25,6 +25,7 @@ import torch
 
 from tsgu_core.errors import LayoutError, ShapeError
 from tsgu_core.plugins.info import SolveInfo
+from tsgu_core.plugins.kit.csr import row_pointers
 
 __all__ = ["MemberGroup", "as_shared_pattern_csr", "group_by_pattern", "run_by_groups"]
 
@@ -167,9 +168,8 @@ def group_by_pattern(A: torch.Tensor) -> list[MemberGroup]:
     if not A.is_coalesced():
         raise LayoutError("group_by_pattern needs a coalesced COO batch: use A.coalesce()")
     indices, values = A._indices(), A._values()
-    counts = torch.bincount(indices[0], minlength=batch)
-    starts = torch.zeros(batch + 1, dtype=torch.int64, device=device)
-    starts[1:] = torch.cumsum(counts, 0)
+    starts = row_pointers(indices[0], batch)  # where each member's entries start
+    counts = starts.diff()
     counts_list, starts_list = counts.tolist(), starts.tolist()
     rows, cols = indices[1], indices[2]
 
@@ -196,8 +196,7 @@ def group_by_pattern(A: torch.Tensor) -> list[MemberGroup]:
         index = torch.tensor(members, dtype=torch.int64, device=device)
         size, nnz = len(members), (counts_list[members[0]] if members else 0)
         first_span = span(members[0]) if members else slice(0, 0)
-        crow = torch.zeros(n + 1, dtype=indices.dtype, device=device)
-        crow[1:] = torch.cumsum(torch.bincount(rows[first_span], minlength=n), 0)
+        crow = row_pointers(rows[first_span], n)
         value_index = starts[index].unsqueeze(1) + torch.arange(nnz, device=device)
         group_A = torch.sparse_csr_tensor(
             crow.expand(size, n + 1).contiguous(),

@@ -27,6 +27,7 @@ from typing import Any, Literal
 import torch
 
 from tsgu_core.errors import DeviceMismatchError, LayoutError
+from tsgu_core.plugins.kit.csr import row_indices
 
 __all__ = ["from_cupy", "from_jax", "from_scipy", "to_cupy", "to_jax", "to_scipy"]
 
@@ -256,7 +257,7 @@ def to_jax(A: torch.Tensor, format: Literal["bcoo", "bcsr"] = "bcoo") -> Any:
             parts = (csr.values(), csr.col_indices().to(torch.int32), csr.crow_indices().to(torch.int32))
             return sparse.BCSR(tuple(to_array(p) for p in parts), shape=shape)
         if kind == "csr":
-            row = torch.repeat_interleave(torch.arange(shape[0], device=A.device, dtype=second.dtype), second.diff())
+            row = row_indices(second).to(second.dtype)
             first, second = row, first
         indices = torch.stack([first, second], dim=1).to(torch.int32)
         return sparse.BCOO((to_array(values), to_array(indices)), shape=shape, indices_sorted=True, unique_indices=True)

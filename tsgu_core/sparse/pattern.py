@@ -33,18 +33,12 @@ from functools import cached_property
 import torch
 
 from tsgu_core.base.transforms import transformed
+from tsgu_core.plugins.kit.csr import row_indices, row_pointers, transpose_csr
 from tsgu_core.plugins.norms import scaled_norm
 
 __all__ = ["SparsePattern", "UnitDiagonalPattern"]
 
 _SAMPLED_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
-
-
-def _pointers(sorted_index: torch.Tensor, size: int) -> torch.Tensor:
-    """CSR-style pointers (``size + 1``, int64) of a sorted index: where each value's run starts."""
-    pointers = torch.zeros(size + 1, dtype=torch.int64, device=sorted_index.device)
-    pointers[1:] = torch.cumsum(torch.bincount(sorted_index, minlength=size), 0)
-    return pointers
 
 
 @dataclass(frozen=True)
@@ -105,22 +99,20 @@ class SparsePattern:
             return cls.from_csr(shared.crow_indices()[0], shared.col_indices()[0], A.shape[-1])
         if A.layout == torch.sparse_coo:
             row, col = A._indices().to(torch.int64)
-            return cls(row, col, A.shape[1], _pointers(row, A.shape[0]))
+            return cls(row, col, A.shape[1], row_pointers(row, A.shape[0]))
         return cls.from_csr(A.crow_indices(), A.col_indices(), A.shape[1])
 
     @classmethod
     def from_rows(cls, row: torch.Tensor, col: torch.Tensor, n: int, rows: int | None = None) -> SparsePattern:
         """The pattern of entries ``(row, col)`` already sorted by row (as CSR order is), with row pointers."""
         row = row.to(torch.int64)
-        return cls(row, col.to(torch.int64), n, _pointers(row, n if rows is None else rows))
+        return cls(row, col.to(torch.int64), n, row_pointers(row, n if rows is None else rows))
 
     @classmethod
     def from_csr(cls, crow: torch.Tensor, col: torch.Tensor, n: int) -> SparsePattern:
         """The pattern given by CSR row pointers and column indices (any integer dtype)."""
         crow = crow.to(torch.int64)
-        rows = crow.numel() - 1
-        row = torch.repeat_interleave(torch.arange(rows, device=crow.device), crow[1:] - crow[:-1])
-        return cls(row, col.to(torch.int64), n, crow)
+        return cls(row_indices(crow), col.to(torch.int64), n, crow)
 
     @property
     def nnz(self) -> int:
@@ -183,11 +175,7 @@ class SparsePattern:
     @cached_property
     def _transposed(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(crow, col, order)`` of ``Aᵀ`` in CSR order: ``Aᵀ``'s values are ``values[order]``."""
-        # rows stay sorted within each column; int32 keys sort 4.6× faster than int64 (measured on the CPU,
-        # torch 2.13, nnz = 5e5: 3.1 ms against 14.2 ms)
-        keys = self.col.to(torch.int32) if self.n <= torch.iinfo(torch.int32).max else self.col
-        order = torch.sort(keys, stable=True).indices
-        return _pointers(self.col, self.n), self.row[order], order
+        return transpose_csr(self.row, self.col, self.n)
 
     def matmul(self, values: torch.Tensor, X: torch.Tensor, *, transpose: bool = False) -> torch.Tensor:
         """``A @ X`` (or ``Aᵀ @ X``) for ``values`` ``(..., nnz)`` and ``X`` ``(..., n, k)``.

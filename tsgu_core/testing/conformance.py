@@ -78,6 +78,11 @@ from typing import Any
 
 import torch
 
+from tsgu_core.api.factorize import factorize
+from tsgu_core.api.lstsq import lstsq
+from tsgu_core.api.solve import solve, solve_values
+from tsgu_core.api.triangular import triangular_solve
+from tsgu_core.base.quiet import quietly
 from tsgu_core.engine.autograd import adjoint_solve
 from tsgu_core.errors import (
     ComplexNotSupportedError,
@@ -86,14 +91,10 @@ from tsgu_core.errors import (
     SingularMatrixError,
     UnknownOptionError,
 )
-from tsgu_core.api.factorize import factorize
-from tsgu_core.api.lstsq import lstsq
+from tsgu_core.plugins.kit.csr import row_indices
 from tsgu_core.plugins.options import resolve_options
-from tsgu_core.base.quiet import quietly
 from tsgu_core.plugins.registry import get_entry, list_backends
-from tsgu_core.api.solve import solve, solve_values
 from tsgu_core.testing.matrices import matrix_for, to_layout, triangular_pair
-from tsgu_core.api.triangular import triangular_solve
 
 __all__ = ["CHECKS", "LSTSQ_CHECKS", "SOLVE_CHECKS", "TRIANGULAR_CHECKS", "Case", "conformance_cases", "run_case"]
 
@@ -317,8 +318,7 @@ def _symmetric_parameterisation(A: torch.Tensor) -> tuple[torch.Tensor, Callable
     if A.layout == torch.sparse_coo:
         row, col = A.indices()
     else:
-        crow = A.crow_indices()
-        row = torch.repeat_interleave(torch.arange(A.shape[0], device=A.device), crow[1:] - crow[:-1])
+        row = row_indices(A.crow_indices())
         col = A.col_indices()
     key = torch.minimum(row, col) * A.shape[0] + torch.maximum(row, col)
     unique, index = torch.unique(key, return_inverse=True)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tsgu_backends.restarts import Restarts
+from tsgu_core.plugins.kit.restarts import Restarts
 from tsgu_core.plugins.norms import scaled_norm
 
 __all__ = ["AugmentedResult", "lsqr", "solve_augmented"]

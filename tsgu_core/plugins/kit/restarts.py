@@ -13,7 +13,7 @@ everywhere, made here by :meth:`Restarts.review`:
   the user sees);
 * ``"restart"``: an attempt broke down (non-finite residual) or made no
   progress, and a restart is left: the loop moves its iterate by
-  :func:`tsgu_backends.nudge.nudge` (a new shadow residual for the BiCG
+  :func:`tsgu_core.plugins.kit.nudge.nudge` (a new shadow residual for the BiCG
   family) and tries again;
 * ``"attempt"``: go on from the current iterate, with :attr:`Restarts.left`
   iterations at most.
