@@ -22,8 +22,8 @@ pin_threads(1)
 import torch  # noqa: E402
 
 import tsgu_core  # noqa: E402
-from tsgu_core.testing import poisson_2d  # noqa: E402
 from tsgu_core.sparse.validate import check_indices  # noqa: E402
+from tsgu_core.testing import poisson_2d  # noqa: E402
 
 
 def main() -> None:

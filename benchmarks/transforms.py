@@ -42,9 +42,9 @@ import torch  # noqa: E402
 
 import tsgu_core  # noqa: E402
 from tsgu_core import SparsePattern, solve, solve_values  # noqa: E402
+from tsgu_core.engine.traced import CACHE  # noqa: E402
 from tsgu_core.examples.diffusion import DiffusionProblem  # noqa: E402
 from tsgu_core.testing import convection_diffusion_2d  # noqa: E402
-from tsgu_core.engine.traced import CACHE  # noqa: E402
 
 NOTES = """Notes:
 

@@ -7,8 +7,8 @@ import torch
 
 import tsgu_core
 from tsgu_core import errors
-from tsgu_core.sparse.pattern import SparsePattern
 from tsgu_core.plugins.protocol import BackendReport, MethodSpec
+from tsgu_core.sparse.pattern import SparsePattern
 from tsgu_core.testing import DenseBackend, random_nonsymmetric, to_layout
 
 N = 12

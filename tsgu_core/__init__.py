@@ -12,8 +12,12 @@ import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # eager for type checkers; at run time each name loads on first use (PEP 562)
-    from tsgu_core.engine.autograd import SparseSolveFunction
     from tsgu_core.api.distributed import solve_distributed
+    from tsgu_core.api.factorize import Factorization, factorize
+    from tsgu_core.api.lstsq import lstsq
+    from tsgu_core.api.solve import solve, solve_values
+    from tsgu_core.api.triangular import triangular_solve
+    from tsgu_core.engine.autograd import SparseSolveFunction
     from tsgu_core.errors import (
         BackendContractError,
         BackendError,
@@ -41,12 +45,8 @@ if TYPE_CHECKING:  # eager for type checkers; at run time each name loads on fir
         UnknownOptionError,
         UnsupportedDeviceError,
     )
-    from tsgu_core.api.factorize import Factorization, factorize
     from tsgu_core.plugins.hookspecs import hookimpl, hookspec
     from tsgu_core.plugins.info import SolveInfo
-    from tsgu_core.sparse.interop import from_cupy, from_jax, from_scipy, to_cupy, to_jax, to_scipy
-    from tsgu_core.api.lstsq import lstsq
-    from tsgu_core.sparse.pattern import SparsePattern
     from tsgu_core.plugins.protocol import (
         COMMON_ITERATIVE_OPTIONS,
         Availability,
@@ -69,8 +69,8 @@ if TYPE_CHECKING:  # eager for type checkers; at run time each name loads on fir
         unregister_plugin,
     )
     from tsgu_core.plugins.select import Selection, explain, set_default_backend
-    from tsgu_core.api.solve import solve, solve_values
-    from tsgu_core.api.triangular import triangular_solve
+    from tsgu_core.sparse.interop import from_cupy, from_jax, from_scipy, to_cupy, to_jax, to_scipy
+    from tsgu_core.sparse.pattern import SparsePattern
 
 _WHERE = {
     "SparseSolveFunction": "tsgu_core.engine.autograd",

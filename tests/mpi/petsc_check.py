@@ -31,10 +31,10 @@ from mpi4py import MPI
 
 import tsgu_core
 from tsgu_core.api import distributed
-from tsgu_core.sparse import structure
 from tsgu_core.api.distributed import DistributedPattern
-from tsgu_core.sparse.pattern import SparsePattern
 from tsgu_core.plugins.protocol import SolveOptions
+from tsgu_core.sparse import structure
+from tsgu_core.sparse.pattern import SparsePattern
 from tsgu_core.testing import convection_diffusion_2d, poisson_2d, random_nonsymmetric
 
 world = MPI.COMM_WORLD

@@ -6,10 +6,10 @@ from typing import Any
 
 import torch
 
+from tsgu_core.api.solve import solve_values
+from tsgu_core.base.quiet import quietly
 from tsgu_core.errors import InvalidArgumentError, ShapeError
 from tsgu_core.sparse.pattern import SparsePattern
-from tsgu_core.base.quiet import quietly
-from tsgu_core.api.solve import solve_values
 
 __all__ = ["SparseSolve"]
 

@@ -109,9 +109,9 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
+    from tsgu_core.api.solve import solve
     from tsgu_core.examples.diffusion import DiffusionProblem
     from tsgu_core.plugins.registry import list_backends
-    from tsgu_core.api.solve import solve
 
     registered = list(list_backends())
     unknown = sorted(set(args.backends or ()) - {entry.name for entry in registered})

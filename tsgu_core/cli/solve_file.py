@@ -59,9 +59,9 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
+    from tsgu_core.api.solve import solve
     from tsgu_core.cli.common import CommandError
     from tsgu_core.errors import ConvergenceWarning
-    from tsgu_core.api.solve import solve
 
     dtype = getattr(torch, args.dtype)
     A = read_matrix(args.matrix, dtype)

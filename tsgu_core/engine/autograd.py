@@ -34,11 +34,11 @@ from typing import Any
 
 import torch
 
+from tsgu_core.base.quiet import quietly
+from tsgu_core.engine.prepared import PreparedSolve
 from tsgu_core.errors import NonFiniteError, SecondDerivativeError
 from tsgu_core.plugins.info import SolveInfo
 from tsgu_core.sparse.pattern import SparsePattern
-from tsgu_core.engine.prepared import PreparedSolve
-from tsgu_core.base.quiet import quietly
 
 __all__ = ["SparseSolveFunction", "SparseValues", "adjoint_solve", "values_gradient"]
 

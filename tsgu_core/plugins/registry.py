@@ -27,8 +27,8 @@ from typing import Any
 
 import pluggy
 
-from tsgu_core.plugins import hookspecs
 from tsgu_core.errors import BackendContractError, PluginLoadError, UnknownBackendError
+from tsgu_core.plugins import hookspecs
 from tsgu_core.plugins.protocol import Availability, SolverBackend
 
 __all__ = [
