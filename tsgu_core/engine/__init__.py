@@ -1,5 +1,6 @@
 """The solve engine: one pipeline from a request to a checked, differentiable solution.
 
+* :mod:`~tsgu_core.engine.request` — ``SolveRequest``: what a front door was asked, frozen once.
 * :mod:`~tsgu_core.engine.pipeline` — plan (validate, select, prepare) and execute a solve.
 * :mod:`~tsgu_core.engine.prepared` — a prepared state: the one place that calls a backend.
 * :mod:`~tsgu_core.engine.convergence` — residuals measured and judged; typed failures.

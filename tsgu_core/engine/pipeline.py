@@ -215,9 +215,10 @@ def split_by_pattern(A: Any, values: torch.Tensor | None = None) -> tuple[list[M
     """
     if not isinstance(A, torch.Tensor) or A.dim() != 3 or A.layout not in (torch.sparse_coo, torch.sparse_csr):
         return None
-    check_matrix(A, allow_batch=True)
-    if values is None and A.layout == torch.sparse_coo and not A.is_coalesced():
-        A = A.coalesce()  # differentiable; duplicates are summed, as in A's meaning
+    if values is None:  # solve's A (solve_values' was checked at its front door)
+        check_matrix(A, allow_batch=True)
+        if A.layout == torch.sparse_coo and not A.is_coalesced():
+            A = A.coalesce()  # differentiable; duplicates are summed, as in A's meaning
     groups = group_by_pattern(A)
     if len(groups) == 1:
         return None

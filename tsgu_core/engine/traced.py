@@ -92,7 +92,8 @@ class RequestTable:
                 token = f"tsgu-request-{next(self._count)}"
                 self._tokens[request] = token
             if pinned:
-                self._pinned[token] = self._recent.pop(token, None) or request
+                self._recent.pop(token, None)
+                self._pinned[token] = request
             elif token not in self._pinned:
                 self._recent[token] = request
                 self._recent.move_to_end(token)
@@ -142,7 +143,10 @@ def request_token(request: SolveRequest) -> str:
     request = request.without("x0")
     if compiling():  # a constant of the graph: Dynamo runs the function once and keeps its result
         options = tuple(sorted(request.options.items()))
-        return _constant_compiled_token(request.backend, request.method, request.assume, request.on_failure, options)
+        token: str = _constant_compiled_token(
+            request.backend, request.method, request.assume, request.on_failure, options
+        )
+        return token
     return CACHE.requests.token(request)
 
 
