@@ -6,15 +6,15 @@ from typing import Any, Literal, overload
 
 import torch
 
-from tsgu_core.sparse.batch import MemberGroup, run_by_groups, split_by_pattern
-from tsgu_core.errors import InvalidArgumentError, StaleFactorizationError
-from tsgu_core.plugins.info import SolveInfo
+from tsgu_core.base.quiet import quietly
+from tsgu_core.base.transforms import outside_graphs
 from tsgu_core.engine.pipeline import Plan, as_columns, execute, matrix_values, plan
 from tsgu_core.engine.prepared import PreparedSolve
+from tsgu_core.errors import InvalidArgumentError, StaleFactorizationError
+from tsgu_core.plugins.info import SolveInfo
 from tsgu_core.plugins.protocol import SolverBackend
-from tsgu_core.base.quiet import quietly
 from tsgu_core.plugins.select import Selection
-from tsgu_core.base.transforms import outside_graphs
+from tsgu_core.sparse.batch import MemberGroup, run_by_groups, split_by_pattern
 from tsgu_core.sparse.validate import check_rhs
 
 __all__ = ["Factorization", "factorize"]
@@ -37,6 +37,20 @@ class Factorization:
     prepared state. Before every solve the handle checks that ``A`` still holds
     the values and pattern it was prepared with, and raises
     :class:`~tsgu_core.errors.StaleFactorizationError` if not.
+
+    **Threads.** One handle may be shared by any number of threads: their
+    solves — plain, transposed and backward passes, gradients of ``A``
+    accumulating in ``A.grad`` — give the numbers one thread would. Backends
+    change their prepared state inside a solve (PETSc scales its matrix,
+    PARDISO switches its handle to transposed solves, cuDSS copies ``B`` into
+    one buffer, SuperLU may factorize again), so the backend's ``solve`` runs
+    under a lock of this handle, unless the backend declares
+    ``thread_safe = True``: the backend's work on one handle takes turns,
+    while the checks of ``B`` and of the residual and the gradients run in
+    parallel. Different handles never wait for each other: for backend work
+    in parallel, give each thread its own ``factorize(A)``. On a CUDA device
+    the threads sharing a handle should share a CUDA stream (torch's default
+    one does): work queued on different streams is not ordered.
 
     Attributes
     ----------
