@@ -1,5 +1,5 @@
-"""Threads: the plugin registry read while others register, one ``Factorization`` shared by 8 threads and the
-per-handle lock around a backend's ``solve``.
+"""Threads: the plugin registry read while others register, one ``Factorization`` shared by 8 threads, the
+per-handle lock around a backend's ``solve``, and the warning filters tsgu sets while threads solve.
 
 Every solve is compared with the dense reference (``torch.linalg.solve`` of ``A``
 or ``Aᵀ``); the backward pass's transposed solve through ``B.grad`` and ``A.grad``.
@@ -13,6 +13,7 @@ import contextlib
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -293,6 +294,38 @@ def test_a_thread_safe_declaration_must_be_true_to_count(register) -> None:
     errors = run_together((2, lambda i: handle.solve(torch.ones(6, dtype=torch.float64))))
     assert len(errors) == 2 and all(isinstance(error, BackendError) for error in errors), summary(errors)
     assert probe.most_inside == 1
+
+
+# --------------------------------------------------------------------------- warning filters
+
+
+def test_solving_threads_neither_drop_nor_leave_warning_filters() -> None:
+    """tsgu hides torch's sparse notices with filters of its own; threads solving must not disturb others' filters.
+
+    A thread sets and removes filters of its own while 7 others solve: each
+    stays until removed; afterwards the filters are what they were.
+    """
+    D, A = _problem(16)
+    handle = tsgu_core.factorize(A, backend="scipy")
+    B = torch.randn(16, 2, dtype=torch.float64)
+    before = list(warnings.filters)
+
+    def solve(i: int) -> None:
+        for r in range(40):
+            handle.solve(B, transpose=bool(r % 2))
+
+    def user(i: int) -> None:
+        for k in range(40):
+            warnings.filterwarnings("error", message=f"threads-user-filter-{k}")
+            mine = warnings.filters[0]
+            time.sleep(0.001)
+            assert mine in warnings.filters, f"filter {k}, set by this thread, was removed by a solve in another"
+            warnings.filters.remove(mine)
+
+    errors = run_together((THREADS - 1, solve), (1, user))
+    assert not errors, summary(errors)
+    left = [entry for entry in warnings.filters if entry not in before]
+    assert warnings.filters == before, f"filters left behind: {left}"
 
 
 # --------------------------------------------------------------------------- one handle, 8 threads, every backend
