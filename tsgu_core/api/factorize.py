@@ -39,6 +39,20 @@ class Factorization:
     the values and pattern it was prepared with, and raises
     :class:`~tsgu_core.errors.StaleFactorizationError` if not.
 
+    **Threads.** One handle may be shared by any number of threads: their
+    solves — plain, transposed and backward passes, gradients of ``A``
+    accumulating in ``A.grad`` — give the numbers one thread would. Backends
+    change their prepared state inside a solve (PETSc scales its matrix,
+    PARDISO switches its handle to transposed solves, cuDSS copies ``B`` into
+    one buffer, SuperLU may factorize again), so the backend's ``solve`` runs
+    under a lock of this handle, unless the backend declares
+    ``thread_safe = True``: the backend's work on one handle takes turns,
+    while the checks of ``B`` and of the residual and the gradients run in
+    parallel. Different handles never wait for each other: for backend work
+    in parallel, give each thread its own ``factorize(A)``. On a CUDA device
+    the threads sharing a handle should share a CUDA stream (torch's default
+    one does): work queued on different streams is not ordered.
+
     Attributes
     ----------
     prepare_time : float

@@ -14,11 +14,26 @@ pattern the core's own products run on. Every call into a plugin —
   :func:`tsgu_core.engine.convergence.assess`.
 
 The same prepared state serves the forward solve, the backward's transpose
-solve and, through :func:`tsgu_core.factorize`, any number of further solves.
+solve and, through :func:`tsgu_core.factorize`, any number of further solves —
+from any number of threads. Backends' states change inside ``solve`` (PETSc
+scales its matrix in place, PARDISO sets the transposed mode on its handle,
+cuDSS copies ``B`` into one buffer, SuperLU may factorize again), so the core
+never lets two threads into ``solve`` with one prepared state at once: each
+:class:`PreparedSolve` has its own lock, held around the backend's ``solve``
+(not around the residual check or the gradient). Per-call parameters would
+not be enough: PARDISO's solve phase, run twice at once on one handle with
+an ``iparm`` of its own per call, still returned wrong solutions (measured:
+8 threads sharing a handle, ~840 solves, a wrong one in 2 of 3 runs; the
+residual check caught them). A backend whose ``solve`` is safe to run
+concurrently on one state says so with ``thread_safe = True``
+(:func:`runs_concurrently`); its solves are not serialized. Different
+prepared states never wait for each other.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,7 +48,7 @@ from tsgu_core.plugins.kit.reports import merge_reports
 from tsgu_core.plugins.protocol import BackendReport, MethodSpec, SolveOptions, SolverBackend
 from tsgu_core.sparse.pattern import SparsePattern
 
-__all__ = ["PreparedSolve"]
+__all__ = ["PreparedSolve", "runs_concurrently"]
 
 T = TypeVar("T")
 
@@ -50,6 +65,19 @@ def _call(backend: SolverBackend[Any], spec: MethodSpec, what: str, function: Ca
             backend=backend.name,
             method=spec.name,
         ) from error
+
+
+def runs_concurrently(backend: SolverBackend[Any]) -> bool:
+    """Whether ``backend`` declared its ``solve`` safe to call from several threads at once on one state.
+
+    Only ``thread_safe = True`` (the bool, not any truthy value) counts; an
+    undeclared backend is called one thread at a time per prepared state.
+
+    >>> from tsgu_core.testing import DenseBackend
+    >>> runs_concurrently(DenseBackend())
+    False
+    """
+    return getattr(backend, "thread_safe", False) is True
 
 
 @dataclass
@@ -69,6 +97,12 @@ class PreparedSolve:
         The convergence policy of every solve with this state.
     prepare_time : float
         Seconds spent in ``prepare``; counted into the first solve's wall time.
+
+    Notes
+    -----
+    Safe to share between threads: the backend's ``solve`` runs under this
+    state's lock unless the backend declares ``thread_safe = True``
+    (see the module docstring).
     """
 
     backend: SolverBackend[Any]
@@ -80,6 +114,7 @@ class PreparedSolve:
     prepare_time: float = 0.0
     member_states: list[Any] | None = None
     _prepare_time_reported: bool = field(default=False, repr=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     @classmethod
     def of(
@@ -129,9 +164,11 @@ class PreparedSolve:
             )
             return self._checked(result, rhs)
 
-        if self.member_states is None:
-            return one(self.state, B, x0)
-        results = [one(state, B[i], None if x0 is None else x0[i]) for i, state in enumerate(self.member_states)]
+        # re-entrant: a backend's solve may call back into the core with this state (a preconditioner, say)
+        with contextlib.nullcontext() if runs_concurrently(self.backend) else self._lock:
+            if self.member_states is None:
+                return one(self.state, B, x0)
+            results = [one(state, B[i], None if x0 is None else x0[i]) for i, state in enumerate(self.member_states)]
         return torch.stack([X for X, _ in results]), merge_reports(report for _, report in results)
 
     def _checked(self, result: Any, B: torch.Tensor) -> tuple[torch.Tensor, BackendReport]:
@@ -157,9 +194,10 @@ class PreparedSolve:
         start = time.perf_counter()
         X, report = self._backend_solve(B, transpose, x0)
         elapsed = time.perf_counter() - start
-        if not self._prepare_time_reported:
+        with self._lock:  # only the first solve, whichever thread runs it, counts the preparation
+            first, self._prepare_time_reported = not self._prepare_time_reported, True
+        if first:
             elapsed += self.prepare_time
-            self._prepare_time_reported = True
         info = assess(
             pattern=self.pattern,
             values=values,

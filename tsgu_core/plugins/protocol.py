@@ -31,6 +31,14 @@ Rules of the contract
   :class:`tsgu_core.errors.SingularMatrixError` when its factorization fails.
   Any other exception escaping ``prepare``/``solve`` reaches the user wrapped
   in :class:`tsgu_core.errors.BackendError`, naming backend and method.
+* Threads: the core never calls ``solve`` from two threads at once with the
+  same state — it holds a lock of the prepared state around the call — so
+  ``solve`` may change its state (a scaling, a mode flag, a shared buffer, a
+  lazily built transpose). A backend whose ``solve`` stands concurrent calls
+  on one state (it writes nothing shared, or locks what it writes) declares
+  ``thread_safe = True`` and is then called concurrently. Different states
+  are used from different threads at the same time (``prepare`` and ``solve``
+  of other matrices run in parallel): module-level state needs its own lock.
 * ``is_available(device_type)`` never raises and never imports a heavy
   library just to answer (check ``importlib.util.find_spec`` first).
 * A backend that can solve systems whose rows are spread over MPI processes
@@ -395,6 +403,10 @@ class SolverBackend(Protocol, Generic[StateT]):
         ``complex`` flags (e.g. "only with a PETSc built with complex
         scalars"), shown by ``tsgu info`` and in
         :class:`~tsgu_core.errors.ComplexNotSupportedError`.
+    thread_safe : bool, optional
+        Also optional (default ``False``): ``True`` when :meth:`solve` may run
+        in several threads at once with one state. Without it the core
+        serializes the solves of each prepared state (see :meth:`solve`).
     """
 
     @property
@@ -428,7 +440,13 @@ class SolverBackend(Protocol, Generic[StateT]):
         transpose: bool,
         x0: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, BackendReport]:
-        """Solve ``A X = B`` (or ``Aᵀ X = B``) for ``B`` of shape ``(n, k)``."""
+        """Solve ``A X = B`` (or ``Aᵀ X = B``) for ``B`` of shape ``(n, k)``.
+
+        Never called by two threads at once with the same ``state`` unless
+        the backend declares ``thread_safe = True``; so it may change
+        ``state`` (only in ways that leave later solves right). Called with
+        different states at the same time from different threads.
+        """
         ...
 
 

@@ -4,6 +4,10 @@ Rules of this module
 --------------------
 * Nothing is loaded at import. The first call that needs a backend loads
   every entry point of the group ``tsgu`` once (lazily, under a lock).
+* Every read and every change of the registry (loading, registering,
+  unregistering, reloading, listing, getting) holds one lock: a thread never
+  sees half a plugin registered, nor a backend listed that it cannot get
+  as it was listed.
 * Each entry point is loaded and asked for its backends on its own: a plugin
   that fails to import, whose hook raises, or whose backend breaks the
   contract is recorded with its error and does not affect any other plugin.
@@ -344,14 +348,16 @@ def list_backends() -> list[BackendEntry]:
     >>> "torch" in [entry.name for entry in list_backends()]
     True
     """
-    state = _loaded()
-    return [state.entries[name] for name in sorted(state.entries)]
+    with _lock:
+        state = _loaded()
+        return [state.entries[name] for name in sorted(state.entries)]
 
 
 def list_broken_plugins() -> list[BrokenPlugin]:
     """The plugins that failed to load, each with its error."""
-    state = _loaded()
-    return [state.broken[name] for name in sorted(state.broken)]
+    with _lock:
+        state = _loaded()
+        return [state.broken[name] for name in sorted(state.broken)]
 
 
 def get_entry(name: str) -> BackendEntry:
@@ -364,25 +370,26 @@ def get_entry(name: str) -> BackendEntry:
     UnknownBackendError
         If nothing of that name is registered; the message lists what is.
     """
-    state = _loaded()
-    if name in state.entries:
-        return state.entries[name]
-    if name in state.broken:
-        broken = state.broken[name]
-        source = f" from {broken.distribution} {broken.version}" if broken.distribution else ""
-        raise PluginLoadError(f"plugin {name!r}{source} failed to load: {broken.error}")
-    registered = sorted(state.entries)
-    listing = ", ".join(f"{n} ({state.entries[n].provenance})" for n in registered) or "none"
-    hint = ""
-    if state.broken:
-        hint = "; plugins that failed to load (one may provide it): " + ", ".join(
-            f"{b.plugin} ({b.error})" for b in state.broken.values()
+    with _lock:
+        state = _loaded()
+        if name in state.entries:
+            return state.entries[name]
+        if name in state.broken:
+            broken = state.broken[name]
+            source = f" from {broken.distribution} {broken.version}" if broken.distribution else ""
+            raise PluginLoadError(f"plugin {name!r}{source} failed to load: {broken.error}")
+        registered = sorted(state.entries)
+        listing = ", ".join(f"{n} ({state.entries[n].provenance})" for n in registered) or "none"
+        hint = ""
+        if state.broken:
+            hint = "; plugins that failed to load (one may provide it): " + ", ".join(
+                f"{b.plugin} ({b.error})" for b in state.broken.values()
+            )
+        raise UnknownBackendError(
+            f"no backend named {name!r}; registered backends: {listing}{hint}",
+            name=name,
+            registered=registered,
         )
-    raise UnknownBackendError(
-        f"no backend named {name!r}; registered backends: {listing}{hint}",
-        name=name,
-        registered=registered,
-    )
 
 
 def get_backend(name: str) -> SolverBackend:
