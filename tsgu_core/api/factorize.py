@@ -6,16 +6,16 @@ from typing import Any, Literal, overload
 
 import torch
 
-from tsgu_core.base.quiet import quietly
-from tsgu_core.base.transforms import outside_graphs
+from tsgu_core.sparse.batch import MemberGroup, run_by_groups
+from tsgu_core.errors import InvalidArgumentError, StaleFactorizationError
+from tsgu_core.plugins.info import SolveInfo
 from tsgu_core.engine.pipeline import Plan, as_columns, execute, matrix_values, plan, split_by_pattern
 from tsgu_core.engine.prepared import PreparedSolve
 from tsgu_core.engine.request import SolveRequest
-from tsgu_core.errors import InvalidArgumentError, StaleFactorizationError
-from tsgu_core.plugins.info import SolveInfo
 from tsgu_core.plugins.protocol import SolverBackend
+from tsgu_core.base.quiet import quietly
 from tsgu_core.plugins.select import Selection
-from tsgu_core.sparse.batch import MemberGroup, run_by_groups
+from tsgu_core.base.transforms import outside_graphs
 from tsgu_core.sparse.validate import check_rhs
 
 __all__ = ["Factorization", "factorize"]

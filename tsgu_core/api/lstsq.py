@@ -27,13 +27,13 @@ from typing import Any, Literal, overload
 
 import torch
 
-from tsgu_core.base.quiet import quietly
-from tsgu_core.base.transforms import outside_graphs
+from tsgu_core.plugins.info import SolveInfo
+from tsgu_core.sparse.pattern import SparsePattern
 from tsgu_core.engine.pipeline import as_columns, execute, matrix_values, plan
 from tsgu_core.engine.request import SolveRequest
-from tsgu_core.plugins.info import SolveInfo
 from tsgu_core.plugins.protocol import SolverBackend
-from tsgu_core.sparse.pattern import SparsePattern
+from tsgu_core.base.quiet import quietly
+from tsgu_core.base.transforms import outside_graphs
 from tsgu_core.sparse.validate import check_rhs, check_x0
 
 __all__ = ["lstsq"]
