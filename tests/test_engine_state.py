@@ -111,11 +111,12 @@ def test_threads_share_a_prepared_matrix_forward_and_backward(backend):
     results: list[tuple[torch.Tensor, torch.Tensor]] = []
     failures: list[BaseException] = []
     start = threading.Barrier(8)
+    rounds = 25 if backend == "pardiso" else 8  # the PARDISO race needed ~200 solves to show (1–5 in 400)
 
     def work() -> None:
         start.wait()
         try:
-            for _ in range(25):
+            for _ in range(rounds):
                 x, vjp = torch.func.vjp(lambda v: solve_values(pattern, v, b, backend=backend, **options), values)
                 (grad,) = vjp(2 * x)
                 results.append((x, grad))
@@ -128,7 +129,7 @@ def test_threads_share_a_prepared_matrix_forward_and_backward(backend):
     for thread in threads:
         thread.join()
     assert failures == []
-    assert len(results) == 8 * 25
+    assert len(results) == 8 * rounds
     for x, grad in results:
         torch.testing.assert_close(x, x_ref)
         torch.testing.assert_close(grad, grad_ref)
