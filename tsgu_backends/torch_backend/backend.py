@@ -61,7 +61,6 @@ _FUSED = Option(
     type=bool,
     default=False,
 )
-_FUSED_METHODS = ("bicgstab", "cg")  # the methods that declare it
 
 METHODS: dict[str, MethodSpec] = {
     "gmres": MethodSpec(
@@ -133,6 +132,9 @@ METHODS: dict[str, MethodSpec] = {
         priority=150,
     ),
 }
+
+
+_FUSED_METHODS = tuple(name for name, spec in METHODS.items() if "fused" in spec.options)  # those that declare it
 
 
 def _jacobi(operator: CsrOperator, method: str) -> torch.Tensor:
