@@ -1,5 +1,23 @@
 """Test-session settings: one thread per worker (measured: 2 torch threads under load ran
-CSR products 7–40× slower than 1), and no CUDA test without a CUDA device."""
+CSR products 7–40× slower than 1), no CUDA test without a CUDA device, and which tests are ``slow``.
+
+The default run (``pytest``, whose addopts say ``-m "not slow"``) keeps every test that guards the
+numbers of a backend × method — the whole conformance kit among them — and leaves out the tests
+marked ``slow``: the rest of exhaustive parameter products, and a few expensive tests of things the
+default run checks elsewhere. ``pytest -m slow`` runs those; ``pytest -m ""`` runs everything (CI does).
+
+A test becomes ``slow`` in one of three ways, all in this file or the test's own marks:
+
+* ``@pytest.mark.slow`` on the test itself;
+* its node id (``file.py::test_name`` or ``file.py::test_name[id]``) in :data:`SLOW`;
+* its function in :data:`THINNED`: a parametrized test whose product is exhaustive keeps, in the
+  default run, a covering subset — every value of every parameter at least once (a backend and its
+  method count as one value; for a conformance ``Case``, each backend × method × check once, and every
+  layout, right-hand side and dtype somewhere), float64 items chosen first — and the rest is ``slow``.
+
+A new test is in the default run unless it is listed here or marked; a new parameter value of a
+thinned test is in the default run whenever it is one no kept item covers yet.
+"""
 
 import os
 
@@ -10,11 +28,89 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import tsgu_core  # noqa: E402
+from tsgu_core.testing import Case  # noqa: E402
 
 torch.set_num_threads(1)
 
+THINNED = {
+    # the kit again with an option on (its plain runs are whole in test_conformance.py)
+    "test_torch_block_krylov.py::test_fused_passes_the_conformance_kit",
+    "test_torch_preconditioners.py::test_ilu0_conformance",
+    # products of dtype × layout × right-hand side × backend × method around one property
+    "test_reliability.py::test_scaled_problem_gives_the_unscaled_answer",
+    "test_batch_chunks.py::test_chunked_batch_gradcheck",
+    "test_traced.py::test_torch_func_transforms_match_dense",
+    "test_traced.py::test_complex_transforms_follow_the_wirtinger_convention",
+    "test_traced.py::test_torch_func_in_float32",
+    "test_traced.py::test_compile_fullgraph_forward_and_backward",
+    "test_compat.py::test_c4t_string_solvers_gradcheck",
+    "test_compat.py::test_j4t_string_solvers_gradcheck",
+    "test_compat.py::test_generic_string_solvers_gradcheck",
+    "test_compat.py::test_generic_callable_bicgstab_gradcheck",
+}
+"""``file.py::test_function`` of the tests that keep only a covering subset in the default run."""
 
+SLOW = {
+    # thread settings through a subprocess per setting; the numbers of the CLI's solves are checked elsewhere
+    "test_cli.py::test_threads_option_sets_torch_and_the_blas_libraries",
+    # inductor compiles C++ per backend; the traced operator is one opaque op whatever the backend inside
+    # (test_compile_fullgraph_with_inductor[torch] stays, and every backend runs under aot_eager)
+    "test_traced.py::test_compile_fullgraph_with_inductor[jax]",
+    "test_traced.py::test_compile_fullgraph_with_inductor[scipy]",
+}
+"""Node ids (``file.py::test_name``, or with ``[id]``) of costly tests whose point the default run checks elsewhere."""
+
+
+def _value_key(value):
+    return str(value) if isinstance(value, torch.dtype) else repr(value)
+
+
+def _axes(item):
+    """The (parameter, value) pairs an item covers; a backend and its method are one value."""
+    params = dict(item.callspec.params)
+    for value in params.values():
+        if isinstance(value, Case):
+            method = ("method", value.backend, value.method, value.check, value.device)
+            return {method, ("layout", value.layout), ("rhs", value.rhs), ("dtype", value.dtype)}
+    axes = set()
+    if "backend" in params and "method" in params:
+        axes.add(("backend-method", _value_key(params.pop("backend")), _value_key(params.pop("method"))))
+    axes.update((name, _value_key(value)) for name, value in params.items())
+    return axes
+
+
+def _where(item):
+    return f"{item.path.name}::{getattr(item, 'originalname', item.name)}", f"{item.path.name}::{item.name}"
+
+
+def _mark_slow(items):
+    """Mark ``slow`` what :data:`SLOW` names and what a covering subset of each :data:`THINNED` test leaves out."""
+    slow = pytest.mark.slow
+    groups = {}
+    for item in items:
+        function, node = _where(item)
+        if function in SLOW or node in SLOW:
+            item.add_marker(slow)
+        elif function in THINNED and hasattr(item, "callspec"):
+            groups.setdefault(function, []).append(item)
+    for group in groups.values():
+        # greedy cover: take the item that covers most values not yet covered (ties: float64 first, then file order)
+        left = sorted(group, key=lambda item: "float64" not in item.name)
+        axes = {id(item): _axes(item) for item in left}
+        covered = set()
+        while left:
+            best = max(left, key=lambda item: len(axes[id(item)] - covered))
+            if not axes[id(best)] - covered:
+                break
+            covered |= axes[id(best)]
+            left.remove(best)
+        for item in left:
+            item.add_marker(slow)
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own hook deselects by ``-m``
 def pytest_collection_modifyitems(config, items):
+    _mark_slow(items)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device (torch.cuda.is_available() is False)")
