@@ -294,3 +294,23 @@ def test_no_warning_below_the_threshold_for_solve_values_coo_or_no_grad(fresh_wa
             solve(problem.matrix(theta), problem.B, backend="scipy")
         small, small_theta = _diffusion(7)  # n = 49 < 50
         solve(small.matrix(small_theta), small.B, backend="scipy")
+
+
+# --- item 14: tsgu's own constructors are quiet --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "from tsgu_core.testing import convection_diffusion_2d; convection_diffusion_2d(4)",
+        "from tsgu_core.testing import poisson_2d; poisson_2d(4)",
+        "import torch; from tsgu_core.testing import to_layout; to_layout(torch.eye(3), 'csr')",
+        "import scipy.sparse as sp; from tsgu_core import from_scipy; from_scipy(sp.eye(3, format='csr'))",
+        "import scipy.sparse as sp; from tsgu_core import from_scipy; from_scipy(sp.eye(3), layout='coo')",
+    ],
+    ids=["convection_diffusion_2d", "poisson_2d", "to_layout", "from_scipy csr", "from_scipy coo"],
+)
+def test_tsgu_constructors_emit_no_torch_notice(code):
+    """A fresh process (torch shows each notice once per process) with every warning an error."""
+    result = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
