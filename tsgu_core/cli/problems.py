@@ -77,7 +77,8 @@ def check_header(path: str) -> tuple[int, int, int]:
     needed = stored * BYTES_PER_ENTRY + (rows + 1) * 8 * 3  # row pointers (SciPy's, torch's, temporaries)
     if layout == "array":
         needed = rows * columns * 16 * 2  # dense: the array and its sparse copy
-    check_memory(needed, f"{path} ({rows} × {columns}, {entries} stored entries by its header)")
+    claimed = f"{entries} stored entr{'y' if entries == 1 else 'ies'}"
+    check_memory(needed, f"{path} ({rows} × {columns}, {claimed} by its header)")
     return rows, columns, entries
 
 

@@ -44,8 +44,8 @@ from typing import Any
 
 import torch
 
-from tsgu_core.sparse.pattern import SparsePattern
 from tsgu_core.base.quiet import quiet_sparse_notices
+from tsgu_core.sparse.pattern import SparsePattern
 
 __all__ = ["DiffusionProblem", "true_coefficient"]
 
