@@ -1,5 +1,8 @@
 """Sphinx configuration: numpydoc-style docstrings (napoleon), Markdown pages (MyST), built with -W in CI.
 
+Math is rendered by the MathJax copy in ``_static/mathjax`` (no network needed),
+the theme is Furo, and ``_static/tsgu.css`` makes long code lines wrap.
+
 The option reference (``options.md``) includes ``_generated/options.md``, which
 ``options_reference.py`` writes here, at every build, from the backends' own
 declarations.
@@ -28,5 +31,10 @@ autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 autodoc_default_options = {"members": True, "show-inheritance": False}
 nitpicky = False
-html_theme = "alabaster"
+html_theme = "furo"  # the `docs` extra installs it
 html_title = "tsgu: differentiable sparse linear solves for PyTorch"
+html_static_path = ["_static"]
+html_css_files = ["tsgu.css"]  # code blocks wrap instead of being clipped
+# MathJax 3.2.2 (Apache-2.0, from npm's `mathjax` package: es5/tex-chtml.js and its woff-v2 fonts) is bundled in
+# _static/mathjax, so formulas render offline; sphinx reads a relative path as one under html_static_path
+mathjax_path = "mathjax/tex-chtml.js"

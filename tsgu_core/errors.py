@@ -10,7 +10,8 @@ message says what to do.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+from collections.abc import Iterable, Sequence
 
 __all__ = [
     "BackendContractError",
@@ -25,6 +26,7 @@ __all__ = [
     "InvalidOptionError",
     "LayoutError",
     "NonFiniteError",
+    "PerformanceWarning",
     "PluginLoadError",
     "SecondDerivativeError",
     "ShapeError",
@@ -38,7 +40,30 @@ __all__ = [
     "UnknownMethodError",
     "UnknownOptionError",
     "UnsupportedDeviceError",
+    "did_you_mean",
 ]
+
+
+def did_you_mean(name: object, candidates: Iterable[str]) -> str:
+    """``" (did you mean 'restart'?)"`` when ``name`` is close to one of ``candidates``, else ``""``.
+
+    The closeness is :func:`difflib.get_close_matches`'s (ratio ≥ 0.6), so a
+    swapped or missing letter is caught (``restrat``, ``scpiy``) and an
+    unrelated name gets no suggestion.
+
+    Examples
+    --------
+    >>> did_you_mean("restrat", ["restart", "rtol", "maxiter"])
+    " (did you mean 'restart'?)"
+    >>> did_you_mean("spam", ["restart", "rtol"])
+    ''
+    """
+    if not isinstance(name, str):
+        return ""
+    close = difflib.get_close_matches(name, [c for c in candidates if c != name], n=2)
+    if not close:
+        return ""
+    return " (did you mean " + " or ".join(repr(c) for c in close) + "?)"
 
 
 class TsguError(Exception):
@@ -281,3 +306,7 @@ class ConvergenceError(SolveFailedError):
 
 class ConvergenceWarning(UserWarning):
     """Issued instead of :class:`ConvergenceError` when ``on_failure="warn"``."""
+
+
+class PerformanceWarning(UserWarning):
+    """Issued once when a call will be much slower or larger in memory than an equivalent one tsgu names."""

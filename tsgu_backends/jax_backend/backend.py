@@ -290,6 +290,8 @@ class JaxBackend:
         values = A._values() if A.layout == torch.sparse_coo else A.values()
         if method == "spsolve":
             return _SpSolve(A.dtype, pattern, values)
+        if values.numel() == 0 and A.shape[0] > 0:  # the zero matrix: the Krylov scaling below has nothing to scale by
+            raise SingularMatrixError(f"A ({A.shape[0]}×{A.shape[1]}) has no stored entries: it is the zero matrix")
         state = _State(method, A.dtype, A.device, A.shape[0], options, pattern, values)
         with precision(A.dtype):
             state.data = to_jax(values)

@@ -176,11 +176,19 @@ class _Triangular:
 Preconditioner = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _matrix_preconditioner(M: torch.Tensor, shape: tuple[int, ...]) -> tuple[Preconditioner, Preconditioner]:
+def _matrix_preconditioner(
+    M: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
+) -> tuple[Preconditioner, Preconditioner]:
     """``R ↦ M @ R`` and ``R ↦ Mᵀ @ R`` for a (dense or sparse) ``n × n`` tensor ``M``."""
     n = shape[-1]
     if M.dim() != 2 or tuple(M.shape) != (n, n):
         raise InvalidOptionError(f"M must be an ({n}, {n}) matrix approximating A⁻¹, got {tuple(M.shape)}", option="M")
+    if M.dtype != dtype or M.device != device:
+        raise InvalidOptionError(
+            f"the preconditioner M is {M.dtype} on {M.device} but A is {dtype} on {device}; "
+            f"pass M.to(dtype={dtype}, device='{device}') — tsgu does not cast silently",
+            option="M",
+        )
     transposed = M.t()
     if M.layout != torch.strided:
         transposed = transposed.to_sparse_csr() if M.layout == torch.sparse_csr else transposed.coalesce()
@@ -217,14 +225,35 @@ def _preconditioners(
     if M is None:
         return None, None
     if isinstance(M, torch.Tensor):
-        return _matrix_preconditioner(M, (operator.n,))
+        return _matrix_preconditioner(M, (operator.n,), operator.values.dtype, operator.values.device)
     if not callable(M):
         raise InvalidOptionError(f"M must be a tensor or a callable, got {type(M).__name__}", option="M")
     if M_transpose is not None and not callable(M_transpose):
         raise InvalidOptionError(
             f"M_transpose must be a callable, got {type(M_transpose).__name__}", option="M_transpose"
         )
-    return M, M_transpose
+    return _checked(M, "M"), None if M_transpose is None else _checked(M_transpose, "M_transpose")
+
+
+def _checked(M: Preconditioner, name: str) -> Preconditioner:
+    """``M`` checked at each call: it must return a tensor of its input's shape, dtype and device."""
+
+    def apply(R: torch.Tensor) -> torch.Tensor:
+        Z = M(R)
+        if not isinstance(Z, torch.Tensor) or Z.shape != R.shape or Z.dtype != R.dtype or Z.device != R.device:
+            got = (
+                f"{tuple(Z.shape)} {Z.dtype} on {Z.device}"
+                if isinstance(Z, torch.Tensor)
+                else f"{type(Z).__name__} ({Z!r})"[:80]
+            )
+            raise InvalidOptionError(
+                f"the preconditioner {name} (a callable) returned {got} for an input of {tuple(R.shape)} {R.dtype} "
+                f"on {R.device}; it must return M⁻¹R as a tensor of its input's shape (..., n, k), dtype and device",
+                option=name,
+            )
+        return Z
+
+    return apply
 
 
 @dataclass

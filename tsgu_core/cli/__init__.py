@@ -61,10 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _report(command: str, error: BaseException, *, kind: bool = True) -> None:
+def _report(command: str, error: BaseException, *, kind: bool = True, listing: bool = False) -> None:
+    """One line on stderr; with ``listing``, the message's own lines (e.g. one accepted option per line) are kept."""
     name = f"{type(error).__name__}: " if kind else ""
-    text = " ".join(str(error).split())  # one line, whatever the message held
-    print(f"tsgu {command}: {name}{text}", file=sys.stderr)
+    lines = str(error).splitlines() if listing else [str(error)]
+    first, *rest = [" ".join(line.split()) for line in lines if line.strip()] or [""]
+    print(f"tsgu {command}: {name}{first}", file=sys.stderr)
+    for line in rest:
+        print(f"  {line}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -83,6 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except failed as error:
         _report(args.command, error)
         return EXIT_SOLVE_FAILED
+    except errors.UnknownOptionError as error:  # the accepted options, one per line
+        _report(args.command, error, listing=True)
+        return EXIT_INPUT
     except (errors.TsguError, ValueError, TypeError) as error:
         _report(args.command, error)
         return EXIT_INPUT
@@ -93,6 +100,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
+    except MemoryError as error:  # a last resort: the commands estimate the memory they need before any work
+        _report(args.command, CommandError(f"out of memory: {error or 'the problem is too large for this machine'}"),
+                kind=False)  # fmt: skip
+        return EXIT_INPUT
+    except OSError as error:  # e.g. a disk that filled up while writing
+        where = f" ({error.filename})" if error.filename else ""
+        _report(args.command, CommandError(f"{error.strerror or error}{where}"), kind=False)
+        return EXIT_INPUT
 
 
 if __name__ == "__main__":  # pragma: no cover

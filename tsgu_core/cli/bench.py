@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import statistics
 import textwrap
@@ -17,8 +18,16 @@ import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from tsgu_core.cli.common import CommandError, add_threads_option, check_device, check_plot, progress, set_threads
-from tsgu_core.cli.problems import GALLERY, named_problem, read_matrix
+from tsgu_core.cli.common import (
+    CommandError,
+    add_threads_option,
+    check_device,
+    check_memory,
+    check_plot,
+    progress,
+    set_threads,
+)
+from tsgu_core.cli.problems import BYTES_PER_ENTRY, GALLERY, named_problem, read_matrix
 from tsgu_core.plugins.kit.csr import row_indices
 
 if TYPE_CHECKING:
@@ -132,13 +141,15 @@ def _run_case(A: torch.Tensor, B: torch.Tensor, G: torch.Tensor, row: Row, optio
 
 
 def _cases(args: argparse.Namespace, device_type: str, kinds: set[str]) -> tuple[list[tuple[Row, dict]], list[Row]]:
+    from tsgu_core.errors import did_you_mean
     from tsgu_core.plugins.registry import list_backends
 
     entries = list(list_backends())
     names = {entry.name for entry in entries}
     unknown = sorted(set(args.backends or ()) - names)
     if unknown:
-        raise CommandError(f"--backends: unknown {', '.join(unknown)}; registered: {', '.join(sorted(names))}")
+        close = did_you_mean(unknown[0], names)
+        raise CommandError(f"--backends: unknown {', '.join(unknown)}{close}; registered: {', '.join(sorted(names))}")
     methods = {n for e in entries for n, s in e.backend.methods.items() if s.operation == "solve"}
     unknown = sorted(set(args.methods or ()) - methods)
     if unknown:
@@ -173,6 +184,10 @@ def _cases(args: argparse.Namespace, device_type: str, kinds: set[str]) -> tuple
 def run(args: argparse.Namespace) -> int:
     if args.repeats < 1 or args.warmup < 0 or args.rhs < 1 or args.n < 4:
         raise CommandError("--repeats and --rhs must be ≥ 1, --warmup ≥ 0, --n ≥ 4")
+    if not (math.isfinite(args.rtol) and args.rtol > 0):  # before any work: a bad tolerance would fail every case
+        raise CommandError(f"--rtol must be a finite number > 0, got {args.rtol}")
+    if args.matrix is None:  # a 5-point stencil: five entries a row, plus B, G, X and gradients (k columns each)
+        check_memory(args.n * (5 * BYTES_PER_ENTRY + 64 * args.rhs), f"--problem {args.problem} with --n {args.n}")
     check_plot(args.plot)
     threads = set_threads(args.threads)
     device = check_device(args.device)

@@ -20,7 +20,9 @@ __all__ = [
     "THREAD_VARIABLES",
     "CommandError",
     "add_threads_option",
+    "available_memory",
     "check_device",
+    "check_memory",
     "check_output",
     "check_plot",
     "progress",
@@ -92,6 +94,8 @@ def check_output(path: str, suffixes: Sequence[str], option: str) -> Path:
         The suffix is not one of ``suffixes``, the folder does not exist or is
         not writable, or ``path`` is a folder.
     """
+    if not path.strip():
+        raise CommandError(f"{option} got an empty file name; give one ending in {', '.join(suffixes)}")
     target = Path(path)
     if target.suffix.lower() not in suffixes:
         raise CommandError(f"{option} {path}: cannot tell the format; use a file name ending in {', '.join(suffixes)}")
@@ -103,6 +107,48 @@ def check_output(path: str, suffixes: Sequence[str], option: str) -> Path:
     if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
         raise CommandError(f"{option} {path}: not writable")
     return target
+
+
+def available_memory() -> int | None:
+    """Bytes this process may still allocate: ``MemAvailable``, capped by ``ulimit -v``; ``None`` if unknown."""
+    known: list[int] = []
+    try:
+        with open("/proc/meminfo") as file:
+            for line in file:
+                if line.startswith("MemAvailable:"):
+                    known.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        with contextlib.suppress(ValueError, OSError, AttributeError):
+            known.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft != resource.RLIM_INFINITY:
+            known.append(soft)
+    except (ImportError, OSError, ValueError):
+        pass
+    return min(known) if known else None
+
+
+def _size(count: float) -> str:
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
+        if count >= scale:
+            return f"{count / scale:.3g} {unit}"
+    return f"{count / 1e3:.3g} kB"
+
+
+def check_memory(needed: float, what: str) -> None:
+    """Refuse, before allocating, work that needs more than the memory available (:func:`available_memory`).
+
+    Raises
+    ------
+    CommandError
+        ``needed`` bytes exceed what this process may allocate.
+    """
+    available = available_memory()
+    if available is not None and needed > available:
+        raise CommandError(f"{what} needs about {_size(needed)} of memory, but only {_size(available)} is available")
 
 
 def check_plot(path: str | None) -> None:
@@ -131,6 +177,8 @@ def check_device(text: str) -> torch.device:
         device = torch.device(text)
     except (RuntimeError, ValueError) as error:
         raise CommandError(f"--device {text}: not a device name (e.g. cpu, cuda, cuda:1)") from error
+    if device.type == "meta":
+        raise CommandError(f"--device {text}: the meta device holds shapes but no values; use cpu or cuda")
     if device.type == "cuda":
         if torch.version.cuda is None and getattr(torch.version, "hip", None) is None:
             raise CommandError(f"--device {text}: this torch build has no CUDA support; use --device cpu")
@@ -163,8 +211,11 @@ def valid_methods(device_type: str, method: str, operation: str = "solve") -> No
                 offered.setdefault(entry.name, []).append(name)
     if any(method in names for names in offered.values()):
         return
+    from tsgu_core.errors import did_you_mean
+
     listing = "; ".join(f"{backend}: {', '.join(sorted(names))}" for backend, names in sorted(offered.items()))
-    raise CommandError(f"no backend on {device_type} offers method {method!r}; valid methods — {listing}")
+    close = did_you_mean(method, {name for names in offered.values() for name in names})
+    raise CommandError(f"no backend on {device_type} offers method {method!r}{close}; valid methods — {listing}")
 
 
 class _NoProgress:

@@ -26,17 +26,26 @@ def add_parser(commands: Any) -> None:
         "explain",
         help="say which backend and method solve() would use, and why the others were not chosen",
         description="Show which backend and method solve() would choose for a matrix on DEVICE, "
-        "with every registered backend and its verdict.",
+        "with every registered backend and its verdict. Given a Matrix Market file, explain for that matrix "
+        "(its size, dtype and structure).",
     )
+    which.add_argument("matrix", nargs="?", default=None, help="A, a Matrix Market (.mtx) file (optional)")
     which.add_argument("--device", default="cpu", help="device type of A (default cpu)")
+    which.add_argument(
+        "--assume",
+        default="general",
+        choices=("general", "symmetric", "spd"),
+        help="what you tell solve() about A, as solve(..., assume=...) (default general)",
+    )
     which.add_argument("--backend", default=None)
     which.add_argument("--method", default=None)
     which.add_argument("--operation", default="solve", choices=("solve", "triangular", "lstsq"))
     which.add_argument(
         "--dtype",
-        default="float64",
+        default=None,
         choices=("float32", "float64", "complex64", "complex128"),
-        help="dtype of A (default float64); a complex one considers only methods that declare complex support",
+        help="dtype of A (default float64, or the matrix file's: complex128 for a complex one); a complex one "
+        "considers only methods that declare complex support",
     )
     which.set_defaults(handler=run_explain)
 
@@ -65,7 +74,8 @@ def _declared_type(declared: Any) -> str | None:
 def option_record(name: str, declared: Any) -> dict[str, Any]:
     """One option as a plain record: a declared :class:`~tsgu_core.Option` or a plain one-line string."""
     if isinstance(declared, str):
-        return {"name": name, "doc": declared, "type": None, "default": None, "choices": None, "minimum": None}
+        return {"name": name, "doc": declared, "type": None, "default": None, "choices": None, "minimum": None,
+                "maximum": None}  # fmt: skip
     choices = getattr(declared, "choices", None)
     default = getattr(declared, "default", None)
     plain = (int, float, str, bool)
@@ -76,6 +86,7 @@ def option_record(name: str, declared: Any) -> dict[str, Any]:
         "default": default if default is None or isinstance(default, plain) else repr(default),
         "choices": None if choices is None else [c if isinstance(c, plain) else repr(c) for c in choices],
         "minimum": getattr(declared, "minimum", None),
+        "maximum": getattr(declared, "maximum", None),
     }
 
 
@@ -85,6 +96,8 @@ def _format_option(record: Mapping[str, Any]) -> str:
         kind = "{" + ", ".join(map(str, record["choices"])) + "}"
     if record["minimum"] is not None:
         kind += f" ≥ {record['minimum']:g}"
+    if record.get("maximum") is not None:
+        kind += f" ≤ {record['maximum']}"
     default = f" = {record['default']!r}" if record["default"] is not None else ""
     declared = kind + default
     name, doc = record["name"], record["doc"]
@@ -211,8 +224,15 @@ def run_explain(args: argparse.Namespace) -> int:
         valid_methods(device_type, args.method, args.operation)
     import torch
 
-    dtype = getattr(torch, args.dtype)
-    selection = explain(device_type, backend=args.backend, method=args.method, operation=args.operation, dtype=dtype)
+    target: Any = device_type
+    if args.matrix is not None:  # its dtype, size and structure; the device stays --device's (no copy needed)
+        A = _read_for_explain(args)
+        target, dtype = (A if device_type == "cpu" else device_type), A.dtype
+    else:
+        dtype = getattr(torch, args.dtype or "float64")
+    selection = explain(
+        target, backend=args.backend, method=args.method, operation=args.operation, assume=args.assume, dtype=dtype
+    )
     print(selection)
     seen = {name for name, _ in selection.considered}
     chosen = selection.entry.backend
@@ -235,8 +255,31 @@ def run_explain(args: argparse.Namespace) -> int:
             if spec.operation == args.operation and (spec.complex or not dtype.is_complex)
         ]
         if args.method is not None and args.method not in offered:
-            verdict += f"; has no method {args.method!r}" + (f" for {args.dtype} A" if dtype.is_complex else "")
+            verdict += f"; has no method {args.method!r}" + (f" for {dtype} A" if dtype.is_complex else "")
         availability = entry.availability(device_type)
         verdict += "; available" if availability else f"; unavailable: {availability.reason}"
         print(f"  {entry.name}: {verdict}")
     return 0
+
+
+def _read_for_explain(args: argparse.Namespace) -> Any:
+    """The matrix file as a CSR tensor (on the CPU), after printing its size and structure."""
+    import scipy.io
+    import torch
+
+    from tsgu_core.cli.problems import read_matrix
+    from tsgu_core.sparse.pattern import SparsePattern
+    from tsgu_core.sparse.structure import SYMMETRY_FACTOR, asymmetry
+
+    if args.dtype is None:
+        field = scipy.io.mminfo(args.matrix)[4] if args.matrix.endswith(".mtx") else "real"
+        args.dtype = "complex128" if field == "complex" else "float64"
+    A = read_matrix(args.matrix, getattr(torch, args.dtype))
+    n, m = A.shape
+    tolerance = SYMMETRY_FACTOR * torch.finfo(A.dtype).eps
+    symmetric = n == m and asymmetry(SparsePattern.of(A), A.values()) <= tolerance
+    structure = "symmetric" if symmetric else "nonsymmetric" if n == m else "rectangular"
+    print(f"matrix: {args.matrix} — {n}×{m}, {A._nnz()} stored entries, {args.dtype}, {structure}")
+    if symmetric and args.assume == "general":
+        print("  hint: A is symmetric; if it is also positive definite, --assume spd (solve(..., assume='spd'))")
+    return A

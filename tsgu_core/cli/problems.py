@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tsgu_core.cli.common import CommandError, quiet_torch
+from tsgu_core.cli.common import CommandError, check_memory, quiet_torch
 
 if TYPE_CHECKING:
     import torch
@@ -39,6 +39,49 @@ def _to_torch(M: Any, dtype: torch.dtype) -> torch.Tensor:
         )
 
 
+_COMPRESSED = (".gz", ".bz2")
+
+BYTES_PER_ENTRY = 80
+"""Peak bytes per stored entry while a Matrix Market file becomes a CSR tensor: SciPy's COO (row, column, value)
+and CSR copies, then torch's int64 indices and values, with their temporaries."""
+
+
+def check_header(path: str) -> tuple[int, int, int]:
+    """Read only the header of a Matrix Market file and refuse, before any allocation, a size it cannot hold.
+
+    A header claims ``rows × columns`` and a number of stored entries; reading the file allocates for
+    the claim. Refused: more entries than the file's bytes can hold (each needs at least 4 characters),
+    and a claim whose arrays exceed the memory available (:func:`~tsgu_core.cli.common.check_memory`).
+
+    Returns
+    -------
+    tuple of int
+        ``(rows, columns, entries)`` as the header states them.
+    """
+    import scipy.io
+
+    try:
+        rows, columns, entries, layout, _field, symmetry = scipy.io.mminfo(path)
+    except Exception as error:
+        raise CommandError(f"{path} is not a readable Matrix Market file ({type(error).__name__}: {error})") from error
+    if min(rows, columns, entries) < 0:
+        raise CommandError(f"{path}: its header claims a negative size ({rows} × {columns}, {entries} entries)")
+    compressed = path.lower().endswith(_COMPRESSED)
+    least = 4 if layout == "coordinate" else 2  # "i j\n" or "v\n": the fewest characters an entry takes
+    if not compressed and entries * least > Path(path).stat().st_size:
+        raise CommandError(
+            f"{path}: its header claims {entries} stored entries but the file holds only {Path(path).stat().st_size} "
+            "bytes: it is truncated or its header is wrong"
+        )
+    stored = entries * (2 if symmetry != "general" else 1)  # the mirrored half is stored explicitly
+    needed = stored * BYTES_PER_ENTRY + (rows + 1) * 8 * 3  # row pointers (SciPy's, torch's, temporaries)
+    if layout == "array":
+        needed = rows * columns * 16 * 2  # dense: the array and its sparse copy
+    claimed = f"{entries} stored entr{'y' if entries == 1 else 'ies'}"
+    check_memory(needed, f"{path} ({rows} × {columns}, {claimed} by its header)")
+    return rows, columns, entries
+
+
 def read_matrix(path: str, dtype: torch.dtype | None = None) -> torch.Tensor:
     """A Matrix Market file as a CSR tensor (float64 by default); any problem is a :class:`CommandError`."""
     import scipy.io
@@ -48,6 +91,7 @@ def read_matrix(path: str, dtype: torch.dtype | None = None) -> torch.Tensor:
         raise CommandError(f"{path} is a folder, not a Matrix Market file")
     if not Path(path).is_file():
         raise CommandError(f"no such file: {path}")
+    check_header(path)
     try:
         M = scipy.io.mmread(path)
     except Exception as error:
@@ -107,19 +151,32 @@ SOLUTION_SUFFIXES = (".npy", ".mtx")
 
 
 def write_solution(path: str, X: torch.Tensor) -> None:
-    """Write ``X`` as ``.npy`` or Matrix Market (``.mtx``), by the file's extension (checked beforehand)."""
+    """Write ``X`` as ``.npy`` or Matrix Market (``.mtx``), by the file's extension (checked beforehand).
+
+    Raises
+    ------
+    CommandError
+        The file cannot be written (a full disk, a lost connection, ...); a partly written regular file is removed.
+    """
     array = X.detach().cpu().numpy()
-    if path.lower().endswith(".npy"):
-        import numpy as np
-
-        with open(path, "wb") as file:  # np.save(path) would append .npy to a name ending in .NPY
-            np.save(file, array)
-    elif path.lower().endswith(".mtx"):
-        import scipy.io
-
-        scipy.io.mmwrite(path, array.reshape(array.shape[0], -1))
-    else:
+    lowered = path.lower()
+    if not lowered.endswith(SOLUTION_SUFFIXES):
         raise CommandError(f"cannot tell the format of {path}: use a .npy or .mtx file name")
+    try:
+        if lowered.endswith(".npy"):
+            import numpy as np
+
+            with open(path, "wb") as file:  # np.save(path) would append .npy to a name ending in .NPY
+                np.save(file, array)
+        else:
+            import scipy.io
+
+            scipy.io.mmwrite(path, array.reshape(array.shape[0], -1))
+    except OSError as error:
+        target = Path(path)
+        if target.is_file() and not target.is_symlink():
+            target.unlink(missing_ok=True)  # no half-written solution left behind
+        raise CommandError(f"-o {path}: cannot write the solution ({error.strerror or error})") from error
 
 
 def parse_options(pairs: list[str] | None) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import time
 import warnings
 from typing import Any
 
-from tsgu_core.cli.common import check_output, valid_methods
+from tsgu_core.cli.common import check_device, check_output, valid_methods
 from tsgu_core.cli.problems import SOLUTION_SUFFIXES, parse_options, read_matrix, read_rhs, write_solution
 
 
@@ -41,6 +41,7 @@ def add_parser(commands: Any) -> None:
         default="float64",
         help="default float64; a complex Matrix Market file needs complex128 or complex64",
     )
+    parser.add_argument("--device", default="cpu", help="where A and B live: cpu (default), cuda, cuda:1, …")
     parser.add_argument("-o", "--output", default=None, help="write X to this .npy or .mtx file")
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing unless the solve fails")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
@@ -48,14 +49,15 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.output:
+    if args.output is not None:  # "" too: it names no file
         check_output(args.output, SOLUTION_SUFFIXES, "-o")
     options = parse_options(args.option)
     for name in ("rtol", "atol", "maxiter"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
+    device = check_device(args.device)
     if args.method is not None and args.backend is None:
-        valid_methods("cpu", args.method)
+        valid_methods(device.type, args.method)
 
     import torch
 
@@ -68,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     if A.shape[0] != A.shape[1]:
         raise CommandError(f"{args.matrix} is {A.shape[0]}×{A.shape[1]}; solve needs a square matrix")
     B = read_rhs(args.rhs, A.shape[0], dtype)
+    A, B = A.to(device), B.to(device)
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
@@ -79,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"tsgu solve: warning: {' '.join(str(warning.message).split())}", file=sys.stderr)
         else:
             warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
-    if args.output:
+    if args.output is not None:
         write_solution(args.output, X)
 
     columns = 1 if B.dim() == 1 else B.shape[1]
@@ -108,18 +111,22 @@ def run(args: argparse.Namespace) -> int:
             "seconds": elapsed,
             "message": info.message,
             "output": args.output,
+            "device": str(device),
         }
         print(json.dumps(report, indent=2))
     elif not args.quiet:
         needed = f"; needed ≤ {max(info.thresholds):.1e}" if info.thresholds else ""
-        print(f"matrix:      {args.matrix} — {A.shape[0]}×{A.shape[1]}, {A._nnz()} stored entries, {args.dtype}")
+        print(
+            f"matrix:      {args.matrix} — {A.shape[0]}×{A.shape[1]}, {A._nnz()} stored entries, {args.dtype}, "
+            f"on {device}"
+        )
         print(f"rhs:         {args.rhs or 'ones'} — {columns} column(s)")
         print(f"backend:     {info.backend} / {info.method} ({info.kind})")
         print(f"converged:   {'yes' if info.converged else 'no'}{' (' + '; '.join(failing) + ')' if failing else ''}")
         print(f"residual:    {info.max_residual:.3e} (largest relative ‖b − A x‖ / ‖b‖ over the columns{needed})")
         print(f"iterations:  {'-' if info.iterations is None else info.iterations}")
         print(f"time:        {elapsed:.3f} s ({info.wall_time:.3f} s in the backend)")
-        if args.output:
+        if args.output is not None:
             print(f"solution:    written to {args.output}")
     elif not info.converged:
         detail = "; ".join(failing) or f"largest relative residual {info.max_residual:.3g}"

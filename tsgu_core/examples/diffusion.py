@@ -11,7 +11,7 @@ stencil: the conductance of the edge between neighbouring nodes ``p`` and
 ``q`` is ``(κ_p + κ_q) / 2``, so ``A(κ)`` has a fixed sparsity pattern and
 values that are linear in ``κ``. Given noisy observations of ``u`` for a few
 sources ``f`` (the columns of ``B``), gradient descent on
-``θ = log κ`` through :func:`tsgu_core.solve` recovers ``κ``:
+``θ = log κ`` through :func:`tsgu_core.solve_values` recovers ``κ``:
 
 .. math::
 
@@ -19,13 +19,20 @@ sources ``f`` (the columns of ``B``), gradient descent on
     + \tfrac{\lambda}{2} \|\nabla \theta\|^2,
     \qquad U(\theta) = A(e^\theta)^{-1} B.
 
-Everything here is plain torch: the gradient reaches ``θ`` through the values
-of the sparse ``A``, whichever backend solves. The pattern of ``A`` is fixed
+Everything here is plain torch. The pattern of ``A`` is fixed
 (:attr:`DiffusionProblem.pattern`) and only its values depend on ``θ``
-(:meth:`DiffusionProblem.values`), so a training step can also be written
-with :func:`tsgu_core.solve_values` on dense tensors only
-(:meth:`DiffusionProblem.objective`) — the form that compiles with
+(:meth:`DiffusionProblem.values`), so a training step is
+:func:`tsgu_core.solve_values` on the pattern and dense values
+(:meth:`DiffusionProblem.objective`): the gradient reaches ``θ`` through the
+values, whichever backend solves, in ``O(nnz)``; the same form compiles with
 ``torch.compile(fullgraph=True)`` and composes with ``torch.func``.
+
+:meth:`DiffusionProblem.matrix` builds the CSR tensor for solves without a
+gradient (observations, preconditioning experiments). Do not differentiate
+through it: torch's backward of ``torch.sparse_csr_tensor`` makes the
+gradient dense, ``O(n²)`` (measured 19 s and +4.4 GiB per backward at
+n = 22 500, against 0.02 s through ``solve_values``; tsgu warns once, see
+:mod:`tsgu_core.sparse.gradient_cost`).
 """
 
 from __future__ import annotations
@@ -72,12 +79,15 @@ class DiffusionProblem:
     --------
     >>> import torch
     >>> from tsgu_core.examples.diffusion import DiffusionProblem
+    >>> from tsgu_core import solve_values
     >>> problem = DiffusionProblem(m=8)
-    >>> A = problem.matrix(torch.zeros(64, dtype=torch.float64))  # κ = 1: the Laplacian
-    >>> A.shape, A.layout
-    (torch.Size([64, 64]), torch.sparse_csr)
-    >>> problem.pattern.nnz == A.values().numel()  # A's values are problem.values(θ), in pattern order
-    True
+    >>> theta = torch.zeros(64, dtype=torch.float64, requires_grad=True)  # κ = 1: A is the Laplacian
+    >>> U = solve_values(problem.pattern, problem.values(theta), problem.B)  # differentiable in θ, O(nnz)
+    >>> U.shape
+    torch.Size([64, 4])
+    >>> A = problem.matrix(theta.detach())  # the same A as a CSR tensor, for solves without a gradient
+    >>> A.shape, A.layout, problem.pattern.nnz == A.values().numel()
+    (torch.Size([64, 64]), torch.sparse_csr, True)
     """
 
     m: int = 32
@@ -166,7 +176,13 @@ class DiffusionProblem:
         return torch.cat([diagonal, -conductance, -conductance])[order] * self.scale
 
     def matrix(self, theta: torch.Tensor) -> torch.Tensor:
-        """``A(exp(θ))`` as a CSR tensor on ``θ``'s device whose values are differentiable functions of ``θ``."""
+        """``A(exp(θ))`` as a CSR tensor on ``θ``'s device, for solves without a gradient.
+
+        Its values are differentiable functions of ``θ``, but torch's backward of the
+        CSR constructor is dense (``O(n²)`` time and memory): to differentiate, solve
+        with :func:`tsgu_core.solve_values` on :attr:`pattern` and :meth:`values`
+        (see :meth:`objective`).
+        """
         crow, col = self._on(theta.device)[4:]
         values = self.values(theta)
         with quiet_sparse_notices():  # torch's notices about CSR support, scoped to this construction
@@ -227,7 +243,8 @@ class DiffusionProblem:
         >>> step = torch.compile(problem.objective, fullgraph=True, backend="eager")
         >>> loss = step(theta, observed, 1e-4, backend="scipy")
         >>> loss.backward()
-        >>> U = solve(problem.matrix(theta), problem.B, backend="scipy")
+        >>> with torch.no_grad():
+        ...     U = solve(problem.matrix(theta), problem.B, backend="scipy")
         >>> bool(torch.isclose(loss, problem.loss(theta, U, observed, 1e-4)))
         True
         """

@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from tsgu_core.errors import InvalidArgumentError, UnknownOptionError
-from tsgu_core.plugins.protocol import MethodSpec, SolveOptions
+from tsgu_core.errors import InvalidArgumentError, UnknownOptionError, did_you_mean
+from tsgu_core.plugins.protocol import MAXITER_LIMIT, MethodSpec, SolveOptions
 
 __all__ = ["ON_FAILURE_CHOICES", "check_on_failure", "default_rtol", "resolve_options"]
 
@@ -98,6 +98,9 @@ def resolve_options(
     unknown = [key for key in options if key not in accepted]
     if unknown:
         kind_note = " (a direct method takes no tolerance or iteration options)" if spec.kind == "direct" else ""
+        for key in unknown:  # " (did you mean 'restart'?)" for each near miss
+            hint = did_you_mean(key, accepted)
+            kind_note += hint if len(unknown) == 1 else hint.replace("(did you mean", f"({key!r}: did you mean")
         raise UnknownOptionError(
             f"method {spec.name!r} of backend {backend_name!r} does not accept option(s) {unknown}{kind_note}; "
             f"accepted options:{_listing(spec)}",
@@ -114,6 +117,6 @@ def resolve_options(
     return SolveOptions(
         rtol=default_rtol(dtype) if rtol is None else rtol,
         atol=checked.get("atol") or 0.0,
-        maxiter=max(10 * n, 1) if maxiter is None else maxiter,
+        maxiter=min(max(10 * n, 1), MAXITER_LIMIT) if maxiter is None else maxiter,
         extra=extra,
     )

@@ -59,6 +59,7 @@ from tsgu_core.errors import BackendContractError, InvalidOptionError
 
 __all__ = [
     "COMMON_ITERATIVE_OPTIONS",
+    "MAXITER_LIMIT",
     "Assumption",
     "Availability",
     "BackendReport",
@@ -107,6 +108,9 @@ class Option:
         The only values allowed (e.g. preconditioner names).
     minimum : float, optional
         The smallest value allowed, for numbers.
+    maximum : float, optional
+        The largest value allowed, for numbers (e.g. an iteration count a
+        compiled solver stores in a 32-bit integer).
 
     Examples
     --------
@@ -124,6 +128,7 @@ class Option:
     default: Any = None
     choices: tuple[Any, ...] | None = None
     minimum: float | None = None
+    maximum: float | None = None
 
     @property
     def type_name(self) -> str:
@@ -143,6 +148,8 @@ class Option:
             facts.append("one of " + ", ".join(map(repr, self.choices)))
         if self.minimum is not None:
             facts.append(f"≥ {self.minimum:g}")
+        if self.maximum is not None:
+            facts.append(f"≤ {_number(self.maximum)}")
         return f"{self.doc} ({'; '.join(facts)})"
 
     def check(self, name: str, value: Any) -> Any:
@@ -163,10 +170,19 @@ class Option:
             and not (math.isfinite(checked) and checked >= self.minimum)
         ):
             raise InvalidOptionError(f"option {name} must be ≥ {self.minimum:g}, got {value!r}", option=name)
+        if self.maximum is not None and isinstance(checked, (int, float)) and not checked <= self.maximum:
+            top = _number(self.maximum)
+            allowed = f"{_number(self.minimum)} ≤ {name} ≤ {top}" if self.minimum is not None else f"≤ {top}"
+            raise InvalidOptionError(f"option {name} must be {allowed}, got {value!r}", option=name)
         return checked
 
 
 _REJECTED = object()
+
+
+def _number(value: float) -> str:
+    """``2147483647`` for an integral bound, ``1e-08`` otherwise."""
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e16 else f"{value:g}"
 
 
 def _coerce(value: Any, types: tuple[type, ...]) -> Any:
@@ -189,6 +205,9 @@ def _coerce(value: Any, types: tuple[type, ...]) -> Any:
     return _REJECTED
 
 
+MAXITER_LIMIT = 2**31 - 1
+"""The largest ``maxiter`` (compiled solvers, JAX's among them, count iterations in 32-bit integers)."""
+
 COMMON_ITERATIVE_OPTIONS: Mapping[str, Option] = {
     "rtol": Option(
         "relative tolerance: stop when ‖b − A x‖ ≤ max(rtol·‖b‖, atol) (default 1e-5 for float32, 1e-8 for float64)",
@@ -196,7 +215,7 @@ COMMON_ITERATIVE_OPTIONS: Mapping[str, Option] = {
         minimum=0.0,
     ),
     "atol": Option("absolute tolerance", type=float, default=0.0, minimum=0.0),
-    "maxiter": Option("maximum number of iterations (default 10·n)", type=int, minimum=1),
+    "maxiter": Option("maximum number of iterations (default 10·n)", type=int, minimum=1, maximum=MAXITER_LIMIT),
     "x0": Option("initial guess for the forward solve, shaped like B (default zeros)", type=torch.Tensor),
 }
 """Options every iterative method accepts; the core resolves their defaults."""

@@ -31,7 +31,7 @@ from typing import Any
 
 import pluggy
 
-from tsgu_core.errors import BackendContractError, PluginLoadError, UnknownBackendError
+from tsgu_core.errors import BackendContractError, PluginLoadError, UnknownBackendError, did_you_mean
 from tsgu_core.plugins import hookspecs
 from tsgu_core.plugins.protocol import Availability, SolverBackend
 
@@ -386,7 +386,7 @@ def get_entry(name: str) -> BackendEntry:
                 f"{b.plugin} ({b.error})" for b in state.broken.values()
             )
         raise UnknownBackendError(
-            f"no backend named {name!r}; registered backends: {listing}{hint}",
+            f"no backend named {name!r}{did_you_mean(name, registered)}; registered backends: {listing}{hint}",
             name=name,
             registered=registered,
         )

@@ -20,6 +20,7 @@ from tsgu_core.errors import (
     InvalidArgumentError,
     UnknownMethodError,
     UnsupportedDeviceError,
+    did_you_mean,
 )
 from tsgu_core.plugins.protocol import DistributedBackend, SolverBackend
 from tsgu_core.plugins.registry import BackendEntry, check_backend, get_entry, list_backends
@@ -176,7 +177,8 @@ def _method_for(
         elsewhere = f"; on {device_type}, {method!r} is offered by {others}" if others else ""
         what = "method" if operation == "solve" else f"{operation} method"
         raise UnknownMethodError(
-            f"backend {entry.name!r} has no {what} {method!r}; its {what}s: {sorted(offered)}{elsewhere}",
+            f"backend {entry.name!r} has no {what} {method!r}{did_you_mean(method, offered)}; "
+            f"its {what}s: {sorted(offered)}{elsewhere}",
             method=method,
             valid=sorted(offered),
         )
@@ -272,7 +274,8 @@ def _automatic(
     if method is not None and not any(method in _methods_of(entry, operation) for entry in ranked):
         valid = sorted({m for entry in ranked for m in _methods_of(entry, operation)})
         raise UnknownMethodError(
-            f"no backend for {device_type} offers {what} {method!r}; {what}s offered there: {valid}",
+            f"no backend for {device_type} offers {what} {method!r}{did_you_mean(method, valid)}; "
+            f"{what}s offered there: {valid}",
             method=method,
             valid=valid,
         )

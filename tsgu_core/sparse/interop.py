@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 import torch
 
+from tsgu_core.base.quiet import quiet_sparse_notices
 from tsgu_core.errors import DeviceMismatchError, LayoutError
 from tsgu_core.plugins.kit.csr import row_indices
 
@@ -58,14 +59,15 @@ def _parts(A: Any, where: str) -> tuple[str, tuple[torch.Tensor, ...]]:
 
 def _from_parts(layout: torch.layout, shape: tuple[int, int], csr: Any, coo: Any) -> torch.Tensor:
     """Build the tensor from ``csr() -> (crow, col, values)`` or ``coo() -> (row, col, values)``."""
-    if layout == torch.sparse_csr:
-        crow, col, values = csr()
-        if crow.dtype != col.dtype:  # SciPy may widen one index array only
-            crow, col = crow.to(torch.int64), col.to(torch.int64)
-        return torch.sparse_csr_tensor(crow, col, values, shape)
-    row, col, values = coo()
-    indices = torch.stack([row.to(torch.int64), col.to(torch.int64)])
-    return torch.sparse_coo_tensor(indices, values, shape).coalesce()
+    with quiet_sparse_notices():  # torch's CSR notices: tsgu builds this tensor, so they are tsgu's to hide
+        if layout == torch.sparse_csr:
+            crow, col, values = csr()
+            if crow.dtype != col.dtype:  # SciPy may widen one index array only
+                crow, col = crow.to(torch.int64), col.to(torch.int64)
+            return torch.sparse_csr_tensor(crow, col, values, shape)
+        row, col, values = coo()
+        indices = torch.stack([row.to(torch.int64), col.to(torch.int64)])
+        return torch.sparse_coo_tensor(indices, values, shape).coalesce()
 
 
 def from_scipy(M: Any, layout: LayoutName | torch.layout = "csr") -> torch.Tensor:

@@ -18,7 +18,9 @@ from tsgu_core.errors import (
     NonFiniteError,
     ShapeError,
     StructureError,
+    UnsupportedDeviceError,
 )
+from tsgu_core.sparse.gradient_cost import warn_dense_constructor_gradient
 from tsgu_core.sparse.interop import conversion_hint
 
 __all__ = [
@@ -74,6 +76,11 @@ def check_matrix(
     if A.layout not in (torch.sparse_coo, torch.sparse_csr):
         advice = _LAYOUT_ADVICE.get(A.layout, "convert it with A.to_sparse_csr()")
         raise LayoutError(f"{name} has layout {A.layout}; tsgu accepts sparse COO or CSR: {advice}")
+    if A.device.type == "meta":
+        raise UnsupportedDeviceError(
+            f"{name} is on the 'meta' device: it has a shape but no values, so there is nothing to solve; "
+            "build it with its values on cpu or cuda"
+        )
     dims = (2, 3) if allow_batch else (2,)
     if A.dim() not in dims or A.dense_dim() != 0:
         wanted = "a 2-D sparse matrix or a (b, n, n) batch" if allow_batch else "a 2-D sparse matrix"
@@ -106,6 +113,8 @@ def check_matrix(
     if index_dtype not in INDEX_DTYPES:
         raise DtypeMismatchError(f"{name} has index dtype {index_dtype}; use int32 or int64 indices")
     check_indices(A, name)
+    if A.requires_grad:
+        warn_dense_constructor_gradient(A)  # torch's CSR constructor would make the gradient dense: O(n²)
 
 
 def check_indices(A: torch.Tensor, name: str = "A") -> None:
@@ -239,7 +248,12 @@ def _check_dense(X: Any, name: str, n: int, dtype: torch.dtype, device: torch.de
     if X.layout != torch.strided:
         raise LayoutError(f"{name} must be dense (torch.strided), got {X.layout}: convert it with {name}.to_dense()")
     if X.dim() not in (1, 2) or X.shape[0] != n:
-        raise ShapeError(f"{name} must have shape ({n},) or ({n}, k) to match {against}, got {tuple(X.shape)}")
+        transposed = X.dim() == 2 and X.shape[1] == n and name in ("B", "b")
+        hint = f"; its columns are rows here: pass {name}.T (tsgu takes one right-hand side per column)"
+        raise ShapeError(
+            f"{name} must have shape ({n},) or ({n}, k) to match {against}, got {tuple(X.shape)}"
+            + (hint if transposed else "")
+        )
     if X.dtype != dtype:
         raise DtypeMismatchError(
             f"{name} has dtype {X.dtype} but A has {dtype}; tsgu does not cast silently: "

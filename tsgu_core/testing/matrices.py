@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from tsgu_core.base.quiet import quietly
 from tsgu_core.errors import InvalidArgumentError
 
 __all__ = [
@@ -96,6 +97,7 @@ def matrix_for(assumes: str, n: int, *, seed: int = 0, dtype: torch.dtype = torc
     return makers[assumes](n, seed=seed, dtype=dtype)
 
 
+@quietly  # torch's notices about CSR tensors are tsgu's to hide here (see tsgu_core.base.quiet)
 def to_layout(D: torch.Tensor, layout: str, index_dtype: torch.dtype = torch.int64) -> torch.Tensor:
     """The nonzeros of dense ``D`` as a ``"coo"`` (coalesced) or ``"csr"`` tensor."""
     if layout == "coo":
@@ -115,6 +117,7 @@ def to_layout(D: torch.Tensor, layout: str, index_dtype: torch.dtype = torch.int
     raise InvalidArgumentError(f"layout must be 'coo' or 'csr', got {layout!r}")
 
 
+@quietly
 def _grid_csr(m: int, stencil: dict[tuple[int, int], float], dtype: torch.dtype) -> torch.Tensor:
     """A 5-point stencil on an ``m × m`` grid with Dirichlet boundaries, as CSR."""
     n = m * m
