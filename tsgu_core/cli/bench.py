@@ -28,7 +28,6 @@ from tsgu_core.cli.common import (
     set_threads,
 )
 from tsgu_core.cli.problems import BYTES_PER_ENTRY, GALLERY, named_problem, read_matrix
-from tsgu_core.plugins.kit.csr import row_indices
 
 if TYPE_CHECKING:
     import torch
@@ -215,6 +214,8 @@ def run(args: argparse.Namespace) -> int:
         R = B.to(torch.float64).clone().requires_grad_()
         (torch.linalg.solve(D, R) * G.to(torch.float64)).sum().backward()
         assert D.grad is not None and R.grad is not None
+        from tsgu_core.plugins.kit.csr import row_indices
+
         row_index = row_indices(A.crow_indices())
         reference = (D.grad[row_index, A.col_indices()], R.grad)
         reference_name = "dense torch.linalg.solve (float64)"
