@@ -6,7 +6,8 @@ incoming gradient into a dense ``n × n`` tensor (``to_dense``) before it keeps
 the stored entries (``sparse_mask``): ``O(n²)`` time and memory, whatever tsgu
 returns as ``A``'s gradient, which has ``A``'s pattern. Measured with
 ``solve(..., backend="scipy")`` and one backward on the 5-point diffusion
-matrix of :mod:`tsgu_core.examples.diffusion` (one thread, float64):
+matrix of :mod:`tsgu_core.examples.diffusion` (one thread, float64;
+``benchmarks/csr_constructor_backward.py``):
 
 =========  ======================  =======================
 n          through the constructor through ``solve_values``
