@@ -1,0 +1,152 @@
+"""Never a wrong number, wave 3 (issue 25): hostile indices, extreme batches, threads of JAX, singular FEM matrices.
+
+Every number is checked against dense ``torch.linalg.solve`` in float64; a case that crashed the process runs in a
+subprocess.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+import tsgu_core
+from tsgu_core import SparsePattern, solve, solve_values
+from tsgu_core.errors import InvalidArgumentError, StructureError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _available(backend: str) -> None:
+    availability = tsgu_core.get_backend(backend).is_available("cpu")
+    if not availability:
+        pytest.skip(f"needs the {backend} backend: {availability.reason}")
+
+
+def _run(code: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter with this checkout first on the path (a crash stays there)."""
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    return subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
+    )
+
+
+# --- 1. SparsePattern.of and an uncoalesced COO -----------------------------------------------------------------
+
+
+def _uncoalesced() -> torch.Tensor:
+    """``[[2, .5], [1, 4]]`` stored out of order: COO order is not CSR order."""
+    index = torch.tensor([[1, 0, 1, 0], [1, 0, 0, 1]])
+    values = torch.tensor([4.0, 2.0, 1.0, 0.5], dtype=torch.float64)
+    return torch.sparse_coo_tensor(index, values, (2, 2))
+
+
+def test_pattern_of_an_uncoalesced_coo_is_refused_like_solve_values():
+    A = _uncoalesced()
+    b = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    with pytest.raises(InvalidArgumentError, match=r"coalesce\(\)"):
+        SparsePattern.of(A)
+    with pytest.raises(InvalidArgumentError, match=r"coalesce\(\)"):
+        solve_values(A, A._values(), b, backend="torch")
+    # the remedy the message names gives the dense answer
+    C = A.coalesce()
+    expected = torch.linalg.solve(A.to_dense(), b)
+    torch.testing.assert_close(solve_values(SparsePattern.of(C), C.values(), b, backend="scipy"), expected)
+    torch.testing.assert_close(solve(A, b, backend="scipy"), expected)  # solve sums an uncoalesced A itself
+
+
+def test_coo_flagged_coalesced_but_out_of_order_is_refused():
+    index = torch.tensor([[1, 0, 1, 0], [1, 0, 0, 1]])
+    A = torch.sparse_coo_tensor(index, torch.tensor([4.0, 2.0, 1.0, 0.5], dtype=torch.float64), (2, 2))
+    A = A._coalesced_(True)  # a false claim
+    with pytest.raises(StructureError, match="flagged coalesced"):
+        solve(A, torch.ones(2, dtype=torch.float64), backend="torch")
+
+
+# --- 2. a column stored twice in a CSR row ----------------------------------------------------------------------
+
+
+def _duplicated_diagonal(n: int) -> torch.Tensor:
+    """A nonsymmetric ``n × n`` CSR matrix whose row 0 stores its diagonal twice."""
+    dense = torch.eye(n, dtype=torch.float64) * 4 + torch.diag(torch.ones(n - 1, dtype=torch.float64), 1)
+    dense[1:, 0] = 0.5
+    A = dense.to_sparse_csr()
+    crow, col, values = A.crow_indices(), A.col_indices(), A.values()
+    col = torch.cat([col[:1], col])
+    values = torch.cat([values[:1], values])
+    crow = torch.cat([crow[:1], crow[1:] + 1])
+    return torch.sparse_csr_tensor(crow, col, values, (n, n))
+
+
+@pytest.mark.parametrize("backend", ["scipy", "pardiso", "torch", "jax"])
+def test_duplicate_csr_column_is_a_structure_error_in_every_backend(backend):
+    """n = 50 crashed (rc −11) or hung PARDISO; every backend now gets a StructureError before any work."""
+    _available(backend)
+    result = _run(
+        f"""
+        import torch, tsgu_core
+        from tsgu_core.errors import StructureError
+        from tests.test_reliability_wave3 import _duplicated_diagonal
+        for n in (5, 50):
+            A = _duplicated_diagonal(n)
+            for call in (
+                lambda: tsgu_core.solve(A, torch.ones(n, dtype=torch.float64), backend={backend!r}),
+                lambda: tsgu_core.solve_values(
+                    tsgu_core.SparsePattern.of(A), A.values(), torch.ones(n, dtype=torch.float64),
+                    backend={backend!r}),
+            ):
+                try:
+                    call()
+                except StructureError as error:
+                    assert "column 0 of row 0 more than once" in str(error), error
+                else:
+                    raise SystemExit("no StructureError")
+        print("typed")
+        """,
+        timeout=180,
+    )
+    assert result.returncode == 0 and "typed" in result.stdout, (result.returncode, result.stdout, result.stderr[-2000:])
+
+
+def test_duplicate_csr_column_in_a_batch_member_and_unsorted_rows():
+    A = _duplicated_diagonal(6)
+    good = A.col_indices().clone()
+    good[:3] = torch.tensor([0, 1, 2])  # row 0 of member 0 stores columns 0, 1, 2 once each
+    batch = torch.sparse_csr_tensor(
+        A.crow_indices().expand(2, -1), torch.stack([good, A.col_indices()]), A.values().expand(2, -1), (2, 6, 6)
+    )
+    with pytest.raises(StructureError, match=r"batch member 1"):
+        tsgu_core.solve(batch, torch.ones(2, 6, dtype=torch.float64), backend="scipy")
+    # unsorted but distinct columns stay accepted, and are right
+    dense = torch.tensor([[4.0, 1.0, 0.0], [0.5, 3.0, 1.0], [0.0, 2.0, 5.0]], dtype=torch.float64)
+    crow = torch.tensor([0, 2, 5, 7])
+    col = torch.tensor([1, 0, 2, 0, 1, 2, 1])
+    values = torch.tensor([1.0, 4.0, 1.0, 0.5, 3.0, 5.0, 2.0], dtype=torch.float64)
+    U = torch.sparse_csr_tensor(crow, col, values, (3, 3))
+    b = torch.arange(1.0, 4.0, dtype=torch.float64)
+    torch.testing.assert_close(tsgu_core.solve(U, b, backend="scipy"), torch.linalg.solve(dense, b))
+
+
+def test_the_remedy_for_duplicates_sums_them_with_gradients_on_the_stored_entries():
+    A = _duplicated_diagonal(5)
+    values = A.values().clone().requires_grad_()
+    rows = A.to_sparse_coo().indices()
+    summed = torch.sparse_coo_tensor(rows, values, A.shape)  # the form the error message names
+    b = torch.ones(5, dtype=torch.float64)
+    x = tsgu_core.solve(summed, b, backend="scipy")
+    dense = A.to_dense().requires_grad_()
+    expected = torch.linalg.solve(dense, b)
+    torch.testing.assert_close(x, expected)
+    (grad,) = torch.autograd.grad(x.square().sum(), values)
+    (dense_grad,) = torch.autograd.grad(expected.square().sum(), dense)
+    torch.testing.assert_close(grad, dense_grad[rows[0], rows[1]])
