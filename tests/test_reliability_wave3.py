@@ -115,7 +115,7 @@ def test_duplicate_csr_column_is_a_structure_error_in_every_backend(backend):
         """,
         timeout=180,
     )
-    assert result.returncode == 0 and "typed" in result.stdout, (result.returncode, result.stdout, result.stderr[-2000:])
+    assert result.returncode == 0 and "typed" in result.stdout, (result.returncode, result.stderr[-2000:])
 
 
 def test_duplicate_csr_column_in_a_batch_member_and_unsorted_rows():
