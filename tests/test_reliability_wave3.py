@@ -150,3 +150,33 @@ def test_the_remedy_for_duplicates_sums_them_with_gradients_on_the_stored_entrie
     (grad,) = torch.autograd.grad(x.square().sum(), values)
     (dense_grad,) = torch.autograd.grad(expected.square().sum(), dense)
     torch.testing.assert_close(grad, dense_grad[rows[0], rows[1]])
+
+
+# --- 3. a PARDISO batch whose members are 1e-300 and 1e160 apart ------------------------------------------------
+
+
+@pytest.mark.parametrize(("dtype", "scales"), [(torch.float64, (1e-300, 1e160)), (torch.float32, (1e-25, 1e21))])
+def test_pardiso_batch_of_members_far_apart_in_scale(dtype, scales):
+    """Each member alone was fine; together the shared analysis overflowed ("produced non-finite values")."""
+    _available("pardiso")
+    from tsgu_core.testing import random_nonsymmetric
+
+    dense = random_nonsymmetric(16, density=0.3, seed=3, dtype=torch.float64).to_dense()
+    B = torch.randn(2, 16, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    s = torch.tensor(scales, dtype=torch.float64)
+    A = (dense * s[:, None, None]).to(dtype).to_sparse_csr().requires_grad_()
+    X = tsgu_core.solve(A, (B * s[:, None, None]).to(dtype), backend="pardiso")  # the same X for every member
+    tolerance = {"rtol": 1e-4, "atol": 1e-4} if dtype == torch.float32 else {"rtol": 1e-9, "atol": 1e-9}
+    torch.testing.assert_close(X.double(), torch.linalg.solve(dense, B), **tolerance)
+    X.square().sum().backward()
+    stored = dense != 0
+    for member in range(2):  # dL/d(s·A) = (dL/dA) / s
+        grad = A.grad[member].to_dense().double() * scales[member]
+        torch.testing.assert_close(grad[stored], _member_grad(dense, B[member])[stored], **tolerance)
+
+
+def _member_grad(dense: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """dL/dA for L = ‖A⁻¹ b‖², by dense autograd."""
+    A = dense.detach().clone().requires_grad_()
+    (grad,) = torch.autograd.grad(torch.linalg.solve(A, b).square().sum(), A)
+    return grad

@@ -281,6 +281,23 @@ def _csr_arrays(A: torch.Tensor) -> _Pattern:
     )
 
 
+def _member_scales(values: Any) -> Any:
+    """Per member (row of ``values``), the power of two ``s`` that brings ``max |s·values|`` into ``[1, 2)``.
+
+    One PARDISO handle analyses a batch once, with member 0's values: its
+    scaling and matching then serve every member. Members ``1e-300`` and
+    ``1e160`` apart overflowed there; scaled, every member has entries of
+    order one, and ``(s·A) X = s·B`` has the same ``X``. Scaling by a power of
+    two is exact (float32 values are scaled in float64, then cast back).
+    """
+    import numpy as np
+
+    largest = np.abs(values).max(axis=1).astype(np.float64) if values.shape[1] else np.zeros(values.shape[0])
+    usable = np.isfinite(largest) & (largest > 0)
+    _, exponent = np.frexp(np.where(usable, largest, 1.0))
+    return np.where(usable, np.ldexp(1.0, 1 - exponent), 1.0)
+
+
 def _structure(p: _Pattern) -> None:
     """Fill ``p.facts``: empty rows/columns, pattern and value symmetry, a positive stored diagonal."""
     import numpy as np
@@ -347,6 +364,7 @@ class PardisoState:
     batched: bool
     members: int
     message: str
+    scales: Any = None  # (members,) float64 powers of two: member m was factorized as scales[m]·A_m
 
 
 class PardisoBackend:
@@ -380,6 +398,8 @@ class PardisoBackend:
     def prepare(self, A: torch.Tensor, method: str, options: SolveOptions) -> PardisoState:
         requested = options["mtype"]  # declared: None, 11, 1 or 2
         pattern = _csr_arrays(A.detach())
+        scales = _member_scales(pattern.values)
+        pattern.values = (pattern.values * scales[:, None]).astype(pattern.values.dtype)  # exact: powers of two
         _structure(pattern)
         if pattern.facts["empty"]:
             raise SingularMatrixError("A is singular: it has an empty row or column (no stored entry)")
@@ -410,7 +430,7 @@ class PardisoBackend:
                 message += f"; SuperLU for {'every member' if used is None else sorted(superlu)}"
             if notes:
                 message += f" ({'; '.join(notes)})"
-            return PardisoState(used, superlu, A.dim() == 3, members, message)
+            return PardisoState(used, superlu, A.dim() == 3, members, message, scales)
         raise AssertionError("unreachable: the last candidate always returns")
 
     @staticmethod
@@ -430,6 +450,8 @@ class PardisoBackend:
         solutions = []
         for member in range(state.members):
             rhs = batch[member].detach().numpy()
+            if state.scales is not None and state.scales[member] != 1.0:  # (s·A) X = s·B, s a power of two
+                rhs = (rhs * state.scales[member]).astype(rhs.dtype)
             if member in state.superlu:
                 X = state.superlu[member].solve(rhs, trans="T" if transpose else "N")
             else:
