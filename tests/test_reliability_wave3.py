@@ -235,3 +235,49 @@ def test_jax_spsolve_on_the_cpu_runs_in_the_calling_thread(monkeypatch):
         assert X.dtype == dtype
         tolerance = {"rtol": 1e-4, "atol": 1e-4} if dtype == torch.float32 else {}
         torch.testing.assert_close(X, torch.linalg.solve(A.to_dense(), B), **tolerance)
+
+
+# --- 5. a singular FEM matrix that PARDISO solved silently --------------------------------------------------------
+
+
+def _neumann() -> tuple[torch.Tensor, object]:
+    """pyamg's ``unit_square`` stiffness matrix: pure Neumann, singular (its null space is the constants)."""
+    pyamg = pytest.importorskip("pyamg", reason="needs pyamg for its unit_square FEM example")
+    matrix = pyamg.gallery.load_example("unit_square")["A"].tocsr()
+    return tsgu_core.from_scipy(matrix), matrix
+
+
+def test_pardiso_singular_neumann_matrix_warns_when_consistent_and_raises_when_not():
+    _available("pardiso")
+    from tsgu_core.errors import SingularMatrixError, SingularMatrixWarning
+
+    A, matrix = _neumann()
+    n = A.shape[0]
+    x_true = torch.rand(n, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    b = A @ x_true  # consistent: in the range of A
+    with pytest.warns(SingularMatrixWarning, match="perturbed a pivot"):
+        X = tsgu_core.solve(A, b, backend="pardiso")
+    # X solves the system (one of many solutions: x_true plus a constant)
+    residual = (A @ X - b).norm() / b.norm()
+    assert residual < 1e-10
+    difference = X - x_true
+    torch.testing.assert_close(difference, difference.mean().expand(n), rtol=0, atol=1e-6)
+    # an inconsistent right-hand side fails in the forward, naming what the factorization saw
+    b_bad = torch.randn(n, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    with pytest.raises(SingularMatrixError, match="perturbed a pivot"):
+        tsgu_core.solve(A, b_bad, backend="pardiso")
+
+
+def test_pardiso_regular_matrices_do_not_warn():
+    _available("pardiso")
+    import warnings
+
+    from tsgu_core.errors import SingularMatrixWarning
+    from tsgu_core.testing import poisson_2d, random_nonsymmetric
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SingularMatrixWarning)
+        for A in (poisson_2d(14, dtype=torch.float64), random_nonsymmetric(40, density=0.2, seed=2)):
+            A = A.to(torch.float64).to_sparse_csr()
+            b = torch.ones(A.shape[0], dtype=torch.float64)
+            torch.testing.assert_close(tsgu_core.solve(A, b, backend="pardiso"), torch.linalg.solve(A.to_dense(), b))

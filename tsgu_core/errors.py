@@ -29,6 +29,7 @@ __all__ = [
     "SecondDerivativeError",
     "ShapeError",
     "SingularMatrixError",
+    "SingularMatrixWarning",
     "SolveFailedError",
     "StaleFactorizationError",
     "StructureError",
@@ -281,3 +282,16 @@ class ConvergenceError(SolveFailedError):
 
 class ConvergenceWarning(UserWarning):
     """Issued instead of :class:`ConvergenceError` when ``on_failure="warn"``."""
+
+
+class SingularMatrixWarning(UserWarning):
+    """A direct solve passed the accuracy check, but its factorization showed ``A`` singular or nearly so.
+
+    E.g. PARDISO perturbed a pivot and SuperLU's smallest pivot is tiny: for a
+    consistent right-hand side (a pure-Neumann problem with a load that sums
+    to zero) ``X`` solves the system, but it is one of many solutions, and
+    the backward pass's transpose solve will usually fail. Pin the null space
+    (a Dirichlet condition, or fix one unknown) to make ``A`` nonsingular.
+    A solution that fails the accuracy check raises :class:`SingularMatrixError`
+    instead.
+    """

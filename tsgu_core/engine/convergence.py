@@ -9,7 +9,11 @@ a backend's estimate) and judges each column ``j``:
   raises); otherwise the column must pass two tests (see :func:`direct_verdict`):
   its normwise backward error
   ``η_j = ‖R_j‖ / (‖A‖_F·‖X_j‖ + ‖B_j‖) ≤ C_BACKWARD·ε`` and its relative
-  residual ``‖R_j‖/‖B_j‖ ≤ √ε``.
+  residual ``‖R_j‖/‖B_j‖ ≤ √ε``. A column that passes while the backend
+  reports that its factorization saw ``A`` singular (a perturbed or tiny
+  pivot: :attr:`BackendReport.singular <tsgu_core.BackendReport>`) warns with
+  :class:`~tsgu_core.errors.SingularMatrixWarning`: ``X`` then solves the
+  system but is not unique.
 
 Every norm is scale-safe (:func:`tsgu_core.plugins.norms.scaled_norm`): a problem
 whose ``A`` and ``B`` are scaled together by ``1e±300`` is judged exactly as
@@ -33,7 +37,7 @@ import warnings
 
 import torch
 
-from tsgu_core.errors import ConvergenceError, ConvergenceWarning, SingularMatrixError
+from tsgu_core.errors import ConvergenceError, ConvergenceWarning, SingularMatrixError, SingularMatrixWarning
 from tsgu_core.plugins.info import SolveInfo
 from tsgu_core.plugins.norms import scaled_norm
 from tsgu_core.sparse.pattern import SparsePattern, UnitDiagonalPattern
@@ -197,6 +201,15 @@ def assess(
             message=report.message,
             batch=batch,
         )
+        if not failed and report.singular and on_failure != "ignore":
+            warnings.warn(
+                f"backend {backend!r}, method {spec.name!r}: the {which} passed the accuracy check, but "
+                f"{report.singular}: A is singular or nearly so, and X is then one of many solutions (a pure-Neumann problem fixes X "
+                "only up to a constant); the backward pass will usually fail. Remedy: pin the null space (a "
+                "Dirichlet condition, or fix one unknown)",
+                SingularMatrixWarning,
+                stacklevel=_caller_stacklevel(),
+            )
         if not failed or on_failure == "ignore":
             return info
         eps = torch.finfo(X.dtype).eps
@@ -205,9 +218,10 @@ def assess(
             for j in failed[:5]
         )
         more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
+        seen = f"; the factorization saw {report.singular}" if report.singular else ""
         message = (
             f"backend {backend!r}, method {spec.name!r}: the {which} is not accurate: {shown}{more} "
-            f"(limits {C_BACKWARD:g}ε and {eps**0.5:.3g}). A is singular to working precision or too "
+            f"(limits {C_BACKWARD:g}ε and {eps**0.5:.3g}){seen}. A is singular to working precision or too "
             "ill-conditioned for this method and dtype. Remedy: check A for dependent rows/columns; use float64; "
             "rescale rows/columns of A; pass on_failure='warn' or 'ignore' to get the inaccurate result anyway"
         )

@@ -354,12 +354,21 @@ class BackendReport:
         The true relative residual (largest over the columns) the backend
         measured before its first attempt and after each attempt (a restart
         cycle, a library call, a refinement pass), if it measures one.
+    singular : str
+        For a direct method: what its factorization saw that shows ``A``
+        singular or nearly so, though it still gave an answer (e.g. "PARDISO
+        perturbed 1 pivot; SuperLU's smallest pivot is 1.4e-15 of its
+        largest"); empty if nothing. The core raises
+        :class:`~tsgu_core.errors.SingularMatrixError` if the answer fails its
+        accuracy check, and otherwise warns with
+        :class:`~tsgu_core.errors.SingularMatrixWarning`.
     """
 
     iterations: int | None = None
     converged: bool | None = None
     message: str = ""
     history: tuple[float, ...] | None = None
+    singular: str = ""
 
 
 StateT = TypeVar("StateT")
