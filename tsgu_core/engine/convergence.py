@@ -205,8 +205,8 @@ def assess(
             warnings.warn(
                 f"backend {backend!r}, method {spec.name!r}: the {which} passed the accuracy check, but "
                 f"{report.singular}: A is singular or nearly so, and X is then one of many solutions (a "
-                "pure-Neumann problem fixes X only up to a constant); the backward pass will usually fail. Remedy: pin the null space (a "
-                "Dirichlet condition, or fix one unknown)",
+                "pure-Neumann problem fixes X only up to a constant); the backward pass will usually fail. "
+                "Remedy: pin the null space (a Dirichlet condition, or fix one unknown)",
                 SingularMatrixWarning,
                 stacklevel=_caller_stacklevel(),
             )
