@@ -54,6 +54,7 @@ from tsgu_core import (
     Option,
     SingularMatrixError,
     SolveOptions,
+    SparsePattern,
 )
 from tsgu_core.errors import SolveFailedError
 
@@ -334,7 +335,10 @@ def choose_mtypes(facts: dict[str, bool], mtype: int | None) -> list[int]:
     if mtype is None:
         return [2, 11] if facts["symmetric values"] and facts["positive diagonal"] else [11]
     if mtype == 2 and not facts["symmetric values"]:
-        raise InvalidOptionError("mtype=2 (SPD) needs a symmetric A (pattern and values); use mtype=11")
+        raise InvalidOptionError(
+            "mtype=2 (SPD) needs a symmetric A: a symmetric pattern, a positive diagonal and values symmetric to "
+            "1000ε relative (max |a_ij − a_ji| / max |a_ij|); use mtype=11"
+        )
     if mtype == 1 and not facts["symmetric pattern"]:
         raise InvalidOptionError("mtype=1 (structurally symmetric) needs a symmetric pattern; use mtype=11")
     if mtype in (1, 2) and not facts["full diagonal"]:
@@ -342,17 +346,59 @@ def choose_mtypes(facts: dict[str, bool], mtype: int | None) -> list[int]:
     return [mtype]
 
 
-def _for_mtype(p: _Pattern, mtype: int) -> tuple[Any, Any, Any]:
-    """CSR arrays as PARDISO wants them for ``mtype``: the upper triangle for 2, everything otherwise."""
+def _for_mtype(p: _Pattern, mtype: int, symmetric_part: bool = False) -> tuple[Any, Any, Any]:
+    """CSR arrays as PARDISO wants them for ``mtype``: the upper triangle for 2, everything otherwise.
+
+    With ``symmetric_part`` (``mtype = 2`` of a pattern-symmetric ``A``), the values are those of
+    ``(A + Aᵀ)/2``.
+    """
     import numpy as np
 
     if mtype != 2:
         return p.indptr, p.indices, p.values
+    values = (p.values + p.values[:, p.transpose_order]) / 2 if symmetric_part else p.values
     keep = p.indices >= p.rows
     n = p.indptr.shape[0] - 1
     indptr = np.zeros(n + 1, dtype=np.int32)
     np.cumsum(np.bincount(p.rows[keep], minlength=n), out=indptr[1:])
-    return indptr, np.ascontiguousarray(p.indices[keep]), np.ascontiguousarray(p.values[:, keep])
+    return indptr, np.ascontiguousarray(p.indices[keep]), np.ascontiguousarray(values[:, keep])
+
+
+NEAR_SYMMETRY = 16.0
+"""× the dtype's ε: an ``A`` this close to symmetric (``max |a_ij − a_ji| / max |a_ij|``) gets Cholesky unasked.
+
+FEM assembly in floating point leaves ``K`` symmetric to a few ulps only (scikit-fem's
+elasticity matrix: ``|K − Kᵀ| ≤ 2.8e-17``); with ``assume="spd"`` (which the core
+checks to ``SYMMETRY_FACTOR·ε``) or an explicit ``mtype=2`` the same is done up to
+``SYMMETRY_FACTOR·ε``. The factors are those of the symmetric part ``(A + Aᵀ)/2``, and
+every solution is refined against ``A`` itself (up to two steps of
+``x ← x + S⁻¹(b − A x)``), so the answer is ``A``'s, not ``S``'s.
+"""
+
+
+def _symmetric_part(p: _Pattern, A: torch.Tensor, options: SolveOptions, requested: int | None) -> str:
+    """Why the symmetric part of ``A`` may be factorized by Cholesky (``""``: it may not; ``A`` is then unchanged).
+
+    Sets ``p.facts["symmetric values"]`` where it may. Needs a symmetric pattern, a positive stored diagonal and
+    values symmetric to :data:`NEAR_SYMMETRY`·ε — or, with ``assume="spd"`` or ``mtype=2``, to the core's
+    ``SYMMETRY_FACTOR``·ε — measured scale-free by :func:`tsgu_core.sparse.structure.asymmetry`.
+    """
+    from tsgu_core.sparse.structure import SYMMETRY_FACTOR, asymmetry
+
+    facts = p.facts
+    if facts["symmetric values"] or not (facts["symmetric pattern"] and facts["positive diagonal"]):
+        return ""
+    if requested not in (None, 2):
+        return ""
+    values = A.values() if A.layout == torch.sparse_csr or A.is_coalesced() else A.coalesce().values()
+    measured = asymmetry(SparsePattern.of(A), values.detach())
+    eps = torch.finfo(A.dtype).eps
+    asked = options.assume == "spd" or requested == 2
+    if measured > (SYMMETRY_FACTOR if asked else NEAR_SYMMETRY) * eps:
+        return ""
+    facts["symmetric values"] = True
+    why = "assume='spd'" if options.assume == "spd" else "mtype=2" if requested == 2 else f"≤ {NEAR_SYMMETRY:g}ε"
+    return f"of the symmetric part (A + Aᵀ)/2, A being symmetric to {measured / eps:.2g}ε ({why}); refined against A"
 
 
 TINY_PIVOT = 2.0**-26
@@ -381,6 +427,33 @@ def _tiny_pivots(superlu: dict[int, Any], batched: bool, dtype: torch.dtype) -> 
     return "; ".join(seen)
 
 
+def _member_matrix(p: _Pattern, member: int) -> Any:
+    """Member ``member`` of ``A`` (as scaled) as a SciPy CSR matrix, sharing the arrays."""
+    import scipy.sparse as sp
+
+    n = p.indptr.shape[0] - 1
+    return sp.csr_matrix((p.values[member], p.indices, p.indptr), shape=(n, n))
+
+
+def _refine(handle: PardisoHandle, matrix: Any, member: int, B: Any, X: Any, transpose: bool) -> Any:
+    """Up to two steps ``X ← X + S⁻¹(B − op(A) X)`` while the residual shrinks (``S``: the symmetric part)."""
+    import numpy as np
+
+    op = matrix.T if transpose else matrix
+    residual = B - op @ X
+    norm = np.linalg.norm(residual)
+    for _ in range(2):
+        if not norm > 0:
+            break
+        candidate = X + handle.solve(member, residual, transpose)
+        candidate_residual = B - op @ candidate
+        candidate_norm = np.linalg.norm(candidate_residual)
+        if not candidate_norm < norm:
+            break
+        X, residual, norm = candidate, candidate_residual, candidate_norm
+    return X
+
+
 @dataclass
 class PardisoState:
     """The prepared state: one PARDISO handle, and SuperLU factors for members PARDISO could not trust."""
@@ -392,6 +465,7 @@ class PardisoState:
     message: str
     scales: Any = None  # (members,) float64 powers of two: member m was factorized as scales[m]·A_m
     singular: str = ""  # what the factorizations saw that shows a member singular (see BackendReport.singular)
+    exact: list[Any] | None = None  # SciPy CSR of each (scaled) member where the handle holds its symmetric part
 
 
 class PardisoBackend:
@@ -431,10 +505,11 @@ class PardisoBackend:
         if pattern.facts["empty"]:
             raise SingularMatrixError("A is singular: it has an empty row or column (no stored entry)")
         members = pattern.values.shape[0]
+        symmetric_part = _symmetric_part(pattern, A.detach(), options, requested)
         notes = []
         for position, mtype in enumerate(candidates := choose_mtypes(pattern.facts, requested)):
             last = position == len(candidates) - 1
-            handle = PardisoHandle(mtype, *_for_mtype(pattern, mtype))
+            handle = PardisoHandle(mtype, *_for_mtype(pattern, mtype, bool(symmetric_part)))
             handle.analyse()
             untrusted = []
             for member in range(members):
@@ -454,21 +529,22 @@ class PardisoBackend:
             if used is None:
                 handle.release()
             message = f"PARDISO mtype {mtype} ({MTYPES[mtype]})"
+            exact = None
+            if mtype == 2 and symmetric_part and used is not None:
+                message += " " + symmetric_part
+                exact = [_member_matrix(pattern, member) for member in range(members)]
             if superlu:
                 message += f"; SuperLU for {'every member' if used is None else sorted(superlu)}"
             if notes:
                 message += f" ({'; '.join(notes)})"
-            return PardisoState(used, superlu, A.dim() == 3, members, message, scales, singular)
+            return PardisoState(used, superlu, A.dim() == 3, members, message, scales, singular, exact)
         raise AssertionError("unreachable: the last candidate always returns")
 
     @staticmethod
     def _superlu(pattern: _Pattern, member: int, batched: bool) -> Any:
-        import scipy.sparse as sp
-
         from tsgu_backends.scipy_cupy_backend.scipy_backend import factorize
 
-        n = pattern.indptr.shape[0] - 1
-        matrix = sp.csr_matrix((pattern.values[member], pattern.indices, pattern.indptr), shape=(n, n))
+        matrix = _member_matrix(pattern, member)
         return factorize(matrix, {}, what=f"batch member {member} of A" if batched else "A")
 
     def solve(
@@ -485,6 +561,8 @@ class PardisoBackend:
             else:
                 assert state.handle is not None
                 X = state.handle.solve(member, rhs, transpose)
+                if state.exact is not None:
+                    X = _refine(state.handle, state.exact[member], member, rhs, X, transpose)
             solutions.append(torch.from_numpy(X).to(B.dtype).contiguous())
         X = torch.stack(solutions) if state.batched else solutions[0]
         return X, BackendReport(message=state.message, singular=state.singular)
