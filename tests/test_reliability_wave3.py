@@ -333,3 +333,60 @@ def test_pardiso_cholesky_of_the_symmetric_part_is_refined_to_the_answer_for_a()
     assert "mtype 11" in _check_against_dense(A).message  # unasked, 500ε is not "a few ulps": LU
     with pytest.raises(tsgu_core.InvalidOptionError, match="1000ε"):
         tsgu_core.solve(_nearly_spd(1e5), torch.ones(144, dtype=torch.float64), backend="pardiso", mtype=2)
+
+
+# --- 13. the default CPU direct solver by size and structure ---------------------------------------------------
+
+
+def _poisson_3d(m: int) -> torch.Tensor:
+    """The 7-point Laplacian on an ``m³`` grid, CSR float64 (built with torch only)."""
+    dense_1d = torch.diag(torch.full((m,), 2.0)) - torch.diag(torch.ones(m - 1), 1) - torch.diag(torch.ones(m - 1), -1)
+    T = dense_1d.to_sparse_coo()
+    identity = torch.eye(m).to_sparse_coo()
+
+    def kron(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        ai, bi = a.indices(), b.indices()
+        rows = (ai[0][:, None] * b.shape[0] + bi[0][None, :]).reshape(-1)
+        cols = (ai[1][:, None] * b.shape[1] + bi[1][None, :]).reshape(-1)
+        values = (a.values()[:, None] * b.values()[None, :]).reshape(-1)
+        return torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (a.shape[0] * b.shape[0],) * 2).coalesce()
+
+    L = kron(kron(T, identity), identity) + kron(kron(identity, T), identity) + kron(kron(identity, identity), T)
+    return L.coalesce().to(torch.float64).to_sparse_csr()
+
+
+def test_mesh_dimension_tells_2d_from_3d_patterns():
+    pytest.importorskip("scipy", reason="mesh_dimension uses SciPy's breadth-first search")
+    from tsgu_backends.pardiso_backend.backend import PLANAR_BELOW, mesh_dimension
+    from tsgu_core.testing import poisson_2d, random_nonsymmetric
+
+    def dimension(A: torch.Tensor) -> float:
+        return mesh_dimension(A.crow_indices().numpy(), A.col_indices().numpy())[0]
+
+    two = dimension(poisson_2d(120, dtype=torch.float64).to_sparse_csr())
+    three = dimension(_poisson_3d(24))
+    assert abs(two - 2) < 0.1 and two < PLANAR_BELOW < three, (two, three)
+    assert dimension(random_nonsymmetric(400, density=0.02, seed=0).to_sparse_csr()) > PLANAR_BELOW
+
+
+def test_default_cpu_direct_solver_follows_the_measured_rule():
+    """PARDISO's first call (MKL load, 1–2 s) made a one-shot solve at n = 1000 10× slower than SuperLU."""
+    _available("pardiso")
+    _available("scipy")
+    from tsgu_backends.pardiso_backend.backend import DEFAULT_FROM
+    from tsgu_core.testing import poisson_2d
+
+    small = poisson_2d(32, dtype=torch.float64).to_sparse_csr()  # n = 1024
+    selection = tsgu_core.explain(small)
+    assert selection.backend == "scipy", str(selection)
+    assert any(name == "pardiso" and "SuperLU is faster" in verdict for name, verdict in selection.considered)
+    x, info = tsgu_core.solve(small, torch.ones(1024, dtype=torch.float64), return_info=True)
+    assert info.backend == "scipy"
+    torch.testing.assert_close(x, torch.linalg.solve(small.to_dense(), torch.ones(1024, dtype=torch.float64)))
+    threshold = DEFAULT_FROM["3-D-like"]
+    if threshold is not None:  # a 3-D pattern from the measured size on gets PARDISO
+        m = next(m for m in range(4, 200) if m**3 >= threshold)
+        selection = tsgu_core.explain(_poisson_3d(m))
+        assert selection.backend == "pardiso" and "3-D-like" in selection.reason, str(selection)
+    # an explicit choice is never overridden
+    assert tsgu_core.explain(small, backend="pardiso").backend == "pardiso"

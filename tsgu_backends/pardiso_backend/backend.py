@@ -468,6 +468,59 @@ class PardisoState:
     exact: list[Any] | None = None  # SciPy CSR of each (scaled) member where the handle holds its symmetric part
 
 
+DEFAULT_FROM: dict[str, int | None] = {"2-D-like": 199_809, "3-D-like": 17_576}
+"""The smallest ``n`` from which PARDISO, not SuperLU, is the CPU default, per pattern class (``None``: never).
+
+Derived by ``benchmarks/default_direct.py`` (``derive_rule``; results in
+``benchmarks/results/default_direct.md``, 2-D and 3-D Poisson, one thread): PARDISO from the
+smallest measured ``n`` from which on its warm saving per solve repays its extra first-call
+cost — MKL's load, 3.6 s on that (loaded) machine, 1.2–1.9 s unloaded — within 10 solves.
+Measured warm PARDISO ÷ SuperLU: 2-D 0.69–0.92 from n = 16 384, saving 1.2 s per solve only at
+n = 199 809; 3-D 0.48 at n = 8 000, 0.25 at 17 576, 0.09 at 64 000. A one-shot solve (``tsgu
+solve``) below these sizes no longer pays MKL's load; a program that solves many smaller 3-D
+systems gains with ``tsgu_core.set_default_backend("cpu", "pardiso")``.
+"""
+RULE_SOURCE = "benchmarks/results/default_direct.md"
+PLANAR_BELOW = 2.4
+"""A pattern whose :func:`mesh_dimension` is below this is "2-D-like", else "3-D-like"."""
+
+
+def mesh_dimension(crow: Any, col: Any) -> tuple[float, int]:
+    """How the pattern's graph grows with distance, ``N(r) ∝ r^d``: ``(d, D)`` with ``D`` the diameter found.
+
+    ``D`` comes from a double sweep of breadth-first searches along the stored
+    entries ``i → j`` (SciPy's, ``O(nnz)`` each; what row 0 reaches); from the far
+    end, ``N(r)`` counts the nodes within distance ``r`` and
+    ``d = log₂ (N(2r) / N(r))`` with ``r = D/6``. A 2-D mesh of any stencil gives
+    about 2, a 3-D one about 3 (exact for grids: 2.0 for 2-D Poisson, 3.0 for 3-D);
+    ``inf`` for a pattern too small to tell (``D < 6``), e.g. a random one.
+    Measured: 35–100 ms at n = 1e5 (2-D Poisson, one thread, on a loaded 2-core machine).
+    """
+    import numpy as np
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import breadth_first_order
+
+    n = len(crow) - 1
+    graph = sp.csr_matrix((np.ones(len(col), dtype=np.int8), col, crow), shape=(n, n))
+
+    far_end = int(breadth_first_order(graph, 0, return_predecessors=False)[-1])
+    order, parents = breadth_first_order(graph, far_end, return_predecessors=True)
+    # breadth-first order lists the levels one after the other, and each node's parent sits earlier, in order:
+    # level k + 1 ends where the nodes whose parent lies beyond level k begin
+    position = np.empty(n, dtype=np.int64)
+    position[order] = np.arange(len(order))
+    parent_position = position[parents[order[1:]]]  # non-decreasing
+    ends = [1]  # ends[k]: nodes within distance k
+    while ends[-1] < len(order):
+        ends.append(1 + int(np.searchsorted(parent_position, ends[-1], side="left")))
+    diameter = len(ends) - 1
+    r = diameter // 6
+    if r < 1:
+        return float("inf"), diameter
+    near, far = ends[r], ends[2 * r]
+    return float(np.log2(far / near)), diameter
+
+
 class PardisoBackend:
     """MKL PARDISO for CPU tensors (see the module docstring).
 
@@ -477,8 +530,10 @@ class PardisoBackend:
     >>> backend.default_method, backend.priority > 100, bool(backend.is_available("cuda"))
     ('pardiso', True, False)
 
-    With pypardiso installed, ``tsgu_core.solve(A, B)`` on the CPU uses it;
-    ``tsgu_core.solve(A, B, backend="pardiso", mtype=11)`` forces LU.
+    With pypardiso installed, ``tsgu_core.solve(A, B)`` on the CPU uses it where
+    it is faster than SuperLU (:meth:`priority_for`, :data:`DEFAULT_FROM`;
+    ``tsgu_core.explain(A)`` says which and why);
+    ``tsgu_core.solve(A, B, backend="pardiso", mtype=11)`` forces PARDISO's LU.
     """
 
     name = "pardiso"
@@ -486,8 +541,33 @@ class PardisoBackend:
     methods = METHODS
     default_method = "pardiso"
     preferred_methods: ClassVar[dict[str, str]] = {"spd": "pardiso", "symmetric": "pardiso", "hermitian": "pardiso"}
-    priority = 110  # above scipy's SuperLU (100) when installed; see docs/backends.md for the measurements
+    priority = 110  # above scipy's SuperLU (100) where priority_for says PARDISO is faster; see docs/backends.md
     complex_note = "real systems only: pypardiso exposes none of MKL PARDISO's complex matrix types"
+
+    def priority_for(self, A: torch.Tensor) -> tuple[int, str]:
+        """PARDISO's priority for ``A``: ``priority`` where it beats SuperLU, else 90 (below scipy's 100).
+
+        The rule (:data:`DEFAULT_FROM`, measured in ``benchmarks/default_direct.py``): PARDISO from
+        ``DEFAULT_FROM[class]`` unknowns on, where the class is "2-D-like" if the pattern's
+        :func:`mesh_dimension` is below :data:`PLANAR_BELOW`, else "3-D-like".
+        """
+        n = A.shape[-1]
+        thresholds = [t for t in DEFAULT_FROM.values() if t is not None]
+        if not thresholds or n < min(thresholds):  # below every class's threshold: no need to look at the pattern
+            return 90, f"n = {n}: SuperLU is faster below n = {min(thresholds, default=0)} ({RULE_SOURCE})"
+        if None not in DEFAULT_FROM.values() and n >= max(thresholds):  # above every class's threshold
+            return self.priority, f"n = {n} ≥ {max(thresholds)}: PARDISO is faster for any pattern ({RULE_SOURCE})"
+        if A.layout == torch.sparse_coo:
+            A = A.detach().coalesce().to_sparse_csr() if A.dim() == 2 else A.detach().to_sparse_csr()
+        crow, col = (A.crow_indices(), A.col_indices()) if A.dim() == 2 else (A.crow_indices()[0], A.col_indices()[0])
+        dimension, diameter = mesh_dimension(crow.numpy(), col.numpy())
+        kind = "2-D-like" if dimension < PLANAR_BELOW else "3-D-like"
+        threshold = DEFAULT_FROM[kind]
+        shape = f"a {kind} pattern (mesh dimension {dimension:.2g} from diameter {diameter})"
+        if threshold is None or n < threshold:
+            where = "at every size measured" if threshold is None else f"below n = {threshold}"
+            return 90, f"{shape}: SuperLU is faster {where} ({RULE_SOURCE})"
+        return self.priority, f"{shape}, n = {n} ≥ {threshold}: PARDISO is faster ({RULE_SOURCE})"
 
     def is_available(self, device_type: str) -> Availability:
         if device_type != "cpu":

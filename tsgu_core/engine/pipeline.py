@@ -88,7 +88,9 @@ def plan(
     """
     check_on_failure(on_failure)
     check_assume(assume)
-    selection = select(backend, A.device.type, method, operation, capability=capability, assume=assume, dtype=A.dtype)
+    selection = select(
+        backend, A.device.type, method, operation, capability=capability, assume=assume, dtype=A.dtype, matrix=A
+    )
     spec = selection.entry.backend.methods[selection.method]
     size = A.shape[-1] if n is None else n
     solve_options = resolve_options(spec, selection.backend, options, size, A.dtype, supplied=supplied)

@@ -404,6 +404,13 @@ class SolverBackend(Protocol, Generic[StateT]):
         ``complex`` flags (e.g. "only with a PETSc built with complex
         scalars"), shown by ``tsgu info`` and in
         :class:`~tsgu_core.errors.ComplexNotSupportedError`.
+    priority_for : callable, optional
+        Also optional: ``priority_for(A) -> (priority, why)``, the backend's
+        priority for this ``A`` (a size/structure rule read off measurements,
+        e.g. PARDISO ranks below SuperLU for small 2-D-like patterns), used
+        instead of ``priority`` when a solve chooses automatically; ``why`` is
+        one sentence that :func:`~tsgu_core.explain` shows. It must be cheap
+        (``O(nnz)``), never raise, and not load the backend's libraries.
     """
 
     @property
