@@ -36,10 +36,12 @@ GNU OpenMP that torch uses. MKL's thread count follows ``MKL_NUM_THREADS``
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import functools
 import importlib.util
 import os
+import threading
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -521,6 +523,29 @@ def mesh_dimension(crow: Any, col: Any) -> tuple[float, int]:
     return float(np.log2(far / near)), diameter
 
 
+_DIMENSIONS: collections.OrderedDict[tuple[int, ...], tuple[float, int]] = collections.OrderedDict()
+_DIMENSIONS_LOCK = threading.Lock()
+
+
+def _cached_dimension(crow: torch.Tensor, col: torch.Tensor) -> tuple[float, int]:
+    """:func:`mesh_dimension` of these index tensors, remembered for the last 16 patterns seen.
+
+    Keyed on the tensors' storage, version and sizes: a loop that rebuilds ``A`` from the same index tensors
+    measures once. (A stale hit could only change which correct solver is chosen, never a result.)
+    """
+    key = (crow.data_ptr(), col.data_ptr(), crow._version, col._version, crow.numel(), col.numel())
+    with _DIMENSIONS_LOCK:
+        if key in _DIMENSIONS:
+            _DIMENSIONS.move_to_end(key)
+            return _DIMENSIONS[key]
+    found = mesh_dimension(crow.numpy(), col.numpy())
+    with _DIMENSIONS_LOCK:
+        _DIMENSIONS[key] = found
+        while len(_DIMENSIONS) > 16:
+            _DIMENSIONS.popitem(last=False)
+    return found
+
+
 class PardisoBackend:
     """MKL PARDISO for CPU tensors (see the module docstring).
 
@@ -557,10 +582,11 @@ class PardisoBackend:
             return 90, f"n = {n}: SuperLU is faster below n = {min(thresholds, default=0)} ({RULE_SOURCE})"
         if None not in DEFAULT_FROM.values() and n >= max(thresholds):  # above every class's threshold
             return self.priority, f"n = {n} ≥ {max(thresholds)}: PARDISO is faster for any pattern ({RULE_SOURCE})"
-        if A.layout == torch.sparse_coo:
-            A = A.detach().coalesce().to_sparse_csr() if A.dim() == 2 else A.detach().to_sparse_csr()
+        if A.layout == torch.sparse_coo:  # (a batch: its first member's pattern)
+            A = A.detach().coalesce()
+            A = (A if A.dim() == 2 else A[0].coalesce()).to_sparse_csr()
         crow, col = (A.crow_indices(), A.col_indices()) if A.dim() == 2 else (A.crow_indices()[0], A.col_indices()[0])
-        dimension, diameter = mesh_dimension(crow.numpy(), col.numpy())
+        dimension, diameter = _cached_dimension(crow, col)
         kind = "2-D-like" if dimension < PLANAR_BELOW else "3-D-like"
         threshold = DEFAULT_FROM[kind]
         shape = f"a {kind} pattern (mesh dimension {dimension:.2g} from diameter {diameter})"
