@@ -31,6 +31,7 @@ __all__ = [
     "SecondDerivativeError",
     "ShapeError",
     "SingularMatrixError",
+    "SingularMatrixWarning",
     "SolveFailedError",
     "StaleFactorizationError",
     "StructureError",
@@ -310,3 +311,16 @@ class ConvergenceWarning(UserWarning):
 
 class PerformanceWarning(UserWarning):
     """Issued once when a call will be much slower or larger in memory than an equivalent one tsgu names."""
+
+
+class SingularMatrixWarning(UserWarning):
+    """A direct solve passed the accuracy check, but its factorization showed ``A`` singular or nearly so.
+
+    E.g. PARDISO perturbed a pivot and SuperLU's smallest pivot is tiny: for a
+    consistent right-hand side (a pure-Neumann problem with a load that sums
+    to zero) ``X`` solves the system, but it is one of many solutions, and
+    the backward pass's transpose solve will usually fail. Pin the null space
+    (a Dirichlet condition, or fix one unknown) to make ``A`` nonsingular.
+    A solution that fails the accuracy check raises :class:`SingularMatrixError`
+    instead.
+    """

@@ -142,8 +142,8 @@ METHODS: dict[str, MethodSpec] = {
         "direct",
         "general",
         {},
-        "jax.experimental.sparse.linalg.spsolve (QR: cuSolver on GPU, SciPy on CPU); it keeps no factorization, "
-        "so the transpose solve factorizes Aᵀ again",
+        "jax.experimental.sparse.linalg.spsolve (QR: cuSolver on GPU; SciPy's spsolve, called directly, on CPU); "
+        "it keeps no factorization, so the transpose solve factorizes Aᵀ again",
         complex=True,
     ),
 }
@@ -197,42 +197,78 @@ class _State:
 
 @dataclass
 class _SpSolve:
-    """JAX's ``spsolve``: no factorization is kept, so ``Aᵀ``'s CSR arrays are made for the transpose solve."""
+    """JAX's ``spsolve``: no factorization is kept, so ``Aᵀ``'s CSR arrays are made for the transpose solve.
+
+    On the CPU, JAX's ``spsolve`` is SciPy's ``spsolve`` run in a host
+    callback, and JAX converts the callback's result to the dtype that the
+    *callback's thread* allows: ``jax.enable_x64`` is a per-thread setting, and
+    XLA runs the callback on a thread of its own when it dispatches the
+    computation asynchronously, so a float64 result came back as float32 and
+    JAX raised "Incorrect output dtype" (3 of 40 solves after a Krylov solve had
+    run, measured). On the CPU the same SciPy routine is therefore called here
+    directly, in the calling thread: the same numbers, deterministically. On a
+    GPU the solve is cuSolver's, with no callback.
+    """
 
     dtype: torch.dtype
     pattern: SparsePattern
     values: torch.Tensor
     csr: dict[bool, tuple[Any, Any, Any]] = field(default_factory=dict)  # transpose → (data, indices, indptr)
 
-    def solve(self, B: torch.Tensor, transpose: bool) -> torch.Tensor:
-        from jax.experimental.sparse.linalg import spsolve
+    def _arrays(self, transpose: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(values, col, crow)`` of ``A`` (or ``Aᵀ``) in CSR order, int32 indices."""
+        pattern, values = self.pattern, self.values
+        if transpose:
+            pattern, order = pattern.transposed()
+            values = values[order]
+        crow, col = pattern.csr_indices(torch.int32)
+        return values, col, crow
 
-        if transpose not in self.csr:
-            pattern, values = self.pattern, self.values
-            if transpose:
-                pattern, order = pattern.transposed()
-                values = values[order]
-            crow, col = pattern.csr_indices(torch.int32)
-            with precision(self.dtype):
-                self.csr[transpose] = (to_jax(values), to_jax(col), to_jax(crow))
-        data, indices, indptr = self.csr[transpose]
+    def solve(self, B: torch.Tensor, transpose: bool) -> torch.Tensor:
         # scaled as the Krylov solves are: (A/σ) Y = B/s, X = Y·s/σ, powers of two (exact)
         values = self.values
         sigma = float(largest_power_of_two(values))
         scales = largest_power_of_two(B, dim=0)
         B = B / scales
-        with precision(self.dtype), warnings.catch_warnings():
-            data = data / sigma
-            # on the CPU JAX hands the solve to SciPy, which warns and returns NaN for a singular A;
-            # the core turns the NaN into SingularMatrixError, so the warning says nothing more
+        with warnings.catch_warnings():
+            # SciPy warns and returns NaN for a singular A; the core turns the NaN into SingularMatrixError, so
+            # the warning says nothing more
             warnings.filterwarnings("ignore", message="Matrix is exactly singular")
+            Y = self._host(B, transpose, sigma) if values.device.type == "cpu" else self._device(B, transpose, sigma)
+        return (Y.to(B.dtype) * (scales / sigma)).contiguous()
+
+    def _host(self, B: torch.Tensor, transpose: bool, sigma: float) -> torch.Tensor:
+        """SciPy's ``spsolve``, the routine JAX's CPU ``spsolve`` calls back into, in this thread."""
+        import scipy.sparse
+        import scipy.sparse.linalg
+
+        if transpose not in self.csr:
+            data, indices, indptr = self._arrays(transpose)
+            self.csr[transpose] = (data.numpy(), indices.numpy(), indptr.numpy())
+        data, indices, indptr = self.csr[transpose]
+        n = B.shape[0]
+        matrix = scipy.sparse.csr_matrix((data / sigma, indices, indptr), shape=(n, n))
+        X = scipy.sparse.linalg.spsolve(matrix, B.numpy())
+        return torch.from_numpy(np.asarray(X, dtype=data.dtype).reshape(B.shape))
+
+    def _device(self, B: torch.Tensor, transpose: bool, sigma: float) -> torch.Tensor:
+        """JAX's ``spsolve`` (cuSolver's QR), one column at a time."""
+        from jax.experimental.sparse.linalg import spsolve
+
+        if transpose not in self.csr:
+            with precision(self.dtype):
+                data, indices, indptr = self._arrays(transpose)
+                self.csr[transpose] = (to_jax(data), to_jax(indices), to_jax(indptr))
+        data, indices, indptr = self.csr[transpose]
+        with precision(self.dtype):
+            data = data / sigma
             try:
                 columns = [from_jax(spsolve(data, indices, indptr, to_jax(B[:, j]))) for j in range(B.shape[1])]
-            except Exception as error:  # on the GPU, cuSolver reports a singular A as a runtime error
+            except Exception as error:  # cuSolver reports a singular A as a runtime error
                 if "singular" in str(error).lower():
                     raise SingularMatrixError(f"A is singular: {error}") from error
                 raise
-        return (torch.stack(columns, dim=1).to(B.dtype) * (scales / sigma)).contiguous()
+        return torch.stack(columns, dim=1)
 
 
 class JaxBackend:

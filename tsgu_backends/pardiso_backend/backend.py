@@ -36,10 +36,12 @@ GNU OpenMP that torch uses. MKL's thread count follows ``MKL_NUM_THREADS``
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import functools
 import importlib.util
 import os
+import threading
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -54,9 +56,10 @@ from tsgu_core import (
     Option,
     SingularMatrixError,
     SolveOptions,
+    SparsePattern,
 )
 from tsgu_core.errors import SolveFailedError
-from tsgu_core.plugins.kit import row_indices, row_pointers, superlu, transpose_csr
+from tsgu_core.plugins.kit import row_indices, row_pointers, transpose_csr
 
 __all__ = ["METHODS", "MTYPES", "PardisoBackend", "PardisoHandle", "choose_mtypes"]
 
@@ -281,6 +284,23 @@ def _csr_arrays(A: torch.Tensor) -> _Pattern:
     )
 
 
+def _member_scales(values: Any) -> Any:
+    """Per member (row of ``values``), the power of two ``s`` that brings ``max |s·values|`` into ``[1, 2)``.
+
+    One PARDISO handle analyses a batch once, with member 0's values: its
+    scaling and matching then serve every member. Members ``1e-300`` and
+    ``1e160`` apart overflowed there; scaled, every member has entries of
+    order one, and ``(s·A) X = s·B`` has the same ``X``. Scaling by a power of
+    two is exact (float32 values are scaled in float64, then cast back).
+    """
+    import numpy as np
+
+    largest = np.abs(values).max(axis=1).astype(np.float64) if values.shape[1] else np.zeros(values.shape[0])
+    usable = np.isfinite(largest) & (largest > 0)
+    _, exponent = np.frexp(np.where(usable, largest, 1.0))
+    return np.where(usable, np.ldexp(1.0, 1 - exponent), 1.0)
+
+
 def _structure(p: _Pattern) -> None:
     """Fill ``p.facts``: empty rows/columns, pattern and value symmetry, a positive stored diagonal."""
     import numpy as np
@@ -314,7 +334,10 @@ def choose_mtypes(facts: dict[str, bool], mtype: int | None) -> list[int]:
     if mtype is None:
         return [2, 11] if facts["symmetric values"] and facts["positive diagonal"] else [11]
     if mtype == 2 and not facts["symmetric values"]:
-        raise InvalidOptionError("mtype=2 (SPD) needs a symmetric A (pattern and values); use mtype=11")
+        raise InvalidOptionError(
+            "mtype=2 (SPD) needs a symmetric A: a symmetric pattern, a positive diagonal and values symmetric to "
+            "1000ε relative (max |a_ij − a_ji| / max |a_ij|); use mtype=11"
+        )
     if mtype == 1 and not facts["symmetric pattern"]:
         raise InvalidOptionError("mtype=1 (structurally symmetric) needs a symmetric pattern; use mtype=11")
     if mtype in (1, 2) and not facts["full diagonal"]:
@@ -322,16 +345,111 @@ def choose_mtypes(facts: dict[str, bool], mtype: int | None) -> list[int]:
     return [mtype]
 
 
-def _for_mtype(p: _Pattern, mtype: int) -> tuple[Any, Any, Any]:
-    """CSR arrays as PARDISO wants them for ``mtype``: the upper triangle for 2, everything otherwise."""
+def _for_mtype(p: _Pattern, mtype: int, symmetric_part: bool = False) -> tuple[Any, Any, Any]:
+    """CSR arrays as PARDISO wants them for ``mtype``: the upper triangle for 2, everything otherwise.
+
+    With ``symmetric_part`` (``mtype = 2`` of a pattern-symmetric ``A``), the values are those of
+    ``(A + Aᵀ)/2``.
+    """
     import numpy as np
 
     if mtype != 2:
         return p.indptr, p.indices, p.values
+    values = (p.values + p.values[:, p.transpose_order]) / 2 if symmetric_part else p.values
     keep = p.indices >= p.rows
     n = p.indptr.shape[0] - 1
     indptr = row_pointers(p.rows[keep], n).astype(np.int32)
-    return indptr, np.ascontiguousarray(p.indices[keep]), np.ascontiguousarray(p.values[:, keep])
+    return indptr, np.ascontiguousarray(p.indices[keep]), np.ascontiguousarray(values[:, keep])
+
+
+NEAR_SYMMETRY = 16.0
+"""× the dtype's ε: an ``A`` this close to symmetric (``max |a_ij − a_ji| / max |a_ij|``) gets Cholesky unasked.
+
+FEM assembly in floating point leaves ``K`` symmetric to a few ulps only (scikit-fem's
+elasticity matrix: ``|K − Kᵀ| ≤ 2.8e-17``); with ``assume="spd"`` (which the core
+checks to ``SYMMETRY_FACTOR·ε``) or an explicit ``mtype=2`` the same is done up to
+``SYMMETRY_FACTOR·ε``. The factors are those of the symmetric part ``(A + Aᵀ)/2``, and
+every solution is refined against ``A`` itself (up to two steps of
+``x ← x + S⁻¹(b − A x)``), so the answer is ``A``'s, not ``S``'s.
+"""
+
+
+def _symmetric_part(p: _Pattern, A: torch.Tensor, options: SolveOptions, requested: int | None) -> str:
+    """Why the symmetric part of ``A`` may be factorized by Cholesky (``""``: it may not; ``A`` is then unchanged).
+
+    Sets ``p.facts["symmetric values"]`` where it may. Needs a symmetric pattern, a positive stored diagonal and
+    values symmetric to :data:`NEAR_SYMMETRY`·ε — or, with ``assume="spd"`` or ``mtype=2``, to the core's
+    ``SYMMETRY_FACTOR``·ε — measured scale-free by :func:`tsgu_core.sparse.structure.asymmetry`.
+    """
+    from tsgu_core.sparse.structure import SYMMETRY_FACTOR, asymmetry
+
+    facts = p.facts
+    if facts["symmetric values"] or not (facts["symmetric pattern"] and facts["positive diagonal"]):
+        return ""
+    if requested not in (None, 2):
+        return ""
+    values = A.values() if A.layout == torch.sparse_csr or A.is_coalesced() else A.coalesce().values()
+    measured = asymmetry(SparsePattern.of(A), values.detach())
+    eps = torch.finfo(A.dtype).eps
+    asked = options.assume == "spd" or requested == 2
+    if measured > (SYMMETRY_FACTOR if asked else NEAR_SYMMETRY) * eps:
+        return ""
+    facts["symmetric values"] = True
+    why = "assume='spd'" if options.assume == "spd" else "mtype=2" if requested == 2 else f"≤ {NEAR_SYMMETRY:g}ε"
+    return f"of the symmetric part (A + Aᵀ)/2, A being symmetric to {measured / eps:.2g}ε ({why}); refined against A"
+
+
+TINY_PIVOT = 2.0**-26
+"""Below this ratio of SuperLU's smallest to largest pivot (``|U_ii|``), a member PARDISO perturbed counts as singular.
+
+``cond(U) ≥ max|U_ii| / min|U_ii|``, so a ratio under ``√ε`` (float64) proves ``U``
+ill-conditioned beyond half the working precision. Measured: pyamg's pure-Neumann
+``unit_square`` (singular, null space the constants) 1.4e-15; 2-D Poisson (14 × 14) 0.46.
+"""
+
+
+def _tiny_pivots(superlu: dict[int, Any], batched: bool, dtype: torch.dtype) -> str:
+    """What SuperLU's factors of the members PARDISO perturbed show: ``""``, or which pivots are tiny."""
+    import numpy as np
+
+    seen = []
+    limit = TINY_PIVOT if dtype == torch.float64 else 2.0**-12  # √ε of float64 / float32
+    for member, factors in sorted(superlu.items()):
+        pivots = np.abs(factors.U.diagonal())
+        ratio = float(pivots.min() / pivots.max()) if pivots.size and pivots.max() > 0 else 0.0
+        if ratio < limit:
+            where = f" (batch member {member})" if batched else ""
+            seen.append(f"PARDISO perturbed a pivot{where} and SuperLU's smallest pivot is {ratio:.2g} of its largest")
+        if len(seen) == 3:
+            break
+    return "; ".join(seen)
+
+
+def _member_matrix(p: _Pattern, member: int) -> Any:
+    """Member ``member`` of ``A`` (as scaled) as a SciPy CSR matrix, sharing the arrays."""
+    import scipy.sparse as sp
+
+    n = p.indptr.shape[0] - 1
+    return sp.csr_matrix((p.values[member], p.indices, p.indptr), shape=(n, n))
+
+
+def _refine(handle: PardisoHandle, matrix: Any, member: int, B: Any, X: Any, transpose: bool) -> Any:
+    """Up to two steps ``X ← X + S⁻¹(B − op(A) X)`` while the residual shrinks (``S``: the symmetric part)."""
+    import numpy as np
+
+    op = matrix.T if transpose else matrix
+    residual = B - op @ X
+    norm = np.linalg.norm(residual)
+    for _ in range(2):
+        if not norm > 0:
+            break
+        candidate = X + handle.solve(member, residual, transpose)
+        candidate_residual = B - op @ candidate
+        candidate_norm = np.linalg.norm(candidate_residual)
+        if not candidate_norm < norm:
+            break
+        X, residual, norm = candidate, candidate_residual, candidate_norm
+    return X
 
 
 @dataclass
@@ -343,6 +461,85 @@ class PardisoState:
     batched: bool
     members: int
     message: str
+    scales: Any = None  # (members,) float64 powers of two: member m was factorized as scales[m]·A_m
+    singular: str = ""  # what the factorizations saw that shows a member singular (see BackendReport.singular)
+    exact: list[Any] | None = None  # SciPy CSR of each (scaled) member where the handle holds its symmetric part
+
+
+DEFAULT_FROM: dict[str, int | None] = {"2-D-like": 199_809, "3-D-like": 17_576}
+"""The smallest ``n`` from which PARDISO, not SuperLU, is the CPU default, per pattern class (``None``: never).
+
+Derived by ``benchmarks/default_direct.py`` (``derive_rule``; results in
+``benchmarks/results/default_direct.md``, 2-D and 3-D Poisson, one thread): PARDISO from the
+smallest measured ``n`` from which on its warm saving per solve repays its extra first-call
+cost — MKL's load, 3.6 s on that (loaded) machine, 1.2–1.9 s unloaded — within 10 solves.
+Measured warm PARDISO ÷ SuperLU: 2-D 0.69–0.92 from n = 16 384, saving 1.2 s per solve only at
+n = 199 809; 3-D 0.48 at n = 8 000, 0.25 at 17 576, 0.09 at 64 000. A one-shot solve (``tsgu
+solve``) below these sizes no longer pays MKL's load; a program that solves many smaller 3-D
+systems gains with ``tsgu_core.set_default_backend("cpu", "pardiso")``.
+"""
+RULE_SOURCE = "benchmarks/results/default_direct.md"
+PLANAR_BELOW = 2.4
+"""A pattern whose :func:`mesh_dimension` is below this is "2-D-like", else "3-D-like"."""
+
+
+def mesh_dimension(crow: Any, col: Any) -> tuple[float, int]:
+    """How the pattern's graph grows with distance, ``N(r) ∝ r^d``: ``(d, D)`` with ``D`` the diameter found.
+
+    ``D`` comes from a double sweep of breadth-first searches along the stored
+    entries ``i → j`` (SciPy's, ``O(nnz)`` each; what row 0 reaches); from the far
+    end, ``N(r)`` counts the nodes within distance ``r`` and
+    ``d = log₂ (N(2r) / N(r))`` with ``r = D/6``. A 2-D mesh of any stencil gives
+    about 2, a 3-D one about 3 (exact for grids: 2.0 for 2-D Poisson, 3.0 for 3-D);
+    ``inf`` for a pattern too small to tell (``D < 6``), e.g. a random one.
+    Measured: 35–100 ms at n = 1e5 (2-D Poisson, one thread, on a loaded 2-core machine).
+    """
+    import numpy as np
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import breadth_first_order
+
+    n = len(crow) - 1
+    graph = sp.csr_matrix((np.ones(len(col), dtype=np.int8), col, crow), shape=(n, n))
+
+    far_end = int(breadth_first_order(graph, 0, return_predecessors=False)[-1])
+    order, parents = breadth_first_order(graph, far_end, return_predecessors=True)
+    # breadth-first order lists the levels one after the other, and each node's parent sits earlier, in order:
+    # level k + 1 ends where the nodes whose parent lies beyond level k begin
+    position = np.empty(n, dtype=np.int64)
+    position[order] = np.arange(len(order))
+    parent_position = position[parents[order[1:]]]  # non-decreasing
+    ends = [1]  # ends[k]: nodes within distance k
+    while ends[-1] < len(order):
+        ends.append(1 + int(np.searchsorted(parent_position, ends[-1], side="left")))
+    diameter = len(ends) - 1
+    r = diameter // 6
+    if r < 1:
+        return float("inf"), diameter
+    near, far = ends[r], ends[2 * r]
+    return float(np.log2(far / near)), diameter
+
+
+_DIMENSIONS: collections.OrderedDict[tuple[int, ...], tuple[float, int]] = collections.OrderedDict()
+_DIMENSIONS_LOCK = threading.Lock()
+
+
+def _cached_dimension(crow: torch.Tensor, col: torch.Tensor) -> tuple[float, int]:
+    """:func:`mesh_dimension` of these index tensors, remembered for the last 16 patterns seen.
+
+    Keyed on the tensors' storage, version and sizes: a loop that rebuilds ``A`` from the same index tensors
+    measures once. (A stale hit could only change which correct solver is chosen, never a result.)
+    """
+    key = (crow.data_ptr(), col.data_ptr(), crow._version, col._version, crow.numel(), col.numel())
+    with _DIMENSIONS_LOCK:
+        if key in _DIMENSIONS:
+            _DIMENSIONS.move_to_end(key)
+            return _DIMENSIONS[key]
+    found = mesh_dimension(crow.numpy(), col.numpy())
+    with _DIMENSIONS_LOCK:
+        _DIMENSIONS[key] = found
+        while len(_DIMENSIONS) > 16:
+            _DIMENSIONS.popitem(last=False)
+    return found
 
 
 class PardisoBackend:
@@ -354,8 +551,10 @@ class PardisoBackend:
     >>> backend.default_method, backend.priority > 100, bool(backend.is_available("cuda"))
     ('pardiso', True, False)
 
-    With pypardiso installed, ``tsgu_core.solve(A, B)`` on the CPU uses it;
-    ``tsgu_core.solve(A, B, backend="pardiso", mtype=11)`` forces LU.
+    With pypardiso installed, ``tsgu_core.solve(A, B)`` on the CPU uses it where
+    it is faster than SuperLU (:meth:`priority_for`, :data:`DEFAULT_FROM`;
+    ``tsgu_core.explain(A)`` says which and why);
+    ``tsgu_core.solve(A, B, backend="pardiso", mtype=11)`` forces PARDISO's LU.
     """
 
     name = "pardiso"
@@ -363,8 +562,34 @@ class PardisoBackend:
     methods = METHODS
     default_method = "pardiso"
     preferred_methods: ClassVar[dict[str, str]] = {"spd": "pardiso", "symmetric": "pardiso", "hermitian": "pardiso"}
-    priority = 110  # above scipy's SuperLU (100) when installed; see docs/backends.md for the measurements
+    priority = 110  # above scipy's SuperLU (100) where priority_for says PARDISO is faster; see docs/backends.md
     complex_note = "real systems only: pypardiso exposes none of MKL PARDISO's complex matrix types"
+
+    def priority_for(self, A: torch.Tensor) -> tuple[int, str]:
+        """PARDISO's priority for ``A``: ``priority`` where it beats SuperLU, else 90 (below scipy's 100).
+
+        The rule (:data:`DEFAULT_FROM`, measured in ``benchmarks/default_direct.py``): PARDISO from
+        ``DEFAULT_FROM[class]`` unknowns on, where the class is "2-D-like" if the pattern's
+        :func:`mesh_dimension` is below :data:`PLANAR_BELOW`, else "3-D-like".
+        """
+        n = A.shape[-1]
+        thresholds = [t for t in DEFAULT_FROM.values() if t is not None]
+        if not thresholds or n < min(thresholds):  # below every class's threshold: no need to look at the pattern
+            return 90, f"n = {n}: SuperLU is faster below n = {min(thresholds, default=0)} ({RULE_SOURCE})"
+        if None not in DEFAULT_FROM.values() and n >= max(thresholds):  # above every class's threshold
+            return self.priority, f"n = {n} ≥ {max(thresholds)}: PARDISO is faster for any pattern ({RULE_SOURCE})"
+        if A.layout == torch.sparse_coo:  # (a batch: its first member's pattern)
+            A = A.detach().coalesce()
+            A = (A if A.dim() == 2 else A[0].coalesce()).to_sparse_csr()
+        crow, col = (A.crow_indices(), A.col_indices()) if A.dim() == 2 else (A.crow_indices()[0], A.col_indices()[0])
+        dimension, diameter = _cached_dimension(crow, col)
+        kind = "2-D-like" if dimension < PLANAR_BELOW else "3-D-like"
+        threshold = DEFAULT_FROM[kind]
+        shape = f"a {kind} pattern (mesh dimension {dimension:.2g} from diameter {diameter})"
+        if threshold is None or n < threshold:
+            where = "at every size measured" if threshold is None else f"below n = {threshold}"
+            return 90, f"{shape}: SuperLU is faster {where} ({RULE_SOURCE})"
+        return self.priority, f"{shape}, n = {n} ≥ {threshold}: PARDISO is faster ({RULE_SOURCE})"
 
     def is_available(self, device_type: str) -> Availability:
         if device_type != "cpu":
@@ -376,14 +601,17 @@ class PardisoBackend:
     def prepare(self, A: torch.Tensor, method: str, options: SolveOptions) -> PardisoState:
         requested = options["mtype"]  # declared: None, 11, 1 or 2
         pattern = _csr_arrays(A.detach())
+        scales = _member_scales(pattern.values)
+        pattern.values = (pattern.values * scales[:, None]).astype(pattern.values.dtype)  # exact: powers of two
         _structure(pattern)
         if pattern.facts["empty"]:
             raise SingularMatrixError("A is singular: it has an empty row or column (no stored entry)")
         members = pattern.values.shape[0]
+        symmetric_part = _symmetric_part(pattern, A.detach(), options, requested)
         notes = []
         for position, mtype in enumerate(candidates := choose_mtypes(pattern.facts, requested)):
             last = position == len(candidates) - 1
-            handle = PardisoHandle(mtype, *_for_mtype(pattern, mtype))
+            handle = PardisoHandle(mtype, *_for_mtype(pattern, mtype, bool(symmetric_part)))
             handle.analyse()
             untrusted = []
             for member in range(members):
@@ -398,23 +626,25 @@ class PardisoBackend:
                 handle.release()
                 continue
             superlu = {member: self._superlu(pattern, member, A.dim() == 3) for member in untrusted}
+            singular = _tiny_pivots(superlu, A.dim() == 3, A.dtype)
             used = handle if len(untrusted) < members else None
             if used is None:
                 handle.release()
             message = f"PARDISO mtype {mtype} ({MTYPES[mtype]})"
+            exact = None
+            if mtype == 2 and symmetric_part and used is not None:
+                message += " " + symmetric_part
+                exact = [_member_matrix(pattern, member) for member in range(members)]
             if superlu:
                 message += f"; SuperLU for {'every member' if used is None else sorted(superlu)}"
             if notes:
                 message += f" ({'; '.join(notes)})"
-            return PardisoState(used, superlu, A.dim() == 3, members, message)
+            return PardisoState(used, superlu, A.dim() == 3, members, message, scales, singular, exact)
         raise AssertionError("unreachable: the last candidate always returns")
 
     @staticmethod
     def _superlu(pattern: _Pattern, member: int, batched: bool) -> Any:
-        import scipy.sparse as sp
-
-        n = pattern.indptr.shape[0] - 1
-        matrix = sp.csr_matrix((pattern.values[member], pattern.indices, pattern.indptr), shape=(n, n))
+        matrix = _member_matrix(pattern, member)
         return superlu(matrix, {}, what=f"batch member {member} of A" if batched else "A")
 
     def solve(
@@ -424,11 +654,15 @@ class PardisoBackend:
         solutions = []
         for member in range(state.members):
             rhs = batch[member].detach().numpy()
+            if state.scales is not None and state.scales[member] != 1.0:  # (s·A) X = s·B, s a power of two
+                rhs = (rhs * state.scales[member]).astype(rhs.dtype)
             if member in state.superlu:
                 X = state.superlu[member].solve(rhs, trans="T" if transpose else "N")
             else:
                 assert state.handle is not None
                 X = state.handle.solve(member, rhs, transpose)
+                if state.exact is not None:
+                    X = _refine(state.handle, state.exact[member], member, rhs, X, transpose)
             solutions.append(torch.from_numpy(X).to(B.dtype).contiguous())
         X = torch.stack(solutions) if state.batched else solutions[0]
-        return X, BackendReport(message=state.message)
+        return X, BackendReport(message=state.message, singular=state.singular)

@@ -14,7 +14,11 @@ a backend's estimate) and judges each column ``j``:
   raises); otherwise the column must pass two tests (see :func:`direct_verdict`):
   its normwise backward error
   ``η_j = ‖R_j‖ / (‖A‖_F·‖X_j‖ + ‖B_j‖) ≤ C_BACKWARD·ε`` and its relative
-  residual ``‖R_j‖/‖B_j‖ ≤ √ε``.
+  residual ``‖R_j‖/‖B_j‖ ≤ √ε``. A column that passes while the backend
+  reports that its factorization saw ``A`` singular (a perturbed or tiny
+  pivot: :attr:`BackendReport.singular <tsgu_core.BackendReport>`) warns with
+  :class:`~tsgu_core.errors.SingularMatrixWarning`: ``X`` then solves the
+  system but is not unique.
 
 Every norm is scale-safe (:func:`tsgu_core.plugins.norms.scaled_norm`): a problem
 whose ``A`` and ``B`` are scaled together by ``1e±300`` is judged exactly as
@@ -40,7 +44,7 @@ from typing import Any
 
 import torch
 
-from tsgu_core.errors import ConvergenceError, ConvergenceWarning, SingularMatrixError
+from tsgu_core.errors import ConvergenceError, ConvergenceWarning, SingularMatrixError, SingularMatrixWarning
 from tsgu_core.plugins.info import SolveInfo
 from tsgu_core.plugins.protocol import BackendReport, MethodSpec, SolveOptions
 from tsgu_core.sparse.pattern import SparsePattern
@@ -193,7 +197,13 @@ def _shown(parts: list[str]) -> str:
 
 
 def _judge_direct(
-    measured: Measured, a_norm: torch.Tensor, dtype: torch.dtype, which: str, backend: str, spec: MethodSpec
+    measured: Measured,
+    a_norm: torch.Tensor,
+    dtype: torch.dtype,
+    which: str,
+    backend: str,
+    spec: MethodSpec,
+    singular: str | None = None,
 ) -> tuple[list[int], str]:
     """The columns a direct solve got wrong (:func:`direct_verdict`), and the message that says so."""
     if not measured.finite:
@@ -216,7 +226,8 @@ def _judge_direct(
     )
     message = (
         f"backend {backend!r}, method {spec.name!r}: the {which} is not accurate: {shown} "
-        f"(limits {C_BACKWARD:g}ε and {eps**0.5:.3g}). A is singular to working precision or too "
+        f"(limits {C_BACKWARD:g}ε and {eps**0.5:.3g}){f'; the factorization saw {singular}' if singular else ''}. "
+        "A is singular to working precision or too "
         "ill-conditioned for this method and dtype. Remedy: check A for dependent rows/columns; use float64; "
         "rescale rows/columns of A; pass on_failure='warn' or 'ignore' to get the inaccurate result anyway"
     )
@@ -278,8 +289,17 @@ def assess(
     if spec.kind == "direct":
         with torch.no_grad():
             a_norm = pattern.matrix_norm(values)
-        failed, message = _judge_direct(measured, a_norm, X.dtype, which, backend, spec)
+        failed, message = _judge_direct(measured, a_norm, X.dtype, which, backend, spec, report.singular)
         info = SolveInfo(kind="direct", iterations=None, thresholds=None, converged=not failed, **common)
+        if not failed and report.singular and on_failure != "ignore":
+            warnings.warn(
+                f"backend {backend!r}, method {spec.name!r}: the {which} passed the accuracy check, but "
+                f"{report.singular}: A is singular or nearly so, and X is then one of many solutions (a "
+                "pure-Neumann problem fixes X only up to a constant); the backward pass will usually fail. "
+                "Remedy: pin the null space (a Dirichlet condition, or fix one unknown)",
+                SingularMatrixWarning,
+                stacklevel=_caller_stacklevel(),
+            )
         return _apply_policy(info, on_failure, message, SingularMatrixError(message))
     failed, thresholds = _judge_iterative(measured, options)
     info = SolveInfo(

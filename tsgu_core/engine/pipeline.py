@@ -101,7 +101,14 @@ def plan(
     check_on_failure(request.on_failure)
     assume = check_assume(request.assume)
     selection = select(
-        request.backend, A.device.type, request.method, operation, capability=capability, assume=assume, dtype=A.dtype
+        request.backend,
+        A.device.type,
+        request.method,
+        operation,
+        capability=capability,
+        assume=assume,
+        dtype=A.dtype,
+        matrix=A,
     )
     spec = selection.entry.backend.methods[selection.method]
     size = A.shape[-1] if n is None else n

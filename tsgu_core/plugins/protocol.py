@@ -381,12 +381,21 @@ class BackendReport:
         The true relative residual (largest over the columns) the backend
         measured before its first attempt and after each attempt (a restart
         cycle, a library call, a refinement pass), if it measures one.
+    singular : str
+        For a direct method: what its factorization saw that shows ``A``
+        singular or nearly so, though it still gave an answer (e.g. "PARDISO
+        perturbed 1 pivot; SuperLU's smallest pivot is 1.4e-15 of its
+        largest"); empty if nothing. The core raises
+        :class:`~tsgu_core.errors.SingularMatrixError` if the answer fails its
+        accuracy check, and otherwise warns with
+        :class:`~tsgu_core.errors.SingularMatrixWarning`.
     """
 
     iterations: int | None = None
     converged: bool | None = None
     message: str = ""
     history: tuple[float, ...] | None = None
+    singular: str = ""
 
 
 StateT = TypeVar("StateT")
@@ -426,6 +435,13 @@ class SolverBackend(Protocol, Generic[StateT]):
         Also optional (default ``False``): ``True`` when :meth:`solve` may run
         in several threads at once with one state. Without it the core
         serializes the solves of each prepared state (see :meth:`solve`).
+    priority_for : callable, optional
+        Also optional: ``priority_for(A) -> (priority, why)``, the backend's
+        priority for this ``A`` (a size/structure rule read off measurements,
+        e.g. PARDISO ranks below SuperLU for small 2-D-like patterns), used
+        instead of ``priority`` when a solve chooses automatically; ``why`` is
+        one sentence that :func:`~tsgu_core.explain` shows. It must be cheap
+        (``O(nnz)``), never raise, and not load the backend's libraries.
     """
 
     @property

@@ -25,7 +25,7 @@ from tsgu_core.errors import (
 from tsgu_core.plugins.protocol import DistributedBackend, SolverBackend
 from tsgu_core.plugins.registry import BackendEntry, check_backend, get_entry, list_backends
 
-__all__ = ["Selection", "complex_supporters", "explain", "select", "set_default_backend"]
+__all__ = ["Selection", "complex_supporters", "explain", "select", "set_default_backend", "sized_priority"]
 
 _preferences: dict[str, str] = {}
 _preferences_lock = threading.Lock()
@@ -240,9 +240,32 @@ def _named(
     return Selection(name, chosen, device_type, f"backend requested by name; {how}", ((name, "requested"),), entry)
 
 
-def _rank(entry: BackendEntry, operation: str, method: str | None, complex: bool = False) -> int:
+def sized_priority(entry: BackendEntry, matrix: torch.Tensor | None) -> tuple[int, str]:
+    """The backend's priority for ``matrix`` and why: its ``priority_for(matrix)`` rule if it declares one.
+
+    Without a matrix or a rule, the declared ``priority`` (and ``""``). A rule that raises is
+    ignored (the declared priority stands) and the reason says so.
+    """
+    backend = entry.backend
+    rule = getattr(backend, "priority_for", None)
+    if matrix is None or rule is None:
+        return backend.priority, ""
+    try:
+        priority, why = rule(matrix)
+        return int(priority), str(why)
+    except Exception as error:  # a plugin's heuristic must not break a solve
+        return backend.priority, f"priority_for failed ({type(error).__name__}: {error}); declared priority used"
+
+
+def _rank(
+    entry: BackendEntry,
+    operation: str,
+    method: str | None,
+    complex: bool = False,
+    matrix: torch.Tensor | None = None,
+) -> int:
     if operation == "solve":
-        return entry.backend.priority
+        return sized_priority(entry, matrix)[0]
     offered = _methods_of(entry, operation, complex=complex) if method is None else [method]
     return max((_method_priority(entry, m) for m in offered if m in entry.backend.methods), default=0)
 
@@ -253,10 +276,12 @@ def _ranked(
     method: str | None = None,
     capability: str | None = None,
     complex: bool = False,
+    matrix: torch.Tensor | None = None,
 ) -> list[BackendEntry]:
     preferred = _preferences.get(device_type) if operation == "solve" else None
     entries = [e for e in list_backends() if device_type in e.backend.device_types and _capable(e, capability)]
-    return sorted(entries, key=lambda e: (e.name != preferred, -_rank(e, operation, method, complex), e.name))
+    ranks = {e.name: _rank(e, operation, method, complex, matrix) for e in entries}
+    return sorted(entries, key=lambda e: (e.name != preferred, -ranks[e.name], e.name))
 
 
 def _automatic(
@@ -266,11 +291,13 @@ def _automatic(
     capability: str | None,
     assume: str = "general",
     complex: bool = False,
+    matrix: torch.Tensor | None = None,
 ) -> Selection:
     considered: list[tuple[str, str]] = []
     preferred = _preferences.get(device_type) if operation == "solve" else None
     what = "method" if operation == "solve" else f"{operation} method"
-    ranked = _ranked(device_type, operation, method, capability, complex)
+    ranked = _ranked(device_type, operation, method, capability, complex, matrix)
+    sized = {e.name: sized_priority(e, matrix) for e in ranked} if operation == "solve" else {}
     if method is not None and not any(method in _methods_of(entry, operation) for entry in ranked):
         valid = sorted({m for entry in ranked for m in _methods_of(entry, operation)})
         raise UnknownMethodError(
@@ -298,8 +325,9 @@ def _automatic(
             considered.append((entry.name, f"no {what} {method!r}" + (" for complex A" if complex else "")))
             continue
         chosen = _method_for(entry, method, device_type, operation, assume, complex)
-        priority = _rank(entry, operation, method, complex)
+        priority = _rank(entry, operation, method, complex, matrix)
         rank = "the per-process default" if entry.name == preferred else f"highest priority ({priority})"
+        why = sized.get(entry.name, (0, ""))[1]
         if method is not None:
             offer = f"offering {method!r}"
         elif operation == "solve" and chosen == preferred_method(entry.backend, assume, complex):
@@ -307,7 +335,12 @@ def _automatic(
         else:
             offer = f"default {what} {chosen!r}"
         considered.append((entry.name, "chosen"))
-        reason = f"{rank} available backend for {device_type}, {offer}"
+        considered += [  # lower-ranked backends whose rule ranked them for this A: say why they lost
+            (other.name, f"priority {sized[other.name][0]} for this A ({sized[other.name][1]})")
+            for other in ranked[ranked.index(entry) + 1 :]
+            if sized.get(other.name, (0, ""))[1]
+        ]
+        reason = f"{rank} available backend for {device_type}, {offer}" + (f"; for this A: {why}" if why else "")
         return Selection(entry.name, chosen, device_type, reason, tuple(considered), entry)
     if not considered:
         kind = f" with {capability} solves" if capability else ""
@@ -336,11 +369,16 @@ def select(
     capability: str | None = None,
     assume: str = "general",
     dtype: torch.dtype | None = None,
+    matrix: torch.Tensor | None = None,
 ) -> Selection:
     """Decide the backend and method for an ``operation`` on ``device_type``.
 
     With a complex ``dtype`` only methods declared ``complex`` are chosen
     (see :attr:`MethodSpec.complex <tsgu_core.plugins.protocol.MethodSpec>`).
+    With ``matrix`` (the sparse ``A`` to solve), a backend that declares a
+    ``priority_for(A)`` rule (see :class:`~tsgu_core.plugins.protocol.SolverBackend`)
+    is ranked by it — PARDISO's, for instance, yields to SuperLU for small
+    or 2-D-like patterns.
 
     ``backend`` may be a registered name or a backend object (used as is,
     unregistered: handy to try a backend out before making it a plugin).
@@ -368,7 +406,7 @@ def select(
         )
     if backend is not None:
         return _named(backend, device_type, method, operation, capability, assume, complex)
-    return _automatic(device_type, method, operation, capability, assume, complex)
+    return _automatic(device_type, method, operation, capability, assume, complex, matrix)
 
 
 def explain(
@@ -385,7 +423,9 @@ def explain(
     Parameters
     ----------
     A : Tensor, torch.device or str
-        The matrix (only its device is used) or a device.
+        The sparse matrix — its device, dtype, and for backends that rank
+        themselves by size and structure (``priority_for``) its pattern — or
+        a device.
     backend, method : str, optional
         As passed to :func:`tsgu_core.solve`.
     operation : {"solve", "triangular", "lstsq"}
@@ -411,9 +451,11 @@ def explain(
     >>> explain(A, backend="torch").method
     'gmres'
     """
+    matrix = None
     if isinstance(A, torch.Tensor):
         device = A.device
         dtype = A.dtype if dtype is None else dtype
+        matrix = A if A.layout in (torch.sparse_csr, torch.sparse_coo) and A.dim() in (2, 3) else None
     elif isinstance(A, (str, torch.device)):
         try:
             device = torch.device(A)
@@ -423,4 +465,4 @@ def explain(
         raise InvalidArgumentError(
             f"explain takes a tensor, a torch.device or a device string such as 'cpu' or 'cuda', got {A!r}"
         )
-    return select(backend, device.type, method, operation, assume=assume, dtype=dtype)
+    return select(backend, device.type, method, operation, assume=assume, dtype=dtype, matrix=matrix)

@@ -33,6 +33,7 @@ from functools import cached_property
 import torch
 
 from tsgu_core.base.transforms import transformed
+from tsgu_core.errors import InvalidArgumentError
 from tsgu_core.plugins.kit.csr import row_indices, row_pointers, transpose_csr
 from tsgu_core.plugins.norms import scaled_norm
 
@@ -91,7 +92,22 @@ class SparsePattern:
         A batch gives its members' common pattern (see
         :func:`tsgu_core.sparse.batch.as_shared_pattern_csr`); its values are then
         ``(b, nnz)`` in this order.
+
+        Raises
+        ------
+        InvalidArgumentError
+            For an uncoalesced COO tensor: its stored order is not the order
+            the pattern's values follow, and it may store an entry twice
+            (``solve_values(A, …)`` refuses it for the same reason). Coalesce
+            it first (``A = A.coalesce()`` sums duplicates), then pass
+            ``A.values()``.
         """
+        if A.layout == torch.sparse_coo and not A.is_coalesced():
+            raise InvalidArgumentError(
+                "SparsePattern.of needs a coalesced COO tensor: an uncoalesced one stores entries out of order "
+                "(and possibly twice), so its values would be read against the wrong pattern; use "
+                "A = A.coalesce() (duplicates are summed) and pass A.values()"
+            )
         if A.dim() == 3:
             from tsgu_core.sparse.batch import as_shared_pattern_csr
 
