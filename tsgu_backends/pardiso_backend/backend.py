@@ -59,7 +59,7 @@ from tsgu_core import (
     SparsePattern,
 )
 from tsgu_core.errors import SolveFailedError
-from tsgu_core.plugins.kit import row_indices, row_pointers, transpose_csr
+from tsgu_core.plugins.kit import row_indices, row_pointers, superlu, transpose_csr
 
 __all__ = ["METHODS", "MTYPES", "PardisoBackend", "PardisoHandle", "choose_mtypes"]
 
