@@ -12,8 +12,13 @@ import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # eager for type checkers; at run time each name loads on first use (PEP 562)
-    from tsgu_core.engine.autograd import SparseSolveFunction
+    from tsgu_core.api.determinants import diagonal_of_inverse, logdet, selected_inverse, slogdet
     from tsgu_core.api.distributed import solve_distributed
+    from tsgu_core.api.factorize import Factorization, factorize
+    from tsgu_core.api.lstsq import lstsq
+    from tsgu_core.api.solve import solve, solve_values
+    from tsgu_core.api.triangular import triangular_solve
+    from tsgu_core.engine.autograd import SparseSolveFunction
     from tsgu_core.errors import (
         BackendContractError,
         BackendError,
@@ -41,12 +46,8 @@ if TYPE_CHECKING:  # eager for type checkers; at run time each name loads on fir
         UnknownOptionError,
         UnsupportedDeviceError,
     )
-    from tsgu_core.api.factorize import Factorization, factorize
     from tsgu_core.plugins.hookspecs import hookimpl, hookspec
     from tsgu_core.plugins.info import SolveInfo
-    from tsgu_core.sparse.interop import from_cupy, from_jax, from_scipy, to_cupy, to_jax, to_scipy
-    from tsgu_core.api.lstsq import lstsq
-    from tsgu_core.sparse.pattern import SparsePattern
     from tsgu_core.plugins.protocol import (
         COMMON_ITERATIVE_OPTIONS,
         Availability,
@@ -54,6 +55,7 @@ if TYPE_CHECKING:  # eager for type checkers; at run time each name loads on fir
         DistributedBackend,
         MethodSpec,
         Option,
+        SelectedInversionBackend,
         SolveOptions,
         SolverBackend,
     )
@@ -69,12 +71,16 @@ if TYPE_CHECKING:  # eager for type checkers; at run time each name loads on fir
         unregister_plugin,
     )
     from tsgu_core.plugins.select import Selection, explain, set_default_backend
-    from tsgu_core.api.solve import solve, solve_values
-    from tsgu_core.api.triangular import triangular_solve
+    from tsgu_core.sparse.interop import from_cupy, from_jax, from_scipy, to_cupy, to_jax, to_scipy
+    from tsgu_core.sparse.pattern import SparsePattern
 
 _WHERE = {
     "SparseSolveFunction": "tsgu_core.engine.autograd",
     "solve_distributed": "tsgu_core.api.distributed",
+    "diagonal_of_inverse": "tsgu_core.api.determinants",
+    "logdet": "tsgu_core.api.determinants",
+    "selected_inverse": "tsgu_core.api.determinants",
+    "slogdet": "tsgu_core.api.determinants",
     "BackendContractError": "tsgu_core.errors",
     "BackendError": "tsgu_core.errors",
     "BackendUnavailableError": "tsgu_core.errors",
@@ -119,6 +125,7 @@ _WHERE = {
     "DistributedBackend": "tsgu_core.plugins.protocol",
     "MethodSpec": "tsgu_core.plugins.protocol",
     "Option": "tsgu_core.plugins.protocol",
+    "SelectedInversionBackend": "tsgu_core.plugins.protocol",
     "SolveOptions": "tsgu_core.plugins.protocol",
     "SolverBackend": "tsgu_core.plugins.protocol",
     "BackendEntry": "tsgu_core.plugins.registry",
@@ -190,6 +197,7 @@ __all__ = [
     "Option",
     "PluginLoadError",
     "SecondDerivativeError",
+    "SelectedInversionBackend",
     "Selection",
     "ShapeError",
     "SingularMatrixError",
@@ -207,6 +215,7 @@ __all__ = [
     "UnknownMethodError",
     "UnknownOptionError",
     "UnsupportedDeviceError",
+    "diagonal_of_inverse",
     "explain",
     "factorize",
     "from_cupy",
@@ -218,10 +227,13 @@ __all__ = [
     "hookspec",
     "list_backends",
     "list_broken_plugins",
+    "logdet",
     "lstsq",
     "register_plugin",
     "reload_plugins",
+    "selected_inverse",
     "set_default_backend",
+    "slogdet",
     "solve",
     "solve_distributed",
     "solve_values",
