@@ -110,7 +110,8 @@ class _SlogdetFunction(torch.autograd.Function):
 
     ``prepared`` is ``None`` for a singular ``A``: then ``sign = 0``,
     ``logabsdet = −inf`` and the backward raises
-    :class:`~tsgu_core.errors.SingularMatrixError`.
+    :class:`~tsgu_core.errors.SingularMatrixError` unless the upstream
+    gradient is zero (a loss that does not use it, e.g. another batch member's).
     """
 
     @staticmethod
@@ -140,11 +141,13 @@ class _SlogdetFunction(torch.autograd.Function):
                 "call backward() without create_graph=True"
             )
         prepared: PreparedSolve | None = ctx.prepared
-        if prepared is None:
+        if prepared is None and not bool((grad_logabsdet == 0).all()):  # a loss that ignores it: no gradient
             raise SingularMatrixError(
                 "A is singular (log|det A| = -inf): the gradient of slogdet, A⁻ᵀ, does not exist; "
                 "regularise A (e.g. add a multiple of the identity) or detach it"
             )
+        if prepared is None:
+            return grad_logabsdet.new_zeros(ctx.values_shape), None
         pattern = prepared.pattern
         inverse_transposed = _backend_entries(prepared, pattern.col, pattern.row)  # (A⁻¹)_ji = (A⁻ᵀ)_ij
         return grad_logabsdet.unsqueeze(-1) * inverse_transposed.to(grad_logabsdet.dtype), None

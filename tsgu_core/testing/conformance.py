@@ -64,6 +64,13 @@ The checks, each against an independent reference:
     ``A`` and ``B`` are unchanged by a forward and backward pass.
 ``x0``
     iterative: an initial guess is accepted and the answer is still right.
+``selected-inversion``
+    methods declared ``selected_inversion`` (the backend implements
+    :class:`~tsgu_core.plugins.protocol.SelectedInversionBackend`): the
+    backend's ``logdet`` and ``selected_inverse`` on its prepared state, and
+    :func:`tsgu_core.slogdet` with its gradient, on nonsymmetric matrices with
+    a positive and a negative determinant, against dense
+    ``torch.linalg.slogdet`` autograd and ``torch.linalg.inv``.
 
 Matrices are small (n ≤ 24), so the whole suite of one method runs in seconds.
 """
@@ -86,9 +93,11 @@ from tsgu_core.errors import (
     SingularMatrixError,
     UnknownOptionError,
 )
+from tsgu_core.api.determinants import slogdet
 from tsgu_core.api.factorize import factorize
 from tsgu_core.api.lstsq import lstsq
 from tsgu_core.plugins.options import resolve_options
+from tsgu_core.plugins.protocol import SelectedInversionBackend
 from tsgu_core.base.quiet import quietly
 from tsgu_core.plugins.registry import get_entry, list_backends
 from tsgu_core.api.solve import solve, solve_values
@@ -170,6 +179,8 @@ def _real_variants(check: str, kind: str) -> Iterable[tuple[str, str, str]]:
         return itertools.product(("coo", "csr"), ("matrix",), ("float64",))
     if check == "transforms":
         return [("coo", "matrix", "float64"), ("csr", "vector", "float64")]
+    if check == "selected-inversion":
+        return itertools.product(("coo", "csr"), ("matrix",), REAL_DTYPES)
     return [("csr", "matrix", "float64")]
 
 
@@ -188,6 +199,7 @@ SOLVE_CHECKS = (
     "x0",
     "transforms",
     "complex-refused",
+    "selected-inversion",
 )
 TRIANGULAR_CHECKS = ("triangular", "triangular-gradcheck", "complex-refused")
 LSTSQ_CHECKS = ("lstsq", "lstsq-gradcheck", "lstsq-policy", "complex-refused")
@@ -243,6 +255,8 @@ def conformance_cases(
                 if check == "batched-patterns" and not spec.batched:
                     continue
                 if check == "complex-refused" and spec.complex:
+                    continue
+                if check == "selected-inversion" and not getattr(spec, "selected_inversion", False):
                     continue
                 for layout, rhs, dtype in _variants(check, spec.kind, spec.complex):
                     case = Case(name, method, check, device, layout, rhs, dtype, method_options, nondet_tol)
@@ -767,6 +781,43 @@ def _check_complex_refused(case: Case) -> None:
     raise AssertionError(f"{case}: a method not declared complex accepted a complex A")
 
 
+def _check_selected_inversion(case: Case) -> None:
+    """The capability's two methods on a prepared state, and slogdet's value and gradient, against dense torch."""
+    entry = get_entry(case.backend)
+    backend = entry.backend
+    assert isinstance(backend, SelectedInversionBackend), (
+        f"{case}: method declared selected_inversion, but the backend does not implement SelectedInversionBackend"
+    )
+    dtype = DTYPES[case.dtype]
+    D = matrix_for("general", N_REFERENCE, seed=_seed(case), dtype=torch.float64)
+    for dense in (D, D[torch.cat([torch.tensor([1, 0]), torch.arange(2, N_REFERENCE)])]):  # det > 0 and < 0
+        dense = dense.to(dtype)
+        A = to_layout(dense.cpu(), case.layout).to(case.device)
+        sign_ref, logabsdet_ref = torch.linalg.slogdet(dense.double())
+        inverse = torch.linalg.inv(dense.double())
+        csr = A.to_sparse_csr() if A.layout == torch.sparse_coo else A
+        options = resolve_options(backend.methods[case.method], case.backend, dict(case.options), N_REFERENCE, dtype)
+        state = backend.prepare(csr.detach(), case.method, options)
+        sign, logabsdet = backend.logdet(state)
+        assert sign.shape == () and logabsdet.shape == (), f"{case}: logdet() must return two 0-d tensors"
+        assert float(sign) == float(sign_ref), f"{case}: logdet() sign {float(sign)}, dense {float(sign_ref)}"
+        _assert_close(logabsdet, logabsdet_ref.to(dtype), "logdet()", case)
+        rows, cols = csr.to_sparse_coo().indices()
+        rows, cols = (
+            torch.cat([rows, cols, torch.arange(N_REFERENCE)]),
+            torch.cat([cols, rows, torch.arange(N_REFERENCE)]),
+        )
+        entries = backend.selected_inverse(state, rows.to(case.device), cols.to(case.device))
+        assert entries.dtype == dtype, f"{case}: selected_inverse() returned {entries.dtype} for {dtype}"
+        _assert_close(entries.cpu(), inverse[rows, cols].to(dtype), "selected_inverse()", case)
+        leaf = A.detach().requires_grad_()
+        sign, logabsdet = slogdet(leaf, backend=case.backend, method=case.method, **case.options)
+        logabsdet.backward()
+        assert leaf.grad is not None and leaf.grad.layout == A.layout, f"{case}: the gradient is not in A's layout"
+        expected = (inverse.T * (dense != 0)).to(dtype)
+        _assert_close(leaf.grad.to_dense().cpu(), expected, "∂ logabsdet / ∂A", case)
+
+
 _RUNNERS: dict[str, Callable[[Case], None]] = {
     "complex-refused": _check_complex_refused,
     "triangular": _check_triangular,
@@ -787,6 +838,7 @@ _RUNNERS: dict[str, Callable[[Case], None]] = {
     "unmodified": _check_unmodified,
     "x0": _check_x0,
     "transforms": _check_transforms,
+    "selected-inversion": _check_selected_inversion,
 }
 
 
