@@ -100,16 +100,21 @@ def test_n_2025_convection_diffusion_against_dense():
     torch.testing.assert_close(A.grad.to_dense(), grad_ref, rtol=1e-9, atol=1e-13)
 
 
+@pytest.mark.parametrize("blocked_from", [0, 10**18], ids=["blocked", "columns"])
 @pytest.mark.parametrize("permc_spec", ["NATURAL", "COLAMD", "MMD_ATA", "MMD_AT_PLUS_A"])
-def test_selected_inverse_of_factors_at_any_position(permc_spec):
-    """The kernel itself, on SciPy factors with every column ordering, at random positions (off the pattern too)."""
+def test_selected_inverse_of_factors_at_any_position(permc_spec, blocked_from):
+    """The kernel itself, on SciPy factors with every column ordering, at random positions (off the pattern too).
+
+    Both kernels: every supernode by BLAS-3 blocks, and every supernode column by column.
+    """
     D = _nonsymmetric_pattern(60, seed=11).numpy()
     lu = sla.splu(sp.csc_matrix(D), permc_spec=permc_spec)
     assert not (np.array_equal(lu.perm_r, np.arange(60)) and permc_spec != "NATURAL")
     inverse = np.linalg.inv(D)
     rng = np.random.default_rng(0)
     rows, cols = rng.integers(0, 60, 300), rng.integers(0, 60, 300)
-    np.testing.assert_allclose(selected_inverse_of_factors(lu, rows, cols), inverse[rows, cols], rtol=1e-10, atol=1e-14)
+    got = selected_inverse_of_factors(lu, rows, cols, blocked_from=blocked_from)
+    np.testing.assert_allclose(got, inverse[rows, cols], rtol=1e-10, atol=1e-14)
     sign, logabsdet = factor_logdet(lu)
     sign_ref, logabsdet_ref = np.linalg.slogdet(D)
     assert sign == sign_ref

@@ -164,45 +164,123 @@ def _kernels() -> dict[str, Any]:
         count = cptr[k + 1] - cptr[k]
         return count > 0 and crows[cptr[k]] == k + 1 and count == cptr[k + 2] - cptr[k + 1] + 1
 
+    @jit
+    def gather_block(
+        cptr: Any, crows: Any, z_low: Any, z_up: Any, z_diag: Any, column: int, out: Any, offset: int
+    ) -> None:
+        """``out[offset:, offset:] = Z[S, S]`` for ``S`` the rows below the diagonal of ``column`` (a clique of C)."""
+        s_start, s_stop = cptr[column], cptr[column + 1]
+        for s in range(s_stop - s_start):
+            a = crows[s_start + s]
+            x = offset + s
+            out[x, x] = z_diag[a]
+            q, end = cptr[a], cptr[a + 1]
+            for u in range(s + 1, s_stop - s_start):
+                b = crows[s_start + u]
+                while q < end - 1 and crows[q] != b:
+                    q += 1
+                out[offset + u, x] = z_low[q]
+                out[x, offset + u] = z_up[q]
+
+    @jit
+    def blocked(
+        cptr: Any,
+        crows: Any,
+        lower: Any,
+        upper: Any,
+        diagonal: Any,
+        z_low: Any,
+        z_up: Any,
+        z_diag: Any,
+        first: int,
+        last: int,
+    ) -> None:  # pragma: no cover - compiled
+        """One supernode ``F = first..last`` with dense BLAS-3 products (``S``: the rows below it).
+
+        ``Z_SF = −Z_SS L_SF L_FF⁻¹``, ``Z_FS = −Ũ_FF⁻¹ Ũ_FS Z_SS`` and
+        ``Z_FF = (Ũ_FF⁻¹ D_F⁻¹ − Z_FS L_SF) L_FF⁻¹`` (the recurrences, one block at a time).
+        """
+        w = last - first + 1
+        s = cptr[last + 1] - cptr[last]
+        dtype = diagonal.dtype
+        Zss = np.zeros((s, s), dtype=dtype)
+        gather_block(cptr, crows, z_low, z_up, z_diag, last, Zss, 0)
+        Lff = np.eye(w, dtype=dtype)
+        Uff = np.eye(w, dtype=dtype)
+        Lsf = np.zeros((s, w), dtype=dtype)
+        Ufs = np.zeros((w, s), dtype=dtype)
+        dinv = np.zeros((1, w), dtype=dtype)
+        for t in range(w):
+            start = cptr[first + t]
+            for x in range(t + 1, w):
+                Lff[x, t] = lower[start + x - t - 1]
+                Uff[t, x] = upper[start + x - t - 1]
+            for u in range(s):
+                Lsf[u, t] = lower[start + w - t - 1 + u]
+                Ufs[t, u] = upper[start + w - t - 1 + u]
+            dinv[0, t] = 1.0 / diagonal[first + t]
+        Linv = np.linalg.inv(Lff)
+        Uinv = np.linalg.inv(Uff)
+        if s > 0:
+            Zsf = -np.dot(np.dot(Zss, Lsf), Linv)
+            Zfs = -np.dot(Uinv, np.dot(Ufs, Zss))
+            Zff = np.dot(Uinv * dinv - np.dot(Zfs, Lsf), Linv)
+        else:
+            Zsf = Lsf
+            Zfs = Ufs
+            Zff = np.dot(Uinv * dinv, Linv)
+        for t in range(w):
+            start = cptr[first + t]
+            for x in range(t + 1, w):
+                z_low[start + x - t - 1] = Zff[x, t]
+                z_up[start + x - t - 1] = Zff[t, x]
+            for u in range(s):
+                z_low[start + w - t - 1 + u] = Zsf[u, t]
+                z_up[start + w - t - 1 + u] = Zfs[t, u]
+            z_diag[first + t] = Zff[t, t]
+
     @vectorized
-    def selinv(cptr: Any, crows: Any, lower: Any, upper: Any, diagonal: Any) -> Any:  # pragma: no cover
+    def selinv(
+        cptr: Any, crows: Any, lower: Any, upper: Any, diagonal: Any, blocked_from: int
+    ) -> Any:  # pragma: no cover
         """Z on the pattern C: ``(z_low, z_up, z_diag)`` with ``z_low[p] = Z[row, col]``, ``z_up[p] = Z[col, row]``.
 
         Supernode by supernode (columns ``f..l`` whose rows below the diagonal are
-        ``{j+1..l} ∪ S``): ``Z`` on ``{f..l} ∪ S`` is held in a dense block ``W``,
-        ``Z[S, S]`` gathered from ``C`` once per supernode, and each column is two
-        contiguous dense products with that block.
+        ``{j+1..l} ∪ S``), from the last. A supernode whose work ``w·(w + |S|)²``
+        reaches ``blocked_from`` goes to :func:`blocked` (BLAS-3); a smaller one is
+        held in a dense block ``W`` with ``Z[S, S]`` gathered from ``C`` once, each
+        column two contiguous dense products with that block.
         """
         n = cptr.shape[0] - 1
         z_low = np.zeros_like(lower)
         z_up = np.zeros_like(upper)
         z_diag = np.zeros_like(diagonal)
+        firsts = np.zeros(n, dtype=np.int64)  # firsts[l]: the first column of the supernode ending at l
         size = 1
-        for j in range(n):
-            size = max(size, cptr[j + 1] - cptr[j] + 1)
+        last = n - 1
+        while last >= 0:
+            first = last
+            while first > 0 and chained(cptr, crows, first - 1):
+                first -= 1
+            firsts[last] = first
+            k = cptr[first + 1] - cptr[first] + 1
+            if (last - first + 1) * k * k < blocked_from:
+                size = max(size, k)
+            last = first - 1
         W = np.zeros((size, size), dtype=diagonal.dtype)
         lv = np.zeros(size, dtype=lower.dtype)
         uv = np.zeros(size, dtype=upper.dtype)
         acc_up = np.zeros(size, dtype=diagonal.dtype)
         last = n - 1
         while last >= 0:
-            first = last
-            while first > 0 and chained(cptr, crows, first - 1):
-                first -= 1
+            first = firsts[last]
             width = last - first + 1
-            s_start, s_stop = cptr[last], cptr[last + 1]  # S: the rows of the last column
-            k = width + s_stop - s_start
-            for s in range(s_stop - s_start):  # gather Z[S, S]
-                a = crows[s_start + s]
-                x = width + s
-                W[x, x] = z_diag[a]
-                q, end = cptr[a], cptr[a + 1]
-                for u in range(s + 1, s_stop - s_start):
-                    b = crows[s_start + u]
-                    while q < end - 1 and crows[q] != b:
-                        q += 1
-                    W[width + u, x] = z_low[q]
-                    W[x, width + u] = z_up[q]
+            k = cptr[first + 1] - cptr[first] + 1
+            if width * k * k >= blocked_from:
+                blocked(cptr, crows, lower, upper, diagonal, z_low, z_up, z_diag, first, last)
+                last = first - 1
+                continue
+            gather_block(cptr, crows, z_low, z_up, z_diag, last, W, width)
             for j in range(last, first - 1, -1):
                 t = j - first
                 start = cptr[j]
@@ -258,6 +336,8 @@ def _kernels() -> dict[str, Any]:
         symbolic=symbolic,
         scatter=scatter,
         selinv=selinv,
+        gather_block=gather_block,
+        blocked=blocked,
         gather=gather,
     )
     return _JIT
@@ -298,7 +378,13 @@ def factor_logdet(lu: Any) -> tuple[complex | float, float]:
     return float(parity * (1 - 2 * (negative % 2))), logabsdet
 
 
-def selected_inverse_of_factors(lu: Any, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+BLOCKED_FROM = 4_096
+"""A supernode of ``w`` columns above ``|S|`` rows goes to BLAS-3 products when ``w·(w + |S|)²`` reaches this."""
+
+
+def selected_inverse_of_factors(
+    lu: Any, rows: np.ndarray, cols: np.ndarray, *, blocked_from: int = BLOCKED_FROM
+) -> np.ndarray:
     """``(A⁻¹)[rows[t], cols[t]]`` for each ``t``, from the SuperLU factors of ``A`` (see the module docstring).
 
     Parameters
@@ -307,6 +393,9 @@ def selected_inverse_of_factors(lu: Any, rows: np.ndarray, cols: np.ndarray) -> 
         The factorization of ``A``, ``n × n``, nonsingular.
     rows, cols : ndarray of int
         The positions wanted (any, repeats allowed).
+    blocked_from : int
+        Supernodes with at least this much work use BLAS-3 products (0: all
+        of them; a huge value: none). The answer is the same either way.
 
     Returns
     -------
@@ -342,7 +431,7 @@ def selected_inverse_of_factors(lu: Any, rows: np.ndarray, cols: np.ndarray) -> 
     ones = np.ones(n, dtype=dtype)
     kernels["scatter"](cptr, crows, L_ptr, L_rows, L.data.astype(dtype), ones, lower)
     kernels["scatter"](cptr, crows, U_ptr, U_rows, Ut.data.astype(dtype), diagonal, upper)
-    z_low, z_up, z_diag = kernels["selinv"](cptr, crows, lower, upper, diagonal)
+    z_low, z_up, z_diag = kernels["selinv"](cptr, crows, lower, upper, diagonal, blocked_from)
     return np.asarray(kernels["gather"](cptr, crows, z_low, z_up, z_diag, a, b))
 
 
