@@ -26,7 +26,6 @@ from tsgu_core.base.transforms import outside_graphs
 from tsgu_core.engine.pipeline import Plan, matrix_values, plan
 from tsgu_core.engine.prepared import PreparedSolve, _call
 from tsgu_core.errors import (
-    ComplexNotSupportedError,
     InvalidArgumentError,
     SecondDerivativeError,
     ShapeError,
@@ -46,12 +45,6 @@ _CAPABILITY = "selected_inversion"
 
 def _plan(A: torch.Tensor, backend: str | SolverBackend[Any] | None, method: str | None, options: Any) -> Plan:
     """The backend and method (one declared ``selected_inversion``) for ``A``, with checked options."""
-    if A.dtype.is_complex:
-        raise ComplexNotSupportedError(
-            f"slogdet and selected_inverse take float32/float64 A for now, got {A.dtype}; "
-            "use torch.linalg.slogdet on a dense copy for small complex matrices",
-            supported=[],
-        )
     selection = select(backend, A.device.type, method, capability=_CAPABILITY, dtype=A.dtype)
     own = selection.entry.backend
     capable = [name for name, spec in own.methods.items() if getattr(spec, "selected_inversion", False)]
@@ -106,7 +99,12 @@ def _backend_entries(prepared: PreparedSolve, rows: torch.Tensor, cols: torch.Te
 
 
 class _SlogdetFunction(torch.autograd.Function):
-    """``(sign, log|det A|)`` on ``A``'s values; backward ``ḡ·(A⁻ᵀ)`` at the stored entries (selected inversion).
+    """``(sign, log|det A|)`` on ``A``'s values; backward ``g·(A⁻ᴴ)`` at the stored entries (selected inversion).
+
+    ``g`` is the upstream gradient of ``logabsdet``; for a complex ``A`` it is
+    ``g = ḡ_logabsdet − i·Im(conj(ḡ_sign)·sign)``, which carries the gradient of
+    the phase ``sign`` too (as :func:`torch.linalg.slogdet`); for a real ``A``
+    ``sign`` is piecewise constant and ``A⁻ᴴ = A⁻ᵀ``.
 
     ``prepared`` is ``None`` for a singular ``A``: then ``sign = 0``,
     ``logabsdet = −inf`` and the backward raises
@@ -116,24 +114,32 @@ class _SlogdetFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(values: torch.Tensor, prepared: PreparedSolve | None) -> tuple[torch.Tensor, torch.Tensor]:
+        real = values.dtype.to_real()
+        shape = values.shape[:-1]
         if prepared is None:
-            shape = values.shape[:-1]
-            return values.new_zeros(shape), values.new_full(shape, -torch.inf)
+            return values.new_zeros(shape), torch.full(shape, -torch.inf, dtype=real, device=values.device)
         sign, logabsdet = _backend_logdet(prepared)
-        return sign.to(values.dtype), logabsdet.to(values.dtype)
+        return sign.to(values.dtype), logabsdet.to(real)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, torch.Tensor]) -> None:
         values, prepared = inputs
         ctx.prepared = prepared
         ctx.set_materialize_grads(False)
-        ctx.mark_non_differentiable(output[0])
+        if not values.is_complex():
+            ctx.mark_non_differentiable(output[0])
+        ctx.sign = output[0].detach()
         ctx.values_shape = values.shape
 
     @staticmethod
     @quietly
-    def backward(ctx: Any, _: torch.Tensor | None, grad_logabsdet: torch.Tensor | None) -> tuple[Any, None]:
-        if grad_logabsdet is None or not ctx.needs_input_grad[0]:
+    def backward(ctx: Any, grad_sign: torch.Tensor | None, grad_logabsdet: torch.Tensor | None) -> tuple[Any, None]:
+        sign: torch.Tensor = ctx.sign
+        g = None if grad_logabsdet is None else grad_logabsdet.to(sign.dtype)
+        if grad_sign is not None and sign.is_complex():
+            phase = -1j * (grad_sign.conj() * sign).imag
+            g = phase if g is None else g + phase
+        if g is None or not ctx.needs_input_grad[0]:
             return None, None
         if torch.is_grad_enabled():
             raise SecondDerivativeError(
@@ -141,16 +147,18 @@ class _SlogdetFunction(torch.autograd.Function):
                 "call backward() without create_graph=True"
             )
         prepared: PreparedSolve | None = ctx.prepared
-        if prepared is None and not bool((grad_logabsdet == 0).all()):  # a loss that ignores it: no gradient
+        if prepared is None and not bool((g == 0).all()):  # a loss that ignores it: no gradient
             raise SingularMatrixError(
                 "A is singular (log|det A| = -inf): the gradient of slogdet, A⁻ᵀ, does not exist; "
                 "regularise A (e.g. add a multiple of the identity) or detach it"
             )
         if prepared is None:
-            return grad_logabsdet.new_zeros(ctx.values_shape), None
+            return g.new_zeros(ctx.values_shape), None
         pattern = prepared.pattern
-        inverse_transposed = _backend_entries(prepared, pattern.col, pattern.row)  # (A⁻¹)_ji = (A⁻ᵀ)_ij
-        return grad_logabsdet.unsqueeze(-1) * inverse_transposed.to(grad_logabsdet.dtype), None
+        inverse_transposed = _backend_entries(prepared, pattern.col, pattern.row).to(g.dtype)  # (A⁻ᵀ)_ij
+        if inverse_transposed.is_complex():
+            inverse_transposed = inverse_transposed.conj()  # (A⁻ᴴ)_ij
+        return g.unsqueeze(-1) * inverse_transposed, None
 
 
 def _slogdet_one(detached: torch.Tensor, values: torch.Tensor, the_plan: Plan) -> tuple[torch.Tensor, torch.Tensor]:
@@ -192,14 +200,17 @@ def slogdet(
 
     computed in the backward pass by selected inversion (Takahashi's
     recurrences) on the same factorization: exact to rounding, ``O(nnz(L))``
-    memory, never a dense ``A⁻¹``. It arrives in ``A``'s layout. ``sign`` has
-    no gradient (it is piecewise constant).
+    memory, never a dense ``A⁻¹``. It arrives in ``A``'s layout. For a real
+    ``A``, ``sign`` has no gradient (it is piecewise constant); for a complex
+    ``A`` it is the phase ``det A / |det A|`` and, as in torch, the gradient is
+    ``(ḡ_logabsdet − i·Im(conj(ḡ_sign)·sign))·(A⁻ᴴ)_ij``.
 
     Parameters
     ----------
     A : Tensor
-        Sparse COO or CSR, float32 or float64, ``(n, n)`` or a batch
-        ``(b, n, n)`` (members may have different patterns). May require grad.
+        Sparse COO or CSR, float32/float64 or complex64/complex128, ``(n, n)``
+        or a batch ``(b, n, n)`` (members may have different patterns). May
+        require grad.
     backend : str or backend object, optional
         A backend declaring the capability (default: the highest-priority
         available one, e.g. ``"scipy"`` on the CPU).
@@ -212,8 +223,9 @@ def slogdet(
     Returns
     -------
     sign, logabsdet : Tensor
-        Shapes ``()`` (``(b,)`` for a batch), ``A``'s dtype. A singular ``A``
-        gives ``sign = 0`` and ``logabsdet = -inf``, as torch does.
+        Shapes ``()`` (``(b,)`` for a batch); ``sign`` in ``A``'s dtype,
+        ``logabsdet`` real. A singular ``A`` gives ``sign = 0`` and
+        ``logabsdet = -inf``, as torch does.
 
     Raises
     ------
@@ -274,6 +286,8 @@ def logdet(
     6.0
     """
     sign, logabsdet = slogdet(A, backend=backend, method=method, **options)
+    if sign.is_complex():
+        return torch.log(sign) + logabsdet
     return torch.where(sign < 0, torch.full_like(logabsdet, torch.nan), logabsdet)
 
 
@@ -339,7 +353,7 @@ def selected_inverse(
     Parameters
     ----------
     A : Tensor
-        Sparse COO or CSR, float32 or float64, ``(n, n)``; or a batch
+        Sparse COO or CSR (real or complex), ``(n, n)``; or a batch
         ``(b, n, n)`` when ``pattern`` is not given.
     pattern : SparsePattern, optional
         The positions wanted (default: ``A``'s stored entries).
