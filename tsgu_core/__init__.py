@@ -12,6 +12,7 @@ import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # eager for type checkers; at run time each name loads on first use (PEP 562)
+    from tsgu_core.api.determinants import diagonal_of_inverse, logdet, selected_inverse, slogdet
     from tsgu_core.api.distributed import solve_distributed
     from tsgu_core.api.factorize import Factorization, factorize
     from tsgu_core.api.lstsq import lstsq
@@ -56,6 +57,7 @@ if TYPE_CHECKING:  # eager for type checkers; at run time each name loads on fir
         DistributedBackend,
         MethodSpec,
         Option,
+        SelectedInversionBackend,
         SolveOptions,
         SolverBackend,
     )
@@ -77,6 +79,10 @@ if TYPE_CHECKING:  # eager for type checkers; at run time each name loads on fir
 _WHERE = {
     "SparseSolveFunction": "tsgu_core.engine.autograd",
     "solve_distributed": "tsgu_core.api.distributed",
+    "diagonal_of_inverse": "tsgu_core.api.determinants",
+    "logdet": "tsgu_core.api.determinants",
+    "selected_inverse": "tsgu_core.api.determinants",
+    "slogdet": "tsgu_core.api.determinants",
     "BackendContractError": "tsgu_core.errors",
     "BackendError": "tsgu_core.errors",
     "BackendUnavailableError": "tsgu_core.errors",
@@ -123,6 +129,7 @@ _WHERE = {
     "DistributedBackend": "tsgu_core.plugins.protocol",
     "MethodSpec": "tsgu_core.plugins.protocol",
     "Option": "tsgu_core.plugins.protocol",
+    "SelectedInversionBackend": "tsgu_core.plugins.protocol",
     "SolveOptions": "tsgu_core.plugins.protocol",
     "SolverBackend": "tsgu_core.plugins.protocol",
     "BackendEntry": "tsgu_core.plugins.registry",
@@ -195,6 +202,7 @@ __all__ = [
     "PerformanceWarning",
     "PluginLoadError",
     "SecondDerivativeError",
+    "SelectedInversionBackend",
     "Selection",
     "ShapeError",
     "SingularMatrixError",
@@ -213,6 +221,7 @@ __all__ = [
     "UnknownMethodError",
     "UnknownOptionError",
     "UnsupportedDeviceError",
+    "diagonal_of_inverse",
     "explain",
     "factorize",
     "from_cupy",
@@ -224,10 +233,13 @@ __all__ = [
     "hookspec",
     "list_backends",
     "list_broken_plugins",
+    "logdet",
     "lstsq",
     "register_plugin",
     "reload_plugins",
+    "selected_inverse",
     "set_default_backend",
+    "slogdet",
     "solve",
     "solve_distributed",
     "solve_values",

@@ -70,6 +70,7 @@ SCIPY_METHODS: dict[str, MethodSpec] = {
         "SuperLU factorization, reused for the transpose solve (trans='T')",
         batched=True,
         complex=True,
+        selected_inversion=True,
     ),
     "spsolve": MethodSpec(
         "spsolve",

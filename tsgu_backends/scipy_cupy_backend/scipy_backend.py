@@ -13,7 +13,15 @@ from tsgu_backends.scipy_cupy_backend.iterative import solve_columns
 from tsgu_backends.scipy_cupy_backend.methods import SCIPY_METHODS, library_keywords, superlu_keywords
 from tsgu_backends.scipy_cupy_backend.operators import Operators, TriangularState
 from tsgu_backends.scipy_cupy_backend.preconditioners import PreconditionerPair, build_preconditioner
-from tsgu_core import Availability, BackendReport, InvalidOptionError, SingularMatrixError, SolveOptions
+from tsgu_backends.scipy_cupy_backend.selinv import factor_logdet, selected_inverse_of_factors, verified
+from tsgu_core import (
+    Availability,
+    BackendContractError,
+    BackendReport,
+    InvalidOptionError,
+    SingularMatrixError,
+    SolveOptions,
+)
 from tsgu_core.plugins.kit import row_indices, solve_augmented, superlu, transpose_csr
 
 __all__ = ["ScipyBackend"]
@@ -312,6 +320,9 @@ class ScipyBackend:
       solver and SciPy's options; the transpose solve uses ``Aᵀ`` (built
       once, on first use) and the preconditioner's transpose.
     * Singular matrices raise :class:`~tsgu_core.errors.SingularMatrixError`.
+    * ``splu`` states give log-determinants and selected inverses
+      (:class:`~tsgu_core.plugins.protocol.SelectedInversionBackend`), from
+      the SuperLU factors (:mod:`tsgu_backends.scipy_cupy_backend.selinv`).
 
     Examples
     --------
@@ -392,3 +403,26 @@ class ScipyBackend:
         self, state: _State, B: torch.Tensor, *, transpose: bool, x0: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, BackendReport]:
         return state.solve(B, transpose, x0)
+
+    @staticmethod
+    def _direct(state: _State) -> _Direct:
+        if not isinstance(state, _Direct):
+            raise BackendContractError(f"only splu states give log-determinants, got {type(state).__name__}")
+        return state
+
+    def logdet(self, state: _State) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(sign, log|det A|)`` from the SuperLU factors: ``Σ log|U_kk|`` and the permutations' parities."""
+        direct = self._direct(state)
+        factors = [verified(member) for member in direct.members]
+        dtype = torch.from_numpy(factors[0].U.data[:0]).dtype
+        pairs = [factor_logdet(lu) for lu in factors]
+        sign = torch.tensor([s for s, _ in pairs], dtype=dtype)
+        logabsdet = torch.tensor([v for _, v in pairs], dtype=torch.float64).to(dtype.to_real())
+        return (sign, logabsdet) if direct.batched else (sign[0], logabsdet[0])
+
+    def selected_inverse(self, state: _State, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """Entries of ``A⁻¹`` by the Takahashi recurrences on the SuperLU factors (:mod:`.selinv`)."""
+        direct = self._direct(state)
+        r, c = rows.numpy(), cols.numpy()
+        values = [torch.from_numpy(selected_inverse_of_factors(verified(m), r, c)) for m in direct.members]
+        return torch.stack(values) if direct.batched else values[0]

@@ -43,6 +43,9 @@ Rules of the contract
   library just to answer (check ``importlib.util.find_spec`` first).
 * A backend that can solve systems whose rows are spread over MPI processes
   also implements :class:`DistributedBackend` (one more method).
+* A backend whose prepared states (of methods declared
+  ``selected_inversion=True``) can give ``log|det A|`` and entries of ``A⁻¹``
+  also implements :class:`SelectedInversionBackend` (two more methods).
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ __all__ = [
     "MethodSpec",
     "Operation",
     "Option",
+    "SelectedInversionBackend",
     "SolveOptions",
     "SolverBackend",
 ]
@@ -271,6 +275,12 @@ class MethodSpec:
         (positive definite) ``A`` when complex; the core checks that. For
         ``operation="lstsq"`` the augmented system of a complex ``A`` is
         ``[[I, A], [Aᴴ, 0]]`` (Hermitian), its plain transpose its conjugate.
+    selected_inversion : bool
+        The state ``prepare`` returns for this method also serves
+        :meth:`SelectedInversionBackend.logdet` and
+        :meth:`SelectedInversionBackend.selected_inverse` (the backend must
+        implement that protocol); :func:`tsgu_core.slogdet` and
+        :func:`tsgu_core.selected_inverse` choose among such methods only.
     """
 
     name: str
@@ -282,6 +292,7 @@ class MethodSpec:
     operation: Operation = "solve"
     priority: int | None = None
     complex: bool = False
+    selected_inversion: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in ("direct", "iterative"):
@@ -497,4 +508,44 @@ class DistributedBackend(SolverBackend[StateT], Protocol):
 
     def prepare_distributed(self, A_local: torch.Tensor, method: str, options: SolveOptions, comm: Any) -> StateT:
         """Assemble this process's rows ``A_local`` (``(n_local, n)``, global column indices) over ``comm``."""
+        ...
+
+
+@runtime_checkable
+class SelectedInversionBackend(SolverBackend[StateT], Protocol):
+    """A backend whose prepared states also give ``log|det A|`` and entries of ``A⁻¹`` (a capability).
+
+    Only states prepared by a method declared ``selected_inversion=True``
+    (:class:`MethodSpec`) are handed to these methods, for a square ``A``
+    (``(n, n)``, or ``(b, n, n)`` sharing one pattern for a ``batched``
+    method). :func:`tsgu_core.slogdet` is built on them, one rule for every
+    backend: the forward value is :meth:`logdet`; the gradient with respect to
+    ``A``'s stored values is ``(A⁻ᵀ)_ij`` at the stored entries, i.e.
+    :meth:`selected_inverse` at the transposed positions, asked once in the
+    backward pass. Both must be exact to rounding (never a stochastic
+    estimate: that is :func:`tsgu_core.slogdet`'s ``method="stochastic"``,
+    asked for explicitly) and must never form ``A⁻¹`` densely.
+
+    A backend that cannot factorize a singular ``A`` raises
+    :class:`~tsgu_core.errors.SingularMatrixError` from ``prepare`` (the core
+    then returns ``sign = 0``, ``logabsdet = −inf``); one that can returns that
+    from :meth:`logdet` and raises from :meth:`selected_inverse`.
+    """
+
+    def logdet(self, state: StateT) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(sign, logabsdet)`` of the prepared ``A``, as :func:`torch.linalg.slogdet` gives them.
+
+        Shapes ``()`` (``(b,)`` for a batch); ``sign`` in ``A``'s dtype (``±1``, a
+        unit-modulus phase for complex, ``0`` when singular), ``logabsdet`` real
+        (``−inf`` when singular). ``logabsdet`` must not over- or underflow where
+        ``det A`` does (sum logarithms of the pivots).
+        """
+        ...
+
+    def selected_inverse(self, state: StateT, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """``(A⁻¹)[rows[t], cols[t]]`` for each ``t`` (int64 index tensors ``(m,)``), shape ``(m,)`` (``(b, m)``).
+
+        In ``A``'s dtype and on its device. The entries of ``A⁻ᵀ`` are the
+        same entries with ``rows`` and ``cols`` swapped.
+        """
         ...

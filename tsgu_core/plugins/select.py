@@ -22,7 +22,7 @@ from tsgu_core.errors import (
     UnsupportedDeviceError,
     did_you_mean,
 )
-from tsgu_core.plugins.protocol import DistributedBackend, SolverBackend
+from tsgu_core.plugins.protocol import DistributedBackend, SelectedInversionBackend, SolverBackend
 from tsgu_core.plugins.registry import BackendEntry, check_backend, get_entry, list_backends
 
 __all__ = ["Selection", "complex_supporters", "explain", "select", "set_default_backend", "sized_priority"]
@@ -195,7 +195,15 @@ def _entry_of(backend: str | SolverBackend) -> BackendEntry:
 
 
 def _capable(entry: BackendEntry, capability: str | None) -> bool:
+    if capability == "selected_inversion":
+        backend = entry.backend
+        return isinstance(backend, SelectedInversionBackend) and any(
+            getattr(spec, "selected_inversion", False) for spec in backend.methods.values()
+        )
     return capability is None or (capability == "distributed" and isinstance(entry.backend, DistributedBackend))
+
+
+_CAPABILITY_WORDS = {"selected_inversion": "log-determinants and selected inverses (SelectedInversionBackend)"}
 
 
 def _named(
@@ -211,7 +219,8 @@ def _named(
     name = entry.name
     if not _capable(entry, capability):
         raise UnsupportedDeviceError(
-            f"backend {name!r} does not offer {capability} solves; backends that do: "
+            f"backend {name!r} does not offer {_CAPABILITY_WORDS.get(str(capability), f'{capability} solves')}; "
+            "backends that do: "
             f"{[e.name for e in list_backends() if _capable(e, capability)] or 'none registered'}"
         )
     if device_type not in entry.backend.device_types:

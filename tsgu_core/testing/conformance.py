@@ -64,6 +64,14 @@ The checks, each against an independent reference:
     ``A`` and ``B`` are unchanged by a forward and backward pass.
 ``x0``
     iterative: an initial guess is accepted and the answer is still right.
+``selected-inversion``
+    methods declared ``selected_inversion`` (the backend implements
+    :class:`~tsgu_core.plugins.protocol.SelectedInversionBackend`): the
+    backend's ``logdet`` and ``selected_inverse`` on its prepared state, and
+    :func:`tsgu_core.slogdet` with its gradient, on nonsymmetric matrices with
+    a positive and a negative determinant (float32, float64; complex128 for a
+    method declared ``complex``), against dense ``torch.linalg.slogdet``
+    autograd and ``torch.linalg.inv``.
 
 Matrices are small (n = 24; n = 6 for the finite-difference checks, whose cost grows with the
 number of entries while what they verify does not), so the whole suite of one method runs in seconds.
@@ -79,6 +87,7 @@ from typing import Any
 
 import torch
 
+from tsgu_core.api.determinants import slogdet
 from tsgu_core.api.factorize import factorize
 from tsgu_core.api.lstsq import lstsq
 from tsgu_core.api.solve import solve, solve_values
@@ -94,6 +103,7 @@ from tsgu_core.errors import (
 )
 from tsgu_core.plugins.kit.csr import row_indices
 from tsgu_core.plugins.options import resolve_options
+from tsgu_core.plugins.protocol import SelectedInversionBackend
 from tsgu_core.plugins.registry import get_entry, list_backends
 from tsgu_core.testing.matrices import matrix_for, to_layout, triangular_pair
 
@@ -149,6 +159,8 @@ def _variants(check: str, kind: str, complex: bool = False) -> Iterable[tuple[st
         extra = [("coo", "matrix", "complex128"), ("csr", "matrix", "complex128")]
     elif check in ("factorize", "transforms"):
         extra = [("csr", "matrix", "complex128")]
+    elif check == "selected-inversion":
+        extra = [("coo", "matrix", "complex128"), ("csr", "matrix", "complex128")]
     else:
         extra = []
     return real + list(extra)
@@ -173,6 +185,8 @@ def _real_variants(check: str, kind: str) -> Iterable[tuple[str, str, str]]:
         return itertools.product(("coo", "csr"), ("matrix",), ("float64",))
     if check == "transforms":
         return [("coo", "matrix", "float64"), ("csr", "vector", "float64")]
+    if check == "selected-inversion":
+        return itertools.product(("coo", "csr"), ("matrix",), REAL_DTYPES)
     return [("csr", "matrix", "float64")]
 
 
@@ -191,6 +205,7 @@ SOLVE_CHECKS = (
     "x0",
     "transforms",
     "complex-refused",
+    "selected-inversion",
 )
 TRIANGULAR_CHECKS = ("triangular", "triangular-gradcheck", "complex-refused")
 LSTSQ_CHECKS = ("lstsq", "lstsq-gradcheck", "lstsq-policy", "complex-refused")
@@ -246,6 +261,8 @@ def conformance_cases(
                 if check == "batched-patterns" and not spec.batched:
                     continue
                 if check == "complex-refused" and spec.complex:
+                    continue
+                if check == "selected-inversion" and not getattr(spec, "selected_inversion", False):
                     continue
                 for layout, rhs, dtype in _variants(check, spec.kind, spec.complex):
                     case = Case(name, method, check, device, layout, rhs, dtype, method_options, nondet_tol)
@@ -793,6 +810,44 @@ def _check_complex_refused(case: Case) -> None:
     raise AssertionError(f"{case}: a method not declared complex accepted a complex A")
 
 
+def _check_selected_inversion(case: Case) -> None:
+    """The capability's two methods on a prepared state, and slogdet's value and gradient, against dense torch."""
+    entry = get_entry(case.backend)
+    backend = entry.backend
+    assert isinstance(backend, SelectedInversionBackend), (
+        f"{case}: method declared selected_inversion, but the backend does not implement SelectedInversionBackend"
+    )
+    dtype = DTYPES[case.dtype]
+    wide = torch.complex128 if dtype.is_complex else torch.float64
+    D = matrix_for("general", N_REFERENCE, seed=_seed(case), dtype=wide)
+    for dense in (D, D[torch.cat([torch.tensor([1, 0]), torch.arange(2, N_REFERENCE)])]):  # det > 0 and < 0
+        dense = dense.to(dtype)
+        A = to_layout(dense.cpu(), case.layout).to(case.device)
+        sign_ref, logabsdet_ref = torch.linalg.slogdet(dense.to(wide))
+        inverse = torch.linalg.inv(dense.to(wide))
+        csr = A.to_sparse_csr() if A.layout == torch.sparse_coo else A
+        options = resolve_options(backend.methods[case.method], case.backend, dict(case.options), N_REFERENCE, dtype)
+        state = backend.prepare(csr.detach(), case.method, options)
+        sign, logabsdet = backend.logdet(state)
+        assert sign.shape == () and logabsdet.shape == (), f"{case}: logdet() must return two 0-d tensors"
+        _assert_close(sign, sign_ref.to(dtype), "logdet()'s sign", case)
+        _assert_close(logabsdet, logabsdet_ref.to(dtype.to_real()), "logdet()", case)
+        rows, cols = csr.to_sparse_coo().indices()
+        rows, cols = (
+            torch.cat([rows, cols, torch.arange(N_REFERENCE)]),
+            torch.cat([cols, rows, torch.arange(N_REFERENCE)]),
+        )
+        entries = backend.selected_inverse(state, rows.to(case.device), cols.to(case.device))
+        assert entries.dtype == dtype, f"{case}: selected_inverse() returned {entries.dtype} for {dtype}"
+        _assert_close(entries.cpu(), inverse[rows, cols].to(dtype), "selected_inverse()", case)
+        leaf = A.detach().requires_grad_()
+        sign, logabsdet = slogdet(leaf, backend=case.backend, method=case.method, **case.options)
+        logabsdet.backward()
+        assert leaf.grad is not None and leaf.grad.layout == A.layout, f"{case}: the gradient is not in A's layout"
+        expected = (inverse.mH * (dense != 0)).to(dtype)  # A⁻ᵀ; A⁻ᴴ for complex (PyTorch's convention)
+        _assert_close(leaf.grad.to_dense().cpu(), expected, "∂ logabsdet / ∂A", case)
+
+
 _RUNNERS: dict[str, Callable[[Case], None]] = {
     "complex-refused": _check_complex_refused,
     "triangular": _check_triangular,
@@ -813,6 +868,7 @@ _RUNNERS: dict[str, Callable[[Case], None]] = {
     "unmodified": _check_unmodified,
     "x0": _check_x0,
     "transforms": _check_transforms,
+    "selected-inversion": _check_selected_inversion,
 }
 
 
