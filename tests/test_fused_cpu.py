@@ -16,7 +16,13 @@ import torch
 import tsgu_core
 from tsgu_backends.torch_backend import fused_cpu, krylov
 from tsgu_backends.torch_backend.operator import CsrOperator
-from tsgu_core.errors import DeviceMismatchError, DtypeMismatchError, LayoutError, ShapeError
+from tsgu_core.errors import (
+    DeviceMismatchError,
+    DtypeMismatchError,
+    InvalidArgumentError,
+    LayoutError,
+    ShapeError,
+)
 from tsgu_core.testing import poisson_2d, random_spd, to_layout
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,6 +94,14 @@ def test_the_entry_refuses_what_would_take_the_loops_outside_the_memory(position
     arguments[position] = bad
     with pytest.raises(error, match=message):
         kernels.call("cg_advance", 1, 10, 2, *arguments)
+
+
+def test_sizes_and_argument_counts_that_do_not_fit_are_refused():
+    kernels = fused_cpu.kernels_for(torch.float64)
+    with pytest.raises(ShapeError, match="k ≥ 1"):
+        kernels.call("cg_advance", 1, 10, 0, *_cg_advance_arguments())
+    with pytest.raises(InvalidArgumentError, match="takes 7 arguments"):
+        kernels.call("cg_advance", 1, 10, 2, *_cg_advance_arguments()[:-1])
 
 
 def test_a_preconditioner_of_the_wrong_shape_is_a_typed_error_not_a_read_past_the_end():

@@ -21,7 +21,7 @@ buffer first (6.4 ms against 0.5 ms for the split kernels).
 The loops (:mod:`tsgu_backends.torch_backend._fused_loops`) are compiled by
 numba (``nogil``, no ``fastmath``) once per dtype — the column count is an
 argument — on the numpy views of the tensors (:meth:`torch.Tensor.numpy`: no
-copy). Sums run over ``w = k·lanes`` interleaved lanes (``w`` near 256 bytes)
+copy). Sums run over ``w = k·lanes`` interleaved lanes (``w`` near 2 KiB of them)
 folded at the end, so one column is summed by several partial sums, not one
 serial chain. Arithmetic per element is the eager loops' (same operations in
 the same order; sums associate differently, as torch's do). No system C
@@ -71,11 +71,17 @@ from typing import IO, Any
 import numpy as np
 import torch
 
-from tsgu_core.errors import DeviceMismatchError, DtypeMismatchError, LayoutError, ShapeError
+from tsgu_core.errors import (
+    DeviceMismatchError,
+    DtypeMismatchError,
+    InvalidArgumentError,
+    LayoutError,
+    ShapeError,
+)
 
 __all__ = ["FusedKernels", "cache_directory", "kernels_for"]
 
-_LANE_BYTES = 256  # w·itemsize ≈ 256 bytes: 32 doubles or 64 floats of partial sums per pass
+_LANE_BYTES = 2048  # w·itemsize ≈ 2 KiB of partial sums: long rows, little cost per row (measured, k = 1 and 8)
 
 # The arguments of each loop after (batch, n, k, w): "v" a block vector (batch·n·k), "s" per-column scalars
 # (batch·k), "m" a per-column mask (bool, batch·k), "f" one number of the dtype.
@@ -113,6 +119,7 @@ class FusedKernels:
     def __init__(self, dtype: torch.dtype, dispatchers: dict[str, Any]):
         self.dtype = dtype
         self._scalar = _NUMPY[dtype]
+        self._itemsize = np.dtype(self._scalar).itemsize
         self._dispatchers = dispatchers
 
     def call(self, name: str, batch: int, n: int, k: int, *arguments: torch.Tensor | float) -> int:
@@ -123,18 +130,33 @@ class FusedKernels:
         DeviceMismatchError, DtypeMismatchError, LayoutError, ShapeError
             When a tensor is not on the CPU, not of the loops' dtype (masks: ``torch.bool``), not
             C-contiguous, or not of ``batch·n·k`` (block vectors) or ``batch·k`` (per-column scalars) elements.
+        InvalidArgumentError
+            When the number of arguments is not the loop's.
         """
         spec = _SPECS[name]
         if len(arguments) != len(spec):
-            raise TypeError(f"fused loop {name} takes {len(spec)} arguments after (batch, n, k), got {len(arguments)}")
-        lanes = max(1, _LANE_BYTES // (np.dtype(self._scalar).itemsize * k))
+            raise InvalidArgumentError(
+                f"fused loop {name} takes {len(spec)} arguments after (batch, n, k), got {len(arguments)}"
+            )
+        if batch < 0 or n < 0 or k < 1:
+            raise ShapeError(f"fused loop {name}: batch {batch}, n {n}, k {k} (batch, n ≥ 0 and k ≥ 1 expected)")
+        lanes = max(1, _LANE_BYTES // (self._itemsize * k))
         converted: list[object] = []
+        sizes = {"v": batch * n * k, "s": batch * k, "m": batch * k}
         for (label, kind), value in zip(spec, arguments, strict=True):
             if kind == "f":
                 converted.append(self._scalar(float(value)))
-                continue
-            expected = batch * n * k if kind == "v" else batch * k
-            converted.append(self._checked(name, label, kind, value, expected, (batch, n, k)))
+            elif (  # the checks of _checked, in one expression: this runs a few times per iteration
+                type(value) is torch.Tensor
+                and value.dtype is (torch.bool if kind == "m" else self.dtype)
+                and value.is_cpu
+                and value.layout is torch.strided
+                and value.is_contiguous()
+                and value.numel() == sizes[kind]
+            ):
+                converted.append(value.detach().numpy().reshape(-1))  # a view: contiguous, so no copy
+            else:  # the same checks one by one, to say which failed
+                converted.append(self._checked(name, label, kind, value, sizes[kind], (batch, n, k)))
         result = self._dispatchers[name](batch, n, k, k * lanes, *converted)
         return int(result)
 
