@@ -66,7 +66,7 @@ def main() -> None:
     ]
     cases = [
         ("torch", "bicgstab", {"rtol": args.rtol}),
-        ("torch", "bicgstab", {"rtol": args.rtol, "fused": True}),  # the C loops of fused=True, in each chunk
+        ("torch", "bicgstab", {"rtol": args.rtol, "fused": True}),  # the numba loops of fused=True, in each chunk
         ("torch", "gmres", {"rtol": args.rtol}),
     ]
     for entry in tsgu_core.list_backends():

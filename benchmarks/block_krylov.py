@@ -17,15 +17,18 @@ Rows:
   ``addmm_(beta=0, alpha=1/σ)`` into one reused buffer;
 * ``torch fused-before`` (CG): ``fused=True`` as it was at ``--fused-before``
   (two ``torch.compile``-d kernels per iteration; compile time not timed);
-* ``torch fused`` (CG, BiCGSTAB): ``fused=True``, the vector work in the fused
-  C loops of :mod:`tsgu_backends.torch_backend.fused_cpu` (build time printed
-  separately, not timed);
+* ``torch fused-C`` (CG, BiCGSTAB): ``fused=True`` as it was at ``--fused-c``:
+  the same loops in C, compiled with the system compiler (``-march=native``)
+  and called through ctypes (both files loaded from ``git show``);
+* ``torch fused`` (CG, BiCGSTAB): ``fused=True``, the vector work in the numba
+  loops of :mod:`tsgu_backends.torch_backend.fused_cpu` (first call — compile
+  or load from the disk cache — printed separately, not timed);
 * ``tsgu solve``: the whole public path (``tsgu_core.solve``, forward), default
   options and, for CG/BiCGSTAB, ``fused=True``.
 
 The torch operator (int32 CSR) is built once outside the timings, as is
 SciPy's CSR matrix. Run: ``python benchmarks/block_krylov.py`` (``--m`` grid,
-``--repeats``, ``--before``/``--fused-before`` revisions, ``--restart``,
+``--repeats``, ``--before``/``--fused-before``/``--fused-c`` revisions, ``--restart``,
 ``--methods``).
 """
 
@@ -56,15 +59,24 @@ from tsgu_core.testing import convection_diffusion_2d, poisson_2d  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def load_before(revision: str, name: str) -> object:
-    """``tsgu_backends/torch_backend/krylov.py`` at ``revision``, imported as a separate module."""
-    source = subprocess.run(
-        ["git", "show", f"{revision}:tsgu_backends/torch_backend/krylov.py"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+# modules moved by the re-layering (882aadb): old sources are loaded with their imports renamed
+_MOVED = {"tsgu_core.norms": "tsgu_core.plugins.norms", "tsgu_backends.torch_native": "tsgu_backends.torch_backend"}
+
+
+def load_before(revision: str, name: str, path: str = "tsgu_backends/torch_backend/krylov.py") -> object:
+    """``path`` (default: the torch backend's ``krylov.py``) at ``revision``, imported as a separate module.
+
+    Before the re-layering the torch backend's folder was ``torch_native``: that path is tried next.
+    """
+    for candidate in (path, path.replace("torch_backend", "torch_native")):
+        shown = subprocess.run(["git", "show", f"{revision}:{candidate}"], cwd=ROOT, capture_output=True, text=True)
+        if shown.returncode == 0:
+            break
+    else:
+        raise FileNotFoundError(f"{path} at {revision}: {shown.stderr.strip()}")
+    source = shown.stdout
+    for old, new in _MOVED.items():
+        source = source.replace(f"from {old} import", f"from {new} import")
     path = Path(tempfile.mkdtemp()) / f"{name}.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location(name, path)
@@ -82,11 +94,20 @@ def main() -> None:
     parser.add_argument("--restart", type=int, default=20, help="GMRES restart, SciPy's and torch's")
     parser.add_argument("--before", default="d05942d", help="git revision of the eager-before krylov.py")
     parser.add_argument("--fused-before", default="3ea2178", help="git revision of the fused-before krylov.py")
+    parser.add_argument(
+        "--fused-c",
+        default="882aadb",
+        help="git revision whose krylov.py and fused_cpu.py are the C/ctypes fused loops (row 'fused-C'); '' skips",
+    )
     parser.add_argument("--methods", default="cg,bicgstab,gmres", help="comma-separated subset")
     args = parser.parse_args()
     torch.set_num_threads(1)
     before = load_before(args.before, "krylov_before")
     fused_before = load_before(args.fused_before, "krylov_fused_before")
+    fused_c = None
+    if args.fused_c:  # the C loops compiled with the system compiler, driven by the krylov.py of their time
+        fused_c = load_before(args.fused_c, "krylov_fused_c")
+        fused_c.fused_cpu = load_before(args.fused_c, "fused_cpu_c", "tsgu_backends/torch_backend/fused_cpu.py")
 
     problems = {"cg": poisson_2d(args.m), "nonsymmetric": convection_diffusion_2d(args.m)}
     n = problems["cg"].shape[0]
@@ -174,6 +195,10 @@ def main() -> None:
             start = time.perf_counter()
             torch_solve(after, method, k, "warm-up", op_into=operator.apply_into, fused=True)
             build_seconds[f"{method} fused k={k}"] = time.perf_counter() - start
+            if fused_c is not None:
+                start = time.perf_counter()
+                torch_solve(fused_c, method, k, "warm-up", op_into=operator.apply_into, fused=True)
+                build_seconds[f"{method} fused-C k={k}"] = time.perf_counter() - start
             if method == "cg":
                 start = time.perf_counter()
                 torch_solve(fused_before, method, k, "warm-up", op_into=operator.apply_into, fused=True)
@@ -195,6 +220,10 @@ def main() -> None:
             if method == "cg":
                 variants[f"{tag} torch fused-before"] = lambda m=method, k=k, t=tag, o=operator: torch_solve(
                     fused_before, m, k, f"{t} torch fused-before", op_into=o.apply_into, fused=True
+                )
+            if method != "gmres" and fused_c is not None:
+                variants[f"{tag} torch fused-C"] = lambda m=method, k=k, t=tag, o=operator: torch_solve(
+                    fused_c, m, k, f"{t} torch fused-C", op_into=o.apply_into, fused=True
                 )
             if method != "gmres":
                 variants[f"{tag} torch fused"] = lambda m=method, k=k, t=tag, o=operator: torch_solve(
@@ -220,6 +249,7 @@ def main() -> None:
     facts = environment()
     facts["eager-before revision"] = args.before
     facts["fused-before revision"] = args.fused_before
+    facts["fused-C revision (C/ctypes loops)"] = args.fused_c or "(skipped)"
     facts["GMRES restart (SciPy and torch)"] = str(restart)
     facts["first fused call (build or compile + one solve)"] = ", ".join(
         f"{key}: {value:.1f} s" for key, value in build_seconds.items()
@@ -230,7 +260,8 @@ def main() -> None:
         f"# Block Krylov on the CPU — n = {n}, float64, rtol = {rtol:g}, {args.repeats} interleaved repeats\n\n"
         "CG: 2-D Poisson; BiCGSTAB and GMRES: 2-D convection–diffusion (nonsymmetric).\n\n"
         + markdown_table(header, rows)
-        + "\n\nTargets (issue 17, item 3): CG k=8 ≤ 0.70× eight sequential SciPy CG; CG k=1 ≤ 1.3× SciPy CG.\n\n"
+        + "\n\nTargets (issue 17, item 3): CG k=8 ≤ 0.70× eight sequential SciPy CG; CG k=1 ≤ 1.3× SciPy CG. "
+        "Issue 23, item 7 (numba loops): torch fused CG k=8 ≤ 0.60×, BiCGSTAB k=8 ≤ 0.65×.\n\n"
         + "\n".join(f"- {key}: {value}" for key, value in facts.items())
     )
     print(table)

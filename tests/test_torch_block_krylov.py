@@ -1,5 +1,7 @@
 """The torch backend's block Krylov fast paths: products into reused buffers, and the opt-in fused CPU loops."""
 
+import sys
+
 import pytest
 import torch
 
@@ -80,9 +82,7 @@ def test_fused_solves_and_differentiates(method, layout, shape):
     torch.testing.assert_close(A.grad.to_dense(), grad_A * (D != 0))
     eager = tsgu_core.solve(A.detach(), B, backend="torch", method=method, rtol=1e-12, return_info=True)[1]
     assert info.iterations == eager.iterations  # the same method, only the vector work is fused
-    assert "cpu" not in krylov._compile_failure and (torch.float64, shape[-1] if len(shape) > 1 else 1) in (
-        fused_cpu._LOADED
-    )  # the fused loops did the work
+    assert "cpu" not in krylov._compile_failure and torch.float64 in fused_cpu._LOADED  # the fused loops did the work
 
 
 @pytest.mark.parametrize("shape", [(6,), (6, 2)])
@@ -159,18 +159,16 @@ def test_fused_batched_members_solve_their_own_systems(method):
 
 
 @pytest.mark.parametrize("method", sorted(FUSED))
-def test_fused_falls_back_to_eager_with_a_warning_when_the_build_fails(method, monkeypatch, tmp_path):
-    monkeypatch.setenv("TSGU_KERNEL_CACHE", str(tmp_path))  # nothing built yet: the build must run
-    monkeypatch.setattr(fused_cpu.shutil, "which", lambda name: None)  # no C compiler on this "machine"
+def test_fused_falls_back_to_eager_with_a_warning_when_the_build_fails(method, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tsgu_backends.torch_backend._fused_loops", None)  # numba cannot load here
     monkeypatch.setattr(fused_cpu, "_LOADED", {})
     monkeypatch.setattr(krylov, "_compile_failure", {})
     D = FUSED[method](N, seed=6)
     B = torch.randn(N, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
-    with pytest.warns(RuntimeWarning, match="could not be built.*no C compiler"):
+    with pytest.warns(RuntimeWarning, match="could not be built.*_fused_loops.*for the rest of this process"):
         x = tsgu_core.solve(to_layout(D, "csr"), B, backend="torch", method=method, rtol=1e-12, fused=True)
     torch.testing.assert_close(x, torch.linalg.solve(D, B))
     assert "cpu" in krylov._compile_failure  # remembered: later CPU solves take the eager loops, no retry
-    assert not list(tmp_path.glob("*.so"))
 
 
 def test_fused_runs_eagerly_with_a_warning_where_no_loops_are_built(monkeypatch):
@@ -186,19 +184,6 @@ def test_fused_runs_eagerly_with_a_warning_where_no_loops_are_built(monkeypatch)
         fused = krylov.krylov_solve("cg", op, None, B, x0=None, rtol=1e-2, atol=0.0, maxiter=3, fused=True)
     eager = krylov.krylov_solve("cg", op, None, B, x0=None, rtol=1e-2, atol=0.0, maxiter=3)
     assert torch.equal(fused.X, eager.X)
-
-
-def test_the_fused_loops_are_built_once_and_reused_from_disk(monkeypatch, tmp_path):
-    monkeypatch.setenv("TSGU_KERNEL_CACHE", str(tmp_path))
-    monkeypatch.setattr(fused_cpu, "_LOADED", {})
-    first = fused_cpu.kernels_for(torch.float64, 5)
-    libraries = list(tmp_path.glob("*.so"))
-    assert len(libraries) == 1
-    built = libraries[0].stat().st_mtime_ns
-    monkeypatch.setattr(fused_cpu, "_LOADED", {})
-    monkeypatch.setattr(fused_cpu.subprocess, "run", None)  # a rebuild would fail: the file on disk is reused
-    second = fused_cpu.kernels_for(torch.float64, 5)
-    assert second is not first and libraries[0].stat().st_mtime_ns == built
 
 
 @pytest.mark.parametrize("method", sorted(FUSED))

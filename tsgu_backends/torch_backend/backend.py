@@ -53,11 +53,11 @@ _USER_M = {
 }
 
 _FUSED = Option(
-    "CPU, float32/float64: each iteration's vector work in fused C loops, one pass over memory per stage (CG: "
-    "three passes instead of six, BiCGSTAB: five instead of fourteen; n = 1e5, 8 columns: see "
-    "benchmarks/block_krylov.py), compiled with the system C compiler on first use per dtype and column count "
-    "(under a second, cached on disk); eager (with a warning) without a compiler or on other devices; complex A: "
-    "refused",
+    "CPU, float32/float64: each iteration's vector work in fused loops compiled by numba, one pass over memory "
+    "per stage (CG: three passes instead of six, BiCGSTAB: five instead of fourteen; n = 1e5, 8 columns: see "
+    "benchmarks/block_krylov.py), compiled on first use per dtype (seconds; then loaded from a per-user disk "
+    "cache, $TSGU_KERNEL_CACHE, that is refused if others can write it); eager (with a warning) where they "
+    "cannot be built or on other devices; complex A: refused",
     type=bool,
     default=False,
 )

@@ -78,11 +78,11 @@ _fallback_warned: set[str] = set()  # the (device, dtype) pairs already warned a
 
 
 def _fused_kernels(R: torch.Tensor) -> fused_cpu.FusedKernels | None:
-    """The fused loops for ``R``'s dtype and column count, or ``None`` (run eagerly) with a warning once.
+    """The fused loops for ``R``'s dtype, or ``None`` (run eagerly) with a warning once.
 
-    The loops exist for float32/float64 on the CPU; they are compiled on first use per (dtype, k)
-    (a fraction of a second; cached on disk, see :mod:`tsgu_backends.torch_backend.fused_cpu`). When
-    that fails (no C compiler) a warning says why, once, and the eager loops run from then on.
+    The loops exist for float32/float64 on the CPU; numba compiles them on first use per dtype (seconds; kept
+    in a checked disk cache, see :mod:`tsgu_backends.torch_backend.fused_cpu`). When that fails a warning says
+    why, once, and the eager loops run for the rest of the process.
     """
     if R.device.type != "cpu" or R.dtype not in _FUSED_DTYPES:
         where = f"{R.device.type}/{R.dtype}"
@@ -98,20 +98,21 @@ def _fused_kernels(R: torch.Tensor) -> fused_cpu.FusedKernels | None:
         return None
     try:
         return fused_cpu.kernels_for(R.dtype, R.shape[-1])
-    except Exception as error:  # any failure of the optional compiler means: eager
+    except Exception as error:  # any failure to build the optional loops means: eager, said once
         reason = _compile_failure["cpu"] = f"{type(error).__name__}: {error}"
         warnings.warn(
-            f"fused=True: the fused CPU loops could not be built ({reason[:200]}); using the eager loops",
+            f"fused=True: the fused CPU loops could not be built ({reason[:300]}); the eager loops run instead, "
+            "for the rest of this process",
             RuntimeWarning,
             stacklevel=4,
         )
         return None
 
 
-def _blocks(R: torch.Tensor) -> tuple[int, int]:
-    """``(batch, n)`` of a ``(..., n, k)`` tensor: the layout the fused loops take."""
+def _blocks(R: torch.Tensor) -> tuple[int, int, int]:
+    """``(batch, n, k)`` of a ``(..., n, k)`` tensor: the layout the fused loops take."""
     n, k = R.shape[-2], R.shape[-1]
-    return R.numel() // max(n * k, 1), n
+    return R.numel() // max(n * k, 1), n, k
 
 
 def _dense(Y: torch.Tensor) -> torch.Tensor:
@@ -178,7 +179,7 @@ def _cg_fused(
     ``X += α·P`` with ``P = R + β·P``) and returns how many columns go on; ``X``'s update rides
     in the pass that rewrites ``P``. With one, ``Z = M⁻¹R`` and ``⟨R, Z⟩`` come between two calls.
     """
-    batch, n = _blocks(R)
+    batch, n, k = _blocks(R)
     Z = R if precond is None else _dense(precond(R))
     P = Z.clone(memory_format=torch.contiguous_format)
     AP = torch.empty_like(P)
@@ -189,7 +190,7 @@ def _cg_fused(
     if precond is None:
         while its < maxiter:
             AP = _dense(op(P, out=AP))
-            going = kernels.call("cg_iteration", batch, n, P, AP, R, X, rz, active, tol2)
+            going = kernels.call("cg_iteration", batch, n, k, P, AP, R, X, rz, active, tol2)
             its += 1
             if not going:
                 break
@@ -197,14 +198,14 @@ def _cg_fused(
     alpha, rr = torch.empty_like(rz), torch.empty_like(rz)
     while its < maxiter:
         AP = _dense(op(P, out=AP))
-        going = kernels.call("cg_step", batch, n, P, AP, R, rz, active, tol2, alpha, rr)
+        going = kernels.call("cg_step", batch, n, k, P, AP, R, rz, active, tol2, alpha, rr)
         its += 1
         if not going or its == maxiter:
             X.addcmul_(P, _col(alpha))
             break
         Z = _dense(precond(R))
         rz_new = _dense(_real_dot(R, Z))
-        kernels.call("cg_advance", batch, n, X, P, Z, alpha, rz, rz_new, active)
+        kernels.call("cg_advance", batch, n, k, X, P, Z, alpha, rz, rz_new, active)
         rz = rz_new
     return X, its
 
@@ -281,7 +282,7 @@ def _bicgstab_fused(
     The same scalars, tests and order of operations as the eager loop; ``X``'s update by ``α·P̂`` is
     delayed to the pass that adds ``ω·Ŝ`` (and done alone when no column takes the second half).
     """
-    batch, n = _blocks(R)
+    batch, n, k = _blocks(R)
     eps = float(torch.finfo(R.dtype).eps)
     R_hat = R.clone()
     r_hat_norm = _dense(torch.sqrt(_real_dot(R_hat, R_hat)))
@@ -296,10 +297,12 @@ def _bicgstab_fused(
     T = torch.empty_like(R)
     its = 0
     while its < maxiter:
-        kernels.call("bicg_direction", batch, n, P, V, R, rho_new, rho, alpha, omega, active, rr, r_hat_norm, eps, ok)
+        kernels.call(
+            "bicg_direction", batch, n, k, P, V, R, rho_new, rho, alpha, omega, active, rr, r_hat_norm, eps, ok
+        )
         P_hat = P if precond is None else _dense(precond(P))
         V = _dense(op(P_hat, out=V))
-        going = kernels.call("bicg_half", batch, n, R_hat, V, R, rho_new, r_hat_norm, eps, ok, tol2, alpha, go_on)
+        going = kernels.call("bicg_half", batch, n, k, R_hat, V, R, rho_new, r_hat_norm, eps, ok, tol2, alpha, go_on)
         its += 1
         if not going:  # no column takes the second half: X += α P̂ alone, and every column has stopped
             X.addcmul_(P_hat, _col(alpha))
@@ -308,7 +311,7 @@ def _bicgstab_fused(
         T = _dense(op(S_hat, out=T))
         rho.copy_(rho_new)
         going = kernels.call(
-            "bicg_finish", batch, n, T, R, X, P_hat, S_hat, R_hat, alpha, go_on, tol2, omega, rr, rho_new, active
+            "bicg_finish", batch, n, k, T, R, X, P_hat, S_hat, R_hat, alpha, go_on, tol2, omega, rr, rho_new, active
         )
         if not going:
             break
@@ -548,10 +551,10 @@ def krylov_solve(
     (one column per member).
 
     ``fused`` (CG and BiCGSTAB; float32/float64 on the CPU): the per-iteration
-    vector work in the C loops of :mod:`tsgu_backends.torch_backend.fused_cpu`
-    (CG: three passes, BiCGSTAB: five), built on first use per dtype and column
-    count (see :func:`_fused_kernels`); elsewhere, or without a C compiler, the
-    eager loop runs after a warning. The backend refuses it for a complex ``A``.
+    vector work in the numba loops of :mod:`tsgu_backends.torch_backend.fused_cpu`
+    (CG: three passes, BiCGSTAB: five), compiled on first use per dtype (see
+    :func:`_fused_kernels`); elsewhere, or when they cannot be built, the eager
+    loop runs after a warning. The backend refuses it for a complex ``A``.
     """
     step = METHODS[method]
     b_norm = scaled_norm(B)
