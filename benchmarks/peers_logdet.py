@@ -46,6 +46,7 @@ import os
 import sys
 import time
 import warnings
+from importlib.metadata import version
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -356,7 +357,8 @@ analysis. gabp covers SPD block patterns (and unpivoted nonsymmetric ones); tsgu
 (`libsuitesparse-dev`, apt: update 10 s + install 39 s): its generated `cholmod.c` needs CHOLMOD ≥ 5 fields
 (`nsbounds_hit`, `sbound`); the build fails after 151 s. `scikit-sparse==0.4.16` builds (179 s, Cython + a C
 compiler + the apt package) and is measured here: CHOLMOD's Cholesky + logdet is 2.3× faster than one SuperLU
-factorization on 2-D Poisson n = 99 856 and 1.3× on 3-D n = 27 000, but scikit-sparse exposes **no selected
+factorization on 2-D Poisson n = 99 856 and 1.3× on 3-D n = 27 000 (a second, single-repeat run:
+1.2× and 1.4×), but scikit-sparse exposes **no selected
 inverse** (`Factor` has `inv()`, the full inverse, only), so the gradient would still need our own recurrences on
 CHOLMOD's supernodal `L` — new code for SPD input only. The forward gain (≤ 2.3× on the factorization, i.e. at
 most ~1.5× on `slogdet` + backward, whose cost is ~2–3 factorizations) does not pay for an optional extra that
@@ -400,87 +402,38 @@ def main() -> None:
     sections: list[str] = []
     payload: dict[str, object] = {"environment": facts}
 
+    def add(key: str, package: str, rows: list[list[str]], title: str, header: list[str]) -> None:
+        facts[package] = version(package)
+        payload[key] = rows
+        sections.append(f"## {title}\n\n" + markdown_table(header, rows))
+
     if "sla" not in args.skip:
-        import torch_sla
-
-        facts["torch-sla"] = torch_sla.__version__
         sla = [torch_sla_row(m, args.sla_repeats) for m in args.sla_sizes]
-        payload["torch-sla"] = sla
-        sections.append(
-            '## torch-sla 0.4 `SparseTensor.logdet(method="hutchinson")` (its defaults: 20 probes, 30 Lanczos steps) '
-            "+ backward, "
-            "against tsgu `slogdet` + backward (exact), 2-D five-point Poisson\n\n"
-            + markdown_table(
-                [
-                    "n",
-                    "torch-sla (s)",
-                    "tsgu (s)",
-                    "tsgu faster by",
-                    "exact log det",
-                    "torch-sla log det rel. error",
-                    "torch-sla gradient rel. error",
-                ],
-                sla,
-            )
+        title = (
+            'torch-sla 0.4 `SparseTensor.logdet(method="hutchinson")` (its defaults: 20 probes, 30 Lanczos steps) '
+            "+ backward, against tsgu `slogdet` + backward (exact), 2-D five-point Poisson"
         )
+        header = ["n", "torch-sla (s)", "tsgu (s)", "tsgu faster by", "exact log det"]
+        add("torch-sla", "torch-sla", sla, title, [*header, "torch-sla log det rel. error", "its gradient rel. error"])
     if "gabp" not in args.skip:
-        from importlib.metadata import version
-
-        facts["gabp-sparse-inv"] = version("gabp-sparse-inv")
         gabp = [gabp_row(side, 2, args.repeats) for side in args.gabp_sides]
-        payload["gabp"] = gabp
-        sections.append(
-            "## gabp-sparse-inv (reused analysis, `batched=True`): log det + gradient + diag(A⁻¹), "
-            "against tsgu `slogdet` + backward + `diagonal_of_inverse`, SPD block grid (`random_spd_graph`)\n\n"
-            + markdown_table(
-                ["pattern", "n", "gabp (s)", "tsgu (s)", "tsgu faster by", "log det agree", "diag(A⁻¹) agree"],
-                gabp,
-            )
+        title = (
+            "gabp-sparse-inv (reused analysis, `batched=True`): log det + gradient + diag(A⁻¹), "
+            "against tsgu `slogdet` + backward + `diagonal_of_inverse`, SPD block grid (`random_spd_graph`)"
         )
+        header = ["pattern", "n", "gabp (s)", "tsgu (s)", "tsgu faster by", "log det agree", "diag(A⁻¹) agree"]
+        add("gabp", "gabp-sparse-inv", gabp, title, header)
     if "cholmod" not in args.skip:
-        from importlib.metadata import version
-
-        facts["scikit-sparse"] = version("scikit-sparse")
         cholmod, inverse = cholmod_rows(args.repeats)
-        payload["cholmod"] = cholmod
-        sections.append(
-            f"## CHOLMOD (scikit-sparse; selected inverse method: {inverse}) against SuperLU, SPD Poisson\n\n"
-            + markdown_table(
-                [
-                    "problem",
-                    "n",
-                    "one SuperLU factorization (s)",
-                    "CHOLMOD cholesky + logdet (s)",
-                    "CHOLMOD faster by",
-                    "tsgu slogdet + backward (s)",
-                    "CHOLMOD selected inverse (s)",
-                    "log det agree",
-                ],
-                cholmod,
-            )
-        )
+        title = f"CHOLMOD (scikit-sparse; selected inverse method: {inverse}) against SuperLU, SPD Poisson"
+        header = ["problem", "n", "one SuperLU factorization (s)", "CHOLMOD cholesky + logdet (s)"]
+        header += ["CHOLMOD faster by", "tsgu slogdet + backward (s)", "CHOLMOD selected inverse (s)", "log det agree"]
+        add("cholmod", "scikit-sparse", cholmod, title, header)
     if "pardiso" not in args.skip:
-        from importlib.metadata import version
-
-        facts["pypardiso"] = version("pypardiso")
-        pardiso = pardiso_rows()
-        payload["pardiso"] = pardiso
-        sections.append(
-            "## MKL PARDISO (pypardiso): the log-determinant from `pardiso_getdiag` against numpy.linalg.slogdet\n\n"
-            + markdown_table(
-                [
-                    "matrix",
-                    "mtype",
-                    "scaling + matching",
-                    "numpy slogdet",
-                    "∏ sign(df), Σ log abs(df)",
-                    "log rel. error",
-                    "iparm(33) after",
-                    "perturbed pivots",
-                ],
-                pardiso,
-            )
-        )
+        title = "MKL PARDISO (pypardiso): the log-determinant from `pardiso_getdiag` against numpy.linalg.slogdet"
+        header = ["matrix", "mtype", "scaling + matching", "numpy slogdet", "∏ sign(df), Σ log abs(df)"]
+        header += ["log rel. error", "iparm(33) after", "perturbed pivots"]
+        add("pardiso", "pypardiso", pardiso_rows(), title, header)
     facts["load average at the end (1, 5, 15 min)"] = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     listing = "\n".join(f"- {key}: {value}" for key, value in facts.items())
     title = "# tsgu's exact log-determinant beside its peers (1 thread, medians of interleaved repeats)"
