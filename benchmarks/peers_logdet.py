@@ -35,7 +35,8 @@ The peers are installed only in the benchmark's own virtual environment, never a
     /work/venv-peers/bin/pip install -c constraints.txt pypardiso
 
 Run: ``/work/venv-peers/bin/python benchmarks/peers_logdet.py [--sla-sizes 100 316] [--repeats 3]``
-(``--sla-sizes`` are grid sides m, n = m²; 640 gives torch-sla's 409 600 unknowns).
+(``--sla-sizes`` are grid sides m, n = m²; 640 gives torch-sla's 409 600 unknowns, about 15 minutes for
+3 repeats: ``--sla-sizes 640 --skip gabp cholmod pardiso --name peers_logdet_409600``).
 """
 
 from __future__ import annotations
@@ -345,8 +346,10 @@ this matrix: `is_positive_definite()` answers `False` for the SPD Poisson matrix
 multiplies the determinant out and returns `inf` (overflow) with no gradient. Its logdet benchmark therefore needs
 `method="hutchinson"` (20 Rademacher probes, 30 Lanczos steps: `torch_sla/det.py`), which is what is timed here.
 That route's value is off by ~1e-3 relative, and its gradient — `(1/20) Σ z[row]·(A⁻¹z)[col]`, one solve per probe
-— has a relative 2-norm error of 2.6 (n = 10 000) to 6.7 (n = 99 856): larger than the gradient itself. tsgu gives
-the exact value and gradient (checked against dense torch at n = 900 in the same run) 14× faster at n = 10⁴ and 10⁵.
+— has a relative 2-norm error of 2.6 (n = 10 000), 6.7 (n = 99 856) and 11 (n = 409 600): larger than the gradient
+itself. tsgu gives the exact value and gradient (checked against dense torch at n = 900 in the same run) 14× faster
+at n = 10⁴ and 10⁵, and 19.5× at torch-sla's largest size, n = 409 600 (14.6 s against 284 s; a separate run,
+`peers_logdet_409600.md`, 892 s for 3 repeats).
 
 **gabp-sparse-inv 0.4.1** (installed with `--ignore-requires-python`: it declares Python ≥ 3.12, is pure Python
 and runs on 3.11): on SPD 2×2-block grids it agrees with tsgu to 1e-16 (log det and diag(A⁻¹)); tsgu (log det +
