@@ -20,6 +20,7 @@ from tsgu_core.errors import (
     DeviceMismatchError,
     DtypeMismatchError,
     InvalidArgumentError,
+    InvalidOptionError,
     LayoutError,
     ShapeError,
 )
@@ -105,10 +106,14 @@ def test_sizes_and_argument_counts_that_do_not_fit_are_refused():
 
 
 def test_a_preconditioner_of_the_wrong_shape_is_a_typed_error_not_a_read_past_the_end():
-    """``M`` returning one column for three: the C loops read past Z's end; now a ShapeError names M."""
+    """``M`` returning one column for three: the C loops read past Z's end; now a typed error names M.
+
+    The backend checks every result of a callable ``M`` before the loops see it (the loops' own entry check,
+    a ``ShapeError``, is tested on ``FusedKernels.call`` directly).
+    """
     D = random_spd(24, seed=3)
     B = torch.randn(24, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    with pytest.raises(ShapeError, match="a preconditioner M must return a tensor of its input's shape"):
+    with pytest.raises(InvalidOptionError, match="preconditioner M .* must return M⁻¹R as a tensor of its input"):
         tsgu_core.solve(to_layout(D, "csr"), B, backend="torch", method="cg", fused=True, M=lambda R: R[..., :1])
 
 

@@ -36,14 +36,13 @@ non-finite direct solution (exact singularity) raises it whatever
 
 from __future__ import annotations
 
-import os
-import sys
 import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from tsgu_core.base.callers import user_stacklevel
 from tsgu_core.errors import ConvergenceError, ConvergenceWarning, SingularMatrixError, SingularMatrixWarning
 from tsgu_core.plugins.info import SolveInfo
 from tsgu_core.plugins.protocol import BackendReport, MethodSpec, SolveOptions
@@ -84,25 +83,6 @@ def _remedy(
     if on_failure == "raise":
         hints.append("pass on_failure='warn' or 'ignore' to get the unconverged result anyway")
     return "; ".join(hints)
-
-
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-_INTERNAL = tuple(
-    path + os.sep
-    for path in (
-        os.path.dirname(torch.__file__),
-        os.path.join(_ROOT, "tsgu_core"),
-        os.path.join(_ROOT, "tsgu_backends"),
-    )
-)
-
-
-def _caller_stacklevel() -> int:
-    """The ``stacklevel`` that points a warning at the first frame outside tsgu and torch: the user's line."""
-    frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_code.co_filename.startswith(_INTERNAL):
-        frame, level = frame.f_back, level + 1  # type: ignore[assignment]
-    return level
 
 
 def direct_verdict(
@@ -251,7 +231,7 @@ def _apply_policy(info: SolveInfo, on_failure: str, message: str, error: Excepti
     if info.converged or on_failure == "ignore":
         return info
     if on_failure == "warn":
-        warnings.warn(message, ConvergenceWarning, stacklevel=_caller_stacklevel())
+        warnings.warn(message, ConvergenceWarning, stacklevel=user_stacklevel())
         return info
     raise error
 
@@ -298,7 +278,7 @@ def assess(
                 "pure-Neumann problem fixes X only up to a constant); the backward pass will usually fail. "
                 "Remedy: pin the null space (a Dirichlet condition, or fix one unknown)",
                 SingularMatrixWarning,
-                stacklevel=_caller_stacklevel(),
+                stacklevel=user_stacklevel(),
             )
         return _apply_policy(info, on_failure, message, SingularMatrixError(message))
     failed, thresholds = _judge_iterative(measured, options)

@@ -28,12 +28,11 @@ before tsgu's gradient arrives), so it warns, once per process, from
 
 from __future__ import annotations
 
-import os
-import sys
 import warnings
 
 import torch
 
+from tsgu_core.base.callers import user_stacklevel
 from tsgu_core.errors import PerformanceWarning
 
 __all__ = ["DENSE_GRADIENT_WARNING_N", "warn_dense_constructor_gradient"]
@@ -45,15 +44,6 @@ _CONSTRUCTORS = ("SparseCompressedTensorBackward0",)
 """torch's autograd nodes of ``torch.sparse_csr_tensor`` / ``sparse_compressed_tensor`` (dense gradient)."""
 
 _warned = False
-
-
-def _outside_tsgu() -> int:
-    """The ``stacklevel`` of the first caller outside ``tsgu_core`` (the user's line)."""
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    frame, level = sys._getframe(1), 1
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package + os.sep):
-        frame, level = frame.f_back, level + 1  # type: ignore[assignment]
-    return level
 
 
 def warn_dense_constructor_gradient(A: torch.Tensor) -> None:
@@ -79,5 +69,5 @@ def warn_dense_constructor_gradient(A: torch.Tensor) -> None:
         "values, B) — or build A with torch.sparse_coo_tensor, whose backward stays sparse. "
         "See the troubleshooting page, 'A slow, memory-hungry backward'. (Shown once per process.)",
         PerformanceWarning,
-        stacklevel=_outside_tsgu(),
+        stacklevel=user_stacklevel(),
     )

@@ -48,18 +48,20 @@ def merge_reports(reports: Iterable[BackendReport]) -> BackendReport:
     * ``message``: the parts' distinct messages in the order first seen,
       joined by ``"; "``;
     * ``history``: :func:`combine_histories` of the parts' histories, ``None``
-      when no part reported one.
+      when no part reported one;
+    * ``singular``: the parts' distinct remarks that ``A`` looked singular,
+      joined like the messages (a part that saw it is never hidden).
 
     Examples
     --------
     >>> a = BackendReport(iterations=12, converged=True, message="cycle 1", history=(1.0, 1e-9))
     >>> b = BackendReport(iterations=30, converged=None, message="cycle 1")
     >>> merge_reports([a, b])
-    BackendReport(iterations=30, converged=None, message='cycle 1', history=(1.0, 1e-09))
+    BackendReport(iterations=30, converged=None, message='cycle 1', history=(1.0, 1e-09), singular='')
     >>> merge_reports([a, BackendReport(converged=False)]).converged
     False
     >>> merge_reports([BackendReport(), BackendReport()])
-    BackendReport(iterations=None, converged=None, message='', history=None)
+    BackendReport(iterations=None, converged=None, message='', history=None, singular='')
     """
     parts = list(reports)
     iterations = [r.iterations for r in parts if r.iterations is not None]
@@ -70,4 +72,5 @@ def merge_reports(reports: Iterable[BackendReport]) -> BackendReport:
         converged=converged,
         message="; ".join(dict.fromkeys(r.message for r in parts if r.message)),
         history=combine_histories(r.history for r in parts) or None,
+        singular="; ".join(dict.fromkeys(r.singular for r in parts if r.singular)),
     )
