@@ -38,11 +38,11 @@ THINNED = {
     "test_torch_preconditioners.py::test_ilu0_conformance",
     # products of dtype × layout × right-hand side × backend × method around one property
     "test_reliability.py::test_scaled_problem_gives_the_unscaled_answer",
-    "test_batch_chunks.py::test_chunked_batch_gradcheck",
     "test_traced.py::test_torch_func_transforms_match_dense",
     "test_traced.py::test_complex_transforms_follow_the_wirtinger_convention",
     "test_traced.py::test_torch_func_in_float32",
     "test_traced.py::test_compile_fullgraph_forward_and_backward",
+    "test_traced.py::test_second_derivatives_through_the_operator_are_exact",
     "test_compat.py::test_c4t_string_solvers_gradcheck",
     "test_compat.py::test_j4t_string_solvers_gradcheck",
     "test_compat.py::test_generic_string_solvers_gradcheck",
@@ -53,10 +53,44 @@ THINNED = {
 SLOW = {
     # thread settings through a subprocess per setting; the numbers of the CLI's solves are checked elsewhere
     "test_cli.py::test_threads_option_sets_torch_and_the_blas_libraries",
+    # the demo on a pseudo-terminal (3 runs), and with every backend and warnings shown: its output, not its
+    # numbers (test_demo_recovers_the_field_quietly runs the demo and checks what it recovers)
+    "test_cli.py::test_progress_bar_only_on_a_terminal_and_not_when_quiet",
+    "test_cli.py::test_demo_prints_no_warning",
+    # the real-world matrices: one general (recirc_flow) and one SPD (airfoil) stay, against dense
+    "test_gallery.py::test_gallery_matrix_solution_and_gradients[local_disc_galerkin_diffusion-general]",
+    "test_gallery.py::test_gallery_matrix_solution_and_gradients[unit_cube-spd]",
+    # chunked batches: gradcheck once (csr, bicgstab); gmres's chunks are checked against dense gradients
+    "test_batch_chunks.py::test_chunked_batch_gradcheck[coo-gmres]",
+    "test_batch_chunks.py::test_chunked_batch_gradcheck[csr-gmres]",
+    "test_batch_chunks.py::test_chunked_batch_gradcheck[coo-bicgstab]",
     # inductor compiles C++ per backend; the traced operator is one opaque op whatever the backend inside
     # (test_compile_fullgraph_with_inductor[torch] stays, and every backend runs under aot_eager)
     "test_traced.py::test_compile_fullgraph_with_inductor[jax]",
     "test_traced.py::test_compile_fullgraph_with_inductor[scipy]",
+    # each bad input is a `tsgu` subprocess importing torch (~2 CPU-s): the default run keeps those that fail
+    # before torch is imported, and per command one that fails after (unknown backend, a non-finite B,
+    # demo/bench backends and methods)
+    *(
+        f"test_cli.py::test_bad_solves_get_one_line_and_exit_2[{case}]"
+        for case in (
+            "missing file",
+            "garbage file",
+            "unknown method",
+            "unknown method of a backend",
+            "unknown option",
+            "short right-hand side",
+            "rectangular matrix",
+            "folder as matrix",
+            "complex matrix without --dtype complex128",
+            "bad on_failure",
+        )
+    ),
+    "test_cli.py::test_bad_runs_stop_before_any_work[bench cuda]",
+    *(
+        f"test_cli.py::test_bad_runs_stop_before_any_work[{case}]"
+        for case in ("demo device name", "demo cuda", "bench problem", "bench backends", "bench device index")
+    ),
 }
 """Node ids (``file.py::test_name``, or with ``[id]``) of costly tests whose point the default run checks elsewhere."""
 
