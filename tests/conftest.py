@@ -12,8 +12,9 @@ A test becomes ``slow`` in one of three ways, all in this file or the test's own
 * its node id (``file.py::test_name`` or ``file.py::test_name[id]``) in :data:`SLOW`;
 * its function in :data:`THINNED`: a parametrized test whose product is exhaustive keeps, in the
   default run, a covering subset — every value of every parameter at least once (a backend and its
-  method count as one value; for a conformance ``Case``, each backend × method × check once, and every
-  layout, right-hand side and dtype somewhere), float64 items chosen first — and the rest is ``slow``.
+  method count as one value; for a conformance ``Case``, each backend × method × check × device, each
+  with every layout, right-hand side and dtype of that check in ``test_conformance.py``, and somewhere
+  for the kit's reruns with an option on), float64 items chosen first — and the rest is ``slow``.
 
 A new test is in the default run unless it is listed here or marked; a new parameter value of a
 thinned test is in the default run whenever it is one no kept item covers yet.
@@ -33,6 +34,9 @@ from tsgu_core.testing import Case  # noqa: E402
 torch.set_num_threads(1)
 
 THINNED = {
+    # the conformance kit: every backend × method × check × device runs by default, on a covering subset of its
+    # layouts (COO, CSR), right-hand sides (vector, column, matrix) and dtypes for that check (see _axes)
+    "test_conformance.py::test_conformance",
     # the kit again with an option on (its plain runs are whole in test_conformance.py)
     "test_torch_block_krylov.py::test_fused_passes_the_conformance_kit",
     "test_torch_preconditioners.py::test_ilu0_conformance",
@@ -105,7 +109,10 @@ def _axes(item):
     for value in params.values():
         if isinstance(value, Case):
             method = ("method", value.backend, value.method, value.check, value.device)
-            return {method, ("layout", value.layout), ("rhs", value.rhs), ("dtype", value.dtype)}
+            # the whole kit covers layouts, right-hand sides and dtypes for each method × check; a rerun of the kit
+            # with an option on (fused, ilu0) covers them once over all its methods
+            own = method if item.path.name == "test_conformance.py" else ()
+            return {method, ("layout", value.layout, own), ("rhs", value.rhs, own), ("dtype", value.dtype, own)}
     axes = set()
     if "backend" in params and "method" in params:
         axes.add(("backend-method", _value_key(params.pop("backend")), _value_key(params.pop("method"))))
