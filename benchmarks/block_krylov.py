@@ -60,7 +60,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 # modules moved by the re-layering (882aadb): old sources are loaded with their imports renamed
-_MOVED = {"tsgu_core.norms": "tsgu_core.plugins.norms", "tsgu_backends.torch_native": "tsgu_backends.torch_backend"}
+_MOVED = {
+    "tsgu_core.norms": "tsgu_core.plugins.norms",
+    "tsgu_backends.torch_native": "tsgu_backends.torch_backend",
+    "tsgu_backends.restarts": "tsgu_core.plugins.kit.restarts",
+}
 
 
 def load_before(revision: str, name: str, path: str = "tsgu_backends/torch_backend/krylov.py") -> object:

@@ -1,6 +1,7 @@
 """The fused CPU loops (numba): checks at the entry, threads and processes building at once, a cache that loads
 nothing another user could have written (issue 23 item 7, issue 25 item 8)."""
 
+import importlib
 import json
 import os
 import pickle
@@ -9,11 +10,13 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 import tsgu_core
+from tsgu_backends import numba_cache
 from tsgu_backends.torch_backend import fused_cpu, krylov
 from tsgu_backends.torch_backend.operator import CsrOperator
 from tsgu_core.errors import (
@@ -24,13 +27,20 @@ from tsgu_core.errors import (
     LayoutError,
     ShapeError,
 )
-from tsgu_core.testing import poisson_2d, random_spd, to_layout
+from tsgu_core.testing import poisson_2d, random_nonsymmetric, random_spd, to_layout
 
 ROOT = Path(__file__).resolve().parent.parent
 AS_ROOT = pytest.mark.skipif(
     not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to give a file to another uid (os.chown)"
 )
 OTHER_UID = 12345
+
+
+def _new_cache_folder(monkeypatch, tmp_path):
+    """``TSGU_KERNEL_CACHE`` set to a folder not made yet (``tmp/kernels``), restored afterwards."""
+    folder = tmp_path / "kernels"
+    monkeypatch.setenv("TSGU_KERNEL_CACHE", str(folder))
+    return folder
 
 
 @pytest.fixture
@@ -40,10 +50,9 @@ def fresh(monkeypatch, tmp_path):
     numba's dispatchers keep what they compiled; the disk caches attached to them are put back afterwards.
     """
     fused_cpu.kernels_for(torch.float64)  # the dispatchers exist (and are compiled) before their caches are saved
+    folder = _new_cache_folder(monkeypatch, tmp_path)
     loops = sys.modules["tsgu_backends.torch_backend._fused_loops"]
     saved = {name: dispatcher._cache for name, dispatcher in loops.KERNELS.items()}
-    folder = tmp_path / "kernels"
-    monkeypatch.setenv("TSGU_KERNEL_CACHE", str(folder))
     monkeypatch.setattr(fused_cpu, "_LOADED", {})
     monkeypatch.setattr(fused_cpu, "_CACHE_STATE", {})
     monkeypatch.setattr(krylov, "_compile_failure", {})
@@ -164,7 +173,7 @@ def test_threads_calling_the_first_fused_solve_at_once_all_get_the_loops(fresh):
 
 
 def test_the_cache_folder_is_made_for_the_user_only(tmp_path):
-    folder = fused_cpu.trusted_directory(tmp_path / "a" / "kernels")
+    folder = numba_cache.trusted_directory(tmp_path / "a" / "kernels")
     assert stat.S_IMODE(folder.stat().st_mode) & 0o077 == 0
 
 
@@ -182,19 +191,19 @@ def test_a_cache_folder_others_can_write_is_refused(tmp_path, mode, where, messa
     folder = parent / "kernels"
     folder.mkdir(parents=True, mode=0o700)
     (folder if where == "folder" else parent).chmod(mode)
-    with pytest.raises(fused_cpu.UntrustedCacheError, match=message):
-        fused_cpu.trusted_directory(folder)
+    with pytest.raises(numba_cache.UntrustedCacheError, match=message):
+        numba_cache.trusted_directory(folder)
     link = tmp_path / "link"
     link.symlink_to(folder)  # a link of the user's own to such a folder is judged by where it leads
-    with pytest.raises(fused_cpu.UntrustedCacheError, match=message):
-        fused_cpu.trusted_directory(link)
+    with pytest.raises(numba_cache.UntrustedCacheError, match=message):
+        numba_cache.trusted_directory(link)
 
 
 def test_a_sticky_parent_such_as_tmp_is_accepted(tmp_path):
     parent = tmp_path / "tmp-like"
     parent.mkdir()
     parent.chmod(0o1777)
-    assert fused_cpu.trusted_directory(parent / "kernels").parent == parent.resolve()
+    assert numba_cache.trusted_directory(parent / "kernels").parent == parent.resolve()
 
 
 @AS_ROOT
@@ -202,20 +211,25 @@ def test_a_cache_folder_of_another_user_is_refused(tmp_path):
     folder = tmp_path / "kernels"
     folder.mkdir(mode=0o700)
     os.chown(folder, OTHER_UID, OTHER_UID)
-    with pytest.raises(fused_cpu.UntrustedCacheError, match=f"belongs to uid {OTHER_UID}"):
-        fused_cpu.trusted_directory(folder)
+    with pytest.raises(numba_cache.UntrustedCacheError, match=f"belongs to uid {OTHER_UID}"):
+        numba_cache.trusted_directory(folder)
 
 
 def test_the_cache_can_be_turned_off(monkeypatch):
     monkeypatch.setenv("TSGU_KERNEL_CACHE", "off")
-    assert fused_cpu.cache_directory() is None
+    assert numba_cache.cache_directory() is None
+
+
+def _open_to_everyone(folder):
+    """``folder`` made with mode 0777 and a file in it that anyone could have put there."""
+    folder.mkdir()
+    folder.chmod(0o777)
+    (folder / "planted.nbi").write_bytes(b"anything")
 
 
 def test_a_0777_cache_folder_is_refused_with_a_warning_and_the_solve_is_still_right(fresh):
     """issue 25 item 8: the C build loaded a library planted in such a folder; now nothing in it is read."""
-    fresh.mkdir()
-    fresh.chmod(0o777)
-    (fresh / "planted.nbi").write_bytes(b"anything")
+    _open_to_everyone(fresh)
     A, B = _cg_problem()
     with pytest.warns(RuntimeWarning, match=r"no disk cache .*writable by others \(mode 0777\)"):
         result = _fused_cg(A, B)
@@ -226,20 +240,33 @@ def test_a_0777_cache_folder_is_refused_with_a_warning_and_the_solve_is_still_ri
 
 
 class _Payload:
-    """What a planted cache file could hold: unpickling it runs ``os.mkdir(marker)``."""
+    """What a planted cache file could hold: unpickling it runs ``os.makedirs(marker, exist_ok=True)``."""
 
     def __init__(self, marker):
         self.marker = marker
 
     def __reduce__(self):
-        return (os.mkdir, (self.marker,))
+        return (os.makedirs, (self.marker, 0o700, True))
+
+
+def _plant(dispatchers, cache, marker):
+    """A payload as the index and first data file of each of ``dispatchers`` in ``cache``; the files planted."""
+    folder = numba_cache.trusted_directory(cache)
+    planted = []
+    for dispatcher in dispatchers:
+        index = Path(numba_cache.disk_cache(dispatcher.py_func, folder).index_path)
+        index.parent.mkdir(parents=True, exist_ok=True)
+        for path in (index, index.with_name(index.name.replace(".nbi", ".1.nbc"))):
+            path.write_bytes(pickle.dumps(_Payload(str(marker))))
+            planted.append(path)
+    return planted
 
 
 def _kernel_cache(folder, name="cg_advance", dtype=torch.float64):
     """A checked disk cache in ``folder`` for the real loop ``name``, its dispatcher and its signature."""
     kernels = fused_cpu.kernels_for(dtype)
     dispatcher = kernels._dispatchers[name]
-    return fused_cpu._disk_cache(dispatcher.py_func, fused_cpu.trusted_directory(folder)), dispatcher
+    return numba_cache.disk_cache(dispatcher.py_func, numba_cache.trusted_directory(folder)), dispatcher
 
 
 @pytest.mark.parametrize("owner", ["you", pytest.param("another uid", marks=AS_ROOT)])
@@ -297,6 +324,103 @@ def test_a_planted_data_file_is_loaded_only_when_it_is_yours_and_no_one_else_can
     with pytest.warns(RuntimeWarning, match="refused to load kernel cache file"):
         assert cache.load_overload(signature, dispatcher.targetctx) is None
     assert not marker.exists()
+
+
+# -- the selected-inversion kernels (slogdet's gradient) share the cache ------------------------------------------
+
+SELINV_KERNELS = "tsgu_backends.scipy_cupy_backend.selinv_kernels"
+
+
+@pytest.fixture
+def fresh_selinv(monkeypatch, tmp_path):
+    """The selected-inversion kernels not imported (the next slogdet imports new dispatchers, which choose their
+    cache then: seconds of compiling) and ``TSGU_KERNEL_CACHE`` a new folder, all put back afterwards.
+
+    Returns ``folder`` and ``before`` (the kernels' module imported before, whose dispatchers have the new ones'
+    file names).
+    """
+    from tsgu_backends import scipy_cupy_backend
+    from tsgu_backends.scipy_cupy_backend import selinv
+
+    before = importlib.import_module(SELINV_KERNELS)
+    monkeypatch.delattr(scipy_cupy_backend, "selinv_kernels")  # both put back afterwards
+    monkeypatch.delitem(sys.modules, SELINV_KERNELS)
+    monkeypatch.setattr(selinv, "_JIT", {})
+    return SimpleNamespace(folder=_new_cache_folder(monkeypatch, tmp_path), before=before)
+
+
+def _slogdet_against_dense():
+    """slogdet and its gradient (selected inversion) of a nonsymmetric CSR matrix, checked against dense torch."""
+    D = random_nonsymmetric(12, seed=4)
+    leaf = D.clone().requires_grad_()
+    sign_ref, logabsdet_ref = torch.linalg.slogdet(leaf)
+    logabsdet_ref.backward()
+    A = D.to_sparse_csr().requires_grad_()
+    sign, logabsdet = tsgu_core.slogdet(A)
+    logabsdet.backward()
+    assert sign.item() == sign_ref.item()
+    torch.testing.assert_close(logabsdet, logabsdet_ref.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(A.grad.to_dense(), leaf.grad * (D != 0), rtol=1e-10, atol=1e-12)
+
+
+def test_the_selinv_kernels_refuse_a_0777_cache_folder_and_slogdet_is_still_right(fresh_selinv):
+    """issue 25 item 8 for the kernels of selected inversion: ``cache=True`` used numba's folder (next to the
+    source, or user-wide) with no checks; now a folder others can write is refused and nothing in it is read."""
+    _open_to_everyone(fresh_selinv.folder)
+    with pytest.warns(RuntimeWarning, match=r"selected inversion.*no disk cache .*writable by others \(mode 0777\)"):
+        _slogdet_against_dense()
+    kernels = sys.modules[SELINV_KERNELS]
+    assert kernels.CACHE.directory is None
+    assert all(sum(d.stats.cache_hits.values()) == 0 for d in kernels.KERNELS)
+    assert sum(sum(d.stats.cache_misses.values()) for d in kernels.KERNELS) > 0  # compiled, in memory
+    assert sorted(p.name for p in fresh_selinv.folder.iterdir()) == ["planted.nbi"]  # nothing written there either
+
+
+def test_the_selinv_kernels_use_the_trusted_cache(fresh_selinv):
+    """The kernels are kept in the checked folder (only the user can write what is there) and loaded back."""
+    _slogdet_against_dense()
+    kernels = sys.modules[SELINV_KERNELS]
+    assert kernels.CACHE.directory == fresh_selinv.folder.resolve()
+    files = list(fresh_selinv.folder.rglob("*.nbi"))
+    assert files and all(stat.S_IMODE(p.stat().st_mode) & 0o022 == 0 for p in fresh_selinv.folder.rglob("*"))
+    used = [d for d in kernels.KERNELS if d.signatures]
+    for dispatcher in used:  # a new cache on the same folder finds every compiled signature on disk
+        cache = numba_cache.disk_cache(dispatcher.py_func, kernels.CACHE.directory)
+        for signature in dispatcher.signatures:
+            assert cache.load_overload(signature, dispatcher.targetctx) is not None, dispatcher
+
+
+@pytest.mark.parametrize("owner", ["you", pytest.param("another uid", marks=AS_ROOT)])
+def test_the_selinv_kernels_load_a_planted_file_only_when_it_is_yours(fresh_selinv, owner):
+    """Every index and first data file the kernels would read holds a payload. Control (yours): it runs — these
+    are the files read. Another uid's: refused with a warning, never unpickled, and slogdet is right."""
+    marker = fresh_selinv.folder.parent / "payload-ran"
+    planted = _plant(fresh_selinv.before.KERNELS, fresh_selinv.folder, marker)  # the same file names as the new ones
+    if owner == "you":
+        _slogdet_against_dense()
+        assert marker.exists()
+        return
+    for path in planted:
+        os.chown(path, OTHER_UID, OTHER_UID)
+    with pytest.warns(RuntimeWarning, match=f"selected inversion.*refused to load kernel cache file .*uid {OTHER_UID}"):
+        _slogdet_against_dense()
+    assert not marker.exists()
+
+
+def test_listing_backends_and_importing_the_cache_imports_no_numba():
+    """numba (and scipy) load on the first fused solve or slogdet only: not when backends are listed."""
+    code = (
+        "import sys, tsgu_core\n"
+        "from tsgu_backends import numba_cache\n"
+        "from tsgu_backends.torch_backend import fused_cpu\n"
+        "from tsgu_backends.scipy_cupy_backend import selinv\n"
+        "[entry.availability('cpu') for entry in tsgu_core.list_backends()]\n"
+        "print(sorted(m for m in ('numba', 'scipy') if m in sys.modules))"
+    )
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    result = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
 # -- processes (each compiles the loops: tens of seconds) --------------------------------------------------------
@@ -383,13 +507,7 @@ def test_a_process_never_runs_code_planted_in_a_0777_cache_folder(tmp_path):
     folder: the process warns, compiles in memory, solves right, and the payload never runs."""
     cache = tmp_path / "kernels"
     marker = tmp_path / "payload-ran"
-    loops = fused_cpu.kernels_for(torch.float64)._dispatchers
-    folder = fused_cpu.trusted_directory(cache)
-    for dispatcher in loops.values():
-        index = Path(fused_cpu._disk_cache(dispatcher.py_func, folder).index_path)
-        index.parent.mkdir(parents=True, exist_ok=True)
-        for planted in (index, index.with_name(index.name.replace(".nbi", ".1.nbc"))):
-            planted.write_bytes(pickle.dumps(_Payload(str(marker))))
+    _plant(fused_cpu.kernels_for(torch.float64)._dispatchers.values(), cache, marker)
     for path in (cache, *cache.rglob("*")):
         path.chmod(0o777)
     report = _worker("float64", 2, cache)

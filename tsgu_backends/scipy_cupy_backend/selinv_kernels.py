@@ -1,9 +1,12 @@
 """The numba kernels of :mod:`tsgu_backends.scipy_cupy_backend.selinv` (imported on first use only).
 
-Compiled on first call and cached on disk by numba (``cache=True``: next to this
-file, or in numba's user-wide cache directory where that is not writable), so a
-new process loads them instead of compiling again. The cache is keyed by this
-file's contents and the CPU, so it never serves stale code.
+Compiled on first call per dtype and kept on disk in the folder only the user
+can write of :mod:`tsgu_backends.numba_cache` (``$TSGU_KERNEL_CACHE``, ``off``
+disables it, else ``~/.cache/tsgu/kernels``): numba's cache files are pickles,
+so a file is loaded only when no one else could have written it, and a folder
+another user could write is refused with a warning (the kernels are then
+compiled in memory). Entries are keyed by this file's SHA-256 and the CPU, so
+a new process loads the kernels instead of compiling them, never stale code.
 """
 
 from __future__ import annotations
@@ -13,9 +16,26 @@ from typing import Any
 import numba
 import numpy as np
 
-jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+from tsgu_backends.numba_cache import attach_trusted_cache
+
+KERNELS: list[Any] = []  # every dispatcher below, given the trusted disk cache at the end of this module
+
+
+def _kernel(**options: Any) -> Any:
+    """``numba.njit(**options)`` that also lists the dispatcher in :data:`KERNELS` (no ``cache=True``: numba's own
+    cache folder is next to this file or user-wide, and loads any pickle found there)."""
+
+    def decorate(function: Any) -> Any:
+        dispatcher = numba.njit(**options)(function)
+        KERNELS.append(dispatcher)
+        return dispatcher
+
+    return decorate
+
+
+jit = _kernel(nogil=True, error_model="numpy")
 # reassociation lets the dense inner products vectorize; no assumption about NaN or infinities
-vectorized = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
+vectorized = _kernel(nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
 
 
 @jit
@@ -297,3 +317,6 @@ def gather(cptr: Any, crows: Any, z_low: Any, z_up: Any, z_diag: Any, a: Any, b:
                 hi = mid
         out[t] = z_low[lo] if i > j else z_up[lo]
     return out
+
+
+CACHE = attach_trusted_cache(KERNELS, what="selected inversion (slogdet's gradient)", stacklevel=1)

@@ -57,8 +57,9 @@ def _dot(u, v, out, k, w):  # type: ignore[no-untyped-def]
     acc = np.zeros(w, dtype=u.dtype)
     U, V = _rows(u, w), _rows(v, w)
     for i in range(U.shape[0]):
+        ur, vr = U[i], V[i]
         for j in range(w):
-            acc[j] += U[i, j] * V[i, j]
+            acc[j] += ur[j] * vr[j]
     body = U.size
     for i in range(body, u.shape[0]):
         acc[i - body] += u[i] * v[i]
@@ -71,10 +72,12 @@ def _dot2(u, v, x, y, out1, out2, k, w):  # type: ignore[no-untyped-def]
     a1 = np.zeros(w, dtype=u.dtype)
     a2 = np.zeros(w, dtype=u.dtype)
     U, V, X, Y = _rows(u, w), _rows(v, w), _rows(x, w), _rows(y, w)
-    for i in range(U.shape[0]):
+    for i in range(U.shape[0]):  # two loops per row (in L1): each few enough arrays for LLVM's alias checks
+        ur, vr, xr, yr = U[i], V[i], X[i], Y[i]
         for j in range(w):
-            a1[j] += U[i, j] * V[i, j]
-            a2[j] += X[i, j] * Y[i, j]
+            a1[j] += ur[j] * vr[j]
+        for j in range(w):
+            a2[j] += xr[j] * yr[j]
     body = U.size
     for i in range(body, u.shape[0]):
         a1[i - body] += u[i] * v[i]
@@ -90,9 +93,10 @@ def _axpy_norm(r, a, z, norm, k, w):  # type: ignore[no-untyped-def]
     acc = np.zeros(w, dtype=r.dtype)
     R, Z = _rows(r, w), _rows(z, w)
     for i in range(R.shape[0]):
+        rr_, zr = R[i], Z[i]
         for j in range(w):
-            x = R[i, j] - al[j] * Z[i, j]
-            R[i, j] = x
+            x = rr_[j] - al[j] * zr[j]
+            rr_[j] = x
             acc[j] += x * x
     body = R.size
     for i in range(body, r.shape[0]):
@@ -110,10 +114,11 @@ def _cg_update(x, p, z, a, b, k, w):  # type: ignore[no-untyped-def]
     be = _lanes(b, k, w)
     X, P, Z = _rows(x, w), _rows(p, w), _rows(z, w)
     for i in range(X.shape[0]):
+        xr, pr, zr = X[i], P[i], Z[i]
         for j in range(w):
-            q = P[i, j]
-            X[i, j] += al[j] * q
-            P[i, j] = Z[i, j] + be[j] * q
+            q = pr[j]
+            xr[j] += al[j] * q
+            pr[j] = zr[j] + be[j] * q
     body = X.size
     for i in range(body, x.shape[0]):
         j = i - body
@@ -200,8 +205,9 @@ def bicg_direction(  # type: ignore[no-untyped-def]
         p, v, r = P[o : o + n * k], V[o : o + n * k], R[o : o + n * k]
         P2, V2, R2 = _rows(p, w), _rows(v, w), _rows(r, w)
         for i in range(P2.shape[0]):
+            pr, vr, rr_ = P2[i], V2[i], R2[i]
             for j in range(w):
-                P2[i, j] = (P2[i, j] - V2[i, j] * om[j]) * be[j] + R2[i, j]
+                pr[j] = (pr[j] - vr[j] * om[j]) * be[j] + rr_[j]
         body = P2.size
         for i in range(body, n * k):
             j = i - body
@@ -256,14 +262,16 @@ def bicg_finish(  # type: ignore[no-untyped-def]
         a2 = np.zeros(w, dtype=R.dtype)
         T2, R2, X2 = _rows(t, w), _rows(r, w), _rows(x, w)
         PH, SH, RH = _rows(ph, w), _rows(sh, w), _rows(rh, w)
-        for i in range(T2.shape[0]):
+        for i in range(T2.shape[0]):  # three loops per row (in L1), as in _dot2; X first: Ŝ may be R
+            xr, pr, sr, tr, rr_, hr = X2[i], PH[i], SH[i], T2[i], R2[i], RH[i]
             for j in range(w):
-                y = X2[i, j] + PH[i, j] * al[j]
-                X2[i, j] = y + SH[i, j] * om[j]
-                z = R2[i, j] - T2[i, j] * om[j]
-                R2[i, j] = z
+                xr[j] = (xr[j] + pr[j] * al[j]) + sr[j] * om[j]
+            for j in range(w):
+                rr_[j] = rr_[j] - tr[j] * om[j]
+            for j in range(w):
+                z = rr_[j]
                 a1[j] += z * z
-                a2[j] += RH[i, j] * z
+                a2[j] += hr[j] * z
         body, total = T2.size, n * k
         for i in range(body, total):
             j = i - body
