@@ -61,6 +61,18 @@ SLOW = {
     # numbers (test_demo_recovers_the_field_quietly runs the demo and checks what it recovers)
     "test_cli.py::test_progress_bar_only_on_a_terminal_and_not_when_quiet",
     "test_cli.py::test_demo_prints_no_warning",
+    # the CLI's exit 1 on a failed solve is checked by test_singular_matrix_exits_1 (an unconverged solve's
+    # ConvergenceError is checked in-process); complex support in `tsgu info`/`explain` output; the demo's
+    # table when every backend fails (9, 6 and 4 CPU-s of subprocesses importing torch)
+    "test_cli.py::test_unconverged_solve_exits_1",
+    "test_cli.py::test_info_and_explain_show_complex_support",
+    "test_cli.py::test_demo_shows_failing_backends_and_exits_1_when_all_fail",
+    # did-you-mean through the command line: test_typos_get_did_you_mean checks the same suggestions in-process,
+    # and test_an_unknown_option_lists_the_accepted_ones_one_per_line the CLI's formatting
+    "test_errors_wave3.py::test_a_mistyped_method_or_backend_gets_a_suggestion_on_the_command_line",
+    # forward-mode gradcheck through jax (7 CPU-s): the traced operator is the same op whatever backend solves
+    # inside it; the torch and scipy cases stay, and the kit checks jax's gradients in reverse mode
+    "test_traced.py::test_gradcheck_with_forward_ad[jax]",
     # the real-world matrices: one general (recirc_flow) and one SPD (airfoil) stay, against dense
     "test_gallery.py::test_gallery_matrix_solution_and_gradients[local_disc_galerkin_diffusion-general]",
     "test_gallery.py::test_gallery_matrix_solution_and_gradients[unit_cube-spd]",
