@@ -118,6 +118,10 @@ SLOW = {
 """Node ids (``file.py::test_name``, or with ``[id]``) of costly tests whose point the default run checks elsewhere."""
 
 
+_FD_CHECKS = {"gradcheck", "gradgradcheck", "triangular-gradcheck", "lstsq-gradcheck"}
+"""The conformance kit's finite-difference checks (``torch.autograd.gradcheck``/``gradgradcheck``)."""
+
+
 def _value_key(value):
     return str(value) if isinstance(value, torch.dtype) else repr(value)
 
@@ -131,7 +135,11 @@ def _axes(item):
             # the whole kit covers layouts, right-hand sides and dtypes for each method × check; a rerun of the kit
             # with an option on (fused, ilu0) covers them once over all its methods
             own = method if item.path.name == "test_conformance.py" else ()
-            return {method, ("layout", value.layout, own), ("rhs", value.rhs, own), ("dtype", value.dtype, own)}
+            # a finite-difference check re-derives the gradient that "reference" compares exactly on every layout
+            # and right-hand side: it covers its dtypes (real and complex), and layouts and right-hand sides once
+            # over the method's finite-difference checks
+            shape = (value.backend, value.method, value.device, "fd") if own and value.check in _FD_CHECKS else own
+            return {method, ("layout", value.layout, shape), ("rhs", value.rhs, shape), ("dtype", value.dtype, own)}
     axes = set()
     if "backend" in params and "method" in params:
         axes.add(("backend-method", _value_key(params.pop("backend")), _value_key(params.pop("method"))))
