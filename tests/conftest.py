@@ -135,8 +135,10 @@ def _axes(item):
     params = dict(item.callspec.params)
     for value in params.values():
         if isinstance(value, Case):
-            if value.check == "gradgradcheck" and value.dtype.startswith("complex") and item.path.name.startswith(
-                "test_conformance"
+            if (
+                value.check == "gradgradcheck"
+                and value.dtype.startswith("complex")
+                and item.path.name.startswith("test_conformance")
             ):
                 # complex second derivatives: slow (the default run checks each method's complex gradients by
                 # gradcheck and "reference", and its second derivatives by gradgradcheck in float64)
