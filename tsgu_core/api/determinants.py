@@ -16,7 +16,6 @@ that declares the capability
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 import torch
@@ -24,7 +23,7 @@ import torch
 from tsgu_core.base.quiet import quietly
 from tsgu_core.base.transforms import outside_graphs
 from tsgu_core.engine.pipeline import Plan, matrix_values, plan, split_by_pattern
-from tsgu_core.engine.prepared import PreparedSolve, _call
+from tsgu_core.engine.prepared import PreparedSolve
 from tsgu_core.engine.request import SolveRequest
 from tsgu_core.errors import (
     InvalidArgumentError,
@@ -33,7 +32,7 @@ from tsgu_core.errors import (
     SingularMatrixError,
     UnknownMethodError,
 )
-from tsgu_core.plugins.protocol import SelectedInversionBackend, SolverBackend
+from tsgu_core.plugins.protocol import SolverBackend
 from tsgu_core.plugins.select import select
 from tsgu_core.sparse.batch import MemberGroup, group_by_pattern
 from tsgu_core.sparse.pattern import SparsePattern
@@ -79,24 +78,15 @@ def _prepare(the_plan: Plan, A: torch.Tensor) -> PreparedSolve | None:
         return None
 
 
-def _states(prepared: PreparedSolve) -> list[Any]:
-    return [prepared.state] if prepared.member_states is None else prepared.member_states
-
-
 def _backend_logdet(prepared: PreparedSolve) -> tuple[torch.Tensor, torch.Tensor]:
-    backend: SelectedInversionBackend[Any] = prepared.backend  # type: ignore[assignment]
-    pairs = [_call(backend, prepared.spec, "logdet()", partial(backend.logdet, s)) for s in _states(prepared)]
+    pairs: list[tuple[torch.Tensor, torch.Tensor]] = prepared.capability("logdet()", "logdet")
     if prepared.member_states is None:
         return pairs[0]
     return torch.stack([s for s, _ in pairs]), torch.stack([v for _, v in pairs])
 
 
 def _backend_entries(prepared: PreparedSolve, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    backend: SelectedInversionBackend[Any] = prepared.backend  # type: ignore[assignment]
-    parts = [
-        _call(backend, prepared.spec, "selected_inverse()", partial(backend.selected_inverse, s, rows, cols))
-        for s in _states(prepared)
-    ]
+    parts = prepared.capability("selected_inverse()", "selected_inverse", rows, cols)
     return parts[0] if prepared.member_states is None else torch.stack(parts)
 
 

@@ -33,6 +33,7 @@ prepared states never wait for each other.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -170,6 +171,18 @@ class PreparedSolve:
                 return one(self.state, B, x0)
             results = [one(state, B[i], None if x0 is None else x0[i]) for i, state in enumerate(self.member_states)]
         return torch.stack([X for X, _ in results]), merge_reports(report for _, report in results)
+
+    def capability(self, what: str, name: str, *args: Any) -> list[Any]:
+        """The backend's capability method ``name`` (e.g. ``"logdet"``) on each state: one result, or one per member.
+
+        Called like a solve: an unexpected exception becomes :class:`BackendError` naming ``what``, and the
+        state's lock is held unless the backend declared itself thread-safe (a factorization shared by threads
+        serves a log-determinant or a selected inverse while others solve with it).
+        """
+        function = getattr(self.backend, name)
+        states = [self.state] if self.member_states is None else self.member_states
+        with contextlib.nullcontext() if runs_concurrently(self.backend) else self._lock:
+            return [_call(self.backend, self.spec, what, functools.partial(function, s, *args)) for s in states]
 
     def _checked(self, result: Any, B: torch.Tensor) -> tuple[torch.Tensor, BackendReport]:
         """``result`` if it is ``(X, BackendReport)`` with ``X`` like ``B``, else :class:`BackendContractError`."""
