@@ -390,3 +390,34 @@ def test_default_cpu_direct_solver_follows_the_measured_rule():
         assert selection.backend == "pardiso" and "3-D-like" in selection.reason, str(selection)
     # an explicit choice is never overridden
     assert tsgu_core.explain(small, backend="pardiso").backend == "pardiso"
+
+
+def test_default_solver_rule_measures_a_pattern_once_and_reads_coo_and_csr_alike(monkeypatch):
+    """Between the two classes' thresholds the rule looks at the pattern: once per A, for COO as for CSR."""
+    _available("pardiso")
+    _available("scipy")
+    from tsgu_backends.pardiso_backend import backend as pardiso
+    from tsgu_core.testing import poisson_2d
+
+    threshold = pardiso.DEFAULT_FROM["3-D-like"]
+    if (
+        threshold is None
+        or pardiso.DEFAULT_FROM["2-D-like"] in (None,)
+        or threshold >= pardiso.DEFAULT_FROM["2-D-like"]
+    ):
+        pytest.skip("needs a measured 3-D threshold below the 2-D one (benchmarks/results/default_direct.md)")
+    calls = []
+    measure = pardiso.mesh_dimension
+    monkeypatch.setattr(pardiso, "mesh_dimension", lambda crow, col: calls.append(1) or measure(crow, col))
+    m2 = next(m for m in range(4, 2000) if m * m >= threshold)  # a 2-D grid above the 3-D threshold: SuperLU
+    m3 = next(m for m in range(4, 200) if m**3 >= threshold)  # a 3-D grid at it: PARDISO
+    for layout in ("csr", "coo"):
+        flat = poisson_2d(m2, dtype=torch.float64)
+        flat = flat.to_sparse_csr() if layout == "csr" else flat.to_sparse_coo().coalesce()
+        cube = _poisson_3d(m3)
+        cube = cube if layout == "csr" else cube.to_sparse_coo().coalesce()
+        calls.clear()
+        for _ in range(3):
+            assert tsgu_core.explain(flat).backend == "scipy"
+            assert tsgu_core.explain(cube).backend == "pardiso"
+        assert len(calls) == 2, f"{layout}: the pattern was measured {len(calls)} times for 6 selections"

@@ -519,21 +519,27 @@ def mesh_dimension(crow: Any, col: Any) -> tuple[float, int]:
     return float(np.log2(far / near)), diameter
 
 
-_DIMENSIONS: collections.OrderedDict[tuple[int, ...], tuple[float, int]] = collections.OrderedDict()
+_DIMENSIONS: collections.OrderedDict[tuple[object, ...], tuple[float, int]] = collections.OrderedDict()
 _DIMENSIONS_LOCK = threading.Lock()
 
 
-def _cached_dimension(crow: torch.Tensor, col: torch.Tensor) -> tuple[float, int]:
-    """:func:`mesh_dimension` of these index tensors, remembered for the last 16 patterns seen.
+def _cached_dimension(A: torch.Tensor) -> tuple[float, int]:
+    """:func:`mesh_dimension` of ``A``'s pattern (a batch: its first member's), remembered for the last 16 patterns.
 
-    Keyed on the tensors' storage, version and sizes: a loop that rebuilds ``A`` from the same index tensors
-    measures once. (A stale hit could only change which correct solver is chosen, never a result.)
+    Keyed on ``A``'s own index tensors (storage, version and sizes) before any conversion, so a loop that solves
+    with the same ``A`` — or rebuilds it from the same index tensors — measures once, COO or CSR. (A stale hit
+    could only change which correct solver is chosen, never a result.)
     """
-    key = (crow.data_ptr(), col.data_ptr(), crow._version, col._version, crow.numel(), col.numel())
+    indices = (A._indices(),) if A.layout == torch.sparse_coo else (A.crow_indices(), A.col_indices())
+    key = (A.layout, *((i.data_ptr(), i._version, i.numel()) for i in indices))
     with _DIMENSIONS_LOCK:
         if key in _DIMENSIONS:
             _DIMENSIONS.move_to_end(key)
             return _DIMENSIONS[key]
+    if A.layout == torch.sparse_coo:
+        A = A.detach().coalesce()
+        A = (A if A.dim() == 2 else A[0].coalesce()).to_sparse_csr()
+    crow, col = (A.crow_indices(), A.col_indices()) if A.dim() == 2 else (A.crow_indices()[0], A.col_indices()[0])
     found = mesh_dimension(crow.numpy(), col.numpy())
     with _DIMENSIONS_LOCK:
         _DIMENSIONS[key] = found
@@ -578,11 +584,7 @@ class PardisoBackend:
             return 90, f"n = {n}: SuperLU is faster below n = {min(thresholds, default=0)} ({RULE_SOURCE})"
         if None not in DEFAULT_FROM.values() and n >= max(thresholds):  # above every class's threshold
             return self.priority, f"n = {n} ≥ {max(thresholds)}: PARDISO is faster for any pattern ({RULE_SOURCE})"
-        if A.layout == torch.sparse_coo:  # (a batch: its first member's pattern)
-            A = A.detach().coalesce()
-            A = (A if A.dim() == 2 else A[0].coalesce()).to_sparse_csr()
-        crow, col = (A.crow_indices(), A.col_indices()) if A.dim() == 2 else (A.crow_indices()[0], A.col_indices()[0])
-        dimension, diameter = _cached_dimension(crow, col)
+        dimension, diameter = _cached_dimension(A)
         kind = "2-D-like" if dimension < PLANAR_BELOW else "3-D-like"
         threshold = DEFAULT_FROM[kind]
         shape = f"a {kind} pattern (mesh dimension {dimension:.2g} from diameter {diameter})"
