@@ -3,7 +3,8 @@
 Every module is parsed with :mod:`ast` (nothing is imported): every ``import`` counts, also those inside
 functions, except under ``if TYPE_CHECKING:``. ``from tsgu_core import X`` counts as an import of the module
 that defines ``X`` (the lazy ``_WHERE`` map of ``tsgu_core/__init__.py``). The layers of ``tsgu_core``, bottom
-up: errors → base → plugins → sparse → engine → api (and ``tsgu_core.nn``, its public alias) → cli, testing,
+up: errors → base → plugins → sparse → engine → api (and ``tsgu_core.nn``, its public alias, and
+``tsgu_core.distributions``) → cli, testing,
 examples. ``tsgu_core`` never imports ``tsgu_backends``.
 """
 
@@ -24,6 +25,7 @@ LAYERS = {
     "tsgu_core.engine": 4,
     "tsgu_core.api": 5,
     "tsgu_core.nn": 5,
+    "tsgu_core.distributions": 5,
     "tsgu_core.cli": 6,
     "tsgu_core.testing": 6,
     "tsgu_core.examples": 6,

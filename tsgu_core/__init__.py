@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # eager for type checkers; at run time each name loads on fir
     from tsgu_core.api.lstsq import lstsq
     from tsgu_core.api.solve import solve, solve_values
     from tsgu_core.api.triangular import triangular_solve
+    from tsgu_core.distributions.gmrf import GaussianMarkovRandomField
     from tsgu_core.engine.autograd import SparseSolveFunction
     from tsgu_core.errors import (
         BackendContractError,
@@ -32,6 +33,7 @@ if TYPE_CHECKING:  # eager for type checkers; at run time each name loads on fir
         InvalidOptionError,
         LayoutError,
         NonFiniteError,
+        NotPositiveDefiniteError,
         PerformanceWarning,
         PluginLoadError,
         SecondDerivativeError,
@@ -57,6 +59,7 @@ if TYPE_CHECKING:  # eager for type checkers; at run time each name loads on fir
         DistributedBackend,
         MethodSpec,
         Option,
+        SamplingBackend,
         SelectedInversionBackend,
         SolveOptions,
         SolverBackend,
@@ -97,6 +100,7 @@ _WHERE = {
     "InvalidOptionError": "tsgu_core.errors",
     "LayoutError": "tsgu_core.errors",
     "NonFiniteError": "tsgu_core.errors",
+    "NotPositiveDefiniteError": "tsgu_core.errors",
     "PluginLoadError": "tsgu_core.errors",
     "SecondDerivativeError": "tsgu_core.errors",
     "ShapeError": "tsgu_core.errors",
@@ -111,6 +115,7 @@ _WHERE = {
     "UnknownOptionError": "tsgu_core.errors",
     "UnsupportedDeviceError": "tsgu_core.errors",
     "Factorization": "tsgu_core.api.factorize",
+    "GaussianMarkovRandomField": "tsgu_core.distributions.gmrf",
     "factorize": "tsgu_core.api.factorize",
     "hookimpl": "tsgu_core.plugins.hookspecs",
     "hookspec": "tsgu_core.plugins.hookspecs",
@@ -129,6 +134,7 @@ _WHERE = {
     "DistributedBackend": "tsgu_core.plugins.protocol",
     "MethodSpec": "tsgu_core.plugins.protocol",
     "Option": "tsgu_core.plugins.protocol",
+    "SamplingBackend": "tsgu_core.plugins.protocol",
     "SelectedInversionBackend": "tsgu_core.plugins.protocol",
     "SolveOptions": "tsgu_core.plugins.protocol",
     "SolverBackend": "tsgu_core.plugins.protocol",
@@ -193,14 +199,17 @@ __all__ = [
     "DistributedBackend",
     "DtypeMismatchError",
     "Factorization",
+    "GaussianMarkovRandomField",
     "InvalidArgumentError",
     "InvalidOptionError",
     "LayoutError",
     "MethodSpec",
     "NonFiniteError",
+    "NotPositiveDefiniteError",
     "Option",
     "PerformanceWarning",
     "PluginLoadError",
+    "SamplingBackend",
     "SecondDerivativeError",
     "SelectedInversionBackend",
     "Selection",

@@ -26,6 +26,7 @@ __all__ = [
     "InvalidOptionError",
     "LayoutError",
     "NonFiniteError",
+    "NotPositiveDefiniteError",
     "PerformanceWarning",
     "PluginLoadError",
     "SecondDerivativeError",
@@ -106,6 +107,16 @@ class DeviceMismatchError(TsguError, ValueError):
 
 class StructureError(TsguError, ValueError):
     """``A``'s stored pattern contradicts what was declared (e.g. not triangular on the declared side)."""
+
+
+class NotPositiveDefiniteError(StructureError):
+    """A matrix that must be symmetric positive definite (e.g. a Gaussian's precision) is not.
+
+    Raised when it is visibly not symmetric, or when its factorization meets a
+    pivot that is not positive (it is indefinite, or singular). Subclasses
+    :class:`StructureError`, so ``except StructureError`` (and ``ValueError``)
+    catch it too.
+    """
 
 
 class NonFiniteError(TsguError, ValueError):

@@ -13,6 +13,7 @@ from tsgu_core import MethodSpec, Option
 
 __all__ = [
     "CUPY_METHODS",
+    "LDLT_OPTIONS",
     "LIBRARY_KEYWORDS",
     "SCIPY_METHODS",
     "SUPERLU_OPTIONS",
@@ -28,6 +29,15 @@ SUPERLU_OPTIONS = {
     "options": Option("further SuperLU options, e.g. {'Equil': False}", type=dict),
 }
 """SuperLU's own options, passed to ``splu`` when set."""
+
+LDLT_OPTIONS = {
+    "permc_spec": Option(
+        "symmetric fill-reducing ordering", type=str, default="MMD_AT_PLUS_A", choices=("MMD_AT_PLUS_A", "NATURAL")
+    ),
+    "relax": SUPERLU_OPTIONS["relax"],
+    "panel_size": SUPERLU_OPTIONS["panel_size"],
+}
+"""The ``ldlt`` method's options: SuperLU's symmetric orderings and expert options (its pivoting is fixed)."""
 
 LIBRARY_KEYWORDS = ("restart", "inner_m", "outer_k", "shift", "M1", "M2")
 """Declared options that go to the library's solver as keywords of the same name."""
@@ -80,6 +90,16 @@ SCIPY_METHODS: dict[str, MethodSpec] = {
         "spsolve's SuperLU path, factorized once so that the backward reuses it (spsolve itself cannot)",
         batched=True,
         complex=True,
+    ),
+    "ldlt": MethodSpec(
+        "ldlt",
+        "direct",
+        "spd",
+        LDLT_OPTIONS,
+        "A = Pᵀ L D Lᵀ P for a symmetric positive definite A (SuperLU, symmetric ordering, no pivoting); "
+        "refuses an A that is not positive definite; log-determinants, selected inverses, Gaussian sampling",
+        selected_inversion=True,
+        sampling=True,
     ),
     "cg": _iterative("cg", "spd", "conjugate gradients (A symmetric positive definite)"),
     "cgs": _iterative("cgs", "general", "conjugate gradients squared (erratic; may stall near 1e-11 in float64)"),

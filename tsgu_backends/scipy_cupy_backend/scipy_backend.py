@@ -13,6 +13,7 @@ from tsgu_backends.scipy_cupy_backend.iterative import solve_columns
 from tsgu_backends.scipy_cupy_backend.methods import SCIPY_METHODS, library_keywords, superlu_keywords
 from tsgu_backends.scipy_cupy_backend.operators import Operators, TriangularState
 from tsgu_backends.scipy_cupy_backend.preconditioners import PreconditionerPair, build_preconditioner
+from tsgu_backends.scipy_cupy_backend.sampling import LdltState, factorize_ldlt
 from tsgu_backends.scipy_cupy_backend.selinv import factor_logdet, selected_inverse_of_factors, verified
 from tsgu_core import (
     Availability,
@@ -265,7 +266,7 @@ class _LeastSquares:
         return result.Z.to(Z.dtype), BackendReport(result.iterations, result.converged, result.message, result.history)
 
 
-_State = _Direct | _Iterative | _Triangular | _LeastSquares
+_State = _Direct | _Iterative | _Triangular | _LeastSquares | LdltState
 
 
 def _scipy_least_squares(method: str, conlim: float | None) -> Any:
@@ -323,6 +324,10 @@ class ScipyBackend:
     * ``splu`` states give log-determinants and selected inverses
       (:class:`~tsgu_core.plugins.protocol.SelectedInversionBackend`), from
       the SuperLU factors (:mod:`tsgu_backends.scipy_cupy_backend.selinv`).
+    * ``ldlt`` (SPD ``A`` only) factorizes ``A = Pᵀ L D Lᵀ P`` with SuperLU
+      and refuses an ``A`` that is not positive definite; its states also
+      draw Gaussian samples (:class:`~tsgu_core.plugins.protocol.SamplingBackend`,
+      :mod:`tsgu_backends.scipy_cupy_backend.sampling`).
 
     Examples
     --------
@@ -360,6 +365,8 @@ class ScipyBackend:
             if method == "augmented_splu":
                 state.factors = self._factorize_augmented(matrix, superlu_keywords(extra))
             return state
+        if spec.sampling:  # ldlt: A = Pᵀ L D Lᵀ P, refused unless positive definite
+            return factorize_ldlt(matrix, extra)
         if spec.kind == "direct":
             return _Direct([factorize_member(matrix, superlu_keywords(extra))], batched=False)
         if extra.get("preconditioner") == "ilu" and spec.assumes != "general":
@@ -412,6 +419,8 @@ class ScipyBackend:
 
     def logdet(self, state: _State) -> tuple[torch.Tensor, torch.Tensor]:
         """``(sign, log|det A|)`` from the SuperLU factors: ``Σ log|U_kk|`` and the permutations' parities."""
+        if isinstance(state, LdltState):
+            return state.logdet()
         direct = self._direct(state)
         factors = [verified(member) for member in direct.members]
         dtype = torch.from_numpy(factors[0].U.data[:0]).dtype
@@ -422,7 +431,15 @@ class ScipyBackend:
 
     def selected_inverse(self, state: _State, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         """Entries of ``A⁻¹`` by the Takahashi recurrences on the SuperLU factors (:mod:`.selinv`)."""
+        if isinstance(state, LdltState):
+            return state.selected_inverse(rows, cols)
         direct = self._direct(state)
         r, c = rows.numpy(), cols.numpy()
         values = [torch.from_numpy(selected_inverse_of_factors(verified(m), r, c)) for m in direct.members]
         return torch.stack(values) if direct.batched else values[0]
+
+    def precision_sample(self, state: _State, Z: torch.Tensor) -> torch.Tensor:
+        """``S Z`` with ``S Sᵀ = A⁻¹`` from an ``ldlt`` factor (:mod:`.sampling`)."""
+        if not isinstance(state, LdltState):
+            raise BackendContractError(f"only ldlt states draw samples, got {type(state).__name__}")
+        return state.precision_sample(Z)

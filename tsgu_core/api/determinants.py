@@ -38,28 +38,53 @@ from tsgu_core.sparse.batch import MemberGroup, group_by_pattern
 from tsgu_core.sparse.pattern import SparsePattern
 from tsgu_core.sparse.validate import check_finite, check_matrix
 
-__all__ = ["diagonal_of_inverse", "logdet", "selected_inverse", "slogdet"]
+__all__ = [
+    "capability_plan",
+    "diagonal_of_inverse",
+    "inverse_entries",
+    "logdet",
+    "selected_inverse",
+    "slogdet",
+    "slogdet_prepared",
+]
 
 _CAPABILITY = "selected_inversion"
 
 
+_GIVES = {"selected_inversion": "log-determinants or selected inverses", "sampling": "Gaussian samples"}
+
+
 def _plan(A: torch.Tensor, backend: str | SolverBackend[Any] | None, method: str | None, options: Any) -> Plan:
     """The backend and method (one declared ``selected_inversion``) for ``A``, with checked options."""
-    selection = select(backend, A.device.type, method, capability=_CAPABILITY, dtype=A.dtype)
+    return capability_plan(A, _CAPABILITY, backend, method, options)
+
+
+def capability_plan(
+    A: torch.Tensor, capability: str, backend: str | SolverBackend[Any] | None, method: str | None, options: Any
+) -> Plan:
+    """The backend and method for ``A`` that offer ``capability``, with checked options.
+
+    ``capability="selected_inversion"``: a method declared ``selected_inversion``;
+    ``"sampling"``: one declared both ``sampling`` and ``selected_inversion``
+    (what :class:`tsgu_core.distributions.GaussianMarkovRandomField` needs). Without
+    ``method``, the backend's default method if it offers it, else its first one that does.
+    """
+    selection = select(backend, A.device.type, method, capability=capability, dtype=A.dtype)
     own = selection.entry.backend
-    capable = [name for name, spec in own.methods.items() if getattr(spec, "selected_inversion", False)]
+    flags = {capability, _CAPABILITY}
+    capable = [name for name, spec in own.methods.items() if all(getattr(spec, flag, False) for flag in flags)]
     chosen = selection.method
     if chosen not in capable:
         if method is not None:
             raise UnknownMethodError(
-                f"backend {selection.backend!r}, method {method!r} gives no log-determinants or selected inverses; "
+                f"backend {selection.backend!r}, method {method!r} gives no {_GIVES[capability]}; "
                 f"its methods that do: {capable}",
                 method=method,
                 valid=capable,
             )
         chosen = own.default_method if own.default_method in capable else capable[0]
     request = SolveRequest.of(backend if backend is not None else selection.backend, chosen, options=options)
-    return plan(request, A, capability=_CAPABILITY)
+    return plan(request, A, capability=capability)
 
 
 def _member_order(groups: list[MemberGroup]) -> torch.Tensor:
@@ -88,6 +113,23 @@ def _backend_logdet(prepared: PreparedSolve) -> tuple[torch.Tensor, torch.Tensor
 def _backend_entries(prepared: PreparedSolve, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     parts = prepared.capability("selected_inverse()", "selected_inverse", rows, cols)
     return parts[0] if prepared.member_states is None else torch.stack(parts)
+
+
+def slogdet_prepared(prepared: PreparedSolve, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`slogdet` of the ``A`` that ``prepared`` holds, for a front door that keeps one prepared state.
+
+    ``values`` are ``A``'s stored values in ``prepared.pattern``'s order (e.g.
+    from :func:`~tsgu_core.engine.pipeline.matrix_values`); the result is
+    differentiable in them exactly as :func:`slogdet` is (the backward reads
+    the selected inverse from the same state).
+    """
+    result: tuple[torch.Tensor, torch.Tensor] = _SlogdetFunction.apply(values, prepared)
+    return result
+
+
+def inverse_entries(prepared: PreparedSolve, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """``(A⁻¹)[rows, cols]`` from a prepared state of a method declared ``selected_inversion`` (not differentiable)."""
+    return _backend_entries(prepared, rows, cols)
 
 
 class _SlogdetFunction(torch.autograd.Function):

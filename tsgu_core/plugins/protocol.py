@@ -46,6 +46,9 @@ Rules of the contract
 * A backend whose prepared states (of methods declared
   ``selected_inversion=True``) can give ``log|det A|`` and entries of ``A⁻¹``
   also implements :class:`SelectedInversionBackend` (two more methods).
+* A backend whose prepared states (of methods declared ``sampling=True``)
+  can draw Gaussian samples with precision ``A`` also implements
+  :class:`SamplingBackend` (one more method).
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ __all__ = [
     "MethodSpec",
     "Operation",
     "Option",
+    "SamplingBackend",
     "SelectedInversionBackend",
     "SolveOptions",
     "SolverBackend",
@@ -281,6 +285,16 @@ class MethodSpec:
         :meth:`SelectedInversionBackend.selected_inverse` (the backend must
         implement that protocol); :func:`tsgu_core.slogdet` and
         :func:`tsgu_core.selected_inverse` choose among such methods only.
+    sampling : bool
+        The state ``prepare`` returns for this method also serves
+        :meth:`SamplingBackend.precision_sample` (the backend must implement
+        that protocol). Such a method assumes ``"spd"`` and its ``prepare``
+        refuses an ``A`` that is not positive definite:
+        :class:`~tsgu_core.errors.NotPositiveDefiniteError` (or
+        :class:`~tsgu_core.errors.SingularMatrixError` for an exactly singular
+        one). :class:`tsgu_core.distributions.GaussianMarkovRandomField`
+        chooses among methods declared both ``sampling`` and
+        ``selected_inversion``.
     """
 
     name: str
@@ -293,6 +307,7 @@ class MethodSpec:
     priority: int | None = None
     complex: bool = False
     selected_inversion: bool = False
+    sampling: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in ("direct", "iterative"):
@@ -302,6 +317,10 @@ class MethodSpec:
         if self.assumes not in ("general", "symmetric", "spd"):
             raise BackendContractError(
                 f"MethodSpec {self.name!r}: assumes must be 'general', 'symmetric' or 'spd', got {self.assumes!r}"
+            )
+        if self.sampling and self.assumes != "spd":
+            raise BackendContractError(
+                f"MethodSpec {self.name!r}: a method declared sampling=True must assume 'spd', got {self.assumes!r}"
             )
         if self.operation not in ("solve", "triangular", "lstsq"):
             raise BackendContractError(
@@ -547,5 +566,35 @@ class SelectedInversionBackend(SolverBackend[StateT], Protocol):
 
         In ``A``'s dtype and on its device. The entries of ``A⁻ᵀ`` are the
         same entries with ``rows`` and ``cols`` swapped.
+        """
+        ...
+
+
+@runtime_checkable
+class SamplingBackend(SolverBackend[StateT], Protocol):
+    r"""A backend whose prepared states also draw Gaussian samples with precision ``A`` (a capability).
+
+    Only states prepared by a method declared ``sampling=True``
+    (:class:`MethodSpec`) from one ``(n, n)`` ``A`` are handed to
+    :meth:`precision_sample` (the core prepares a batch member by member
+    for it). Such a ``prepare`` has factorized a symmetric positive definite
+    ``A`` with a fill-reducing symmetric permutation ``P``,
+
+    .. math:: A = P^{\mathsf T} L D L^{\mathsf T} P
+
+    (``L`` unit lower triangular, ``D`` diagonal and positive), and refused any
+    other ``A`` with :class:`~tsgu_core.errors.NotPositiveDefiniteError` (an
+    exactly singular one: :class:`~tsgu_core.errors.SingularMatrixError`).
+    :class:`tsgu_core.distributions.GaussianMarkovRandomField` draws
+    ``x = μ + S z`` from it.
+    """
+
+    def precision_sample(self, state: StateT, Z: torch.Tensor) -> torch.Tensor:
+        """``S Z`` for ``Z`` of shape ``(n, k)``, with ``S = Pᵀ L⁻ᵀ D^{-1/2}``, so that ``S Sᵀ = A⁻¹``.
+
+        For ``Z`` of independent standard normal entries the columns of
+        ``S Z`` are independent draws from ``N(0, A⁻¹)``. Exact to rounding
+        (triangular solves with the factor; never a dense ``A⁻¹`` or an
+        iterative approximation). In ``Z``'s shape, dtype and device.
         """
         ...

@@ -22,7 +22,7 @@ from tsgu_core.errors import (
     UnsupportedDeviceError,
     did_you_mean,
 )
-from tsgu_core.plugins.protocol import DistributedBackend, SelectedInversionBackend, SolverBackend
+from tsgu_core.plugins.protocol import DistributedBackend, SamplingBackend, SelectedInversionBackend, SolverBackend
 from tsgu_core.plugins.registry import BackendEntry, check_backend, get_entry, list_backends
 
 __all__ = ["Selection", "complex_supporters", "explain", "select", "set_default_backend", "sized_priority"]
@@ -200,10 +200,23 @@ def _capable(entry: BackendEntry, capability: str | None) -> bool:
         return isinstance(backend, SelectedInversionBackend) and any(
             getattr(spec, "selected_inversion", False) for spec in backend.methods.values()
         )
+    if capability == "sampling":  # Gaussian sampling: GaussianMarkovRandomField needs selected inversion too
+        backend = entry.backend
+        return (
+            isinstance(backend, SamplingBackend)
+            and isinstance(backend, SelectedInversionBackend)
+            and any(
+                getattr(spec, "sampling", False) and getattr(spec, "selected_inversion", False)
+                for spec in backend.methods.values()
+            )
+        )
     return capability is None or (capability == "distributed" and isinstance(entry.backend, DistributedBackend))
 
 
-_CAPABILITY_WORDS = {"selected_inversion": "log-determinants and selected inverses (SelectedInversionBackend)"}
+_CAPABILITY_WORDS = {
+    "selected_inversion": "log-determinants and selected inverses (SelectedInversionBackend)",
+    "sampling": "Gaussian sampling with a sparse precision (SamplingBackend and SelectedInversionBackend)",
+}
 
 
 def _named(
