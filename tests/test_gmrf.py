@@ -369,3 +369,14 @@ def test_public_names():
     assert tsgu_core.GaussianMarkovRandomField is GaussianMarkovRandomField
     assert issubclass(NotPositiveDefiniteError, StructureError)
     assert isinstance(tsgu_core.get_backend("scipy"), tsgu_core.SamplingBackend)
+
+
+def test_tsgu_info_lists_the_capability(capsys):
+    from tsgu_core.cli import main
+
+    try:
+        main(["info", "scipy"])
+    except SystemExit as exit_:
+        assert exit_.code in (0, None)
+    ldlt = next(line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("- ldlt"))
+    assert "[slogdet, selected inverse]" in ldlt and "[Gaussian sampling]" in ldlt and "assumes spd" in ldlt

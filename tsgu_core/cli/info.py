@@ -121,6 +121,7 @@ def _method_record(backend: Any, name: str, spec: Any) -> dict[str, Any]:
         "assumes": spec.assumes,
         "complex": bool(getattr(spec, "complex", False)),
         "selected_inversion": bool(getattr(spec, "selected_inversion", False)),
+        "sampling": bool(getattr(spec, "sampling", False)),
         "summary": spec.summary,
         "common_options": list(common) if spec.kind == "iterative" else [],
         "options": [option_record(option, declared) for option, declared in own.items()],
@@ -192,6 +193,7 @@ def run_info(args: argparse.Namespace) -> int:
             flags += f" [{method['operation']}]" if method["operation"] != "solve" else ""
             flags += " [complex]" if method["complex"] else ""
             flags += " [slogdet, selected inverse]" if method["selected_inversion"] else ""
+            flags += " [Gaussian sampling]" if method["sampling"] else ""
             summary = f" — {method['summary']}" if method["summary"] else ""
             print(f"  - {method['name']}{flags}: {method['kind']}, assumes {method['assumes']} A{summary}")
             if method["common_options"]:

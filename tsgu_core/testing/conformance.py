@@ -71,7 +71,18 @@ The checks, each against an independent reference:
     :func:`tsgu_core.slogdet` with its gradient, on nonsymmetric matrices with
     a positive and a negative determinant (float32, float64; complex128 for a
     method declared ``complex``), against dense ``torch.linalg.slogdet``
-    autograd and ``torch.linalg.inv``.
+    autograd and ``torch.linalg.inv`` (an SPD matrix, positive determinant
+    only, for a method that assumes ``"spd"``).
+``sampling``
+    methods declared ``sampling`` (the backend implements
+    :class:`~tsgu_core.plugins.protocol.SamplingBackend`): the backend's
+    ``precision_sample`` on its prepared state gives ``S`` with
+    ``Sᵀ A S = I`` (so ``S Sᵀ = A⁻¹``) in ``Z``'s shape and dtype; its
+    ``prepare`` refuses a symmetric indefinite ``A``
+    (:class:`~tsgu_core.errors.NotPositiveDefiniteError`); and
+    :class:`~tsgu_core.distributions.GaussianMarkovRandomField` with the
+    method gives ``log_prob``, its gradient in the precision's values and
+    ``variance`` as dense torch does (float32, float64; COO and CSR).
 
 Matrices are small (n = 24; n = 6 for the finite-difference checks, whose cost grows with the
 number of entries while what they verify does not), so the whole suite of one method runs in seconds.
@@ -92,20 +103,22 @@ from tsgu_core.api.factorize import factorize
 from tsgu_core.api.lstsq import lstsq
 from tsgu_core.api.solve import solve, solve_values
 from tsgu_core.api.triangular import triangular_solve
+from tsgu_core.distributions.gmrf import GaussianMarkovRandomField
 from tsgu_core.base.quiet import quietly
 from tsgu_core.engine.autograd import adjoint_solve
 from tsgu_core.errors import (
     ComplexNotSupportedError,
     ConvergenceError,
     ConvergenceWarning,
+    NotPositiveDefiniteError,
     SingularMatrixError,
     UnknownOptionError,
 )
 from tsgu_core.plugins.kit.csr import row_indices
 from tsgu_core.plugins.options import resolve_options
-from tsgu_core.plugins.protocol import SelectedInversionBackend
+from tsgu_core.plugins.protocol import SamplingBackend, SelectedInversionBackend
 from tsgu_core.plugins.registry import get_entry, list_backends
-from tsgu_core.testing.matrices import matrix_for, to_layout, triangular_pair
+from tsgu_core.testing.matrices import matrix_for, random_symmetric_indefinite, to_layout, triangular_pair
 
 __all__ = ["CHECKS", "LSTSQ_CHECKS", "SOLVE_CHECKS", "TRIANGULAR_CHECKS", "Case", "conformance_cases", "run_case"]
 
@@ -185,7 +198,7 @@ def _real_variants(check: str, kind: str) -> Iterable[tuple[str, str, str]]:
         return itertools.product(("coo", "csr"), ("matrix",), ("float64",))
     if check == "transforms":
         return [("coo", "matrix", "float64"), ("csr", "vector", "float64")]
-    if check == "selected-inversion":
+    if check in ("selected-inversion", "sampling"):
         return itertools.product(("coo", "csr"), ("matrix",), REAL_DTYPES)
     return [("csr", "matrix", "float64")]
 
@@ -206,6 +219,7 @@ SOLVE_CHECKS = (
     "transforms",
     "complex-refused",
     "selected-inversion",
+    "sampling",
 )
 TRIANGULAR_CHECKS = ("triangular", "triangular-gradcheck", "complex-refused")
 LSTSQ_CHECKS = ("lstsq", "lstsq-gradcheck", "lstsq-policy", "complex-refused")
@@ -263,6 +277,8 @@ def conformance_cases(
                 if check == "complex-refused" and spec.complex:
                     continue
                 if check == "selected-inversion" and not getattr(spec, "selected_inversion", False):
+                    continue
+                if check == "sampling" and not getattr(spec, "sampling", False):
                     continue
                 for layout, rhs, dtype in _variants(check, spec.kind, spec.complex):
                     case = Case(name, method, check, device, layout, rhs, dtype, method_options, nondet_tol)
@@ -479,14 +495,19 @@ def _check_policy(case: Case) -> None:
     spec, _, A, B = _problem(case, N_REFERENCE)
     if spec.kind == "direct":
         singular = A.to_dense()
-        singular[:, 3] = 0
-        singular[5, :] = 0
+        refusals: tuple[type[Exception], ...] = (SingularMatrixError,)
+        if spec.assumes == "general":
+            singular[:, 3] = 0
+            singular[5, :] = 0
+        else:  # rows and columns 3 and 4 alike: symmetric, positive diagonal, singular
+            singular[3, :], singular[:, 3] = singular[4, :], singular[:, 4]
+            refusals += (NotPositiveDefiniteError,)  # an SPD method may say "not positive definite"
         S = to_layout(singular.cpu(), case.layout).to(case.device)
         try:
             solve(S, B, backend=case.backend, method=case.method)
-        except SingularMatrixError:
+        except refusals:
             return
-        raise AssertionError(f"{case}: a singular A did not raise SingularMatrixError")
+        raise AssertionError(f"{case}: a singular A did not raise {' or '.join(e.__name__ for e in refusals)}")
     options = dict(case.options, rtol=1e-14, maxiter=1)
     try:
         solve(A, B, backend=case.backend, method=case.method, **options)
@@ -819,8 +840,10 @@ def _check_selected_inversion(case: Case) -> None:
     )
     dtype = DTYPES[case.dtype]
     wide = torch.complex128 if dtype.is_complex else torch.float64
-    D = matrix_for("general", N_REFERENCE, seed=_seed(case), dtype=wide)
-    for dense in (D, D[torch.cat([torch.tensor([1, 0]), torch.arange(2, N_REFERENCE)])]):  # det > 0 and < 0
+    assumes = backend.methods[case.method].assumes
+    D = matrix_for(assumes, N_REFERENCE, seed=_seed(case), dtype=wide)
+    flipped = D[torch.cat([torch.tensor([1, 0]), torch.arange(2, N_REFERENCE)])]
+    for dense in (D, flipped) if assumes == "general" else (D,):  # det > 0 and < 0; an SPD method: det > 0
         dense = dense.to(dtype)
         A = to_layout(dense.cpu(), case.layout).to(case.device)
         sign_ref, logabsdet_ref = torch.linalg.slogdet(dense.to(wide))
@@ -848,6 +871,52 @@ def _check_selected_inversion(case: Case) -> None:
         _assert_close(leaf.grad.to_dense().cpu(), expected, "∂ logabsdet / ∂A", case)
 
 
+def _check_sampling(case: Case) -> None:
+    """The capability's ``precision_sample`` on a prepared state, its refusal of an indefinite A, and the GMRF."""
+    entry = get_entry(case.backend)
+    backend = entry.backend
+    assert isinstance(backend, SamplingBackend) and isinstance(backend, SelectedInversionBackend), (
+        f"{case}: method declared sampling, but the backend does not implement SamplingBackend and "
+        "SelectedInversionBackend"
+    )
+    dtype = DTYPES[case.dtype]
+    n = N_REFERENCE
+    D = matrix_for("spd", n, seed=_seed(case), dtype=torch.float64)
+    A = to_layout(D.to(dtype), case.layout).to(case.device)
+    csr = A.to_sparse_csr() if A.layout == torch.sparse_coo else A
+    options = resolve_options(backend.methods[case.method], case.backend, dict(case.options), n, dtype)
+    state = backend.prepare(csr.detach(), case.method, options)
+    Z = torch.eye(n, dtype=dtype, device=case.device)
+    S = backend.precision_sample(state, Z)
+    assert S.shape == Z.shape and S.dtype == dtype, f"{case}: precision_sample() returned {S.shape} {S.dtype}"
+    product = (S.double().T.cpu() @ D @ S.double().cpu()).to(dtype)  # judged at the dtype's tolerance
+    _assert_close(product, torch.eye(n, dtype=dtype), "Sᵀ A S = I", case)
+    indefinite = random_symmetric_indefinite(n, seed=_seed(case), dtype=torch.float64)
+    assert float(torch.linalg.eigvalsh(indefinite)[0]) < 0
+    bad = to_layout(indefinite.to(dtype), "csr").to(case.device)
+    try:
+        backend.prepare(bad, case.method, options)
+    except (NotPositiveDefiniteError, SingularMatrixError):
+        pass
+    else:
+        raise AssertionError(f"{case}: prepare() accepted a symmetric indefinite A")
+    g = torch.Generator().manual_seed(_seed(case))
+    loc, x = torch.randn(n, generator=g, dtype=torch.float64), torch.randn(2, n, generator=g, dtype=torch.float64)
+    leaf = A.detach().requires_grad_()
+    field = GaussianMarkovRandomField(
+        loc.to(dtype).to(case.device), leaf, backend=case.backend, method=case.method, **case.options
+    )
+    log_prob = field.log_prob(x.to(dtype).to(case.device))
+    reference = torch.distributions.MultivariateNormal(loc, precision_matrix=D)
+    _assert_close(log_prob.cpu(), reference.log_prob(x).to(dtype), "GaussianMarkovRandomField.log_prob", case)
+    _assert_close(field.variance.cpu(), reference.variance.to(dtype), "GaussianMarkovRandomField.variance", case)
+    log_prob.sum().backward()
+    r = x - loc  # ∂/∂Q_ij of Σ log p = −½ Σ (r_i r_j − (Q⁻¹)_ji) at the stored entries
+    expected = -0.5 * (torch.einsum("si,sj->ij", r, r) - 2 * torch.linalg.inv(D).T) * (D != 0)
+    assert leaf.grad is not None and leaf.grad.layout == A.layout, f"{case}: the gradient is not in A's layout"
+    _assert_close(leaf.grad.to_dense().cpu(), expected.to(dtype), "∂ log_prob / ∂Q", case)
+
+
 _RUNNERS: dict[str, Callable[[Case], None]] = {
     "complex-refused": _check_complex_refused,
     "triangular": _check_triangular,
@@ -869,6 +938,7 @@ _RUNNERS: dict[str, Callable[[Case], None]] = {
     "x0": _check_x0,
     "transforms": _check_transforms,
     "selected-inversion": _check_selected_inversion,
+    "sampling": _check_sampling,
 }
 
 
