@@ -103,8 +103,8 @@ from tsgu_core.api.factorize import factorize
 from tsgu_core.api.lstsq import lstsq
 from tsgu_core.api.solve import solve, solve_values
 from tsgu_core.api.triangular import triangular_solve
-from tsgu_core.distributions.gmrf import GaussianMarkovRandomField
 from tsgu_core.base.quiet import quietly
+from tsgu_core.distributions.gmrf import GaussianMarkovRandomField
 from tsgu_core.engine.autograd import adjoint_solve
 from tsgu_core.errors import (
     ComplexNotSupportedError,
