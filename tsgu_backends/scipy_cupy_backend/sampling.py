@@ -27,7 +27,7 @@ The same factor gives
 * samples: ``S = Pᵀ L⁻ᵀ D^{-1/2} = Pᵀ U⁻¹ D^{1/2}`` satisfies
   ``S Sᵀ = Pᵀ L⁻ᵀ D⁻¹ L⁻¹ P = A⁻¹``, so for ``z ~ N(0, I)`` the vector
   ``S z ~ N(0, A⁻¹)``: one sparse upper-triangular solve with ``U`` per
-  block of samples (``scipy.sparse.linalg.spsolve_triangular``).
+  block of samples (a numba kernel over all the samples' columns at once).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class LdltState:
     """``A = Pᵀ L D Lᵀ P`` held as SuperLU's factors (``perm_r == perm_c == p``, ``U = D Lᵀ``, ``D > 0``)."""
 
     lu: Any
-    _upper: Any = field(default=None, repr=False)  # U in CSR, built on the first sample
+    _upper: Any = field(default=None, repr=False)  # U's CSC arrays and diagonal, read on the first sample
 
     def solve(self, B: torch.Tensor, transpose: bool, x0: torch.Tensor | None) -> tuple[torch.Tensor, BackendReport]:
         """``A X = B`` (``Aᵀ X = B``): SuperLU's solve with the factors (``A`` is symmetric to rounding)."""
@@ -73,16 +73,19 @@ class LdltState:
         return torch.from_numpy(selected_inverse_of_factors(self.lu, rows.numpy(), cols.numpy()))
 
     def precision_sample(self, Z: torch.Tensor) -> torch.Tensor:
-        """``S Z = Pᵀ U⁻¹ D^{1/2} Z``: for standard normal ``Z``, columns drawn from ``N(0, A⁻¹)``."""
-        import scipy.sparse.linalg as sla
+        """``S Z = Pᵀ U⁻¹ D^{1/2} Z``: for standard normal ``Z``, columns drawn from ``N(0, A⁻¹)``.
+
+        One back substitution with ``U`` (a numba kernel, :mod:`.sampling_kernels`) over all columns at once.
+        """
+        from tsgu_backends.scipy_cupy_backend.sampling_kernels import upper_solve
 
         if self._upper is None:
-            self._upper = self.lu.U.tocsr()
-        pivots = self.lu.U.diagonal()
-        right = np.sqrt(pivots)[:, None] * _numpy(Z)
-        Y = sla.spsolve_triangular(self._upper, right, lower=False)
-        X = np.asarray(Y).reshape(right.shape)[np.asarray(self.lu.perm_c)]
-        return torch.from_numpy(np.ascontiguousarray(X)).to(Z.dtype)
+            U = self.lu.U.tocsc()
+            self._upper = (U.indptr.astype(np.int64), U.indices.astype(np.int64), U.data, U.diagonal())
+        ptr, rows, values, pivots = self._upper
+        right = np.ascontiguousarray(np.sqrt(pivots)[:, None] * _numpy(Z), dtype=values.dtype)
+        Y = upper_solve(ptr, rows, values, pivots, right)
+        return torch.from_numpy(np.ascontiguousarray(Y[np.asarray(self.lu.perm_c)])).to(Z.dtype)
 
 
 def factorize_ldlt(matrix: Any, options: dict[str, Any], what: str = "A") -> LdltState:
