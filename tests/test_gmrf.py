@@ -150,6 +150,30 @@ def test_log_determinant_is_computed_once_and_one_factorization_serves_everythin
     assert prepare.call_count == 1
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_a_field_made_under_no_grad_still_gives_the_precision_its_gradient(layout):
+    """Made, and its log-density computed, under no_grad; then log_prob with grad: the full gradient, not none."""
+    D = random_spd(10, seed=6)
+    x = torch.randn(10, dtype=F64)
+    Q = to_layout(D, layout).requires_grad_()
+    with torch.no_grad():
+        field = GaussianMarkovRandomField(torch.zeros(10, dtype=F64), Q)
+        field.log_prob(x)
+    field.log_prob(x).backward()
+    D_ref = D.clone().requires_grad_()
+    _dense_log_prob(torch.zeros(10, dtype=F64), D_ref, x).backward()
+    assert Q.grad is not None
+    torch.testing.assert_close(Q.grad.to_dense(), D_ref.grad * (D != 0), rtol=1e-9, atol=1e-10)
+    field.log_prob(x).backward()  # the kept graph serves a second backward pass, accumulating
+    torch.testing.assert_close(Q.grad.to_dense(), 2 * D_ref.grad * (D != 0), rtol=1e-9, atol=1e-10)
+    Q.grad = None
+    made_with_grad = GaussianMarkovRandomField(torch.zeros(10, dtype=F64), Q)
+    with torch.no_grad():
+        made_with_grad.entropy()  # a log-determinant without a graph, kept
+    made_with_grad.log_prob(x).backward()
+    torch.testing.assert_close(Q.grad.to_dense(), D_ref.grad * (D != 0), rtol=1e-9, atol=1e-10)
+
+
 # --- entropy, variance, batches ------------------------------------------------------------------------
 
 
@@ -274,6 +298,12 @@ def test_a_precision_gradient_through_rsample_or_variance_is_refused_not_zero():
     with pytest.raises(InvalidArgumentError, match="not differentiable with respect to the precision"):
         field.variance.sum().backward()
     assert Q.grad is None
+    with torch.no_grad():
+        made_without_grad = GaussianMarkovRandomField(loc, Q)
+    with pytest.raises(InvalidArgumentError, match="not differentiable with respect to the precision"):
+        made_without_grad.variance.sum().backward()
+    with pytest.raises(InvalidArgumentError, match="reparameterised in loc only"):
+        made_without_grad.rsample().sum().backward()
     detached = GaussianMarkovRandomField(loc, Q.detach())  # the documented way: loc's gradient stays
     detached.rsample((2,)).sum().backward()
     torch.testing.assert_close(loc.grad, torch.full((12,), 2.0, dtype=F64))

@@ -114,12 +114,26 @@ class _Precision:
     Shared by a distribution and its :meth:`~GaussianMarkovRandomField.expand`-ed copies.
     """
 
+    source: torch.Tensor
     members: list[_Member]
     plan: Plan
     batched: bool
     prepared: list[PreparedSolve | None] = field(default_factory=list)
     logdet: torch.Tensor | None = None
     variance: torch.Tensor | None = None
+    graph: bool = False  # the members' values were read with autograd recording
+    logdet_graph: bool = False  # and the log-determinant computed so
+
+    def connected(self) -> list[_Member]:
+        """The members, their values connected to the precision whenever autograd needs them to be.
+
+        A field made (or a log-determinant computed) under ``torch.no_grad()`` holds values without a graph;
+        used later with grad enabled, they are read again from the precision (``O(nnz)``; the factorizations
+        are kept), so its gradient is never silently missing.
+        """
+        if torch.is_grad_enabled() and self.source.requires_grad and not self.graph:
+            self.members, self.graph = _members(self.source), True
+        return self.members
 
     @property
     def n(self) -> int:
@@ -176,9 +190,11 @@ class _Precision:
 
     def log_determinant(self) -> torch.Tensor:
         """``log det Q`` (``()`` or ``(b,)``), once; differentiable in the stored values (selected inversion)."""
-        if self.logdet is None:
-            parts = [slogdet_prepared(self.state(i), member.values)[1] for i, member in enumerate(self.members)]
-            self.logdet = torch.stack(parts) if self.batched else parts[0]
+        members = self.connected()
+        recording = torch.is_grad_enabled() and self.source.requires_grad
+        if self.logdet is None or (recording and not self.logdet_graph):  # one made under no_grad has no graph
+            parts = [slogdet_prepared(self.state(i), member.values)[1] for i, member in enumerate(members)]
+            self.logdet, self.logdet_graph = torch.stack(parts) if self.batched else parts[0], recording
         return self.logdet
 
     def diagonal_of_inverse(self) -> torch.Tensor:
@@ -334,7 +350,8 @@ class GaussianMarkovRandomField(Distribution):
         if loc.shape[-1] != n:
             raise ShapeError(f"loc has {loc.shape[-1]} entries in its last dimension; the precision is {n} × {n}")
         the_plan = capability_plan(members[0].matrix(), "sampling", backend, method, options)
-        self._precision = _Precision(members, the_plan, batched, [None] * len(members))
+        self._precision = _Precision(precision, members, the_plan, batched, [None] * len(members))
+        self._precision.graph = torch.is_grad_enabled()
         self.precision = precision
         self.loc = loc.expand((*batch_shape, n))
         super().__init__(batch_shape, torch.Size([n]), validate_args=validate_args)
@@ -435,7 +452,7 @@ class GaussianMarkovRandomField(Distribution):
     def variance(self) -> torch.Tensor:
         """``diag(Q⁻¹)`` broadcast to ``batch_shape + (n,)``: exact, by selected inversion on the kept factor."""
         variance = self._precision.diagonal_of_inverse().expand(self.batch_shape + self.event_shape)
-        return _refused([m.values for m in self._precision.members], variance, _VARIANCE_REFUSED)
+        return _refused([m.values for m in self._precision.connected()], variance, _VARIANCE_REFUSED)
 
     def log_determinant(self) -> torch.Tensor:
         """``log det Q`` of the precision (``()``, or ``(b,)`` for a batch), differentiable in its stored values."""
@@ -450,7 +467,7 @@ class GaussianMarkovRandomField(Distribution):
         return -0.5 * (n * _LOG_2PI - self._precision.log_determinant() + quadratic)
 
     def _quadratic(self, r: torch.Tensor) -> torch.Tensor:
-        members = self._precision.members
+        members = self._precision.connected()
         if not self._precision.batched:
             return members[0].quadratic(r)
         return torch.stack([member.quadratic(r[..., i, :]) for i, member in enumerate(members)], dim=-1)
@@ -473,5 +490,5 @@ class GaussianMarkovRandomField(Distribution):
                 noise = torch.stack(
                     [self._precision.sample_columns(i, blocks[:, i, :].T.contiguous()).T for i in range(b)], dim=1
                 ).reshape(shape)
-        noise = _refused([m.values for m in self._precision.members], noise, _RSAMPLE_REFUSED)
+        noise = _refused([m.values for m in self._precision.connected()], noise, _RSAMPLE_REFUSED)
         return self.loc.expand(shape) + noise
