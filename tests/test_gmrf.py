@@ -137,6 +137,21 @@ def test_gradcheck_log_prob(layout):
     assert torch.autograd.gradcheck(log_prob, (p, loc, x))
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_second_derivatives_in_loc_and_value(layout):
+    """The Hessian of log_prob in loc is −Q (for a fixed precision), and gradgradcheck passes in loc and value."""
+    D = random_spd(6, seed=12, density=0.3)
+    Q = to_layout(D, layout)
+    x = torch.randn(2, 6, dtype=F64)
+    hessian = torch.autograd.functional.hessian(
+        lambda loc: GaussianMarkovRandomField(loc, Q).log_prob(x).sum(), torch.zeros(6, dtype=F64)
+    )
+    torch.testing.assert_close(hessian, -2 * D)
+    loc = torch.randn(6, dtype=F64, requires_grad=True)
+    value = x.clone().requires_grad_()
+    assert torch.autograd.gradgradcheck(lambda m, v: GaussianMarkovRandomField(m, Q).log_prob(v), (loc, value))
+
+
 def test_log_determinant_is_computed_once_and_one_factorization_serves_everything():
     D = random_spd(40, seed=5)
     field = GaussianMarkovRandomField(torch.zeros(40, dtype=F64), D.to_sparse_csr(), validate_args=False)
