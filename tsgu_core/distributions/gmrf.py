@@ -85,7 +85,7 @@ class _Member:
         return self.pattern.to_csr(self.values.detach())
 
     def quadratic(self, r: torch.Tensor) -> torch.Tensor:
-        """``rᵀ Q r`` for ``r`` ``(..., n)``, shape ``(...)``: sparse products over the stored entries, no dense ``Q``."""
+        """``rᵀ Q r`` for ``r`` ``(..., n)``, shape ``(...)``: sparse products with the stored entries."""
         n = self.pattern.n
         result: torch.Tensor = _QuadraticForm.apply(self.values, r.reshape(-1, n).T, self.pattern)
         return result.reshape(r.shape[:-1])
