@@ -382,6 +382,10 @@ def test_a_backend_or_method_without_the_capability_is_refused_with_the_ones_tha
         GaussianMarkovRandomField(torch.zeros(6, dtype=F64), Q, backend="torch")
     with pytest.raises(UnknownMethodError, match="ldlt"):
         GaussianMarkovRandomField(torch.zeros(6, dtype=F64), Q, backend="scipy", method="splu")
+    from tsgu_core.testing import DenseBackend
+
+    with pytest.raises(UnsupportedDeviceError, match="Gaussian sampling"):  # a backend object, unregistered
+        GaussianMarkovRandomField(torch.zeros(6, dtype=F64), Q, backend=DenseBackend())
 
 
 def test_float32():
@@ -408,6 +412,14 @@ def test_from_canonical_solves_for_the_mean_differentiably():
     h_ref = h.detach().clone().requires_grad_()
     MultivariateNormal(torch.linalg.solve(D, h_ref.T).T, precision_matrix=D).log_prob(x).sum().backward()
     torch.testing.assert_close(h.grad, h_ref.grad)
+
+
+def test_from_canonical_with_a_batched_precision():
+    dense, Q = _batch("csr", shared=True)
+    h = torch.randn(3, dense.shape[-1], dtype=F64)
+    field = GaussianMarkovRandomField.from_canonical(h, Q)
+    assert field.batch_shape == (3,)
+    torch.testing.assert_close(field.mean, torch.linalg.solve(dense, h.unsqueeze(-1)).squeeze(-1))
 
 
 def test_public_names():
