@@ -16,6 +16,7 @@ from tsgu_core import (
     InvalidArgumentError,
     NonFiniteError,
     NotPositiveDefiniteError,
+    StaleFactorizationError,
     StructureError,
     UnknownMethodError,
     UnsupportedDeviceError,
@@ -187,6 +188,17 @@ def test_a_field_made_under_no_grad_still_gives_the_precision_its_gradient(layou
         made_with_grad.entropy()  # a log-determinant without a graph, kept
     made_with_grad.log_prob(x).backward()
     torch.testing.assert_close(Q.grad.to_dense(), D_ref.grad * (D != 0), rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_a_precision_changed_in_place_is_refused_not_read_stale(layout):
+    Q = to_layout(random_spd(8, seed=18), layout).requires_grad_()
+    field = GaussianMarkovRandomField(torch.zeros(8, dtype=F64), Q)
+    field.log_prob(torch.zeros(8, dtype=F64)).backward()
+    torch.optim.SGD([Q], lr=1e-3).step()  # changes Q's values in place
+    for use in (lambda: field.log_prob(torch.zeros(8, dtype=F64)), field.entropy, field.sample, lambda: field.variance):
+        with pytest.raises(StaleFactorizationError, match="changed in place"):
+            use()
 
 
 # --- entropy, variance, batches ------------------------------------------------------------------------

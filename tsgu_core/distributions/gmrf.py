@@ -35,6 +35,7 @@ from tsgu_core.errors import (
     NotPositiveDefiniteError,
     ShapeError,
     SingularMatrixError,
+    StaleFactorizationError,
     StructureError,
 )
 from tsgu_core.plugins.protocol import SolverBackend
@@ -155,6 +156,16 @@ class _Precision:
     variance: torch.Tensor | None = None
     graph: bool = False  # the members' values were read with autograd recording
     logdet_graph: bool = False  # and the log-determinant computed so
+    version: int = 0  # the precision's version counter when the field was made
+
+    def unchanged(self) -> None:
+        """:class:`StaleFactorizationError` if the precision was changed in place since the field was made."""
+        if self.source._version != self.version:
+            raise StaleFactorizationError(
+                "the precision was changed in place (e.g. by an optimizer step) after this "
+                "GaussianMarkovRandomField was made, so its factorization and log-determinant describe the old "
+                "values; make a new field from the changed precision (a distribution is a snapshot of its parameters)"
+            )
 
     def connected(self) -> list[_Member]:
         """The members, their values connected to the precision whenever autograd needs them to be.
@@ -163,6 +174,7 @@ class _Precision:
         used later with grad enabled, they are read again from the precision (``O(nnz)``; the factorizations
         are kept), so its gradient is never silently missing.
         """
+        self.unchanged()
         if torch.is_grad_enabled() and self.source.requires_grad and not self.graph:
             self.members, self.graph = _members(self.source), True
         return self.members
@@ -198,6 +210,7 @@ class _Precision:
 
     def state(self, index: int) -> PreparedSolve:
         """Member ``index``'s factorization (made once): refused with a typed error unless positive definite."""
+        self.unchanged()
         prepared = self.prepared[index]
         if prepared is None:
             self.check(index)
@@ -231,6 +244,7 @@ class _Precision:
 
     def diagonal_of_inverse(self) -> torch.Tensor:
         """``diag(Q⁻¹)`` (``(n,)`` or ``(b, n)``), once, by selected inversion on the same factors; no gradient."""
+        self.unchanged()
         if self.variance is None:
             index = torch.arange(self.n, device=self.members[0].values.device)
             parts = [inverse_entries(self.state(i), index, index) for i in range(len(self.members))]
@@ -325,6 +339,9 @@ class GaussianMarkovRandomField(Distribution):
         construction when validating, else at first use).
     NonFiniteError
         The precision holds NaN or infinity.
+    StaleFactorizationError
+        The precision was changed in place after the field was made (a
+        field is a snapshot: make a new one, e.g. after each optimizer step).
     UnsupportedDeviceError, UnknownMethodError
         The backend or method named cannot sample (the message names those that can).
     ShapeError, LayoutError, DtypeMismatchError, DeviceMismatchError
@@ -383,7 +400,7 @@ class GaussianMarkovRandomField(Distribution):
             raise ShapeError(f"loc has {loc.shape[-1]} entries in its last dimension; the precision is {n} × {n}")
         the_plan = capability_plan(members[0].matrix(), "sampling", backend, method, options)
         self._precision = _Precision(precision, members, the_plan, batched, [None] * len(members))
-        self._precision.graph = torch.is_grad_enabled()
+        self._precision.graph, self._precision.version = torch.is_grad_enabled(), precision._version
         self.precision = precision
         self.loc = loc.expand((*batch_shape, n))
         super().__init__(batch_shape, torch.Size([n]), validate_args=validate_args)
