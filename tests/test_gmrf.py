@@ -201,6 +201,18 @@ def test_a_precision_changed_in_place_is_refused_not_read_stale(layout):
             use()
 
 
+@pytest.mark.parametrize("scale", [1e-150, 1e150])
+def test_a_badly_scaled_precision_gives_finite_right_numbers(scale):
+    """det Q under- or overflows float64 (1e∓3000); log det, log_prob, variance and samples stay right."""
+    D = random_spd(20, seed=19) * scale
+    x = torch.randn(3, 20, dtype=F64) / math.sqrt(scale)
+    field = GaussianMarkovRandomField(torch.zeros(20, dtype=F64), D.to_sparse_csr())
+    torch.testing.assert_close(field.log_prob(x), _dense_log_prob(torch.zeros(20, dtype=F64), D, x), rtol=1e-12, atol=0)
+    torch.testing.assert_close(field.variance, torch.linalg.inv(D).diagonal(), rtol=1e-10, atol=0)
+    S = field._precision.sample_columns(0, torch.eye(20, dtype=F64))
+    torch.testing.assert_close(S.T @ D @ S, torch.eye(20, dtype=F64), rtol=0, atol=1e-10)
+
+
 # --- entropy, variance, batches ------------------------------------------------------------------------
 
 
