@@ -3,9 +3,9 @@
 Every module is parsed with :mod:`ast` (nothing is imported): every ``import`` counts, also those inside
 functions, except under ``if TYPE_CHECKING:``. ``from tsgu_core import X`` counts as an import of the module
 that defines ``X`` (the lazy ``_WHERE`` map of ``tsgu_core/__init__.py``). The layers of ``tsgu_core``, bottom
-up: errors → base → plugins → sparse → engine → api (and ``tsgu_core.nn``, its public alias, and
-``tsgu_core.distributions``) → cli, testing,
-examples. ``tsgu_core`` never imports ``tsgu_backends``.
+up: errors → base → plugins → sparse → engine → api (with ``tsgu_core.nn``, its public alias, and
+``tsgu_core.distributions``, built on the front doors) → cli, testing, examples. ``tsgu_core`` never imports
+``tsgu_backends``.
 """
 
 from __future__ import annotations
