@@ -27,6 +27,7 @@ from tsgu_core.cli.common import (
     progress,
     set_threads,
 )
+from tsgu_core.cli.demo_gmrf import GMRF_SIZE, run_gmrf
 
 if TYPE_CHECKING:
     import torch
@@ -50,7 +51,7 @@ def add_parser(commands: Any) -> None:
         default="diffusion",
         help="diffusion (default): the inverse problem above, on every backend; gmrf: fit the range, variance and "
         "noise of a Matérn Gaussian Markov random field by its exact marginal likelihood through slogdet() and "
-        f"solve() (default --size {GMRF_SIZE}: about 10 s on one thread; 250 takes about 2 minutes)",
+        f"solve() (default --size {GMRF_SIZE}: about 10 s on one thread; 250 takes 1.5–3 minutes)",
     )
     parser.add_argument(
         "--size",
@@ -107,9 +108,6 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no introduction")
     parser.set_defaults(handler=run)
 
-
-GMRF_SIZE = 100
-"""``--problem gmrf``'s default grid side (measured: about 10 s on one thread; 250 × 250 about 2 minutes)."""
 
 DIFFUSION_ONLY = ("sources", "smoothing", "lr")
 GMRF_ONLY = ("practical_range", "variance", "observed", "seed")
@@ -183,8 +181,6 @@ def run(args: argparse.Namespace) -> int:
         other = "diffusion" if args.problem == "gmrf" else "gmrf"
         raise CommandError(f"{', '.join(wrong)} applies to --problem {other} only (this is --problem {args.problem})")
     if args.problem == "gmrf":
-        from tsgu_core.cli.demo_gmrf import run_gmrf
-
         return run_gmrf(args)
     for name, default in DIFFUSION_DEFAULTS.items():
         if getattr(args, name) is None:
