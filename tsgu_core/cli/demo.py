@@ -51,7 +51,7 @@ def add_parser(commands: Any) -> None:
         default="diffusion",
         help="diffusion (default): the inverse problem above, on every backend; gmrf: fit the range, variance and "
         "noise of a Matérn Gaussian Markov random field by its exact marginal likelihood through slogdet() and "
-        f"solve() (default --size {GMRF_SIZE}: about 10 s on one thread; 250 takes 1.5–3 minutes)",
+        f"solve() (default --size {GMRF_SIZE}: about 10 s on one thread; 250 takes 2–4 minutes)",
     )
     parser.add_argument(
         "--size",

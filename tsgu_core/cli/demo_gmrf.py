@@ -16,7 +16,7 @@ from tsgu_core.cli.common import CommandError, check_device, check_memory, check
 __all__ = ["BYTES_PER_NODE", "GMRF_SIZE", "run_gmrf"]
 
 GMRF_SIZE = 100
-"""The default grid side (measured: about 10 s on one thread; 250 × 250 takes 1.5–3 minutes)."""
+"""The default grid side (measured: about 10 s on one thread; 250 × 250 takes 2–4 minutes)."""
 
 BYTES_PER_NODE = 40_000
 """Peak memory per grid node, measured with margin (2.1 GB at 250 × 250, one thread, SciPy's LU)."""
