@@ -9,11 +9,13 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from tsgu_core.cli import main
+from tsgu_core.errors import InvalidArgumentError
 from tsgu_core.examples.gmrf import (
     MaternGMRF,
     fit,
@@ -122,6 +124,16 @@ def test_marginal_variance_is_exact_and_near_the_formula_inside():
     assert 1.7 < float(variance[0, 20]) < 2.2  # zero-flux boundary: about twice the variance along an edge
 
 
+@pytest.mark.parametrize(
+    "arguments",
+    [{"m": 1}, {"observed": 0.0}, {"observed": 1.5}, {"noise": 0.0}, {"practical_range": -1.0},
+     {"variance": float("nan")}],
+)  # fmt: skip
+def test_bad_model_arguments_are_typed_errors(arguments):
+    with pytest.raises(InvalidArgumentError, match="must be > 0|need m ≥ 2"):
+        MaternGMRF(**arguments)
+
+
 def test_the_parameterisation_round_trips():
     kappa, tau = kappa_tau(12.0, 0.7)
     theta = torch.tensor([math.log(kappa), math.log(tau), 0.0], dtype=torch.float64)
@@ -187,5 +199,16 @@ def test_the_demo_refuses_options_of_the_other_problem():
     assert result.returncode == 2 and "--sources applies to --problem diffusion only" in result.stderr
     result = tsgu("demo", "--observed", "0.5")
     assert result.returncode == 2 and "--observed applies to --problem gmrf only" in result.stderr
-    result = tsgu("demo", "--problem", "gmrf", "--observed", "1.5")
-    assert result.returncode == 2 and "--observed in (0, 1]" in result.stderr
+    for option, value in (("--observed", "1.5"), ("--noise", "nan"), ("--range", "0")):
+        result = tsgu("demo", "--problem", "gmrf", option, value)
+        assert result.returncode == 2 and "--observed in (0, 1]" in result.stderr, (option, result.stderr)
+
+
+@pytest.mark.slow
+def test_the_docs_figure_script_runs(tmp_path):
+    script = Path(__file__).resolve().parent.parent / "docs" / "figures" / "gmrf_figure.py"
+    environment = dict(os.environ, OMP_NUM_THREADS="1")
+    command = [sys.executable, str(script), "--size", "16", "--out", str(tmp_path / "f.png")]
+    result = subprocess.run(command, capture_output=True, text=True, env=environment, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "| log κ |" in result.stdout and (tmp_path / "f.png").stat().st_size > 10_000

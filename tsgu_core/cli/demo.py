@@ -80,6 +80,7 @@ def add_parser(commands: Any) -> None:
         type=float,
         default=None,
         dest="practical_range",
+        metavar="RHO",
         help="gmrf: the true practical range √8/κ in grid units (default 20)",
     )
     parser.add_argument(

@@ -32,7 +32,7 @@ def _check(args: argparse.Namespace) -> None:
             setattr(args, name, default)
     if args.size < 3 or args.iterations < 1:
         raise CommandError("--size must be ≥ 3 and --iterations ≥ 1")
-    if min(args.noise, args.practical_range, args.variance) <= 0 or not 0 < args.observed <= 1:
+    if not all(value > 0 for value in (args.noise, args.practical_range, args.variance)) or not 0 < args.observed <= 1:
         raise CommandError("--noise, --range and --variance must be > 0, and --observed in (0, 1]")
     if args.backends is not None and len(args.backends) != 1:
         raise CommandError("--problem gmrf runs on one backend: name one with --backends (e.g. scipy), or none")
@@ -48,7 +48,7 @@ def run_gmrf(args: argparse.Namespace) -> int:
     if device.type != "cpu":
         raise CommandError(f"--problem gmrf runs on the CPU (log-determinants come from SciPy's LU), not {device}")
 
-    from tsgu_core.examples.gmrf import MaternGMRF, fit, summary
+    from tsgu_core.examples.gmrf import PARAMETERS, MaternGMRF, fit, summary
 
     backend = args.backends[0] if args.backends else None
     model = MaternGMRF(m=args.size, practical_range=args.practical_range, variance=args.variance, noise=args.noise,
@@ -72,7 +72,7 @@ def run_gmrf(args: argparse.Namespace) -> int:
     worst = 0.0
     for name, truth, estimate, error in summary(model, result):
         ratio = abs(estimate - truth) / error if error > 0 else math.inf
-        if name in ("log κ", "log τ", "log σ"):
+        if name in PARAMETERS:
             worst = max(worst, ratio)
         print(f"{name:28s} {truth:9.4f} {estimate:9.4f} {error:8.4f} {ratio:10.2f}")
     trace = result.trace

@@ -79,6 +79,7 @@ import torch
 from tsgu_core.api.determinants import diagonal_of_inverse, slogdet
 from tsgu_core.api.solve import solve
 from tsgu_core.base.quiet import quiet_sparse_notices
+from tsgu_core.errors import InvalidArgumentError
 
 __all__ = [
     "PARAMETERS",
@@ -177,6 +178,11 @@ class MaternGMRF:
     seed : int
         For the observed nodes, the field and the noise.
 
+    Raises
+    ------
+    InvalidArgumentError
+        ``m < 2``, ``observed`` outside ``(0, 1]``, or a non-positive range, variance or noise.
+
     Examples
     --------
     >>> import torch
@@ -202,9 +208,12 @@ class MaternGMRF:
 
     def __post_init__(self) -> None:
         if self.m < 2 or not 0 < self.observed <= 1:
-            raise ValueError(f"need m ≥ 2 and 0 < observed ≤ 1, got m={self.m}, observed={self.observed}")
-        if min(self.practical_range, self.variance, self.noise) <= 0:
-            raise ValueError("practical_range, variance and noise must be > 0")
+            raise InvalidArgumentError(f"need m ≥ 2 and 0 < observed ≤ 1, got m={self.m}, observed={self.observed}")
+        if not all(value > 0 for value in (self.practical_range, self.variance, self.noise)):  # NaN too
+            raise InvalidArgumentError(
+                f"practical_range, variance and noise must be > 0, got {self.practical_range}, {self.variance}, "
+                f"{self.noise}"
+            )
         n = self.n
         laplacian = grid_laplacian(self.m)
         eye = sp.identity(n, format="csr")
