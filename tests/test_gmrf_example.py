@@ -154,7 +154,27 @@ def _check_recovery(model, result):
 
 def test_fit_recovers_the_parameters_on_a_small_grid():
     model = MaternGMRF(m=16, practical_range=4.0, seed=0)
-    _check_recovery(model, fit(model, model.simulate().y))
+    result = fit(model, model.simulate().y)
+    assert result.converged
+    _check_recovery(model, result)
+
+
+def test_a_fit_stopped_early_says_it_has_not_converged(capsys):
+    model = MaternGMRF(m=10, practical_range=4.0, seed=0)
+    result = fit(model, model.simulate().y, iterations=1)
+    assert not result.converged and result.iterations == 1
+    assert main(["demo", "--problem", "gmrf", "--size", "10", "--range", "4", "--iterations", "1", "-q"]) == 1
+    assert "did not reach the maximum within 1 iterations" in capsys.readouterr().err
+
+
+def test_the_posterior_mean_is_the_dense_one():
+    model = MaternGMRF(m=6, practical_range=3.0, observed=0.5, seed=2)
+    y = model.simulate().y
+    theta = torch.tensor([0.1, -0.2, -0.5], dtype=torch.float64)
+    A = torch.eye(model.n, dtype=torch.float64)[model.observed_nodes]
+    noise = math.exp(-2 * -0.5)
+    posterior = model.precision(theta).to_dense() + noise * A.T @ A
+    torch.testing.assert_close(model.posterior_mean(theta, y), torch.linalg.solve(posterior, noise * A.T @ y))
 
 
 @pytest.mark.slow

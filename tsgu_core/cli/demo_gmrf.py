@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 
 from tsgu_core.cli.common import CommandError, check_device, check_memory, check_plot, progress, set_threads
 
@@ -84,8 +85,15 @@ def run_gmrf(args: argparse.Namespace) -> int:
     )
     print(
         f"time: fit {result.seconds:.1f} s ({result.seconds / max(evaluations, 1):.2f} s per likelihood + gradient), "
-        f"standard errors {result.seconds_information:.1f} s (6 more gradients)"
+        f"standard errors {result.seconds_information:.1f} s (7 more gradients)"
     )
+    if not result.converged:
+        print(
+            f"L-BFGS did not reach the maximum within {args.iterations} iterations (or the Hessian there is not "
+            "negative definite): the estimates and standard errors are not final; try more --iterations",
+            file=sys.stderr,
+        )
+        return 1
     verdict = "within" if worst <= 3 else "NOT within"
     print(f"the estimates of θ are {verdict} 3 standard errors of the truth (largest |error|/SE {worst:.2f})")
     if args.plot:

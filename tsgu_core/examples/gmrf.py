@@ -336,9 +336,12 @@ class GMRFFit:
     seconds : float
         Wall time of the optimisation (the standard errors not included).
     seconds_information : float
-        Wall time of :func:`observed_information`.
+        Wall time of :func:`observed_information` and of the gradient at ``θ̂``.
     start : Tensor
         The starting ``θ``.
+    converged : bool
+        ``H`` is positive definite (a maximum) and Newton's step ``H⁻¹∇ log p`` from ``θ̂`` is under 1% of
+        every standard error. When ``H`` is not positive definite, :attr:`standard_errors` are NaN.
     """
 
     theta: torch.Tensor
@@ -350,6 +353,7 @@ class GMRFFit:
     seconds: float
     seconds_information: float
     start: torch.Tensor
+    converged: bool = True
 
 
 def starting_point(y: torch.Tensor, practical_range: float = 10.0) -> torch.Tensor:
@@ -440,20 +444,29 @@ def fit(
     state = optimiser.state[optimiser.param_groups[0]["params"][0]]
     started = time.perf_counter()
     information = observed_information(model, estimate, y)
+    at_estimate = estimate.clone().requires_grad_()
+    value = model.log_likelihood(at_estimate, y)
+    (gradient,) = torch.autograd.grad(value, at_estimate)
     seconds_information = time.perf_counter() - started
-    covariance = torch.linalg.inv(information)
-    with torch.no_grad():
-        value = float(model.log_likelihood(estimate, y))
+    if bool(torch.linalg.eigvalsh(information).min() > 0):  # a maximum: H⁻¹ is the covariance's estimate
+        covariance = torch.linalg.inv(information)
+        standard_errors = covariance.diagonal().sqrt()
+        newton_step = (covariance @ gradient).abs()  # how far the maximum still is, by Newton's step
+        converged = bool((newton_step <= 0.01 * standard_errors).all())
+    else:  # not at a maximum: no standard errors, rather than wrong ones
+        standard_errors = torch.full_like(estimate, math.nan)
+        converged = False
     return GMRFFit(
         theta=estimate,
-        standard_errors=covariance.diagonal().clamp_min(0).sqrt(),
+        standard_errors=standard_errors,
         information=information,
-        log_likelihood=value,
+        log_likelihood=float(value.detach()),
         trace=trace,
         iterations=int(state.get("n_iter", 0)),
         seconds=seconds,
         seconds_information=seconds_information,
         start=initial,
+        converged=converged,
     )
 
 
@@ -463,7 +476,7 @@ def summary(model: MaternGMRF, result: GMRFFit) -> list[tuple[str, float, float,
     The derived parameters' standard errors follow from ``H⁻¹`` by the delta method:
     ``SE(ρ) = ρ·SE(log κ)``, ``SE(σ_x²) = 2σ_x²·√Var(log κ + log τ)``, ``SE(σ) = σ·SE(log σ)``.
     """
-    covariance = torch.linalg.inv(result.information)
+    covariance = torch.linalg.inv(result.information) if result.converged else torch.full((3, 3), math.nan)
     rows = [
         (name, float(truth), float(estimate), float(error))
         for name, truth, estimate, error in zip(
