@@ -71,7 +71,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -206,7 +206,6 @@ class MaternGMRF:
     observed: float = 0.5
     seed: int = 0
     backend: str | None = None
-    _cache: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.m < 2 or not 0 < self.observed <= 1:
@@ -282,6 +281,14 @@ class MaternGMRF:
         noise = torch.randn(self.n_obs, generator=generator, dtype=torch.float64)
         return Simulation(x, self.observed_nodes, x[self.observed_nodes] + math.exp(float(theta[2])) * noise)
 
+    def _posterior(
+        self, q: torch.Tensor, inverse_noise: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``Q_p = Q + σ⁻² AᵀA`` (COO) from ``Q``'s values ``q``, and ``σ⁻² Aᵀ y``."""
+        posterior = self._coo(self.q_indices, q + inverse_noise * self.q_observed)
+        b = torch.zeros(self.n, dtype=y.dtype).index_put((self.observed_nodes,), y) * inverse_noise
+        return posterior, b
+
     def log_likelihood(self, theta: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         r"""The exact ``log p(y | θ)`` (see the module's docstring), differentiable in ``θ`` and ``y``.
 
@@ -293,11 +300,10 @@ class MaternGMRF:
         nodes = self.observed_nodes
         inverse_noise = torch.exp(-2 * theta[2])  # σ⁻²
         q = self.precision_values(theta)
-        posterior = self._coo(self.q_indices, q + inverse_noise * self.q_observed)  # Q_p = Q + σ⁻² AᵀA
+        posterior, b = self._posterior(q, inverse_noise, y)
         logdet_K = slogdet(self.K(theta), backend=self.backend)[1]
         logdet_Q = 2 * self.n * theta[1] + 2 * logdet_K  # log det τ²KK
         logdet_Qp = slogdet(posterior, backend=self.backend)[1]
-        b = torch.zeros(self.n, dtype=y.dtype).index_put((nodes,), y) * inverse_noise  # σ⁻² Aᵀ y
         mean = solve(posterior, b, backend=self.backend)  # μ_p
         Q_mean = torch.zeros_like(mean).index_add(0, row, q * mean[col])
         quadratic = mean @ Q_mean + inverse_noise * (y - mean[nodes]).square().sum()
@@ -306,9 +312,7 @@ class MaternGMRF:
     def posterior_mean(self, theta: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``μ_p = E[x | y, θ]``, ``(n,)`` (no gradient)."""
         with torch.no_grad():
-            inverse_noise = torch.exp(-2 * theta[2])
-            posterior = self._coo(self.q_indices, self.precision_values(theta) + inverse_noise * self.q_observed)
-            b = torch.zeros(self.n, dtype=y.dtype).index_put((self.observed_nodes,), y) * inverse_noise
+            posterior, b = self._posterior(self.precision_values(theta), torch.exp(-2 * theta[2]), y)
             return solve(posterior, b, backend=self.backend)
 
     def marginal_variance(self, theta: torch.Tensor) -> torch.Tensor:
