@@ -6,12 +6,13 @@ from typing import Any, Literal, overload
 
 import torch
 
+from tsgu_core.api.determinants import inverse_entries, slogdet_prepared
 from tsgu_core.base.quiet import quietly
 from tsgu_core.base.transforms import outside_graphs
 from tsgu_core.engine.pipeline import Plan, as_columns, execute, matrix_values, plan, split_by_pattern
 from tsgu_core.engine.prepared import PreparedSolve
 from tsgu_core.engine.request import SolveRequest
-from tsgu_core.errors import InvalidArgumentError, StaleFactorizationError
+from tsgu_core.errors import InvalidArgumentError, StaleFactorizationError, UnknownMethodError
 from tsgu_core.plugins.info import SolveInfo
 from tsgu_core.plugins.protocol import SolverBackend
 from tsgu_core.plugins.select import Selection
@@ -165,6 +166,105 @@ class Factorization:
         prepared = self._prepared or (lambda: self._plan.prepare(detached))
         X, info = execute(self._plan, prepared, values, Bk, transpose=transpose, x0=x0)
         return (restore(X), info) if return_info else restore(X)
+
+    def _determinant_states(self) -> list[tuple[PreparedSolve, torch.Tensor, torch.Tensor | None]]:
+        """Each prepared state with its members' values (and their batch positions, for several patterns)."""
+        self._check_unchanged()
+        plans = [self._plan] if self._groups is None else [group_plan for _, group_plan, _ in self._groups]
+        for each in plans:
+            if not getattr(each.spec, "selected_inversion", False):
+                capable = [
+                    name for name, spec in each.backend.methods.items() if getattr(spec, "selected_inversion", False)
+                ]
+                raise UnknownMethodError(
+                    f"backend {each.selection.backend!r}, method {each.selection.method!r} gives no log-determinants "
+                    f"or selected inverses; factorize with one that does: {capable or 'none on this backend'} "
+                    "(e.g. backend='scipy', method='splu', or method='ldlt' for an SPD A)",
+                    method=each.selection.method,
+                    valid=capable,
+                )
+        if self._groups is None:
+            _, values = matrix_values(self._source, allow_batch=True)
+            if self._prepared is None:  # an empty A
+                return []
+            return [(self._prepared, values, None)]
+        grouped = split_by_pattern(self._source)
+        assert grouped is not None  # unchanged since factorize(), checked above
+        flat = grouped[1]
+        states = {id(group): state for group, _, state in self._groups}
+        return [(states[id(group)], group.values_of(flat), group.members) for group, _, _ in self._groups]
+
+    @outside_graphs
+    @quietly
+    def slogdet(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`tsgu_core.slogdet` of ``A`` from this factorization: no second factorization.
+
+        Differentiable in ``A``'s values exactly as :func:`tsgu_core.slogdet`
+        (its backward reads the selected inverse from the same factors), so a
+        likelihood ``log det A`` plus solves with ``A`` factorizes ``A`` once.
+        The method must be declared ``selected_inversion`` (e.g. ``scipy``'s
+        ``splu`` or ``ldlt``).
+
+        Raises
+        ------
+        UnknownMethodError
+            The handle's method gives no log-determinants (the message names those that do).
+        StaleFactorizationError
+            ``A`` changed since :func:`factorize`.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from tsgu_core import factorize
+        >>> dense = torch.tensor([[4.0, 1.0], [2.0, 5.0]], dtype=torch.float64)
+        >>> A = dense.to_sparse().requires_grad_()
+        >>> handle = factorize(A, backend="scipy", method="splu")
+        >>> sign, logabsdet = handle.slogdet()
+        >>> x = handle.solve(torch.ones(2, dtype=torch.float64))
+        >>> (logabsdet + x.sum()).backward()  # both gradients reach A; one factorization
+        >>> round(logabsdet.exp().item(), 12)
+        18.0
+        """
+        states = self._determinant_states()
+        if not states:
+            shape = self._source.shape[:-2]
+            _, values = matrix_values(self._source, allow_batch=True)
+            return values.new_ones(shape), values.new_zeros(shape) + values.sum(-1) * 0
+        if self._groups is None:
+            prepared, values, _ = states[0]
+            return slogdet_prepared(prepared, values)
+        pairs = [slogdet_prepared(prepared, values) for prepared, values, _ in states]
+        order = torch.cat([members for _, _, members in states if members is not None])
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(order.numel(), device=order.device)
+        return torch.cat([s for s, _ in pairs])[inverse], torch.cat([v for _, v in pairs])[inverse]
+
+    @outside_graphs
+    @quietly
+    def diagonal_of_inverse(self) -> torch.Tensor:
+        """:func:`tsgu_core.diagonal_of_inverse` of ``A`` from this factorization (not differentiable in ``A``).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from tsgu_core import factorize
+        >>> dense = torch.tensor([[4.0, 1.0], [2.0, 5.0]], dtype=torch.float64)
+        >>> handle = factorize(dense.to_sparse(), backend="scipy", method="splu")
+        >>> torch.allclose(handle.diagonal_of_inverse(), torch.linalg.inv(dense).diagonal())
+        True
+        """
+        states = self._determinant_states()
+        n = self._source.shape[-1]
+        if not states:
+            return torch.zeros(*self._source.shape[:-2], 0, dtype=self._source.dtype, device=self._source.device)
+        index = torch.arange(n, device=self._source.device)
+        parts = [inverse_entries(prepared, index, index).reshape(-1, n) for prepared, _, _ in states]
+        if self._groups is None:
+            return parts[0].reshape(*self._source.shape[:-2], n).detach()
+        order = torch.cat([members for _, _, members in states if members is not None])
+        out = torch.empty(self._source.shape[0], n, dtype=parts[0].dtype, device=parts[0].device)
+        out[order] = torch.cat(parts)
+        return out
 
     def _solve_groups(
         self, B: torch.Tensor, transpose: bool, x0: torch.Tensor | None
