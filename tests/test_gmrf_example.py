@@ -232,3 +232,33 @@ def test_the_docs_figure_script_runs(tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, env=environment, check=False)
     assert result.returncode == 0, result.stderr
     assert "| log κ |" in result.stdout and (tmp_path / "f.png").stat().st_size > 10_000
+
+
+def test_the_likelihood_is_bayes_rule_with_the_gmrf_distribution():
+    """``log p(y) = log p(x) + log p(y | x) − log p(x | y)`` at ``x = μ_p``, each term a GaussianMarkovRandomField
+    (or Normal) ``log_prob`` — the distribution and the example's closed form, gradients included."""
+    from tsgu_core.distributions import GaussianMarkovRandomField
+
+    model = MaternGMRF(m=7, practical_range=3.0, observed=0.6, seed=5)
+    y = model.simulate().y
+    theta = torch.tensor([-0.3, 0.2, -0.6], dtype=torch.float64, requires_grad=True)
+    value = model.log_likelihood(theta, y)
+    (gradient,) = torch.autograd.grad(value, theta)
+
+    reference_theta = theta.detach().clone().requires_grad_()
+    sigma = torch.exp(reference_theta[2])
+    Q = model.precision(reference_theta)
+    nodes = model.observed_nodes
+    selector = torch.zeros(model.n, dtype=torch.float64).index_fill(0, nodes, 1.0)
+    posterior = (
+        Q + torch.sparse_coo_tensor(torch.arange(model.n).repeat(2, 1), selector / sigma**2, Q.shape)
+    ).coalesce()
+    b = torch.zeros(model.n, dtype=torch.float64).index_put((nodes,), y) / sigma**2
+    field_given_y = GaussianMarkovRandomField.from_canonical(b, posterior)
+    mean = field_given_y.mean
+    prior = GaussianMarkovRandomField(torch.zeros(model.n, dtype=torch.float64), Q)
+    likelihood = torch.distributions.Normal(mean[nodes], sigma).log_prob(y).sum()
+    reference = prior.log_prob(mean) + likelihood - field_given_y.log_prob(mean)
+    (expected,) = torch.autograd.grad(reference, reference_theta)
+    torch.testing.assert_close(value, reference, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(gradient, expected, rtol=1e-8, atol=1e-9)

@@ -79,6 +79,7 @@ import scipy.sparse as sp
 import torch
 
 from tsgu_core.api.determinants import diagonal_of_inverse, slogdet
+from tsgu_core.api.factorize import factorize
 from tsgu_core.api.solve import solve
 from tsgu_core.base.quiet import quiet_sparse_notices
 from tsgu_core.errors import InvalidArgumentError
@@ -292,9 +293,10 @@ class MaternGMRF:
     def log_likelihood(self, theta: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         r"""The exact ``log p(y | θ)`` (see the module's docstring), differentiable in ``θ`` and ``y``.
 
-        Costs two factorizations of ``Q_p`` (one in :func:`~tsgu_core.slogdet`, one in
-        :func:`~tsgu_core.solve`) and one of ``K``; the backward pass adds selected inversions on
-        the same factors and one transposed solve.
+        Costs one factorization of ``Q_p`` (:func:`~tsgu_core.factorize`: its
+        :meth:`~tsgu_core.Factorization.slogdet` and :meth:`~tsgu_core.Factorization.solve` share it)
+        and one of ``K``; the backward pass adds selected inversions on the same factors and one
+        transposed solve.
         """
         row, col = self.q_indices
         nodes = self.observed_nodes
@@ -303,8 +305,9 @@ class MaternGMRF:
         posterior, b = self._posterior(q, inverse_noise, y)
         logdet_K = slogdet(self.K(theta), backend=self.backend)[1]
         logdet_Q = 2 * self.n * theta[1] + 2 * logdet_K  # log det τ²KK
-        logdet_Qp = slogdet(posterior, backend=self.backend)[1]
-        mean = solve(posterior, b, backend=self.backend)  # μ_p
+        posterior_factors = factorize(posterior, backend=self.backend)  # one factorization of Q_p ...
+        logdet_Qp = posterior_factors.slogdet()[1]
+        mean = posterior_factors.solve(b)  # ... serves log det Q_p and μ_p, and both gradients
         Q_mean = torch.zeros_like(mean).index_add(0, row, q * mean[col])
         quadratic = mean @ Q_mean + inverse_noise * (y - mean[nodes]).square().sum()
         return 0.5 * (logdet_Q - logdet_Qp - quadratic) - self.n_obs * (theta[2] + 0.5 * math.log(2 * math.pi))
