@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # eager for type checkers; at run time each name loads on fir
     from tsgu_core.api.factorize import Factorization, factorize
     from tsgu_core.api.lstsq import lstsq
     from tsgu_core.api.solve import solve, solve_values
+    from tsgu_core.api.stochastic import Estimate, SlogdetEstimate
     from tsgu_core.api.triangular import triangular_solve
     from tsgu_core.engine.autograd import SparseSolveFunction
     from tsgu_core.errors import (
@@ -83,6 +84,8 @@ _WHERE = {
     "logdet": "tsgu_core.api.determinants",
     "selected_inverse": "tsgu_core.api.determinants",
     "slogdet": "tsgu_core.api.determinants",
+    "Estimate": "tsgu_core.api.stochastic",
+    "SlogdetEstimate": "tsgu_core.api.stochastic",
     "BackendContractError": "tsgu_core.errors",
     "BackendError": "tsgu_core.errors",
     "BackendUnavailableError": "tsgu_core.errors",
@@ -192,6 +195,7 @@ __all__ = [
     "DeviceMismatchError",
     "DistributedBackend",
     "DtypeMismatchError",
+    "Estimate",
     "Factorization",
     "InvalidArgumentError",
     "InvalidOptionError",
@@ -207,6 +211,7 @@ __all__ = [
     "ShapeError",
     "SingularMatrixError",
     "SingularMatrixWarning",
+    "SlogdetEstimate",
     "SolveFailedError",
     "SolveInfo",
     "SolveOptions",

@@ -16,10 +16,12 @@ that declares the capability
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal, overload
 
 import torch
 
+from tsgu_core.api.stochastic import STOCHASTIC, Estimate, check_single, estimate_selected, estimate_slogdet
 from tsgu_core.base.quiet import quietly
 from tsgu_core.base.transforms import outside_graphs
 from tsgu_core.engine.pipeline import Plan, matrix_values, plan, split_by_pattern
@@ -243,6 +245,8 @@ def slogdet(
     >>> torch.allclose(A.grad.to_dense(), torch.linalg.inv(dense).T * (dense != 0))
     True
     """
+    if method == STOCHASTIC:
+        return estimate_slogdet(A, backend, options)
     grouped = split_by_pattern(A)
     if grouped is not None:
         groups, flat = grouped
@@ -257,13 +261,33 @@ def slogdet(
     return _slogdet_one(detached, values, _plan(detached, backend, method, options))
 
 
+@overload
+def logdet(
+    A: torch.Tensor,
+    *,
+    backend: str | SolverBackend[Any] | None = ...,
+    method: Literal["stochastic"],
+    **options: Any,
+) -> Estimate: ...
+
+
+@overload
+def logdet(
+    A: torch.Tensor,
+    *,
+    backend: str | SolverBackend[Any] | None = ...,
+    method: str | None = ...,
+    **options: Any,
+) -> torch.Tensor: ...
+
+
 def logdet(
     A: torch.Tensor,
     *,
     backend: str | SolverBackend[Any] | None = None,
     method: str | None = None,
     **options: Any,
-) -> torch.Tensor:
+) -> torch.Tensor | Estimate:
     """``log det A`` of a sparse ``A``, as :func:`torch.logdet`: ``nan`` for a negative determinant, ``-inf`` for 0.
 
     Differentiable as :func:`slogdet` (a negative determinant's ``nan`` gets a
@@ -277,6 +301,9 @@ def logdet(
     >>> round(logdet(A).exp().item(), 12)
     6.0
     """
+    if method == STOCHASTIC:
+        estimate = estimate_slogdet(A, backend, options)
+        return Estimate(estimate.logabsdet, estimate.standard_error)
     sign, logabsdet = slogdet(A, backend=backend, method=method, **options)
     if sign.is_complex():
         return torch.log(sign) + logabsdet
@@ -323,6 +350,28 @@ def _entries(
     return _connected(values, _backend_entries(prepared, rows, cols).to(values.dtype))
 
 
+@overload
+def selected_inverse(
+    A: torch.Tensor,
+    pattern: SparsePattern | None = ...,
+    *,
+    backend: str | SolverBackend[Any] | None = ...,
+    method: Literal["stochastic"],
+    **options: Any,
+) -> Estimate: ...
+
+
+@overload
+def selected_inverse(
+    A: torch.Tensor,
+    pattern: SparsePattern | None = ...,
+    *,
+    backend: str | SolverBackend[Any] | None = ...,
+    method: str | None = ...,
+    **options: Any,
+) -> torch.Tensor: ...
+
+
 @outside_graphs
 @quietly
 def selected_inverse(
@@ -332,7 +381,7 @@ def selected_inverse(
     backend: str | SolverBackend[Any] | None = None,
     method: str | None = None,
     **options: Any,
-) -> torch.Tensor:
+) -> torch.Tensor | Estimate:
     """Entries of ``A⁻¹`` on ``A``'s own pattern (or on ``pattern``), as a sparse tensor in ``A``'s layout.
 
     Computed by selected inversion on the backend's factorization (for the
@@ -380,19 +429,45 @@ def selected_inverse(
         if pattern.n != A.shape[-1] or pattern.rows != A.shape[-2]:
             raise ShapeError(f"pattern is {pattern.rows} × {pattern.n}, A is {tuple(A.shape)}")
         rows, cols = pattern.row.to(A.device), pattern.col.to(A.device)
-        entries = _entries(A, rows, cols, backend, method, options)
-        if A.layout == torch.sparse_csr and pattern.crow is not None:
-            return pattern.to_csr(entries)
-        return torch.sparse_coo_tensor(torch.stack([rows, cols]), entries, A.shape)
-    if A.dim() == 3:
+        build = _on_pattern(pattern, rows, cols, A)
+    elif A.dim() == 3 and method != STOCHASTIC:
         return _batch_selected_inverse(A, backend, method, options)
-    if A.layout == torch.sparse_coo and not A.is_coalesced():
-        A = A.coalesce()
-    own = SparsePattern.of(A.detach())
-    entries = _entries(A, own.row, own.col, backend, method, options)
+    else:
+        if A.layout == torch.sparse_coo and not A.is_coalesced():
+            A = A.coalesce()
+        own = SparsePattern.of(A.detach())
+        rows, cols = own.row, own.col
+        build = _in_layout_of(A)
+    if method == STOCHASTIC:
+        value, error = _estimated(A, rows, cols, backend, options)
+        return Estimate(build(value), build(error))
+    return build(_entries(A, rows, cols, backend, method, options))
+
+
+def _on_pattern(
+    pattern: SparsePattern, rows: torch.Tensor, cols: torch.Tensor, A: torch.Tensor
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A sparse tensor with the entries given at ``pattern``'s positions: CSR for a CSR ``A`` and pattern, else COO."""
+    if A.layout == torch.sparse_csr and pattern.crow is not None:
+        return lambda entries: pattern.to_csr(entries)
+    return lambda entries: torch.sparse_coo_tensor(torch.stack([rows, cols]), entries, A.shape)
+
+
+def _in_layout_of(A: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A sparse tensor with ``A``'s (coalesced) indices and the given entries."""
     if A.layout == torch.sparse_csr:
-        return torch.sparse_csr_tensor(A.crow_indices(), A.col_indices(), entries, A.shape)
-    return torch.sparse_coo_tensor(A._indices(), entries, A.shape, is_coalesced=True)
+        return lambda entries: torch.sparse_csr_tensor(A.crow_indices(), A.col_indices(), entries, A.shape)
+    return lambda entries: torch.sparse_coo_tensor(A._indices(), entries, A.shape, is_coalesced=True)
+
+
+def _estimated(
+    A: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, backend: Any, options: dict[str, Any]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``method="stochastic"``: estimates of ``(A⁻¹)[rows, cols]`` (no gradient in ``A``) and standard errors."""
+    check_single(A)
+    detached, values = matrix_values(A)
+    value, error = estimate_selected(detached, rows, cols, backend, options)
+    return _connected(values, value), error
 
 
 def _batch_selected_inverse(A: torch.Tensor, backend: Any, method: Any, options: Any) -> torch.Tensor:
@@ -411,6 +486,26 @@ def _batch_selected_inverse(A: torch.Tensor, backend: Any, method: Any, options:
     return torch.sparse_coo_tensor(A._indices(), entries, A.shape, is_coalesced=True)
 
 
+@overload
+def diagonal_of_inverse(
+    A: torch.Tensor,
+    *,
+    backend: str | SolverBackend[Any] | None = ...,
+    method: Literal["stochastic"],
+    **options: Any,
+) -> Estimate: ...
+
+
+@overload
+def diagonal_of_inverse(
+    A: torch.Tensor,
+    *,
+    backend: str | SolverBackend[Any] | None = ...,
+    method: str | None = ...,
+    **options: Any,
+) -> torch.Tensor: ...
+
+
 @outside_graphs
 @quietly
 def diagonal_of_inverse(
@@ -419,7 +514,7 @@ def diagonal_of_inverse(
     backend: str | SolverBackend[Any] | None = None,
     method: str | None = None,
     **options: Any,
-) -> torch.Tensor:
+) -> torch.Tensor | Estimate:
     """The diagonal of ``A⁻¹``, dense ``(n,)`` (``(b, n)`` for a batch), by selected inversion.
 
     E.g. the marginal variances of a Gaussian with sparse precision ``A``.
@@ -438,6 +533,8 @@ def diagonal_of_inverse(
     check_matrix(A, allow_batch=True)
     n = A.shape[-1]
     index = torch.arange(n, device=A.device)
+    if method == STOCHASTIC:
+        return Estimate(*_estimated(A, index, index, backend, options))
     if A.dim() == 2:
         return _entries(A, index, index, backend, method, options)
     grouped = split_by_pattern(A)
