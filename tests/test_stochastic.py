@@ -147,19 +147,20 @@ def test_complex_diagonal_estimate():
 
 def test_seed_and_generator_reproduce_and_differ():
     A = _nonsymmetric(n=20).to_sparse_csr()
-    first = tsgu_core.diagonal_of_inverse(A, method="stochastic", probes=8, seed=3)
-    again = tsgu_core.diagonal_of_inverse(A, method="stochastic", probes=8, seed=3)
-    other = tsgu_core.diagonal_of_inverse(A, method="stochastic", probes=8, seed=4)
+    first = tsgu_core.diagonal_of_inverse(A, method="stochastic", backend="scipy", probes=8, seed=3)
+    again = tsgu_core.diagonal_of_inverse(A, method="stochastic", backend="scipy", probes=8, seed=3)
+    other = tsgu_core.diagonal_of_inverse(A, method="stochastic", backend="scipy", probes=8, seed=4)
     from_generator = tsgu_core.diagonal_of_inverse(
-        A, method="stochastic", probes=8, generator=torch.Generator().manual_seed(3)
+        A, method="stochastic", backend="scipy", probes=8, generator=torch.Generator().manual_seed(3)
     )
     torch.testing.assert_close(first.value, again.value, rtol=0, atol=0)
     torch.testing.assert_close(first.value, from_generator.value, rtol=0, atol=0)
     assert not torch.equal(first.value, other.value)
     torch.manual_seed(11)  # no seed: torch's global generator
-    default = tsgu_core.diagonal_of_inverse(A, method="stochastic", probes=8)
+    default = tsgu_core.diagonal_of_inverse(A, method="stochastic", backend="scipy", probes=8)
     torch.manual_seed(11)
-    torch.testing.assert_close(default.value, tsgu_core.diagonal_of_inverse(A, method="stochastic", probes=8).value)
+    repeated = tsgu_core.diagonal_of_inverse(A, method="stochastic", backend="scipy", probes=8)
+    torch.testing.assert_close(default.value, repeated.value, rtol=0, atol=0)
 
 
 def test_estimates_are_not_differentiable_in_A():
@@ -229,12 +230,12 @@ def test_slogdet_gradient_is_unbiased_over_seeds():
     D = random_spd(12, seed=2)
     mask = D != 0
     grads = []
-    for seed in range(80):
+    for seed in range(40):
         A = D.to_sparse_csr().requires_grad_()
-        tsgu_core.slogdet(A, method="stochastic", probes=4, seed=seed)[1].backward()
+        tsgu_core.slogdet(A, method="stochastic", backend="scipy", probes=4, seed=seed)[1].backward()
         grads.append(A.grad.to_dense()[mask])
     stacked = torch.stack(grads)
-    z = _z(stacked.mean(0), torch.linalg.inv(D).T[mask], stacked.std(0) / math.sqrt(80) + 1e-15)
+    z = _z(stacked.mean(0), torch.linalg.inv(D).T[mask], stacked.std(0) / math.sqrt(40) + 1e-15)
     assert bool((z < 4.5).all())
 
 

@@ -210,16 +210,37 @@ def slogdet(
         available one, e.g. ``"scipy"`` on the CPU).
     method : str, optional
         One of its methods declared ``selected_inversion`` (default: its
-        default method if it is one, e.g. ``"splu"``).
+        default method if it is one, e.g. ``"splu"``). Or ``"stochastic"``:
+        an **estimate**, for a symmetric positive definite ``A`` only, through
+        any backend (see below).
     **options
         The method's options (e.g. ``permc_spec="COLAMD"`` for ``splu``).
+        With ``method="stochastic"``: ``probes`` (default 64), ``seed`` or
+        ``generator`` (a :class:`torch.Generator`), ``max_lanczos_steps``
+        (default 1000), ``solver`` (the backend's method for the gradient's
+        solves; default: what it chooses for an SPD ``A``), ``sketch``
+        (deflation probes of the gradient, default 0), and the solver's own
+        options (e.g. ``rtol``).
 
     Returns
     -------
     sign, logabsdet : Tensor
         Shapes ``()`` (``(b,)`` for a batch); ``sign`` in ``A``'s dtype,
         ``logabsdet`` real. A singular ``A`` gives ``sign = 0`` and
-        ``logabsdet = -inf``, as torch does.
+        ``logabsdet = -inf``, as torch does. With ``method="stochastic"`` a
+        :class:`~tsgu_core.SlogdetEstimate`: the same pair (it unpacks as
+        ``sign, logabsdet``) with ``.standard_error`` of ``logabsdet``.
+
+    Notes
+    -----
+    ``method="stochastic"`` (:mod:`tsgu_core.api.stochastic`) estimates
+    ``log det A = E[zᵀ log(A) z]`` over Rademacher probes ``z`` by stochastic
+    Lanczos quadrature (products with ``A`` only, on ``A``'s device), and the
+    gradient ``(A⁻¹)_ij`` by Hutchinson's estimator with one multi-column
+    solve through ``backend`` in the backward pass. Both are unbiased
+    estimates, not exact values: the error is random, of the size of
+    ``standard_error`` (and ``∝ 1/√probes``). Asked for by name only; every
+    other ``method`` is exact.
 
     Raises
     ------
@@ -231,6 +252,10 @@ def slogdet(
         In a backward pass with ``create_graph=True``.
     UnsupportedDeviceError
         The backend named cannot give determinants (the message names those that can).
+    StructureError
+        ``method="stochastic"`` for an ``A`` that is not symmetric positive definite.
+    InvalidOptionError, UnknownOptionError
+        A bad or unknown option of ``method="stochastic"`` or of its solver.
 
     Examples
     --------
@@ -243,6 +268,15 @@ def slogdet(
     (-1.0, 24.0)
     >>> logabsdet.backward()
     >>> torch.allclose(A.grad.to_dense(), torch.linalg.inv(dense).T * (dense != 0))
+    True
+
+    An estimate for an SPD ``A``, with its standard error:
+
+    >>> from tsgu_core.testing import poisson_2d
+    >>> P = poisson_2d(10)  # n = 100
+    >>> estimate = slogdet(P, method="stochastic", probes=64, seed=0)
+    >>> exact = torch.linalg.slogdet(P.to_dense()).logabsdet
+    >>> bool(abs(estimate.logabsdet - exact) < 4 * estimate.standard_error)
     True
     """
     if method == STOCHASTIC:
@@ -291,7 +325,9 @@ def logdet(
     """``log det A`` of a sparse ``A``, as :func:`torch.logdet`: ``nan`` for a negative determinant, ``-inf`` for 0.
 
     Differentiable as :func:`slogdet` (a negative determinant's ``nan`` gets a
-    zero gradient, as torch gives it). Parameters as for :func:`slogdet`.
+    zero gradient, as torch gives it). Parameters as for :func:`slogdet`;
+    ``method="stochastic"`` returns an :class:`~tsgu_core.Estimate`
+    ``(value, standard_error)`` (``A`` symmetric positive definite).
 
     Examples
     --------
@@ -399,7 +435,15 @@ def selected_inverse(
     pattern : SparsePattern, optional
         The positions wanted (default: ``A``'s stored entries).
     backend, method, **options
-        As for :func:`slogdet`.
+        As for :func:`slogdet`. ``method="stochastic"`` estimates instead, for
+        any square ``A`` (one matrix) and any backend: ``(A⁻¹)_ij ≈ mean_k
+        (A⁻¹z_k)_i (z_k)_j`` over Rademacher probes ``z_k``, all solved in one
+        multi-column :func:`~tsgu_core.solve` through ``backend`` (its method
+        ``solver=``, default its default; ``assume=`` and the solver's options
+        pass on). Also ``probes`` (default 64), ``seed`` or ``generator``, and
+        ``sketch`` (Hutch++-style deflation: that many extra probes span
+        ``A⁻¹``'s dominant range, which is then computed exactly, at the cost of
+        ``sketch`` more solves and ``sketch`` solves with ``Aᵀ``; default 0).
 
     Returns
     -------
@@ -407,6 +451,9 @@ def selected_inverse(
         ``A``'s layout, ``(A⁻¹)_ij`` at each position (``A``'s indices, or
         ``pattern``'s). Not differentiable with respect to ``A``: a backward
         pass through it raises :class:`~tsgu_core.errors.InvalidArgumentError`.
+        With ``method="stochastic"`` an :class:`~tsgu_core.Estimate`
+        ``(value, standard_error)`` of two such tensors, the standard error
+        of each entry estimated from the per-probe samples.
 
     Raises
     ------
@@ -522,12 +569,20 @@ def diagonal_of_inverse(
     Not differentiable with respect to ``A`` (a backward pass raises
     :class:`~tsgu_core.errors.InvalidArgumentError`).
 
+    ``method="stochastic"`` (options as for :func:`selected_inverse`) returns
+    an :class:`~tsgu_core.Estimate` ``(value, standard_error)``, both ``(n,)``:
+    Hutchinson's ``diag(A⁻¹) ≈ mean_k z_k ⊙ (A⁻¹z_k)`` through any backend's
+    solves — an unbiased estimate, never exact.
+
     Examples
     --------
     >>> import torch
     >>> from tsgu_core import diagonal_of_inverse
     >>> dense = torch.tensor([[4.0, 1.0], [2.0, 5.0]], dtype=torch.float64)
     >>> torch.allclose(diagonal_of_inverse(dense.to_sparse()), torch.linalg.inv(dense).diagonal())
+    True
+    >>> value, error = diagonal_of_inverse(dense.to_sparse(), method="stochastic", backend="torch", seed=0)
+    >>> bool(((value - torch.linalg.inv(dense).diagonal()).abs() < 4 * error).all())
     True
     """
     check_matrix(A, allow_batch=True)

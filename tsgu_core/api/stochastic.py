@@ -73,6 +73,8 @@ DEFAULT_PROBES = 64
 DEFAULT_MAX_LANCZOS_STEPS = 1000
 _OWN_OPTIONS = ("probes", "seed", "generator", "sketch", "solver", "assume")
 _LANCZOS_OPTIONS = ("max_lanczos_steps",)
+OPTIONS = _OWN_OPTIONS + _LANCZOS_OPTIONS
+"""The options of ``method="stochastic"`` (``max_lanczos_steps`` for slogdet/logdet only); the rest go to the solver."""
 _QUADRATURE_SHARE = 0.01  # the quadrature error allowed, as a share of the standard error
 _SAMPLES_PER_CHUNK = 1 << 22  # entries × probes held at once when averaging the samples
 
