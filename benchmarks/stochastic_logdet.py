@@ -2,16 +2,18 @@
 
 Measures, one thread:
 
-1. **Variance of the diagonal estimate** (``diagonal_of_inverse(A, method="stochastic")``) at an equal number of
-   solves (64): plain Hutchinson against Hutch++-style deflation (``sketch=8`` and ``16``), on 2-D Poisson, a
-   convection-diffusion operator and 2-D Poisson + I (n = 2 500), over 10 seeds: the root-mean-square error
-   relative to the mean |diagonal| (against the exact ``diagonal_of_inverse``) and the mean reported standard
-   error on the same scale (honest when the two agree).
+1. **Variance of the diagonal estimate** (``diagonal_of_inverse(A, method="stochastic")``): plain Hutchinson
+   (64 probes) against Hutch++-style deflation at an equal number of solves (``sketch=8`` and ``16``) and the
+   Neumann control variate (``control_variate=True``, 64 probes), on 2-D Poisson, a convection-diffusion
+   operator and 2-D Poisson + I (n = 2 500), over 10 seeds: the root-mean-square error relative to the mean
+   diagonal (against the exact ``diagonal_of_inverse``) and the mean reported standard error on the same scale
+   (honest when the two agree). Saved as ``results/stochastic_variance.md``.
 2. **Time and error** of ``slogdet`` + ``backward()`` on 2-D Poisson: exact (SuperLU + selected inversion)
    against ``method="stochastic"`` (64 probes, gradient solves by torch CG at ``rtol=1e-8``): interleaved
    medians, the log-determinant's error in its own standard errors, and the gradient's relative 2-norm error.
+   Saved as ``results/stochastic_logdet.md``.
 
-Run: ``python benchmarks/stochastic_logdet.py [--repeats 3] [--sizes 64 128 316]``.
+Run: ``python benchmarks/stochastic_logdet.py [--repeats 3] [--sizes 64 128 316] [--parts variance timing]``.
 """
 
 from __future__ import annotations
@@ -49,18 +51,23 @@ def variance_rows() -> list[list[str]]:
     for name, A in problems.items():
         exact = tsgu_core.diagonal_of_inverse(A, backend="scipy")
         scale = float(exact.abs().mean())
-        for sketch in (0, 8, 16):
-            probes = SOLVES - 2 * sketch
+        variants = {
+            "plain, 64 probes": {"probes": SOLVES},
+            "sketch=8, 48 probes": {"probes": SOLVES - 16, "sketch": 8},
+            "sketch=16, 32 probes": {"probes": SOLVES - 32, "sketch": 16},
+            "control_variate, 64 probes": {"probes": SOLVES, "control_variate": True},
+        }
+        for label, options in variants.items():
             errors, reported = [], []
             for seed in range(SEEDS):
                 value, error = tsgu_core.diagonal_of_inverse(
-                    A, method="stochastic", backend="scipy", probes=probes, sketch=sketch, seed=seed
+                    A, method="stochastic", backend="scipy", seed=seed, **options
                 )
                 errors.append(value - exact)
                 reported.append(error)
             rms = float(torch.stack(errors).pow(2).mean().sqrt()) / scale
             se = float(torch.stack(reported).pow(2).mean().sqrt()) / scale
-            rows.append([name, str(A.shape[0]), f"{probes} + 2·{sketch}", f"{rms:.3f}", f"{se:.3f}"])
+            rows.append([name, str(A.shape[0]), label, f"{rms:.3f}", f"{se:.3f}"])
             print(rows[-1], flush=True)
     return rows
 
@@ -110,21 +117,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
+    parser.add_argument("--parts", nargs="+", choices=["variance", "timing"], default=["variance", "timing"])
     args = parser.parse_args()
     facts = environment()
-    variance = variance_rows()
+    if "variance" in args.parts:
+        variance = variance_rows()
+        table = report(
+            f"diagonal_of_inverse(method='stochastic'), {SEEDS} seeds, scipy splu solves: plain Hutchinson, "
+            f"deflation at an equal number of solves ({SOLVES}), the Neumann control variate (+2 products per probe)",
+            ["problem", "n", "variant", "rms error / mean diagonal", "reported SE / mean diagonal"],
+            variance,
+            dict(facts),
+        )
+        write_results("stochastic_variance", table, {"variance": variance, **facts})
+        print(table)
+    if "timing" not in args.parts:
+        return
     timing = [timing_row(m, args.repeats) for m in args.sizes]
     tables = [
         report(
-            f"diagonal_of_inverse(method='stochastic') at {SOLVES} solves: plain Hutchinson against deflation "
-            f"({SEEDS} seeds, scipy splu solves)",
-            ["problem", "n", "probes + 2·sketch", "rms error / mean diagonal", "reported SE / mean diagonal"],
-            variance,
-            dict(facts),
-        ),
-        "## slogdet + backward on 2-D Poisson: exact against method='stochastic' "
-        f"({SOLVES} probes, torch CG at rtol=1e-8; 1 thread, medians of interleaved runs)\n\n"
-        + _table(
+            "slogdet + backward on 2-D Poisson: exact against method='stochastic' "
+            f"({SOLVES} probes, torch CG at rtol=1e-8; 1 thread, medians of interleaved runs)",
             [
                 "n",
                 "exact (s)",
@@ -132,21 +145,16 @@ def main() -> None:
                 "stochastic / exact",
                 "log det A",
                 "standard error",
-                "|error| / SE",
+                "abs. error / SE",
                 "Lanczos steps",
                 "gradient rel. error",
             ],
             timing,
+            dict(facts),
         ),
     ]
-    write_results("stochastic_logdet", "\n\n".join(tables), {"variance": variance, "timing": timing, **facts})
+    write_results("stochastic_logdet", "\n\n".join(tables), {"timing": timing, **facts})
     print("\n\n".join(tables))
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    from _common import markdown_table
-
-    return markdown_table(header, rows)
 
 
 if __name__ == "__main__":

@@ -218,9 +218,9 @@ def slogdet(
         With ``method="stochastic"``: ``probes`` (default 64), ``seed`` or
         ``generator`` (a :class:`torch.Generator`), ``max_lanczos_steps``
         (default 1000), ``solver`` (the backend's method for the gradient's
-        solves; default: what it chooses for an SPD ``A``), ``sketch``
-        (deflation probes of the gradient, default 0), and the solver's own
-        options (e.g. ``rtol``).
+        solves; default: what it chooses for an SPD ``A``), ``sketch`` or
+        ``control_variate`` (variance reduction of the gradient, as for
+        :func:`selected_inverse`), and the solver's own options (e.g. ``rtol``).
 
     Returns
     -------
@@ -443,7 +443,9 @@ def selected_inverse(
         pass on). Also ``probes`` (default 64), ``seed`` or ``generator``, and
         ``sketch`` (Hutch++-style deflation: that many extra probes span
         ``A⁻¹``'s dominant range, which is then computed exactly, at the cost of
-        ``sketch`` more solves and ``sketch`` solves with ``Aᵀ``; default 0).
+        ``sketch`` more solves and ``sketch`` solves with ``Aᵀ``; default 0) or
+        ``control_variate=True`` (subtract the two-term Neumann series of
+        ``A⁻¹`` in ``A``'s diagonal, known exactly; default False).
 
     Returns
     -------

@@ -17,7 +17,10 @@ device ``solve`` works on — iterative, GPU, JAX, PETSc.
   random probes ``S``, ``M = Q(QᵀM) + (I − QQᵀ)M``; the first part is computed
   exactly (``QᵀM = (A⁻ᵀQ)ᵀ``, a solve with ``Aᵀ``), the second by Hutchinson.
   Unbiased for every ``Q``, so the standard error of the second part is that
-  of the whole.
+  of the whole. Or, with ``control_variate=True``: ``A⁻¹ = C + (A⁻¹ − C)`` with
+  the two-term Neumann series ``C = D⁻¹ + D⁻¹ND⁻¹ + D⁻¹ND⁻¹ND⁻¹``
+  (``A = D − N``, ``D`` the diagonal), whose entries are computed exactly from
+  sparse products and whose products ``C z`` cost two products with ``A``.
 * **log det A** for a symmetric positive definite ``A`` (stochastic Lanczos
   quadrature, matrix products only): ``log det A = tr log A = E[zᵀ log(A) z]``,
   each ``zᵀ log(A) z`` by the Gauss quadrature of ``m`` Lanczos steps started
@@ -71,7 +74,7 @@ STOCHASTIC = "stochastic"
 
 DEFAULT_PROBES = 64
 DEFAULT_MAX_LANCZOS_STEPS = 1000
-_OWN_OPTIONS = ("probes", "seed", "generator", "sketch", "solver", "assume")
+_OWN_OPTIONS = ("probes", "seed", "generator", "sketch", "control_variate", "solver", "assume")
 _LANCZOS_OPTIONS = ("max_lanczos_steps",)
 OPTIONS = _OWN_OPTIONS + _LANCZOS_OPTIONS
 """The options of ``method="stochastic"`` (``max_lanczos_steps`` for slogdet/logdet only); the rest go to the solver."""
@@ -172,6 +175,7 @@ class _Settings:
     assume: str
     solver_options: dict[str, Any]
     max_lanczos_steps: int
+    control_variate: bool = False
 
     def solve(self, A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
         """``A⁻¹ B`` through the chosen backend's own solve (no graph: gradients are this module's)."""
@@ -205,6 +209,11 @@ def _settings(
     sketch = _integer(options, "sketch", 0, 0, "the number of deflation probes; 0 for plain Hutchinson")
     if sketch > n:
         raise InvalidOptionError(f"sketch must be at most n = {n}, got {sketch}", option="sketch")
+    control = options.pop("control_variate", False)
+    if not isinstance(control, bool):
+        raise InvalidOptionError(f"control_variate must be True or False, got {control!r}", option="control_variate")
+    if control and sketch:
+        raise InvalidOptionError("control_variate=True and sketch= do not combine; choose one", option="sketch")
     steps = DEFAULT_MAX_LANCZOS_STEPS
     if logdet:
         steps = _integer(options, "max_lanczos_steps", DEFAULT_MAX_LANCZOS_STEPS, 1, "Lanczos steps per probe")
@@ -231,7 +240,7 @@ def _settings(
             unknown=error.unknown,
             accepted=error.accepted + own,
         ) from None
-    return _Settings(probes, sketch, generator, backend, solver, assume, options, steps)
+    return _Settings(probes, sketch, generator, backend, solver, assume, options, steps, control)
 
 
 def _transposed(pattern: SparsePattern, values: torch.Tensor) -> torch.Tensor:
@@ -251,6 +260,50 @@ def _mean_and_error(samples: Any, count: int, probes: int) -> tuple[torch.Tensor
     squares = sum((samples(c) - mean.unsqueeze(-1)).abs().pow(2).sum(-1) for c in chunks)
     variance = squares / (probes - 1)
     return mean, (variance / probes).sqrt()
+
+
+def _entries_at(M: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """``M[rows, cols]`` of a sparse ``M`` (zero where nothing is stored), by a sorted search of its keys."""
+    coo = M.to_sparse_coo().coalesce()
+    n = M.shape[-1]
+    keys = coo.indices()[0] * n + coo.indices()[1]
+    keys, order = keys.sort()
+    values: torch.Tensor = coo.values()[order]
+    wanted = rows * n + cols
+    where = torch.searchsorted(keys, wanted).clamp(max=max(keys.numel() - 1, 0))
+    if keys.numel() == 0:
+        return values.new_zeros(wanted.shape)
+    found: torch.Tensor = torch.where(keys[where] == wanted, values[where], values.new_zeros(()))
+    return found
+
+
+def _neumann(
+    A: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, Z: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The control variate ``C = D⁻¹ + D⁻¹ND⁻¹ + D⁻¹ND⁻¹ND⁻¹`` (``A = D − N``, ``D`` its diagonal) of ``A⁻¹``.
+
+    Returns ``C[rows, cols]`` (exact, from sparse products) and ``C Z`` (two products with ``A`` per probe):
+    ``A⁻¹`` is estimated as ``C + (A⁻¹ − C)``, the second term by Hutchinson.
+    """
+    pattern = SparsePattern.of(A)
+    values = A.values() if A.layout == torch.sparse_csr else A._values()
+    diagonal = pattern.diagonal(values)
+    if not bool((diagonal != 0).all()):
+        raise InvalidOptionError(
+            "control_variate=True needs every diagonal entry of A stored and nonzero (it approximates A⁻¹ by a "
+            "Neumann series in D⁻¹); use control_variate=False",
+            option="control_variate",
+        )
+    inverse = 1 / diagonal
+    off = torch.where(pattern.row == pattern.col, torch.zeros_like(values), -values)  # N's stored values
+    N, scaled = pattern.to_csr(off), pattern.to_csr(off * inverse[pattern.row])  # N and D⁻¹N
+    Y0 = inverse[:, None] * Z
+    Y1 = inverse[:, None] * (N @ Y0)
+    Y2 = inverse[:, None] * (N @ Y1)
+    both = inverse[rows] * inverse[cols]
+    entries = torch.where(rows == cols, inverse[rows], torch.zeros_like(both))
+    entries = entries + _entries_at(N, rows, cols) * both + _entries_at(N @ scaled, rows, cols) * both
+    return entries, Y0 + Y1 + Y2
 
 
 def estimate_entries(
@@ -277,6 +330,11 @@ def estimate_entries(
         exact = (Q[rows] * QtM[cols]).sum(-1)  # (Q Qᵀ A⁻¹)_ij = Σ_l Q_il (A⁻ᵀ Q)_jl
         if symmetrize:
             exact = (exact + (Q[cols] * QtM[rows]).sum(-1)) / 2
+
+    if settings.control_variate:
+        control, CZ = _neumann(A, rows, cols, Z)
+        X = X - CZ  # (A⁻¹ − C) Z
+        exact = control  # symmetrize is for a symmetric A, whose C is symmetric too
 
     def samples(columns: slice) -> torch.Tensor:
         sample = X[rows, columns] * Z[cols, columns]
