@@ -141,6 +141,10 @@ def test_complex_diagonal_estimate():
     result = tsgu_core.diagonal_of_inverse(D.to_sparse_csr(), method="stochastic", backend="torch", seed=1)
     assert result.value.dtype == torch.complex128 and result.standard_error.dtype == torch.float64
     assert bool((_z(result.value, torch.linalg.inv(D).diagonal(), result.standard_error) < 4.5).all())
+    controlled = tsgu_core.diagonal_of_inverse(
+        D.to_sparse_csr(), method="stochastic", backend="torch", seed=1, control_variate=True
+    )
+    assert bool((_z(controlled.value, torch.linalg.inv(D).diagonal(), controlled.standard_error) < 4.5).all())
     with pytest.raises(ComplexNotSupportedError):
         tsgu_core.diagonal_of_inverse(D.to_sparse_csr(), method="stochastic", sketch=2)
 
