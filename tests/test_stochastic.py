@@ -206,9 +206,12 @@ def test_slogdet_more_probes_smaller_error_and_logdet_estimate():
     few = tsgu_core.slogdet(A, method="stochastic", probes=8, seed=1).standard_error
     many = tsgu_core.slogdet(A, method="stochastic", probes=128, seed=1).standard_error
     assert 2.5 < float(few / many) < 6.5  # √16 = 4
-    result = tsgu_core.logdet(A, method="stochastic", probes=64, seed=2)
+    leaf = A.clone().requires_grad_()
+    result = tsgu_core.logdet(leaf, method="stochastic", probes=64, seed=2)
     assert isinstance(result, Estimate)
-    assert float(_z(result.value, torch.logdet(A.to_dense()), result.standard_error)) < 4
+    assert float(_z(result.value.detach(), torch.logdet(A.to_dense()), result.standard_error)) < 4
+    result.value.backward()  # the estimate's value is differentiable, as slogdet's logabsdet
+    assert leaf.grad is not None and leaf.grad.layout == torch.sparse_csr
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

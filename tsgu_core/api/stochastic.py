@@ -85,15 +85,13 @@ _SAMPLES_PER_CHUNK = 1 << 22  # entries × probes held at once when averaging th
 class Estimate(NamedTuple):
     """A stochastic estimate and its standard error, returned only by ``method="stochastic"``.
 
-    Attributes
-    ----------
-    value : Tensor
-        The estimate, of the type the exact call returns (dense, or sparse in ``A``'s layout).
-    standard_error : Tensor
-        The standard error of each entry of ``value`` (same type and shape), estimated
-        from the per-probe samples: ``s/√k`` for ``k`` probes whose samples have
-        standard deviation ``s``. About 95 % of estimates lie within 2 standard errors
-        of the exact value (the mean of ``k`` independent samples is close to normal).
+    A named tuple ``(value, standard_error)``: ``value`` is the estimate, of
+    the type the exact call returns (dense, or sparse in ``A``'s layout);
+    ``standard_error`` is the standard error of each entry of ``value`` (same
+    type and shape, real), estimated from the per-probe samples: ``s/√k`` for
+    ``k`` probes whose samples have standard deviation ``s``. About 95 % of
+    estimates lie within 2 standard errors of the exact value (the mean of
+    ``k`` independent samples is close to normal).
 
     Examples
     --------
