@@ -389,14 +389,14 @@ def _lanczos_logdet(
     check, previous, change = 8, None, None
     limit = min(max_steps, n)
     for step in range(1, limit + 1):
-        W = pattern.matmul(values, V) - beta_before * V_before
-        alpha = (V * W).sum(0)
-        W = W - alpha * V
-        beta = W.pow(2).sum(0).sqrt()
+        W = pattern.matmul(values, V).addcmul_(V_before, beta_before, value=-1)  # in place: n × k passes count
+        alpha = torch.linalg.vecdot(V, W, dim=0)
+        W.addcmul_(V, alpha, value=-1)
+        beta = torch.linalg.vector_norm(W, dim=0)
         alphas, betas = torch.cat([alphas, alpha[None]]), torch.cat([betas, beta[None]])
         lengths += active
         active &= beta > 100 * eps * scale * math.sqrt(n)
-        V_before, V = V, torch.where(active, W / torch.where(active, beta, 1.0), 0.0)
+        V_before, V = V, W.mul_(torch.where(active, 1 / torch.where(active, beta, 1.0), 0.0))
         beta_before = torch.where(active, beta, 0.0)
         if step < check and step < limit and bool(active.any()):
             continue
