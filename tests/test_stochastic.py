@@ -4,8 +4,10 @@ References are dense (float64): ``torch.linalg.inv`` entries and ``torch.linalg.
 Every check of an estimate is against its own reported standard error; every test is seeded.
 """
 
+import copy
 import importlib.util
 import math
+import pickle
 
 import pytest
 import torch
@@ -189,6 +191,9 @@ def test_slogdet_estimate_within_its_standard_error(layout):
     assert float(_z(logabsdet, exact.logabsdet, result.standard_error)) < 4
     assert result.probes == 32 and 1 <= result.lanczos_steps <= 64
     assert float(result.standard_error) > 0
+    copied = pickle.loads(pickle.dumps(result))  # copies and pickles keep the attributes
+    assert isinstance(copied, SlogdetEstimate) and float(copied.standard_error) == float(result.standard_error)
+    assert copy.copy(result).lanczos_steps == result.lanczos_steps
 
 
 def test_slogdet_standard_error_is_honest_over_seeds():

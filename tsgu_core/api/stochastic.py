@@ -146,6 +146,9 @@ class SlogdetEstimate(tuple[torch.Tensor, torch.Tensor]):
         self.lanczos_steps = steps
         return self
 
+    def __getnewargs__(self) -> tuple[Any, ...]:  # copy and pickle rebuild it through __new__
+        return (self[0], self[1], self.standard_error, self.probes, self.lanczos_steps)
+
     @property
     def sign(self) -> torch.Tensor:
         return self[0]
@@ -216,7 +219,7 @@ def _settings(
     if logdet:
         steps = _integer(options, "max_lanczos_steps", DEFAULT_MAX_LANCZOS_STEPS, 1, "Lanczos steps per probe")
     generator = options.pop("generator", None)
-    if "seed" in options and generator is not None:
+    if options.get("seed") is not None and generator is not None:
         raise InvalidOptionError("give seed= or generator=, not both", option="seed")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise InvalidOptionError(
