@@ -21,7 +21,15 @@ from typing import Any, Literal, overload
 
 import torch
 
-from tsgu_core.api.stochastic import STOCHASTIC, Estimate, check_single, estimate_selected, estimate_slogdet
+from tsgu_core.api.stochastic import (
+    STOCHASTIC,
+    Estimate,
+    batch_members,
+    check_single,
+    estimate_selected,
+    estimate_slogdet,
+    selected_settings,
+)
 from tsgu_core.base.quiet import quietly
 from tsgu_core.base.transforms import outside_graphs
 from tsgu_core.engine.pipeline import Plan, matrix_values, plan, split_by_pattern
@@ -436,7 +444,8 @@ def selected_inverse(
         The positions wanted (default: ``A``'s stored entries).
     backend, method, **options
         As for :func:`slogdet`. ``method="stochastic"`` estimates instead, for
-        any square ``A`` (one matrix) and any backend: ``(A⁻¹)_ij ≈ mean_k
+        any square ``A`` (one matrix here; :func:`diagonal_of_inverse` also
+        takes a batch) and any backend: ``(A⁻¹)_ij ≈ mean_k
         (A⁻¹z_k)_i (z_k)_j`` over Rademacher probes ``z_k``, all solved in one
         multi-column :func:`~tsgu_core.solve` through ``backend`` (its method
         ``solver=``, default its default; ``assume=`` and the solver's options
@@ -515,7 +524,7 @@ def _estimated(
     """``method="stochastic"``: estimates of ``(A⁻¹)[rows, cols]`` (no gradient in ``A``) and standard errors."""
     check_single(A)
     detached, values = matrix_values(A)
-    value, error = estimate_selected(detached, rows, cols, backend, options)
+    value, error = estimate_selected(detached, rows, cols, selected_settings(detached, backend, options))
     return _connected(values, value), error
 
 
@@ -590,6 +599,13 @@ def diagonal_of_inverse(
     check_matrix(A, allow_batch=True)
     n = A.shape[-1]
     index = torch.arange(n, device=A.device)
+    if method == STOCHASTIC and A.dim() == 3:  # member by member
+        members, connected = batch_members(A)
+        settings = selected_settings(members[0][0], backend, options) if members else None  # one generator
+        estimates = [estimate_selected(member, index, index, settings) for member, _ in members if settings]
+        value = torch.stack([v for v, _ in estimates]) if estimates else connected.detach().new_zeros(0, n)
+        error = torch.stack([e for _, e in estimates]) if estimates else value.real
+        return Estimate(_connected(connected, value), error)
     if method == STOCHASTIC:
         return Estimate(*_estimated(A, index, index, backend, options))
     if A.dim() == 2:

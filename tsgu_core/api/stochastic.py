@@ -42,7 +42,7 @@ import torch
 
 from tsgu_core.api.solve import solve
 from tsgu_core.base.quiet import quietly
-from tsgu_core.engine.pipeline import matrix_values, plan
+from tsgu_core.engine.pipeline import matrix_values, plan, split_by_pattern
 from tsgu_core.engine.request import SolveRequest
 from tsgu_core.errors import (
     ComplexNotSupportedError,
@@ -60,13 +60,16 @@ from tsgu_core.sparse.structure import SYMMETRY_FACTOR
 from tsgu_core.sparse.validate import check_matrix
 
 __all__ = [
+    "OPTIONS",
     "STOCHASTIC",
     "Estimate",
     "SlogdetEstimate",
+    "batch_members",
     "check_single",
     "estimate_entries",
     "estimate_selected",
     "estimate_slogdet",
+    "selected_settings",
 ]
 
 STOCHASTIC = "stochastic"
@@ -466,15 +469,30 @@ def check_single(A: torch.Tensor) -> None:
         )
 
 
-def estimate_slogdet(A: torch.Tensor, backend: Any, options: dict[str, Any]) -> SlogdetEstimate:
-    """``slogdet(A, method="stochastic", ...)``: see :func:`tsgu_core.slogdet`."""
-    check_single(A)
-    if A.dtype.is_complex:
-        raise ComplexNotSupportedError(
-            "method='stochastic' slogdet estimates real symmetric positive definite matrices only; use the exact "
-            "slogdet (the default method) for a complex A"
-        )
-    detached, values = matrix_values(A)
+def batch_members(A: torch.Tensor) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+    """Each member of a batch ``(b, n, n)`` as ``(detached 2-D CSR, its values connected to A)``, in order.
+
+    Shared and per-member patterns alike; also the batch's connected values
+    (what a refusal of the gradient hangs on).
+    """
+    grouped = split_by_pattern(A)
+    if grouped is None:  # one shared pattern
+        detached, values = matrix_values(A, allow_batch=True)
+        pattern = SparsePattern.of(detached)
+        return [(pattern.to_csr(member.detach()), member) for member in values.unbind(0)], values
+    groups, flat = grouped
+    members: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    for group in groups:
+        pattern = SparsePattern.of(group.A)
+        for index, member in zip(group.members.tolist(), group.values_of(flat).unbind(0), strict=True):
+            members[index] = (pattern.to_csr(member.detach()), member)
+    return [members[index] for index in range(A.shape[0])], flat
+
+
+def _slogdet_member(
+    detached: torch.Tensor, values: torch.Tensor, settings: _Settings
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
+    """``(sign, logabsdet, standard error, probes, Lanczos steps)`` of one SPD matrix (2-D, detached, checked)."""
     pattern = SparsePattern.of(detached)
     own = values.detach()
     tolerance = SYMMETRY_FACTOR * torch.finfo(own.dtype).eps
@@ -484,27 +502,60 @@ def estimate_slogdet(A: torch.Tensor, backend: Any, options: dict[str, Any]) -> 
             f"{tolerance:.1e} of max |a_ij|, a positive diagonal); this A is not; use the exact slogdet "
             "(the default, e.g. backend='scipy', method='splu'), which takes any square A"
         )
-    settings = _settings(detached, backend, options, logdet=True, default_assume="spd")
-    n = A.shape[-1]
+    n = detached.shape[-1]
     sign = own.new_ones(())
     if n == 0:
-        return SlogdetEstimate(sign, values.sum() * 0, own.new_zeros(()), settings.probes, 0)
+        return sign, values.sum() * 0, own.new_zeros(()), settings.probes, 0
     Z = settings.probe_block(n, settings.probes, own.dtype, own.device)
     scale = largest_power_of_two(own)
     samples, steps = _lanczos_logdet(pattern, own / scale, Z, settings.max_lanczos_steps)
     logabsdet = samples.mean() + n * scale.log()
     error = samples.std() / math.sqrt(settings.probes)
     connected = _StochasticSlogdet.apply(values, logabsdet, (detached, settings))
-    return SlogdetEstimate(sign, connected, error, settings.probes, steps)
+    return sign, connected, error, settings.probes, steps
 
 
-def estimate_selected(
-    A: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, backend: Any, options: dict[str, Any]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(A⁻¹)[rows, cols]`` estimates and their standard errors for a detached, checked 2-D ``A``."""
+def estimate_slogdet(A: torch.Tensor, backend: Any, options: dict[str, Any]) -> SlogdetEstimate:
+    """``slogdet(A, method="stochastic", ...)``: see :func:`tsgu_core.slogdet`.
+
+    A batch is estimated member by member (each with its own probes, drawn one
+    member after another from the same generator).
+    """
+    check_matrix(A, allow_batch=True)
+    if A.dtype.is_complex:
+        raise ComplexNotSupportedError(
+            "method='stochastic' slogdet estimates real symmetric positive definite matrices only; use the exact "
+            "slogdet (the default method) for a complex A"
+        )
+    members = [matrix_values(A)] if A.dim() == 2 else batch_members(A)[0]
+    if not members:
+        empty = torch.zeros(0, dtype=A.dtype, device=A.device)
+        return SlogdetEstimate(empty, empty, empty, options.get("probes", DEFAULT_PROBES), 0)
+    settings = _settings(members[0][0], backend, options, logdet=True, default_assume="spd")  # one generator
+    parts = [_slogdet_member(detached, values, settings) for detached, values in members]
+    if A.dim() == 2:
+        return SlogdetEstimate(*parts[0])
+    return SlogdetEstimate(
+        torch.stack([p[0] for p in parts]),
+        torch.stack([p[1] for p in parts]),
+        torch.stack([p[2] for p in parts]),
+        parts[0][3],
+        max(p[4] for p in parts),
+    )
+
+
+def selected_settings(A: torch.Tensor, backend: Any, options: dict[str, Any]) -> _Settings:
+    """The checked options of a stochastic selected inverse or diagonal (``A`` detached, 2-D: a member)."""
     settings = _settings(A, backend, options, logdet=False)
     if settings.sketch and A.dtype.is_complex:
         raise ComplexNotSupportedError("sketch= (deflation) is for real A; use sketch=0 for a complex A")
+    return settings
+
+
+def estimate_selected(
+    A: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, settings: _Settings
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(A⁻¹)[rows, cols]`` estimates and their standard errors for a detached, checked 2-D ``A``."""
     if A.shape[-1] == 0 or rows.numel() == 0:
         empty = torch.zeros(rows.numel(), dtype=A.dtype, device=A.device)
         return empty, empty.real
