@@ -55,6 +55,9 @@ THINNED = {
 """``file.py::test_function`` of the tests that keep only a covering subset in the default run."""
 
 SLOW = {
+    # method="stochastic" through jax (9 CPU-s, mostly jax's compilation): the estimators only call
+    # tsgu_core.solve, checked through torch and scipy in the default run and for jax by its own tests
+    "test_stochastic.py::test_diagonal_and_gradient_through_jax",
     # thread settings through a subprocess per setting; the numbers of the CLI's solves are checked elsewhere
     "test_cli.py::test_threads_option_sets_torch_and_the_blas_libraries",
     # the demo on a pseudo-terminal (3 runs), and with every backend and warnings shown: its output, not its

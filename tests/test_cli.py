@@ -98,6 +98,7 @@ def test_info_lists_backends_options_and_defaults():
     assert "common options of every iterative method:" in out and "rtol " in out
     restart = next(line for line in out.splitlines() if line.strip().startswith("restart "))
     assert "Krylov" in restart  # the option's one-line description
+    assert "(method='stochastic')" in out and "probes, seed, generator" in out
 
 
 def test_info_for_one_backend_and_as_json():
@@ -114,6 +115,7 @@ def test_info_for_one_backend_and_as_json():
     assert restart["doc"] and set(restart) == {"name", "doc", "type", "default", "choices", "minimum", "maximum"}
     default = tsgu_core.explain("cpu")
     assert report["defaults"]["cpu"] == {"backend": default.backend, "method": default.method}
+    assert {"probes", "seed", "solver", "max_lanczos_steps"} <= set(report["stochastic_estimates"]["options"])
     result = tsgu("info", "nosuch", check=False)
     assert result.returncode == 2 and "registered backends" in result.stderr and "Traceback" not in result.stderr
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # eager for type checkers; at run time each name loads on fir
     from tsgu_core.api.factorize import Factorization, factorize
     from tsgu_core.api.lstsq import lstsq
     from tsgu_core.api.solve import solve, solve_values
+    from tsgu_core.api.stochastic import Estimate, SlogdetEstimate
     from tsgu_core.api.triangular import triangular_solve
     from tsgu_core.distributions.gmrf import GaussianMarkovRandomField
     from tsgu_core.engine.autograd import SparseSolveFunction
@@ -86,6 +87,8 @@ _WHERE = {
     "logdet": "tsgu_core.api.determinants",
     "selected_inverse": "tsgu_core.api.determinants",
     "slogdet": "tsgu_core.api.determinants",
+    "Estimate": "tsgu_core.api.stochastic",
+    "SlogdetEstimate": "tsgu_core.api.stochastic",
     "BackendContractError": "tsgu_core.errors",
     "BackendError": "tsgu_core.errors",
     "BackendUnavailableError": "tsgu_core.errors",
@@ -198,6 +201,7 @@ __all__ = [
     "DeviceMismatchError",
     "DistributedBackend",
     "DtypeMismatchError",
+    "Estimate",
     "Factorization",
     "GaussianMarkovRandomField",
     "InvalidArgumentError",
@@ -216,6 +220,7 @@ __all__ = [
     "ShapeError",
     "SingularMatrixError",
     "SingularMatrixWarning",
+    "SlogdetEstimate",
     "SolveFailedError",
     "SolveInfo",
     "SolveOptions",

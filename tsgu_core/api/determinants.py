@@ -16,10 +16,20 @@ that declares the capability
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal, overload
 
 import torch
 
+from tsgu_core.api.stochastic import (
+    STOCHASTIC,
+    Estimate,
+    batch_members,
+    check_single,
+    estimate_selected,
+    estimate_slogdet,
+    selected_settings,
+)
 from tsgu_core.base.quiet import quietly
 from tsgu_core.base.transforms import outside_graphs
 from tsgu_core.engine.pipeline import Plan, matrix_values, plan, split_by_pattern
@@ -250,16 +260,37 @@ def slogdet(
         available one, e.g. ``"scipy"`` on the CPU).
     method : str, optional
         One of its methods declared ``selected_inversion`` (default: its
-        default method if it is one, e.g. ``"splu"``).
+        default method if it is one, e.g. ``"splu"``). Or ``"stochastic"``:
+        an **estimate**, for a symmetric positive definite ``A`` only, through
+        any backend (see below).
     **options
         The method's options (e.g. ``permc_spec="COLAMD"`` for ``splu``).
+        With ``method="stochastic"``: ``probes`` (default 64), ``seed`` or
+        ``generator`` (a :class:`torch.Generator`), ``max_lanczos_steps``
+        (default 1000), ``solver`` (the backend's method for the gradient's
+        solves; default: what it chooses for an SPD ``A``), ``sketch`` or
+        ``control_variate`` (variance reduction of the gradient, as for
+        :func:`selected_inverse`), and the solver's own options (e.g. ``rtol``).
 
     Returns
     -------
     sign, logabsdet : Tensor
         Shapes ``()`` (``(b,)`` for a batch); ``sign`` in ``A``'s dtype,
         ``logabsdet`` real. A singular ``A`` gives ``sign = 0`` and
-        ``logabsdet = -inf``, as torch does.
+        ``logabsdet = -inf``, as torch does. With ``method="stochastic"`` a
+        :class:`~tsgu_core.SlogdetEstimate`: the same pair (it unpacks as
+        ``sign, logabsdet``) with ``.standard_error`` of ``logabsdet``.
+
+    Notes
+    -----
+    ``method="stochastic"`` (:mod:`tsgu_core.api.stochastic`) estimates
+    ``log det A = E[zᵀ log(A) z]`` over Rademacher probes ``z`` by stochastic
+    Lanczos quadrature (products with ``A`` only, on ``A``'s device), and the
+    gradient ``(A⁻¹)_ij`` by Hutchinson's estimator with one multi-column
+    solve through ``backend`` in the backward pass. Both are unbiased
+    estimates, not exact values: the error is random, of the size of
+    ``standard_error`` (and ``∝ 1/√probes``). Asked for by name only; every
+    other ``method`` is exact.
 
     Raises
     ------
@@ -271,6 +302,10 @@ def slogdet(
         In a backward pass with ``create_graph=True``.
     UnsupportedDeviceError
         The backend named cannot give determinants (the message names those that can).
+    StructureError
+        ``method="stochastic"`` for an ``A`` that is not symmetric positive definite.
+    InvalidOptionError, UnknownOptionError
+        A bad or unknown option of ``method="stochastic"`` or of its solver.
 
     Examples
     --------
@@ -284,7 +319,18 @@ def slogdet(
     >>> logabsdet.backward()
     >>> torch.allclose(A.grad.to_dense(), torch.linalg.inv(dense).T * (dense != 0))
     True
+
+    An estimate for an SPD ``A``, with its standard error:
+
+    >>> from tsgu_core.testing import poisson_2d
+    >>> P = poisson_2d(10)  # n = 100
+    >>> estimate = slogdet(P, method="stochastic", probes=64, seed=0)
+    >>> exact = torch.linalg.slogdet(P.to_dense()).logabsdet
+    >>> bool(abs(estimate.logabsdet - exact) < 4 * estimate.standard_error)
+    True
     """
+    if method == STOCHASTIC:
+        return estimate_slogdet(A, backend, options)
     grouped = split_by_pattern(A)
     if grouped is not None:
         groups, flat = grouped
@@ -299,17 +345,39 @@ def slogdet(
     return _slogdet_one(detached, values, _plan(detached, backend, method, options))
 
 
+@overload
+def logdet(
+    A: torch.Tensor,
+    *,
+    backend: str | SolverBackend[Any] | None = ...,
+    method: Literal["stochastic"],
+    **options: Any,
+) -> Estimate: ...
+
+
+@overload
+def logdet(
+    A: torch.Tensor,
+    *,
+    backend: str | SolverBackend[Any] | None = ...,
+    method: str | None = ...,
+    **options: Any,
+) -> torch.Tensor: ...
+
+
 def logdet(
     A: torch.Tensor,
     *,
     backend: str | SolverBackend[Any] | None = None,
     method: str | None = None,
     **options: Any,
-) -> torch.Tensor:
+) -> torch.Tensor | Estimate:
     """``log det A`` of a sparse ``A``, as :func:`torch.logdet`: ``nan`` for a negative determinant, ``-inf`` for 0.
 
     Differentiable as :func:`slogdet` (a negative determinant's ``nan`` gets a
-    zero gradient, as torch gives it). Parameters as for :func:`slogdet`.
+    zero gradient, as torch gives it). Parameters as for :func:`slogdet`;
+    ``method="stochastic"`` returns an :class:`~tsgu_core.Estimate`
+    ``(value, standard_error)`` (``A`` symmetric positive definite).
 
     Examples
     --------
@@ -319,6 +387,9 @@ def logdet(
     >>> round(logdet(A).exp().item(), 12)
     6.0
     """
+    if method == STOCHASTIC:
+        estimate = estimate_slogdet(A, backend, options)
+        return Estimate(estimate.logabsdet, estimate.standard_error)
     sign, logabsdet = slogdet(A, backend=backend, method=method, **options)
     if sign.is_complex():
         return torch.log(sign) + logabsdet
@@ -365,6 +436,28 @@ def _entries(
     return _connected(values, _backend_entries(prepared, rows, cols).to(values.dtype))
 
 
+@overload
+def selected_inverse(
+    A: torch.Tensor,
+    pattern: SparsePattern | None = ...,
+    *,
+    backend: str | SolverBackend[Any] | None = ...,
+    method: Literal["stochastic"],
+    **options: Any,
+) -> Estimate: ...
+
+
+@overload
+def selected_inverse(
+    A: torch.Tensor,
+    pattern: SparsePattern | None = ...,
+    *,
+    backend: str | SolverBackend[Any] | None = ...,
+    method: str | None = ...,
+    **options: Any,
+) -> torch.Tensor: ...
+
+
 @outside_graphs
 @quietly
 def selected_inverse(
@@ -374,7 +467,7 @@ def selected_inverse(
     backend: str | SolverBackend[Any] | None = None,
     method: str | None = None,
     **options: Any,
-) -> torch.Tensor:
+) -> torch.Tensor | Estimate:
     """Entries of ``A⁻¹`` on ``A``'s own pattern (or on ``pattern``), as a sparse tensor in ``A``'s layout.
 
     Computed by selected inversion on the backend's factorization (for the
@@ -392,7 +485,18 @@ def selected_inverse(
     pattern : SparsePattern, optional
         The positions wanted (default: ``A``'s stored entries).
     backend, method, **options
-        As for :func:`slogdet`.
+        As for :func:`slogdet`. ``method="stochastic"`` estimates instead, for
+        any square ``A`` (one matrix here; :func:`diagonal_of_inverse` also
+        takes a batch) and any backend: ``(A⁻¹)_ij ≈ mean_k
+        (A⁻¹z_k)_i (z_k)_j`` over Rademacher probes ``z_k``, all solved in one
+        multi-column :func:`~tsgu_core.solve` through ``backend`` (its method
+        ``solver=``, default its default; ``assume=`` and the solver's options
+        pass on). Also ``probes`` (default 64), ``seed`` or ``generator``, and
+        ``sketch`` (Hutch++-style deflation: that many extra probes span
+        ``A⁻¹``'s dominant range, which is then computed exactly, at the cost of
+        ``sketch`` more solves and ``sketch`` solves with ``Aᵀ``; default 0) or
+        ``control_variate=True`` (subtract the two-term Neumann series of
+        ``A⁻¹`` in ``A``'s diagonal, known exactly; default False).
 
     Returns
     -------
@@ -400,6 +504,9 @@ def selected_inverse(
         ``A``'s layout, ``(A⁻¹)_ij`` at each position (``A``'s indices, or
         ``pattern``'s). Not differentiable with respect to ``A``: a backward
         pass through it raises :class:`~tsgu_core.errors.InvalidArgumentError`.
+        With ``method="stochastic"`` an :class:`~tsgu_core.Estimate`
+        ``(value, standard_error)`` of two such tensors, the standard error
+        of each entry estimated from the per-probe samples.
 
     Raises
     ------
@@ -422,19 +529,45 @@ def selected_inverse(
         if pattern.n != A.shape[-1] or pattern.rows != A.shape[-2]:
             raise ShapeError(f"pattern is {pattern.rows} × {pattern.n}, A is {tuple(A.shape)}")
         rows, cols = pattern.row.to(A.device), pattern.col.to(A.device)
-        entries = _entries(A, rows, cols, backend, method, options)
-        if A.layout == torch.sparse_csr and pattern.crow is not None:
-            return pattern.to_csr(entries)
-        return torch.sparse_coo_tensor(torch.stack([rows, cols]), entries, A.shape)
-    if A.dim() == 3:
+        build = _on_pattern(pattern, rows, cols, A)
+    elif A.dim() == 3 and method != STOCHASTIC:
         return _batch_selected_inverse(A, backend, method, options)
-    if A.layout == torch.sparse_coo and not A.is_coalesced():
-        A = A.coalesce()
-    own = SparsePattern.of(A.detach())
-    entries = _entries(A, own.row, own.col, backend, method, options)
+    else:
+        if A.layout == torch.sparse_coo and not A.is_coalesced():
+            A = A.coalesce()
+        own = SparsePattern.of(A.detach())
+        rows, cols = own.row, own.col
+        build = _in_layout_of(A)
+    if method == STOCHASTIC:
+        value, error = _estimated(A, rows, cols, backend, options)
+        return Estimate(build(value), build(error))
+    return build(_entries(A, rows, cols, backend, method, options))
+
+
+def _on_pattern(
+    pattern: SparsePattern, rows: torch.Tensor, cols: torch.Tensor, A: torch.Tensor
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A sparse tensor with the entries given at ``pattern``'s positions: CSR for a CSR ``A`` and pattern, else COO."""
+    if A.layout == torch.sparse_csr and pattern.crow is not None:
+        return lambda entries: pattern.to_csr(entries)
+    return lambda entries: torch.sparse_coo_tensor(torch.stack([rows, cols]), entries, A.shape)
+
+
+def _in_layout_of(A: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A sparse tensor with ``A``'s (coalesced) indices and the given entries."""
     if A.layout == torch.sparse_csr:
-        return torch.sparse_csr_tensor(A.crow_indices(), A.col_indices(), entries, A.shape)
-    return torch.sparse_coo_tensor(A._indices(), entries, A.shape, is_coalesced=True)
+        return lambda entries: torch.sparse_csr_tensor(A.crow_indices(), A.col_indices(), entries, A.shape)
+    return lambda entries: torch.sparse_coo_tensor(A._indices(), entries, A.shape, is_coalesced=True)
+
+
+def _estimated(
+    A: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, backend: Any, options: dict[str, Any]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``method="stochastic"``: estimates of ``(A⁻¹)[rows, cols]`` (no gradient in ``A``) and standard errors."""
+    check_single(A)
+    detached, values = matrix_values(A)
+    value, error = estimate_selected(detached, rows, cols, selected_settings(detached, backend, options))
+    return _connected(values, value), error
 
 
 def _batch_selected_inverse(A: torch.Tensor, backend: Any, method: Any, options: Any) -> torch.Tensor:
@@ -453,6 +586,26 @@ def _batch_selected_inverse(A: torch.Tensor, backend: Any, method: Any, options:
     return torch.sparse_coo_tensor(A._indices(), entries, A.shape, is_coalesced=True)
 
 
+@overload
+def diagonal_of_inverse(
+    A: torch.Tensor,
+    *,
+    backend: str | SolverBackend[Any] | None = ...,
+    method: Literal["stochastic"],
+    **options: Any,
+) -> Estimate: ...
+
+
+@overload
+def diagonal_of_inverse(
+    A: torch.Tensor,
+    *,
+    backend: str | SolverBackend[Any] | None = ...,
+    method: str | None = ...,
+    **options: Any,
+) -> torch.Tensor: ...
+
+
 @outside_graphs
 @quietly
 def diagonal_of_inverse(
@@ -461,13 +614,18 @@ def diagonal_of_inverse(
     backend: str | SolverBackend[Any] | None = None,
     method: str | None = None,
     **options: Any,
-) -> torch.Tensor:
+) -> torch.Tensor | Estimate:
     """The diagonal of ``A⁻¹``, dense ``(n,)`` (``(b, n)`` for a batch), by selected inversion.
 
     E.g. the marginal variances of a Gaussian with sparse precision ``A``.
     Exact to rounding; costs about one factorization (see :func:`selected_inverse`).
     Not differentiable with respect to ``A`` (a backward pass raises
     :class:`~tsgu_core.errors.InvalidArgumentError`).
+
+    ``method="stochastic"`` (options as for :func:`selected_inverse`) returns
+    an :class:`~tsgu_core.Estimate` ``(value, standard_error)``, both ``(n,)``:
+    Hutchinson's ``diag(A⁻¹) ≈ mean_k z_k ⊙ (A⁻¹z_k)`` through any backend's
+    solves — an unbiased estimate, never exact.
 
     Examples
     --------
@@ -476,10 +634,22 @@ def diagonal_of_inverse(
     >>> dense = torch.tensor([[4.0, 1.0], [2.0, 5.0]], dtype=torch.float64)
     >>> torch.allclose(diagonal_of_inverse(dense.to_sparse()), torch.linalg.inv(dense).diagonal())
     True
+    >>> value, error = diagonal_of_inverse(dense.to_sparse(), method="stochastic", backend="torch", seed=0)
+    >>> bool(((value - torch.linalg.inv(dense).diagonal()).abs() < 4 * error).all())
+    True
     """
     check_matrix(A, allow_batch=True)
     n = A.shape[-1]
     index = torch.arange(n, device=A.device)
+    if method == STOCHASTIC and A.dim() == 3:  # member by member
+        members, connected = batch_members(A)
+        settings = selected_settings(members[0][0], backend, options) if members else None  # one generator
+        estimates = [estimate_selected(member, index, index, settings) for member, _ in members if settings]
+        value = torch.stack([v for v, _ in estimates]) if estimates else connected.detach().new_zeros(0, n)
+        error = torch.stack([e for _, e in estimates]) if estimates else value.real
+        return Estimate(_connected(connected, value), error)
+    if method == STOCHASTIC:
+        return Estimate(*_estimated(A, index, index, backend, options))
     if A.dim() == 2:
         return _entries(A, index, index, backend, method, options)
     grouped = split_by_pattern(A)

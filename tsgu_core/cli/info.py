@@ -174,7 +174,12 @@ def run_info(args: argparse.Namespace) -> int:
             except TsguError as error:
                 defaults[device] = {"backend": None, "method": None, "why": " ".join(str(error).split())}
     if args.json:
-        report: dict[str, Any] = {"backends": backends, "common_iterative_options": common, "broken_plugins": broken}
+        report: dict[str, Any] = {
+            "backends": backends,
+            "common_iterative_options": common,
+            "stochastic_estimates": _stochastic_record(),
+            "broken_plugins": broken,
+        }
         if not args.backend:
             report["defaults"] = defaults
         print(json.dumps(report, indent=2))
@@ -203,6 +208,9 @@ def run_info(args: argparse.Namespace) -> int:
     print("common options of every iterative method:")
     for option in common:
         print(f"  {_format_option(option)}")
+    stochastic = _stochastic_record()
+    print(f"estimates through any backend's solves (method={stochastic['method']!r}): {stochastic['functions']}")
+    print(f"  options: {', '.join(stochastic['options'])}, and the solver's own")
     for record in broken:
         source = f" from {record['distribution']} {record['version']}" if record["distribution"] else ""
         print(f"{record['plugin']}  [failed to load{source}]: {record['error']}")
@@ -212,6 +220,17 @@ def run_info(args: argparse.Namespace) -> int:
             text = f"{chosen['backend']} / {chosen['method']}" if chosen["backend"] else f"none ({chosen['why']})"
             print(f"  {device}: {text}")
     return 0
+
+
+def _stochastic_record() -> dict[str, Any]:
+    """What ``method="stochastic"`` offers on every backend (:mod:`tsgu_core.api.stochastic`)."""
+    from tsgu_core.api.stochastic import OPTIONS, STOCHASTIC
+
+    return {
+        "method": STOCHASTIC,
+        "functions": "slogdet/logdet (SPD A), selected_inverse, diagonal_of_inverse — estimates with standard errors",
+        "options": list(OPTIONS),
+    }
 
 
 # --- explain ----------------------------------------------------------------
