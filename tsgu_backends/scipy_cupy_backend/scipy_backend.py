@@ -424,5 +424,8 @@ class ScipyBackend:
         """Entries of ``A⁻¹`` by the Takahashi recurrences on the SuperLU factors (:mod:`.selinv`)."""
         direct = self._direct(state)
         r, c = rows.numpy(), cols.numpy()
-        values = [torch.from_numpy(selected_inverse_of_factors(verified(m), r, c)) for m in direct.members]
+        values = [
+            torch.from_numpy(selected_inverse_of_factors(verified(m), r, c, symmetric=m.symmetric))
+            for m in direct.members
+        ]
         return torch.stack(values) if direct.batched else values[0]
