@@ -26,6 +26,16 @@ only on ``C`` — ``O(nnz(C))`` memory, ``O(Σ_j |C_j|²)`` work, like the
 factorization — and the entries asked for are read off it: exact to rounding,
 never a dense ``A⁻¹``.
 
+When the factors' own pattern is closed already (a symmetric ordering with
+diagonal pivots gives the Cholesky pattern of ``A + Aᵀ``: the ``scipy``
+backend's default for a structurally symmetric ``A``), ``C`` is that pattern,
+found by a transposition and a check, without the elimination tree.
+
+A symmetric ``A`` (``A = Aᵀ``) factorized with ``perm_r = perm_c`` has
+``U = D Lᵀ``: then ``Z`` is symmetric, only ``L`` and ``D`` are read and only
+``Z``'s lower half is computed — ``Z_ij = −Σ_{k>j} Z_ik L_kj`` alone, half the
+work and memory of the general recurrences.
+
 The inner loops are numba kernels (:mod:`.selinv_kernels`: compiled on first use per dtype, cached on disk).
 """
 
