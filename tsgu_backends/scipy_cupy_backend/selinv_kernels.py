@@ -208,20 +208,46 @@ def chained(cptr: Any, crows: Any, k: int) -> Any:  # pragma: no cover - compile
 
 
 @jit
-def gather_block(cptr: Any, crows: Any, z_low: Any, z_up: Any, z_diag: Any, column: int, out: Any, offset: int) -> None:
-    """``out[offset:, offset:] = Z[S, S]`` for ``S`` the rows below the diagonal of ``column`` (a clique of C)."""
-    s_start, s_stop = cptr[column], cptr[column + 1]
-    for s in range(s_stop - s_start):
-        a = crows[s_start + s]
-        x = offset + s
-        out[x, x] = z_diag[a]
-        q, end = cptr[a], cptr[a + 1]
-        for u in range(s + 1, s_stop - s_start):
+def gather_block(
+    cptr: Any, crows: Any, last_of: Any, z_low: Any, z_up: Any, z_diag: Any, column: int, out: Any, offset: int
+) -> None:  # pragma: no cover - compiled
+    """``out[offset:, offset:] = Z[S, S]`` for ``S`` the rows below the diagonal of ``column`` (a clique of C).
+
+    By the supernodes ``G = g..h`` (``last_of[a] = h``) that ``S`` meets: column
+    ``a`` of ``G`` holds rows ``a+1..h`` then ``S_G`` (column ``h``'s rows), so
+    the places in ``S_G`` of the rows of ``S`` beyond ``h`` are found by one merge
+    for all of ``G``'s columns in ``S`` (relative indices), not one per column.
+    """
+    s_start = cptr[column]
+    m = cptr[column + 1] - s_start
+    place = np.empty(m, dtype=np.int64)
+    s = 0
+    while s < m:
+        h = last_of[crows[s_start + s]]
+        e = s
+        while e < m and crows[s_start + e] <= h:
+            e += 1
+        q = cptr[h]
+        for u in range(e, m):  # S beyond h lies in S_G (S is a clique): one merge
             b = crows[s_start + u]
-            while q < end - 1 and crows[q] != b:
+            while crows[q] != b:
                 q += 1
-            out[offset + u, x] = z_low[q]
-            out[x, offset + u] = z_up[q]
+            place[u] = q - cptr[h]
+        for i in range(s, e):
+            a = crows[s_start + i]
+            x = offset + i
+            out[x, x] = z_diag[a]
+            base = cptr[a]
+            for u in range(i + 1, e):
+                q = base + crows[s_start + u] - a - 1
+                out[offset + u, x] = z_low[q]
+                out[x, offset + u] = z_up[q]
+            base += h - a
+            for u in range(e, m):
+                q = base + place[u]
+                out[offset + u, x] = z_low[q]
+                out[x, offset + u] = z_up[q]
+        s = e
 
 
 @jit
@@ -280,6 +306,7 @@ def unpanel(cptr: Any, values: Any, first: int, T: Any, B: Any) -> None:  # prag
 def blocked(
     cptr: Any,
     crows: Any,
+    last_of: Any,
     lower: Any,
     upper: Any,
     diagonal: Any,
@@ -301,7 +328,7 @@ def blocked(
     s = cptr[last + 1] - cptr[last]
     dtype = diagonal.dtype
     Zss = np.zeros((s, s), dtype=dtype)
-    gather_block(cptr, crows, z_low, z_up, z_diag, last, Zss, 0)
+    gather_block(cptr, crows, last_of, z_low, z_up, z_diag, last, Zss, 0)
     Lff, Lsf = panel(cptr, lower, first, w, s)
     dinv = np.zeros((1, w), dtype=dtype)
     for t in range(w):
@@ -348,6 +375,7 @@ def selinv(
     z_up = z_low if symmetric else np.zeros_like(upper)
     z_diag = np.zeros_like(diagonal)
     firsts = np.zeros(n, dtype=np.int64)  # firsts[l]: the first column of the supernode ending at l
+    last_of = np.zeros(n, dtype=np.int64)  # last_of[j]: the last column of j's supernode
     size = 1
     last = n - 1
     while last >= 0:
@@ -355,6 +383,7 @@ def selinv(
         while first > 0 and chained(cptr, crows, first - 1):
             first -= 1
         firsts[last] = first
+        last_of[first : last + 1] = last
         k = cptr[first + 1] - cptr[first] + 1
         if (last - first + 1) * k * k < blocked_from:
             size = max(size, k)
@@ -369,10 +398,10 @@ def selinv(
         width = last - first + 1
         k = cptr[first + 1] - cptr[first] + 1
         if width * k * k >= blocked_from:
-            blocked(cptr, crows, lower, upper, diagonal, z_low, z_up, z_diag, first, last, symmetric)
+            blocked(cptr, crows, last_of, lower, upper, diagonal, z_low, z_up, z_diag, first, last, symmetric)
             last = first - 1
             continue
-        gather_block(cptr, crows, z_low, z_up, z_diag, last, W, width)
+        gather_block(cptr, crows, last_of, z_low, z_up, z_diag, last, W, width)
         for j in range(last, first - 1, -1):
             t = j - first
             start = cptr[j]
