@@ -176,3 +176,14 @@ def test_unit_lower_inverse(w):
     got = selinv._kernels()["unit_lower_inverse"](T)
     np.testing.assert_allclose(got, np.linalg.inv(unit), rtol=1e-12, atol=1e-12)
     assert np.array_equal(got, np.tril(got))
+
+
+def test_the_symmetric_path_in_float32(monkeypatch):
+    """float32: the symmetric path with the dense blocks (``blocked_from=0``) in single precision, against float64."""
+    D = _symmetric(60, seed=6, definite=False)
+    lu = sla.splu(sp.csc_matrix(D.astype(np.float32)), **SYMMETRIC_MODE)
+    rows, cols = np.nonzero(D)
+    spy = _Spy(monkeypatch)
+    got = selected_inverse_of_factors(lu, rows, cols, symmetric=True, blocked_from=0)
+    assert spy.flags == [True] and got.dtype == np.float32
+    np.testing.assert_allclose(got, np.linalg.inv(D)[rows, cols], rtol=2e-4, atol=1e-5)
