@@ -316,8 +316,12 @@ def blocked(
     first: int,
     last: int,
     symmetric: bool,
+    workspace: Any,
 ) -> None:  # pragma: no cover - compiled
     """One supernode ``F = first..last`` with dense BLAS-3 products (``S``: the rows below it).
+
+    ``workspace`` holds at least ``|S|²`` numbers: ``Z_SS`` is gathered there
+    (every entry written), so no block of that size is allocated per supernode.
 
     ``Z_SF = −Z_SS L_SF L_FF⁻¹``, ``Z_FS = −Ũ_FF⁻¹ Ũ_FS Z_SS`` and
     ``Z_FF = (Ũ_FF⁻¹ D_F⁻¹ − Z_FS L_SF) L_FF⁻¹`` (the recurrences, one block at a time).
@@ -327,7 +331,7 @@ def blocked(
     w = last - first + 1
     s = cptr[last + 1] - cptr[last]
     dtype = diagonal.dtype
-    Zss = np.zeros((s, s), dtype=dtype)
+    Zss = workspace[: s * s].reshape((s, s))
     gather_block(cptr, crows, last_of, z_low, z_up, z_diag, last, Zss, 0)
     Lff, Lsf = panel(cptr, lower, first, w, s)
     dinv = np.zeros((1, w), dtype=dtype)
@@ -377,6 +381,7 @@ def selinv(
     firsts = np.zeros(n, dtype=np.int64)  # firsts[l]: the first column of the supernode ending at l
     last_of = np.zeros(n, dtype=np.int64)  # last_of[j]: the last column of j's supernode
     size = 1
+    largest = 0  # the largest |S|² of a blocked supernode
     last = n - 1
     while last >= 0:
         first = last
@@ -387,8 +392,12 @@ def selinv(
         k = cptr[first + 1] - cptr[first] + 1
         if (last - first + 1) * k * k < blocked_from:
             size = max(size, k)
+        else:
+            below = k - (last - first + 1)
+            largest = max(largest, below * below)
         last = first - 1
     W = np.zeros((size, size), dtype=diagonal.dtype)
+    workspace = np.empty(largest, dtype=diagonal.dtype)
     lv = np.zeros(size, dtype=lower.dtype)
     uv = np.zeros(size, dtype=upper.dtype)
     acc_up = np.zeros(size, dtype=diagonal.dtype)
@@ -398,7 +407,9 @@ def selinv(
         width = last - first + 1
         k = cptr[first + 1] - cptr[first] + 1
         if width * k * k >= blocked_from:
-            blocked(cptr, crows, last_of, lower, upper, diagonal, z_low, z_up, z_diag, first, last, symmetric)
+            blocked(
+                cptr, crows, last_of, lower, upper, diagonal, z_low, z_up, z_diag, first, last, symmetric, workspace
+            )
             last = first - 1
             continue
         gather_block(cptr, crows, last_of, z_low, z_up, z_diag, last, W, width)
