@@ -4,11 +4,14 @@ Measures, one thread, interleaved medians (ratios in one run):
 
 1. 2-D Poisson, n = 99 856 (and 3-D Poisson, n = 27 000): ``tsgu_core.slogdet(A)`` with
    ``logabsdet.backward()`` (the full gradient, at every stored entry) against one SuperLU factorization of the
-   same matrix with the options the ``scipy`` backend uses (target ≤ 3×);
-2. 2-D Poisson, n = 4 096: the same against dense ``torch.linalg.slogdet`` + backward (target ≥ 20× faster);
-3. the peak memory (tracemalloc: every NumPy allocation) of the selected inversion at n = 99 856 next to
-   ``nnz(L + U)`` and ``n²`` numbers;
-4. the selection kernel compiled by numba against the same function run by the Python interpreter
+   same matrix with the options the ``scipy`` backend uses (target ≤ 3×); also 3-D convection–diffusion
+   (n = 27 000, nonsymmetric values on the same pattern: the general recurrences, not the symmetric path);
+2. where that time goes, one run each: SuperLU, the symbolic phase (the pattern C), the numeric sweep, the rest
+   (reading the factors out of SuperLU, the parities, the autograd and index work);
+3. 2-D Poisson, n = 4 096: the same against dense ``torch.linalg.slogdet`` + backward (target ≥ 20× faster);
+4. the peak memory (tracemalloc: every NumPy allocation) of the selected inversion at n = 99 856 next to
+   ``nnz(L + U)`` and ``n²`` numbers, on the symmetric path (Poisson) and the general one;
+5. the selection kernel compiled by numba against the same function run by the Python interpreter
    (``.py_func``), at n = 1 600.
 
 Run: ``python benchmarks/logdet.py [--repeats 3]``.
@@ -17,6 +20,7 @@ Run: ``python benchmarks/logdet.py [--repeats 3]``.
 from __future__ import annotations
 
 import argparse
+import collections
 import sys
 import time
 import tracemalloc
@@ -31,7 +35,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import tsgu_core  # noqa: E402
-from tsgu_backends.scipy_cupy_backend import selinv  # noqa: E402
+from tsgu_backends.scipy_cupy_backend import scipy_backend, selinv  # noqa: E402
 from tsgu_backends.scipy_cupy_backend.scipy_backend import factorize_member  # noqa: E402
 from tsgu_core.testing import poisson_2d  # noqa: E402
 
@@ -40,6 +44,23 @@ def _scipy(A: torch.Tensor):
     import scipy.sparse as sp
 
     return sp.csr_matrix((A.values().numpy(), A.col_indices().numpy(), A.crow_indices().numpy()), shape=A.shape)
+
+
+def convection_diffusion_3d(m: int, peclet: float = 0.5) -> torch.Tensor:
+    """3-D Poisson plus central-difference convection ``peclet·∂x u``: the same pattern, nonsymmetric values (CSR)."""
+    import scipy.sparse as sp
+
+    A = poisson_3d(m)
+    T = sp.diags([-peclet, peclet], [-1, 1], shape=(m, m))
+    identity = sp.identity(m)
+    M = (_scipy(A) + sp.kron(sp.kron(T, identity), identity)).tocsr()
+    M.sort_indices()
+    return torch.sparse_csr_tensor(
+        torch.from_numpy(M.indptr.astype("int64")),
+        torch.from_numpy(M.indices.astype("int64")),
+        torch.from_numpy(M.data),
+        M.shape,
+    )
 
 
 def _slogdet_and_gradient(A: torch.Tensor) -> None:
@@ -53,7 +74,7 @@ def _dense_slogdet_and_gradient(D: torch.Tensor) -> None:
     torch.linalg.slogdet(leaf).logabsdet.backward()
 
 
-def against_factorization(name: str, A: torch.Tensor, repeats: int) -> list[str]:
+def against_factorization(name: str, A: torch.Tensor, repeats: int, target: str = "≤ 3×") -> list[str]:
     matrix = _scipy(A)
     member = factorize_member(matrix, {})
     fill = member.lu.L.nnz + member.lu.U.nnz
@@ -67,7 +88,7 @@ def against_factorization(name: str, A: torch.Tensor, repeats: int) -> list[str]
     )
     factor, full = median(times["one SuperLU factorization"]), median(times["slogdet + backward"])
     print(f"{name}: factorization {factor:.3f} s, slogdet + backward {full:.3f} s, ratio {full / factor:.2f}")
-    return [name, f"{A.shape[0]}", f"{fill}", f"{factor:.3f}", f"{full:.3f}", f"{full / factor:.2f}× (≤ 3×)"]
+    return [name, f"{A.shape[0]}", f"{fill}", f"{factor:.3f}", f"{full:.3f}", f"{full / factor:.2f}× ({target})"]
 
 
 def against_dense(A: torch.Tensor, repeats: int) -> list[str]:
@@ -81,21 +102,70 @@ def against_dense(A: torch.Tensor, repeats: int) -> list[str]:
     return [f"{A.shape[0]}", f"{dense:.3f}", f"{ours:.3f}", f"{dense / ours:.1f}× (≥ 20×)"]
 
 
-def peak_memory(A: torch.Tensor) -> list[str]:
+STAGES = {
+    "lower_rows": "symbolic",
+    "distinct_columns": "symbolic",
+    "closed": "symbolic",
+    "etree": "symbolic",
+    "symbolic": "symbolic",
+    "scatter": "symbolic",
+    "selinv": "numeric sweep",
+    "gather": "numeric sweep",
+}
+
+
+def breakdown(name: str, A: torch.Tensor) -> list[str]:
+    """One ``slogdet`` + backward with SuperLU and the kernels timed (the rest by difference)."""
+    spent: dict[str, float] = collections.defaultdict(float)
+    kernels = selinv._kernels()
+    original_kernels, original_superlu = dict(kernels), scipy_backend.superlu
+
+    def timed(stage: str, function):
+        def run(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[stage] += time.perf_counter() - start
+
+        return run
+
+    kernels.update({key: timed(STAGES[key], value) for key, value in original_kernels.items() if key in STAGES})
+    scipy_backend.superlu = timed("SuperLU", original_superlu)
+    try:
+        start = time.perf_counter()
+        _slogdet_and_gradient(A)
+        total = time.perf_counter() - start
+    finally:
+        kernels.update(original_kernels)
+        scipy_backend.superlu = original_superlu
+    parts = [spent["SuperLU"], spent["symbolic"], spent["numeric sweep"]]
+    rest = total - sum(parts)
+    print(
+        f"{name}: total {total:.3f} s = SuperLU {parts[0]:.3f} + symbolic {parts[1]:.3f} + numeric "
+        f"{parts[2]:.3f} + rest {rest:.3f}"
+    )
+    return [name, f"{total:.3f}"] + [f"{x:.3f} ({x / parts[0]:.2f})" for x in (*parts, rest)]
+
+
+def peak_memory(A: torch.Tensor, symmetric: bool) -> list[str]:
     matrix = _scipy(A)
-    lu = selinv.verified(factorize_member(matrix, {}))
+    member = factorize_member(matrix, {})
+    lu = selinv.verified(member)
     rows, cols = matrix.nonzero()
-    selinv.selected_inverse_of_factors(lu, cols[:8], rows[:8])  # compile first
+    symmetric = symmetric and member.symmetric
+    selinv.selected_inverse_of_factors(lu, cols[:8], rows[:8], symmetric=symmetric)  # compile first
     tracemalloc.start()
-    selinv.selected_inverse_of_factors(lu, cols, rows)
+    selinv.selected_inverse_of_factors(lu, cols, rows, symmetric=symmetric)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     n, fill = A.shape[0], lu.L.nnz + lu.U.nnz
+    path = "symmetric" if symmetric else "general"
     print(
-        f"peak {peak / 1e6:.1f} MB for nnz(L + U) = {fill} ({peak / fill:.1f} bytes each); "
+        f"peak ({path}) {peak / 1e6:.1f} MB for nnz(L + U) = {fill} ({peak / fill:.1f} bytes each); "
         f"dense: {8 * n * n / 1e9:.0f} GB"
     )
-    return [f"{n}", f"{fill}", f"{peak / 1e6:.1f}", f"{peak / fill:.1f}", f"{8 * n * n / 1e9:.1f}"]
+    return [f"{n}", path, f"{fill}", f"{peak / 1e6:.1f}", f"{peak / fill:.1f}", f"{8 * n * n / 1e9:.1f}"]
 
 
 def compiled_against_interpreted(A: torch.Tensor) -> list[str]:
@@ -129,11 +199,16 @@ def main() -> None:
     args = parser.parse_args()
     facts = environment()
     big, cube, small, tiny = poisson_2d(316), poisson_3d(30), poisson_2d(64), poisson_2d(40)
+    flow = convection_diffusion_3d(30)
 
     factor_rows = [against_factorization("2-D Poisson", big, args.repeats)]
     factor_rows.append(against_factorization("3-D Poisson", cube, args.repeats))
+    factor_rows.append(against_factorization("3-D convection–diffusion", flow, args.repeats, "no target"))
+    split_rows = [
+        breakdown(name, A) for name, A in (("2-D Poisson", big), ("3-D Poisson", cube), ("3-D conv.–diff.", flow))
+    ]
     dense_row = against_dense(small, args.repeats)
-    memory_row = peak_memory(big)
+    memory_rows = [peak_memory(big, symmetric) for symmetric in (True, False)]
     interpreter_row = compiled_against_interpreted(tiny)
 
     tables = [
@@ -143,10 +218,12 @@ def main() -> None:
             factor_rows,
             dict(facts),
         ),
+        "## where the time of one slogdet + backward goes (s; in brackets: × SuperLU's time in the same run)\n\n"
+        + _table(["problem", "total", "SuperLU", "symbolic (pattern C)", "numeric sweep", "rest"], split_rows),
         "## against dense torch.linalg.slogdet + backward (2-D Poisson)\n\n"
         + _table(["n", "dense (s)", "tsgu (s)", "speed-up (target)"], [dense_row]),
         "## peak memory of selected inversion (tracemalloc, NumPy allocations)\n\n"
-        + _table(["n", "nnz(L + U)", "peak (MB)", "bytes per nnz(L + U)", "a dense A⁻¹ (GB)"], [memory_row]),
+        + _table(["n", "path", "nnz(L + U)", "peak (MB)", "bytes per nnz(L + U)", "a dense A⁻¹ (GB)"], memory_rows),
         "## the kernels compiled by numba against the same code interpreted (one run, 2-D Poisson)\n\n"
         + _table(["n", "numba (s)", "interpreted (s)", "speed-up"], [interpreter_row]),
     ]
@@ -156,7 +233,8 @@ def main() -> None:
         {
             "factorization": factor_rows,
             "dense": dense_row,
-            "memory": memory_row,
+            "split": split_rows,
+            "memory": memory_rows,
             "interpreted": interpreter_row,
             "environment": facts,
         },

@@ -435,7 +435,10 @@ class ScipyBackend:
             return state.selected_inverse(rows, cols)
         direct = self._direct(state)
         r, c = rows.numpy(), cols.numpy()
-        values = [torch.from_numpy(selected_inverse_of_factors(verified(m), r, c)) for m in direct.members]
+        values = [
+            torch.from_numpy(selected_inverse_of_factors(verified(m), r, c, symmetric=m.symmetric))
+            for m in direct.members
+        ]
         return torch.stack(values) if direct.batched else values[0]
 
     def precision_sample(self, state: _State, Z: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,16 @@ only on ``C`` — ``O(nnz(C))`` memory, ``O(Σ_j |C_j|²)`` work, like the
 factorization — and the entries asked for are read off it: exact to rounding,
 never a dense ``A⁻¹``.
 
+When the factors' own pattern is closed already (a symmetric ordering with
+diagonal pivots gives the Cholesky pattern of ``A + Aᵀ``: the ``scipy``
+backend's default for a structurally symmetric ``A``), ``C`` is that pattern,
+found by a transposition and a check, without the elimination tree.
+
+A symmetric ``A`` (``A = Aᵀ``) factorized with ``perm_r = perm_c`` has
+``U = D Lᵀ``: then ``Z`` is symmetric, only ``L`` and ``D`` are read and only
+``Z``'s lower half is computed — ``Z_ij = −Σ_{k>j} Z_ik L_kj`` alone, half the
+work and memory of the general recurrences.
+
 The inner loops are numba kernels (:mod:`.selinv_kernels`: compiled on first use per dtype, cached on disk).
 """
 
@@ -53,11 +63,14 @@ def _kernels() -> dict[str, Any]:
                     "parity",
                     "lower_rows",
                     "etree",
+                    "distinct_columns",
+                    "closed",
                     "chained",
                     "symbolic",
                     "scatter",
                     "gather_block",
                     "blocked",
+                    "unit_lower_inverse",
                     "selinv",
                     "gather",
                 )
@@ -105,8 +118,24 @@ BLOCKED_FROM = 4_096
 """A supernode of ``w`` columns above ``|S|`` rows goes to BLAS-3 products when ``w·(w + |S|)²`` reaches this."""
 
 
+def _pattern(kernels: dict[str, Any], pointers: np.ndarray, lower_cols: np.ndarray, n: int) -> Any:
+    """The pattern ``C`` (strictly lower, by columns, rows sorted) of the rows ``lower_cols``: its symbolic factor.
+
+    The factors' pattern is often closed already (a symmetric ordering and
+    diagonal pivots give the Cholesky pattern of ``A + Aᵀ``): then ``C`` is that
+    pattern, found by one transposition and one check, without the elimination
+    tree and the two passes over it of the general symbolic factorization.
+    """
+    cptr, crows = kernels["distinct_columns"](pointers, lower_cols, n)
+    if kernels["closed"](cptr, crows):
+        return cptr, crows
+    del cptr, crows
+    parent = kernels["etree"](pointers, lower_cols, n)
+    return kernels["symbolic"](pointers, lower_cols, parent, n)
+
+
 def selected_inverse_of_factors(
-    lu: Any, rows: np.ndarray, cols: np.ndarray, *, blocked_from: int = BLOCKED_FROM
+    lu: Any, rows: np.ndarray, cols: np.ndarray, *, symmetric: bool = False, blocked_from: int = BLOCKED_FROM
 ) -> np.ndarray:
     """``(A⁻¹)[rows[t], cols[t]]`` for each ``t``, from the SuperLU factors of ``A`` (see the module docstring).
 
@@ -116,6 +145,13 @@ def selected_inverse_of_factors(
         The factorization of ``A``, ``n × n``, nonsingular.
     rows, cols : ndarray of int
         The positions wanted (any, repeats allowed).
+    symmetric : bool
+        ``A = Aᵀ`` exactly (a transpose, not a conjugate transpose, for complex
+        ``A``). When SuperLU also pivoted symmetrically (``perm_r = perm_c``,
+        as its symmetric mode does unless a diagonal pivot is too small),
+        ``U = D Lᵀ`` and ``Z = (L D Lᵀ)⁻¹`` is symmetric: only ``L`` and ``D``
+        are read, the pattern ``C`` is that of ``L + Lᵀ`` and only its lower
+        half is computed — half the work and memory. Otherwise ignored.
     blocked_from : int
         Supernodes with at least this much work use BLAS-3 products (0: all
         of them; a huge value: none). The answer is the same either way.
@@ -133,28 +169,37 @@ def selected_inverse_of_factors(
     >>> rows, cols = np.nonzero(A)
     >>> np.allclose(selected_inverse_of_factors(lu, rows, cols), np.linalg.inv(A)[rows, cols])
     True
+    >>> S = A + A.T
+    >>> lu = sla.splu(sp.csc_matrix(S), permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0)
+    >>> got = selected_inverse_of_factors(lu, rows, cols, symmetric=True)
+    >>> np.allclose(got, np.linalg.inv(S)[rows, cols])
+    True
     """
     kernels = _kernels()
+    perm_r, perm_c = np.asarray(lu.perm_r), np.asarray(lu.perm_c)
+    symmetric = symmetric and np.array_equal(perm_r, perm_c)
     L, U = lu.L.tocsc(), lu.U.tocsc()
     n = L.shape[0]
-    perm_r, perm_c = np.asarray(lu.perm_r, dtype=np.int64), np.asarray(lu.perm_c, dtype=np.int64)
-    a = perm_c[np.asarray(rows, dtype=np.int64)]  # (A⁻¹)_ij = Z[perm_c[i], perm_r[j]]
-    b = perm_r[np.asarray(cols, dtype=np.int64)]
-    Ut = U.T.tocsc()  # column j: U_jk for k ≥ j
-    index = np.int64
-    L_ptr, L_rows = L.indptr.astype(index), L.indices.astype(index)
-    U_ptr, U_rows = Ut.indptr.astype(index), Ut.indices.astype(index)
-    pointers, lower_cols = kernels["lower_rows"](n, L_ptr, L_rows, U_ptr, U_rows, a, b)
-    parent = kernels["etree"](pointers, lower_cols, n)
-    cptr, crows = kernels["symbolic"](pointers, lower_cols, parent, n)
+    a = perm_c[np.asarray(rows, dtype=np.int64)].astype(np.int64)  # (A⁻¹)_ij = Z[perm_c[i], perm_r[j]]
+    b = perm_r[np.asarray(cols, dtype=np.int64)].astype(np.int64)
     dtype = np.result_type(L.dtype, U.dtype)
     diagonal = U.diagonal().astype(dtype)
+    if symmetric:  # U = D Lᵀ: U is not read beyond its diagonal
+        U_ptr, U_rows = np.zeros(n + 1, dtype=L.indptr.dtype), L.indices[:0]
+    else:
+        Ut = U.T.tocsc()  # column j: U_jk for k ≥ j
+        U_ptr, U_rows = Ut.indptr, Ut.indices
+    pointers, lower_cols = kernels["lower_rows"](n, L.indptr, L.indices, U_ptr, U_rows, a, b)
+    cptr, crows = _pattern(kernels, pointers, lower_cols, n)
+    del pointers, lower_cols
     lower = np.zeros(crows.shape[0], dtype=dtype)
-    upper = np.zeros(crows.shape[0], dtype=dtype)
-    ones = np.ones(n, dtype=dtype)
-    kernels["scatter"](cptr, crows, L_ptr, L_rows, L.data.astype(dtype), ones, lower)
-    kernels["scatter"](cptr, crows, U_ptr, U_rows, Ut.data.astype(dtype), diagonal, upper)
-    z_low, z_up, z_diag = kernels["selinv"](cptr, crows, lower, upper, diagonal, blocked_from)
+    kernels["scatter"](cptr, crows, L.indptr, L.indices, L.data.astype(dtype, copy=False), np.ones(n, dtype), lower)
+    upper = lower
+    if not symmetric:
+        upper = np.zeros(crows.shape[0], dtype=dtype)
+        kernels["scatter"](cptr, crows, U_ptr, U_rows, Ut.data.astype(dtype, copy=False), diagonal, upper)
+    z_low, z_up, z_diag = kernels["selinv"](cptr, crows, lower, upper, diagonal, blocked_from, symmetric)
+    del lower, upper
     return np.asarray(kernels["gather"](cptr, crows, z_low, z_up, z_diag, a, b))
 
 
