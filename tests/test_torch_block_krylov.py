@@ -247,7 +247,9 @@ def test_the_whole_solve_loop_is_the_per_iteration_loop(method, k, dtype, batche
         for extra in ({}, {"csr": operator.matrix})
     ]
     assert calls and set(calls) == {(f"{method}_loop", (2 if batched else 1, 144, k))}  # the 2nd solve: the loop
-    tolerance = {"rtol": 1e-10, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 2e-4, "atol": 1e-5}
+    # float64 pins the arithmetic; in float32 the sums' other lane split (512-byte chunks in the product passes)
+    # moves BiCGSTAB's iterates by up to ~4e-3 after 6 iterations (the converged solves are checked below)
+    tolerance = {"rtol": 1e-10, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-2, "atol": 1e-2}
     assert results[1].iterations == results[0].iterations
     assert results[1].converged == results[0].converged == (maxiter > 6)
     torch.testing.assert_close(results[1].X, results[0].X, **tolerance)

@@ -384,6 +384,19 @@ def _reach(crow, col, start, stop, rows):  # type: ignore[no-untyped-def]
 
 
 @_jit
+def _update(mode, u, v, z, l1, l2):  # type: ignore[no-untyped-def]
+    """The pointwise update of :func:`_product_pass` on one chunk (its own loop: LLVM vectorises it here)."""
+    if mode == 1:
+        for j in range(v.shape[0]):
+            q = v[j]
+            u[j] += l1[j] * q
+            v[j] = z[j] + l2[j] * q
+    else:
+        for j in range(v.shape[0]):
+            v[j] = (v[j] - u[j] * l1[j]) * l2[j] + z[j]
+
+
+@_jit
 def _product_pass(csr, start, stop, reach, mode, U, V, W, l1, l2, out, d1, d2, two, kk, s1, s2):  # type: ignore[no-untyped-def]
     """One member's rows ``[start, stop)`` in one pass: a pointwise update of ``V`` (``mode`` 1, CG:
     ``U += l1·V``, ``V = W + l2·V``; ``mode`` 2, BiCGSTAB: ``V = (V − U·l1)·l2 + W``; ``mode`` 0: none), each
@@ -402,15 +415,7 @@ def _product_pass(csr, start, stop, reach, mode, U, V, W, l1, l2, out, d1, d2, t
     for b in range(reach.shape[0]):
         while mode != 0 and done < reach[b]:
             upto = min(stop, done + rows)
-            u, v, z = U[done * k : upto * k], V[done * k : upto * k], W[done * k : upto * k]
-            if mode == 1:
-                for j in range(v.shape[0]):
-                    q = v[j]
-                    u[j] += l1[j] * q
-                    v[j] = z[j] + l2[j] * q
-            else:
-                for j in range(v.shape[0]):
-                    v[j] = (v[j] - u[j] * l1[j]) * l2[j] + z[j]
+            _update(mode, U[done * k : upto * k], V[done * k : upto * k], W[done * k : upto * k], l1, l2)
             done = upto
         low = start + b * rows
         high = min(stop, low + rows)
@@ -428,6 +433,14 @@ def _product_pass(csr, start, stop, reach, mode, U, V, W, l1, l2, out, d1, d2, t
     _fold(a1, s1, k, w)
     if two:
         _fold(a2, s2, k, w)
+
+
+@_jit
+def _chunk(w, k):  # type: ignore[no-untyped-def]
+    """The lanes of a product pass: a quarter of ``w`` (about 512 bytes), a multiple of ``k``. Each chunk's
+    update alternates with its rows' products; measured (a BiCGSTAB product pass, n = 1e5, k = 8, loaded machine):
+    512-byte chunks took about 0.8× the time of 2 KiB ones, 0.7× of 8 KiB ones; 64-byte ones (one row) 1.7×."""
+    return max(k, w // 4 // k * k)
 
 
 @_jit
@@ -462,7 +475,8 @@ def cg_loop(crow, col, values, scale, batch, n, kk, w, X, P, R, AP, rz, active, 
     (:func:`csr_fits`); ``w`` is a multiple of ``k = len(kk)``.
     """
     k = len(kk)
-    reach = _reaches(crow, col, batch, n, w // k)
+    wp = _chunk(w, k)
+    reach = _reaches(crow, col, batch, n, wp // k)
     csr = (crow, col, values, scale)
     alpha = np.zeros(batch * k, dtype=P.dtype)
     beta = np.zeros(batch * k, dtype=P.dtype)
@@ -475,7 +489,7 @@ def cg_loop(crow, col, values, scale, batch, n, kk, w, X, P, R, AP, rz, active, 
         for b in range(batch):
             o, s = b * n * k, b * k
             v = slice(o, o + n * k)
-            al, be = _lanes(alpha[s : s + k], k, w), _lanes(beta[s : s + k], k, w)
+            al, be = _lanes(alpha[s : s + k], k, wp), _lanes(beta[s : s + k], k, wp)
             mode = 1 if its > 0 else 0  # P = R on entry
             _product_pass(csr, b * n, (b + 1) * n, reach[b], mode, X, P, R, al, be, AP, P, P, False, kk, pap, pap)
             for c in range(k):
@@ -537,7 +551,8 @@ def bicgstab_loop(  # type: ignore[no-untyped-def]
     and :func:`bicg_finish` after torch's products. ``P = V = 0``, ``rr = ‖R‖²``, ``rho_new = ⟨R̂, R⟩`` on entry.
     """
     k = len(kk)
-    reach = _reaches(crow, col, batch, n, w // k)
+    wp = _chunk(w, k)
+    reach = _reaches(crow, col, batch, n, wp // k)
     csr = (crow, col, values, scale)
     ones = batch * k
     rho = np.ones(ones, dtype=R.dtype)
@@ -548,14 +563,14 @@ def bicgstab_loop(  # type: ignore[no-untyped-def]
     beta = np.empty(k, dtype=R.dtype)
     rv = np.empty(k, dtype=R.dtype)
     vv = np.empty(k, dtype=R.dtype)
-    spare = np.zeros(w, dtype=R.dtype)  # the lanes of a pass without an update
+    spare = np.zeros(wp, dtype=R.dtype)  # the lanes of a pass without an update
     its = 0
     while its < maxiter:
         going = 0
         for b in range(batch):
             o, s = b * n * k, b * k
             _direction(s, k, rho_new, rho, alpha, omega, active, rr, rhat_norm, eps, ok, beta)
-            om, be = _lanes(omega[s : s + k], k, w), _lanes(beta, k, w)
+            om, be = _lanes(omega[s : s + k], k, wp), _lanes(beta, k, wp)
             _product_pass(csr, b * n, (b + 1) * n, reach[b], 2, V, P, R, om, be, V, Rhat, V, True, kk, rv, vv)
             for c in range(k):
                 i = s + c
