@@ -12,8 +12,8 @@ scalar logic (``α``, ``β``, ``ω``, the ``active`` masks) inside the same call
   with ``‖R‖²``; ``⟨T, T⟩`` with ``⟨T, R⟩``; ``X += α·P̂ + ω·Ŝ`` with
   ``R −= ω·T``, ``‖R‖²`` and the next ``⟨R̂, R⟩`` — five passes.
 
-Without a preconditioner, given ``A``'s CSR tensor (the backend passes it),
-every iteration runs in one call that computes the products too
+Without a preconditioner, for 2 to :data:`LOOP_MAX_K` columns, given ``A``'s
+CSR tensor (the backend passes it), every iteration runs in one call that computes the products too
 (:meth:`FusedKernels.loop`; no Python between iterations): each product's
 pass also takes the pointwise update of the vector it multiplies — each row
 updated just before the first product row that reads it, so the update and
