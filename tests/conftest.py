@@ -39,7 +39,6 @@ THINNED = {
     "test_conformance.py::test_conformance",
     # the kit again with an option on (its plain runs are whole in test_conformance.py)
     "test_torch_block_krylov.py::test_fused_passes_the_conformance_kit",
-    "test_torch_block_krylov.py::test_the_whole_solve_loop_is_the_per_iteration_loop",  # compiles per dtype × k
     "test_torch_preconditioners.py::test_ilu0_conformance",
     # products of dtype × layout × right-hand side × backend × method around one property
     "test_reliability.py::test_scaled_problem_gives_the_unscaled_answer",

@@ -226,7 +226,8 @@ def _count_loop_calls(monkeypatch):
 
 @pytest.mark.parametrize("method", sorted(FUSED))
 @pytest.mark.parametrize("k", [1, 3])
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+# float32: a compile of each loop for one more dtype (seconds each): slow; the default run compares in float64
+@pytest.mark.parametrize("dtype", [torch.float64, pytest.param(torch.float32, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("batched", [False, True])
 @pytest.mark.parametrize("maxiter", [6, 2000])
 def test_the_whole_solve_loop_is_the_per_iteration_loop(method, k, dtype, batched, maxiter, monkeypatch):
