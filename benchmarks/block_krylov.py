@@ -22,7 +22,12 @@ Rows:
   and called through ctypes (both files loaded from ``git show``);
 * ``torch fused`` (CG, BiCGSTAB): ``fused=True``, the vector work in the numba
   loops of :mod:`tsgu_backends.torch_backend.fused_cpu` (first call — compile
-  or load from the disk cache — printed separately, not timed);
+  or load from the disk cache — printed separately, not timed), with ``csr=``
+  (A's CSR tensor, as the backend passes it): every iteration in one numba
+  call that computes the products itself;
+* ``torch fused per-iteration`` (CG, BiCGSTAB): ``fused=True`` without ``csr=``:
+  numba calls per iteration around torch's products (the loops before the
+  whole-solve kernels);
 * ``tsgu solve``: the whole public path (``tsgu_core.solve``, forward), default
   options and, for CG/BiCGSTAB, ``fused=True``.
 
@@ -158,6 +163,8 @@ def main() -> None:
 
     def torch_solve(module: object, method: str, k: int, key: str, **extra: object) -> None:
         operator = operators[problem(method)]
+        if extra.pop("in_loop", False):  # A's CSR: unpreconditioned fused CG multiplies by it inside its loop
+            extra["csr"] = operator.matrix
         result = module.krylov_solve(
             method,
             operator.apply,
@@ -197,8 +204,9 @@ def main() -> None:
         for k in (8, 1):
             operator = operators[problem(method)]
             start = time.perf_counter()
-            torch_solve(after, method, k, "warm-up", op_into=operator.apply_into, fused=True)
+            torch_solve(after, method, k, "warm-up", op_into=operator.apply_into, fused=True, in_loop=True)
             build_seconds[f"{method} fused k={k}"] = time.perf_counter() - start
+            torch_solve(after, method, k, "warm-up", op_into=operator.apply_into, fused=True)
             if fused_c is not None:
                 start = time.perf_counter()
                 torch_solve(fused_c, method, k, "warm-up", op_into=operator.apply_into, fused=True)
@@ -230,8 +238,12 @@ def main() -> None:
                     fused_c, m, k, f"{t} torch fused-C", op_into=o.apply_into, fused=True
                 )
             if method != "gmres":
+                variants[f"{tag} torch fused per-iteration"] = lambda m=method, k=k, t=tag, o=operator: torch_solve(
+                    after, m, k, f"{t} torch fused per-iteration", op_into=o.apply_into, fused=True
+                )
+            if method != "gmres":
                 variants[f"{tag} torch fused"] = lambda m=method, k=k, t=tag, o=operator: torch_solve(
-                    after, m, k, f"{t} torch fused", op_into=o.apply_into, fused=True
+                    after, m, k, f"{t} torch fused", op_into=o.apply_into, fused=True, in_loop=True
                 )
             if method != "gmres" or k == 1:  # GMRES k=8 through the public path: the same loop, ~40 s
                 variants[f"{tag} tsgu solve (default)"] = lambda m=method, k=k, t=tag: public_solve(

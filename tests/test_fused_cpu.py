@@ -126,6 +126,58 @@ def test_a_preconditioner_of_the_wrong_shape_is_a_typed_error_not_a_read_past_th
         tsgu_core.solve(to_layout(D, "csr"), B, backend="torch", method="cg", fused=True, M=lambda R: R[..., :1])
 
 
+def _loop_arguments(name, n=16, k=2, batch=1):
+    """A whole-solve loop's arguments after the matrix and its scale: ``(sizes, tensors, maxiter)``."""
+    tensors = [
+        torch.zeros(batch * n * k, dtype=torch.float64)
+        if kind == "v"
+        else torch.ones(batch * k, dtype=torch.bool if kind == "m" else torch.float64)
+        for _, kind in fused_cpu.LOOP_SPECS[name]
+    ]
+    return [(batch, n, k), tensors, 3]
+
+
+def _csr(crow, col, values, size):
+    return torch.sparse_csr_tensor(torch.tensor(crow), torch.tensor(col), values, (size, size), check_invariants=False)
+
+
+_POISSON = poisson_2d(4)  # 16 rows, int64 indices
+_CROW, _COL, _VALUES = _POISSON.crow_indices().tolist(), _POISSON.col_indices().tolist(), _POISSON.values()
+
+
+@pytest.mark.parametrize("name", ["cg_loop", "bicgstab_loop"])
+@pytest.mark.parametrize(
+    ("matrix", "change", "error", "message"),
+    [
+        (_POISSON.to(torch.float32), {}, DtypeMismatchError, "matrix has dtype torch.float32"),
+        (_POISSON.to_sparse_coo(), {}, LayoutError, "2-D sparse CSR"),
+        (poisson_2d(3), {}, ShapeError, r"shape \(9, 9\), expected \(16, 16\)"),
+        (_csr(_CROW, [*_COL[:-1], 16], _VALUES, 16), {}, ShapeError, "do not fit each other"),
+        (_csr(_CROW, [*_COL[:-1], -1], _VALUES, 16), {}, ShapeError, "do not fit each other"),
+        (_csr([*_CROW[:-1], _CROW[-1] + 1], _COL, _VALUES, 16), {}, ShapeError, "do not fit each other"),
+        (_csr([*_CROW[:3], _CROW[4], _CROW[3], *_CROW[5:]], _COL, _VALUES, 16), {}, ShapeError, "do not fit"),
+        (_POISSON, {"k": 33}, ShapeError, r"k ≤ 32"),
+        (_POISSON, {"batch": 0}, ShapeError, r"batch 0"),
+        (_POISSON, {"members": 2}, ShapeError, "a row of one batch member holds a column of another"),
+        (_POISSON, {1: torch.zeros(31, dtype=torch.float64)}, ShapeError, "has 31 elements, expected 32"),
+        (_POISSON, {"drop": 1}, InvalidArgumentError, "tensors, got"),
+    ],
+)
+def test_the_whole_solve_loops_refuse_what_would_take_them_outside_the_memory(name, matrix, change, error, message):
+    """The loops read ``V`` (``P``, ``R``) at every stored column: a column out of range, row pointers past the
+    entries or going back, another member's column in a batch, are typed errors before the loop runs."""
+    kernels = fused_cpu.kernels_for(torch.float64)
+    sizes, tensors, maxiter = _loop_arguments(name, n=8, batch=2) if "members" in change else _loop_arguments(name)
+    batch, n, k = sizes
+    sizes = (change.get("batch", batch), n, change.get("k", k))
+    if 1 in change:
+        tensors[1] = change[1]
+    if "drop" in change:
+        tensors = tensors[:-1]
+    with pytest.raises(error, match=message):
+        kernels.loop(name, matrix, 1.0, sizes, tuple(tensors), maxiter)
+
+
 def test_the_loops_are_compiled_once_per_dtype_whatever_the_column_count():
     assert fused_cpu.kernels_for(torch.float64, 1) is fused_cpu.kernels_for(torch.float64, 8)
     with pytest.raises(DtypeMismatchError, match="float32/float64"):

@@ -206,3 +206,98 @@ def test_fused_passes_the_conformance_kit(case):
     if case.dtype.startswith("complex"):
         pytest.skip("fused=True refuses a complex A (test_fused_refuses_complex_dtypes)")
     run_case(case)
+
+
+# -- unpreconditioned fused CG in one loop, the products computed inside it --------------------------------------
+
+
+def _count_loop_calls(monkeypatch):
+    """Record ``(name, (batch, n, k))`` of each call of the whole-solve loops (``FusedKernels.loop``), which run."""
+    calls = []
+    original = fused_cpu.FusedKernels.loop
+
+    def counted(self, name, matrix, scale, sizes, *rest):
+        calls.append((name, sizes))
+        return original(self, name, matrix, scale, sizes, *rest)
+
+    monkeypatch.setattr(fused_cpu.FusedKernels, "loop", counted)
+    return calls
+
+
+@pytest.mark.parametrize("method", sorted(FUSED))
+@pytest.mark.parametrize("k", [1, 3])
+# float32: a compile of each loop for one more dtype (seconds each): slow; the default run compares in float64
+@pytest.mark.parametrize("dtype", [torch.float64, pytest.param(torch.float32, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("batched", [False, True])
+@pytest.mark.parametrize("maxiter", [6, 2000])
+def test_the_whole_solve_loop_is_the_per_iteration_loop(method, k, dtype, batched, maxiter, monkeypatch):
+    """``csr=`` runs every iteration in one numba call that multiplies by A itself (k ≥ 2): the same iterates (after 6
+    iterations, and converged) and iteration counts as the per-iteration loops after torch's products, on more
+    rows than a pass's chunk, batch members of different values included."""
+    A = convection_diffusion_2d(12, dtype=dtype) if method == "bicgstab" else poisson_2d(12, dtype=dtype)
+    if batched:
+        D = A.to_dense()
+        A = torch.stack([D, D * 1.5 + torch.eye(D.shape[0], dtype=dtype) * 0.25]).to_sparse_csr()
+    operator = CsrOperator(A)
+    B = torch.randn(*A.shape[:-1], k, dtype=dtype, generator=torch.Generator().manual_seed(k))
+    calls = _count_loop_calls(monkeypatch)
+    rtol = 1e-30 if maxiter == 6 else (1e-10 if dtype == torch.float64 else 1e-5)
+    common = {"x0": None, "rtol": rtol, "atol": 0.0, "maxiter": maxiter, "fused": True}
+    results = [
+        krylov.krylov_solve(method, operator.apply, None, B, op_into=operator.apply_into, **common, **extra)
+        for extra in ({}, {"csr": operator.matrix})
+    ]
+    if k == 1:  # one column keeps torch's product: no loop
+        assert calls == []
+    else:
+        assert calls and set(calls) == {(f"{method}_loop", (2 if batched else 1, 144, k))}  # the 2nd solve: the loop
+    # float64 pins the arithmetic; in float32 the sums' other lane split (512-byte chunks in the product passes)
+    # moves BiCGSTAB's iterates by up to ~4e-3 after 6 iterations (the converged solves are checked below)
+    tolerance = {"rtol": 1e-10, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-2, "atol": 1e-2}
+    assert results[1].iterations == results[0].iterations
+    assert results[1].converged == results[0].converged == (maxiter > 6)
+    torch.testing.assert_close(results[1].X, results[0].X, **tolerance)
+    if maxiter > 6:
+        residual = torch.linalg.vector_norm(B - A.to_dense() @ results[1].X, dim=-2)
+        assert bool((residual <= 2 * rtol * torch.linalg.vector_norm(B, dim=-2)).all())  # the true residual
+
+
+@pytest.mark.parametrize("method", sorted(FUSED))
+@pytest.mark.parametrize("layout", ["coo", "csr"])
+@pytest.mark.parametrize("shape", [(N,), (N, 3)])
+def test_public_fused_solves_run_in_one_loop_forward_and_backward(method, layout, shape, monkeypatch):
+    """The backend passes A's CSR (Aᵀ's for the backward solve): both solves run in the loop (several columns),
+    right values and gradients against the dense reference (BiCGSTAB on a nonsymmetric A)."""
+    calls = _count_loop_calls(monkeypatch)
+    D = FUSED[method](N, seed=21)
+    B = torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(22))
+    A = to_layout(D, layout).requires_grad_()
+    b = B.clone().requires_grad_()
+    x = tsgu_core.solve(A, b, backend="torch", method=method, rtol=1e-12, fused=True)
+    x.square().sum().backward()
+    expected, grad_A, grad_B = _dense_solve_and_grads(D, B)
+    if len(shape) == 1:  # one column keeps torch's product
+        assert calls == []
+    else:
+        assert len(calls) >= 2 and {name for name, _ in calls} == {f"{method}_loop"}  # forward and backward
+    torch.testing.assert_close(x.detach(), expected)
+    torch.testing.assert_close(b.grad, grad_B)
+    torch.testing.assert_close(A.grad.to_dense(), grad_A * (D != 0))
+
+
+@pytest.mark.parametrize("method", sorted(FUSED))
+def test_beyond_the_loops_column_limit_or_preconditioned_runs_per_iteration(method, monkeypatch):
+    """More than ``LOOP_MAX_K`` columns (or a preconditioner): the per-iteration loops, still right."""
+    calls = _count_loop_calls(monkeypatch)
+    A = poisson_2d(4)
+    operator = CsrOperator(A)
+    k = fused_cpu.LOOP_MAX_K + 1
+    B = torch.randn(16, k, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    common = {"x0": None, "rtol": 1e-12, "atol": 0.0, "maxiter": 500, "fused": True, "op_into": operator.apply_into}
+    wide = krylov.krylov_solve(method, operator.apply, None, B, csr=operator.matrix, **common)
+    jacobi = krylov.krylov_solve(
+        method, operator.apply, _scaled_jacobi(A.to_dense()), B[:, :2], csr=operator.matrix, **common
+    )
+    assert calls == []
+    torch.testing.assert_close(wide.X, torch.linalg.solve(A.to_dense(), B))
+    torch.testing.assert_close(jacobi.X, torch.linalg.solve(A.to_dense(), B[:, :2]))

@@ -5,12 +5,20 @@ the other, ``k`` columns interleaved), per-column scalars are ``(batch, k)`` fla
 run over ``w = k·lanes`` interleaved partial sums folded at the end, so a column is summed by ``lanes`` chains,
 not one serial chain (the loop over ``w`` vectorises; no reassociation is asked of the compiler: ``fastmath`` is
 off). :mod:`fused_cpu` checks dtypes, shapes and contiguity before any call: nothing here checks bounds.
+
+:func:`cg_loop` runs whole CG iterations (the product with ``A`` included, from its CSR arrays) in one call; its
+row accumulator is one LLVM vector of ``k`` numbers (:func:`_row_zero`, :func:`_row_axpy`, :func:`_row_store`),
+``k`` known when compiling: it is the length of the tuple ``kk`` (one compile per ``k``).
 """
 
 from __future__ import annotations
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 # no cache here: fused_cpu attaches its own (checked) disk cache; no fastmath: sums are not reassociated
 _jit = numba.njit(nogil=True, fastmath=False, cache=False)
@@ -187,6 +195,18 @@ def cg_advance(batch, n, k, w, X, P, Z, alpha, rz, rz_new, active):  # type: ign
 
 
 @_jit
+def _direction(s, k, rho_new, rho, alpha, omega, active, rr, rhat_norm, eps, ok, beta):  # type: ignore[no-untyped-def]
+    """BiCGSTAB, one member's columns ``s … s+k−1``: which may go on (``ok``, counted) and their ``β``."""
+    count = 0
+    for c in range(k):
+        i = s + c
+        ok[i] = active[i] and abs(rho_new[i]) > eps * rhat_norm[i] * np.sqrt(rr[i]) and omega[i] != 0
+        beta[c] = (rho_new[i] / _safe(rho[i])) * (alpha[i] / _safe(omega[i])) if ok[i] else 0
+        count += ok[i]
+    return count
+
+
+@_jit
 def bicg_direction(  # type: ignore[no-untyped-def]
     batch, n, k, w, P, V, R, rho_new, rho, alpha, omega, active, rr, rhat_norm, eps, ok
 ):
@@ -195,11 +215,7 @@ def bicg_direction(  # type: ignore[no-untyped-def]
     beta = np.empty(k, dtype=P.dtype)
     for b in range(batch):
         o, s = b * n * k, b * k
-        for c in range(k):
-            i = s + c
-            ok[i] = active[i] and abs(rho_new[i]) > eps * rhat_norm[i] * np.sqrt(rr[i]) and omega[i] != 0
-            beta[c] = (rho_new[i] / _safe(rho[i])) * (alpha[i] / _safe(omega[i])) if ok[i] else 0
-            count += ok[i]
+        count += _direction(s, k, rho_new, rho, alpha, omega, active, rr, rhat_norm, eps, ok, beta)
         be = _lanes(beta, k, w)
         om = _lanes(omega[s : s + k], k, w)
         p, v, r = P[o : o + n * k], V[o : o + n * k], R[o : o + n * k]
@@ -258,36 +274,335 @@ def bicg_finish(  # type: ignore[no-untyped-def]
             omega[i] = ts[c] / tt[c] if go_on[i] and tt[c] > 0 else 0
         al = _lanes(alpha[s : s + k], k, w)
         om = _lanes(omega[s : s + k], k, w)
-        a1 = np.zeros(w, dtype=R.dtype)
-        a2 = np.zeros(w, dtype=R.dtype)
-        T2, R2, X2 = _rows(t, w), _rows(r, w), _rows(x, w)
-        PH, SH, RH = _rows(ph, w), _rows(sh, w), _rows(rh, w)
-        for i in range(T2.shape[0]):  # three loops per row (in L1), as in _dot2; X first: Ŝ may be R
-            xr, pr, sr, tr, rr_, hr = X2[i], PH[i], SH[i], T2[i], R2[i], RH[i]
-            for j in range(w):
-                xr[j] = (xr[j] + pr[j] * al[j]) + sr[j] * om[j]
-            for j in range(w):
-                rr_[j] = rr_[j] - tr[j] * om[j]
-            for j in range(w):
-                z = rr_[j]
-                a1[j] += z * z
-                a2[j] += hr[j] * z
-        body, total = T2.size, n * k
-        for i in range(body, total):
-            j = i - body
-            y = x[i] + ph[i] * al[j]
-            x[i] = y + sh[i] * om[j]
-            z = r[i] - t[i] * om[j]
-            r[i] = z
-            a1[j] += z * z
-            a2[j] += rh[i] * z
-        _fold(a1, rr[s : s + k], k, w)
-        _fold(a2, rho_next[s : s + k], k, w)
+        _finish_pass(t, r, x, ph, sh, rh, al, om, rr[s : s + k], rho_next[s : s + k], k, w)
         for c in range(k):
             i = s + c
             active[i] = go_on[i] and omega[i] != 0 and rr[i] > tol2[i]
             count += active[i]
     return count
+
+
+# -- whole CG iterations, the product with A included --------------------------------------------------------------
+#
+# numba leaves LLVM's SLP vectoriser off, so a row accumulator written as k scalars (or a small array) stays scalar:
+# 8 multiplies and 8 adds per stored entry for k = 8. These intrinsics keep it as one vector value of k numbers
+# (an ``alloca`` of ``<k x T>``, promoted to a register), whose type comes from the tuple ``kk``. Plain fmul and
+# fadd: no contraction, no reassociation (each column's sum runs over the row's entries in stored order).
+
+
+def _splat(builder, vector_type, value):  # type: ignore[no-untyped-def]
+    out = ir.Constant(vector_type, None)
+    for c in range(vector_type.count):
+        out = builder.insert_element(out, value, ir.Constant(ir.IntType(32), c))
+    return out
+
+
+def _row_operands(context, builder, signature, args, like):  # type: ignore[no-untyped-def]
+    """For ``(acc, scalar, array, offset, like)``: the accumulator and ``array[offset:]`` as pointers to a vector
+    of ``len(like)`` numbers, and the scalar splat into such a vector."""
+    acc_ptr, scalar, ary, start, _ = args
+    vector = ir.VectorType(context.get_value_type(like.dtype), like.count)
+    data = context.make_array(signature.args[2])(context, builder, ary).data
+    row = builder.bitcast(builder.gep(data, [start]), vector.as_pointer())
+    scalar = context.cast(builder, scalar, signature.args[1], like.dtype)
+    return builder.bitcast(acc_ptr, vector.as_pointer()), row, _splat(builder, vector, scalar)
+
+
+@intrinsic
+def _row_zero(typingctx, like):  # type: ignore[no-untyped-def]
+    """A zeroed accumulator of ``len(like)`` numbers of ``like``'s type on the stack; its address."""
+    sig = types.CPointer(like.dtype)(like)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        vector = ir.VectorType(context.get_value_type(like.dtype), like.count)
+        slot = cgutils.alloca_once(builder, vector)
+        builder.store(ir.Constant(vector, None), slot)
+        return builder.bitcast(slot, context.get_value_type(like.dtype).as_pointer())
+
+    return sig, codegen
+
+
+@intrinsic
+def _row_axpy(typingctx, acc, value, array, offset, like):  # type: ignore[no-untyped-def]
+    """``acc += value · array[offset : offset + k]`` as one vector operation (the caller keeps it in bounds)."""
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        slot, row, scalar = _row_operands(context, builder, signature, args, like)
+        product = builder.fmul(scalar, builder.load(row, align=1))
+        builder.store(builder.fadd(builder.load(slot), product), slot)
+        return context.get_dummy_value()
+
+    return types.void(acc, value, array, offset, like), codegen
+
+
+@intrinsic
+def _row_store(typingctx, acc, scale, array, offset, like):  # type: ignore[no-untyped-def]
+    """``array[offset : offset + k] = acc · scale`` (the caller keeps it in bounds)."""
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        slot, row, scalar = _row_operands(context, builder, signature, args, like)
+        builder.store(builder.fmul(builder.load(slot), scalar), row, align=1)
+        return context.get_dummy_value()
+
+    return types.void(acc, scale, array, offset, like), codegen
+
+
+@_jit
+def csr_fits(crow, col, values, batch, n):  # type: ignore[no-untyped-def]
+    """Whether ``(crow, col, values)`` is a CSR matrix of ``batch·n`` rows whose rows of member ``b`` hold only
+    columns of member ``b`` (``[b·n, (b+1)·n)``): what :func:`cg_loop` needs to stay inside its arrays."""
+    rows = batch * n
+    if crow.shape[0] != rows + 1 or crow[0] != 0 or crow[rows] != col.shape[0] or col.shape[0] != values.shape[0]:
+        return False
+    for b in range(batch):
+        low, high = b * n, (b + 1) * n
+        for i in range(low, high):
+            if crow[i + 1] < crow[i]:
+                return False
+            for e in range(crow[i], crow[i + 1]):
+                if col[e] < low or col[e] >= high:
+                    return False
+    return True
+
+
+@_jit
+def _reach(crow, col, start, stop, rows):  # type: ignore[no-untyped-def]
+    """Per chunk of ``rows`` rows of ``[start, stop)``: how far (in whole chunks) P must be updated before the
+    chunk's product reads it — past the chunk itself and every column its rows hold."""
+    chunks = (stop - start + rows - 1) // rows
+    out = np.empty(chunks, dtype=np.int64)
+    need = start
+    for b in range(chunks):
+        low = start + b * rows
+        high = min(stop, low + rows)
+        need = max(need, high)
+        for e in range(crow[low], crow[high]):
+            if col[e] + 1 > need:
+                need = col[e] + 1
+        out[b] = min(stop, start + (need - start + rows - 1) // rows * rows)
+    return out
+
+
+@_jit
+def _update(mode, u, v, z, l1, l2):  # type: ignore[no-untyped-def]
+    """The pointwise update of :func:`_product_pass` on one chunk (its own loop: LLVM vectorises it here)."""
+    if mode == 1:
+        for j in range(v.shape[0]):
+            q = v[j]
+            u[j] += l1[j] * q
+            v[j] = z[j] + l2[j] * q
+    else:
+        for j in range(v.shape[0]):
+            v[j] = (v[j] - u[j] * l1[j]) * l2[j] + z[j]
+
+
+@_jit
+def _product_pass(csr, start, stop, reach, mode, U, V, W, l1, l2, out, d1, d2, two, kk, s1, s2):  # type: ignore[no-untyped-def]
+    """One member's rows ``[start, stop)`` in one pass: a pointwise update of ``V`` (``mode`` 1, CG:
+    ``U += l1·V``, ``V = W + l2·V``; ``mode`` 2, BiCGSTAB: ``V = (V − U·l1)·l2 + W``; ``mode`` 0: none), each
+    row updated before the product first reads it; ``out = scale · A V``; ``s1 = ⟨d1, out⟩`` and, with ``two``,
+    ``s2 = ⟨d2, out⟩`` per column. ``l1``, ``l2`` are per-lane (``w`` of them); ``out`` is none of the others,
+    except that ``mode`` 2 may overwrite ``U`` (each row of ``U`` is read before the product writes it).
+    ``csr`` is ``(crow, col, values, scale)``."""
+    crow, col, values, scale = csr
+    k = len(kk)
+    w = l1.shape[0]
+    rows = w // k
+    a1 = np.zeros(w, dtype=V.dtype)
+    a2 = np.zeros(w, dtype=V.dtype)
+    done = start  # rows of V already updated
+    ku = np.uint64(k)
+    for b in range(reach.shape[0]):
+        while mode != 0 and done < reach[b]:
+            upto = min(stop, done + rows)
+            _update(mode, U[done * k : upto * k], V[done * k : upto * k], W[done * k : upto * k], l1, l2)
+            done = upto
+        low = start + b * rows
+        high = min(stop, low + rows)
+        for i in range(low, high):
+            t = _row_zero(kk)
+            for e in range(np.uint64(crow[i]), np.uint64(crow[i + 1])):
+                _row_axpy(t, values[e], V, np.uint64(col[e]) * ku, kk)
+            _row_store(t, scale, out, i * k, kk)
+        y, x1, x2 = out[low * k : high * k], d1[low * k : high * k], d2[low * k : high * k]
+        for j in range(y.shape[0]):
+            a1[j] += x1[j] * y[j]
+        if two:
+            for j in range(y.shape[0]):
+                a2[j] += x2[j] * y[j]
+    _fold(a1, s1, k, w)
+    if two:
+        _fold(a2, s2, k, w)
+
+
+@_jit
+def _chunk(w, k):  # type: ignore[no-untyped-def]
+    """The lanes of a product pass: a quarter of ``w`` (about 512 bytes), a multiple of ``k``. Each chunk's
+    update alternates with its rows' products; measured (a BiCGSTAB product pass, n = 1e5, k = 8, loaded machine):
+    512-byte chunks took about 0.8× the time of 2 KiB ones, 0.7× of 8 KiB ones; 64-byte ones (one row) 1.7×."""
+    return max(k, w // 4 // k * k)
+
+
+@_jit
+def _reaches(crow, col, batch, n, rows):  # type: ignore[no-untyped-def]
+    """:func:`_reach` of every batch member, one row each."""
+    reach = np.empty((batch, (n + rows - 1) // rows), dtype=np.int64)
+    for b in range(batch):
+        reach[b] = _reach(crow, col, b * n, (b + 1) * n, rows)
+    return reach
+
+
+@_jit
+def _add_scaled(X, P, alpha, o, size, k, w):  # type: ignore[no-untyped-def]
+    """``X[o : o + size] += α·P[o : o + size]`` per column (``α`` of ``k`` numbers)."""
+    al = _lanes(alpha, k, w)
+    Xb, Pb = _rows(X[o : o + size], w), _rows(P[o : o + size], w)
+    for i in range(Xb.shape[0]):
+        x, p = Xb[i], Pb[i]
+        for j in range(w):
+            x[j] += al[j] * p[j]
+    for i in range(Xb.size, size):
+        X[o + i] += al[i - Xb.size] * P[o + i]
+
+
+@_jit
+def cg_loop(crow, col, values, scale, batch, n, kk, w, X, P, R, AP, rz, active, tol2, maxiter):  # type: ignore[no-untyped-def]
+    """Unpreconditioned CG, every iteration in this call: per iteration two passes over memory, ``X``/``P`` updates
+    with ``AP = scale·A P`` and ``⟨P, AP⟩``, then ``R −= α·AP`` with ``‖R‖²``; the iterations run.
+
+    The same arithmetic as :func:`cg_iteration` after a product (``X``'s update rides in the next iteration's first
+    pass, the last one after the loop). ``P = R`` on entry; ``rz = ‖R‖²``; ``(crow, col, values)`` fit
+    (:func:`csr_fits`); ``w`` is a multiple of ``k = len(kk)``.
+    """
+    k = len(kk)
+    wp = _chunk(w, k)
+    reach = _reaches(crow, col, batch, n, wp // k)
+    csr = (crow, col, values, scale)
+    alpha = np.zeros(batch * k, dtype=P.dtype)
+    beta = np.zeros(batch * k, dtype=P.dtype)
+    pap = np.empty(k, dtype=P.dtype)
+    rr = np.empty(k, dtype=P.dtype)
+    ok = np.empty(k, dtype=np.bool_)
+    its = 0
+    while its < maxiter:
+        count = 0
+        for b in range(batch):
+            o, s = b * n * k, b * k
+            v = slice(o, o + n * k)
+            al, be = _lanes(alpha[s : s + k], k, wp), _lanes(beta[s : s + k], k, wp)
+            mode = 1 if its > 0 else 0  # P = R on entry
+            _product_pass(csr, b * n, (b + 1) * n, reach[b], mode, X, P, R, al, be, AP, P, P, False, kk, pap, pap)
+            for c in range(k):
+                ok[c] = active[s + c] and pap[c] > 0 and np.isfinite(pap[c])  # pap ≤ 0: A is not SPD along P
+                alpha[s + c] = rz[s + c] / pap[c] if ok[c] else 0
+            _axpy_norm(R[v], alpha[s : s + k], AP[v], rr, k, w)
+            for c in range(k):
+                active[s + c] = ok[c] and rr[c] > tol2[s + c]
+                count += active[s + c]
+                beta[s + c] = rr[c] / _safe(rz[s + c]) if active[s + c] else 0
+                rz[s + c] = rr[c]
+        its += 1
+        if count == 0:
+            break
+    for b in range(batch):  # the last iteration's X += α·P
+        _add_scaled(X, P, alpha[b * k : (b + 1) * k], b * n * k, n * k, k, w)
+    return its
+
+
+@_jit
+def _finish_pass(t, r, x, ph, sh, rh, al, om, rr, rho_next, k, w):  # type: ignore[no-untyped-def]
+    """``X += α·P̂ + ω·Ŝ``, ``R −= ω·T``, then ``rr = ‖R‖²`` and ``rho_next = ⟨R̂, R⟩``, in one pass (``al``, ``om``
+    per lane). ``Ŝ`` may be ``R`` itself: ``X`` is updated first."""
+    a1 = np.zeros(w, dtype=r.dtype)
+    a2 = np.zeros(w, dtype=r.dtype)
+    T2, R2, X2 = _rows(t, w), _rows(r, w), _rows(x, w)
+    PH, SH, RH = _rows(ph, w), _rows(sh, w), _rows(rh, w)
+    for i in range(T2.shape[0]):  # three loops per row (in L1), as in _dot2; X first: Ŝ may be R
+        xr, pr, sr, tr, rr_, hr = X2[i], PH[i], SH[i], T2[i], R2[i], RH[i]
+        for j in range(w):
+            xr[j] = (xr[j] + pr[j] * al[j]) + sr[j] * om[j]
+        for j in range(w):
+            rr_[j] = rr_[j] - tr[j] * om[j]
+        for j in range(w):
+            z = rr_[j]
+            a1[j] += z * z
+            a2[j] += hr[j] * z
+    body = T2.size
+    for i in range(body, r.shape[0]):
+        j = i - body
+        y = x[i] + ph[i] * al[j]
+        x[i] = y + sh[i] * om[j]
+        z = r[i] - t[i] * om[j]
+        r[i] = z
+        a1[j] += z * z
+        a2[j] += rh[i] * z
+    _fold(a1, rr, k, w)
+    _fold(a2, rho_next, k, w)
+
+
+@_jit
+def bicgstab_loop(  # type: ignore[no-untyped-def]
+    crow, col, values, scale, batch, n, kk, w, X, P, V, R, Rhat, T, rr, rho_new, rhat_norm, active, tol2, eps, maxiter
+):
+    """Unpreconditioned BiCGSTAB, every iteration in this call, four passes over memory per iteration:
+    ``P = R + β(P − ω·V)`` with ``V = scale·A P``, ``⟨R̂, V⟩`` and ``‖V‖²``; ``R −= α·V`` with ``‖R‖²``;
+    ``T = scale·A R`` with ``⟨T, T⟩`` and ``⟨T, R⟩``; ``X += α·P + ω·R``, ``R −= ω·T`` with ``‖R‖²`` and
+    ``⟨R̂, R⟩``. The same scalars, tests and order of operations as :func:`bicg_direction`, :func:`bicg_half`
+    and :func:`bicg_finish` after torch's products. ``P = V = 0``, ``rr = ‖R‖²``, ``rho_new = ⟨R̂, R⟩`` on entry.
+    """
+    k = len(kk)
+    wp = _chunk(w, k)
+    reach = _reaches(crow, col, batch, n, wp // k)
+    csr = (crow, col, values, scale)
+    ones = batch * k
+    rho = np.ones(ones, dtype=R.dtype)
+    alpha = np.ones(ones, dtype=R.dtype)
+    omega = np.ones(ones, dtype=R.dtype)
+    ok = np.empty(ones, dtype=np.bool_)
+    go_on = np.empty(ones, dtype=np.bool_)
+    beta = np.empty(k, dtype=R.dtype)
+    rv = np.empty(k, dtype=R.dtype)
+    vv = np.empty(k, dtype=R.dtype)
+    spare = np.zeros(wp, dtype=R.dtype)  # the lanes of a pass without an update
+    its = 0
+    while its < maxiter:
+        going = 0
+        for b in range(batch):
+            o, s = b * n * k, b * k
+            _direction(s, k, rho_new, rho, alpha, omega, active, rr, rhat_norm, eps, ok, beta)
+            om, be = _lanes(omega[s : s + k], k, wp), _lanes(beta, k, wp)
+            _product_pass(csr, b * n, (b + 1) * n, reach[b], 2, V, P, R, om, be, V, Rhat, V, True, kk, rv, vv)
+            for c in range(k):
+                i = s + c
+                ok[i] = ok[i] and abs(rv[c]) > eps * rhat_norm[i] * np.sqrt(vv[c]) and np.isfinite(rv[c])
+                alpha[i] = rho_new[i] / rv[c] if ok[i] else 0
+            _axpy_norm(R[o : o + n * k], alpha[s : s + k], V[o : o + n * k], vv, k, w)  # R becomes S; vv: ‖S‖²
+            for c in range(k):
+                go_on[s + c] = ok[s + c] and vv[c] > tol2[s + c]
+                going += go_on[s + c]
+        its += 1
+        if going == 0:  # no column takes the second half: X += α·P alone, and every column has stopped
+            for b in range(batch):
+                _add_scaled(X, P, alpha[b * k : (b + 1) * k], b * n * k, n * k, k, w)
+            break
+        going = 0
+        for b in range(batch):
+            o, s = b * n * k, b * k
+            v = slice(o, o + n * k)
+            _product_pass(csr, b * n, (b + 1) * n, reach[b], 0, R, R, R, spare, spare, T, T, R, True, kk, rv, vv)
+            for c in range(k):  # rv: ⟨T, T⟩, vv: ⟨T, S⟩
+                i = s + c
+                rho[i] = rho_new[i]
+                omega[i] = vv[c] / rv[c] if go_on[i] and rv[c] > 0 else 0
+            al, om = _lanes(alpha[s : s + k], k, w), _lanes(omega[s : s + k], k, w)
+            _finish_pass(T[v], R[v], X[v], P[v], R[v], Rhat[v], al, om, rr[s : s + k], rho_new[s : s + k], k, w)
+            for c in range(k):
+                i = s + c
+                active[i] = go_on[i] and omega[i] != 0 and rr[i] > tol2[i]
+                going += active[i]
+        if going == 0:
+            break
+    return its
 
 
 KERNELS = {
@@ -297,4 +612,7 @@ KERNELS = {
     "bicg_direction": bicg_direction,
     "bicg_half": bicg_half,
     "bicg_finish": bicg_finish,
+    "cg_loop": cg_loop,  # compiled per (dtype, index dtype, k) on first use, not with the others
+    "bicgstab_loop": bicgstab_loop,
+    "csr_fits": csr_fits,
 }

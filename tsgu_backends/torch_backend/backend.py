@@ -278,6 +278,9 @@ class _Krylov:
         def op(X: torch.Tensor) -> torch.Tensor:
             return operator.apply(X, transpose=transpose)
 
+        fused = self.method in _FUSED_METHODS and self.options["fused"]
+        # unpreconditioned fused CG/BiCGSTAB multiply by A themselves (one loop for all iterations): A's CSR
+        in_loop = fused and precond is None and B.device.type == "cpu"
         result = krylov_solve(
             self.method,
             op,
@@ -289,7 +292,8 @@ class _Krylov:
             maxiter=self.options.maxiter,
             restart=self.options["restart"] if self.method == "gmres" else None,
             op_into=lambda X, out, alpha: operator.apply_into(X, out, alpha, transpose=transpose),
-            fused=self.method in _FUSED_METHODS and self.options["fused"],
+            fused=fused,
+            csr=(operator._transpose() if transpose else operator.matrix) if in_loop else None,
         )
         return result.X, BackendReport(result.iterations, result.converged, result.message, result.history)
 

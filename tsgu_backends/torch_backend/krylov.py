@@ -119,6 +119,13 @@ def _dense(Y: torch.Tensor) -> torch.Tensor:
     return Y if Y.is_contiguous() else Y.contiguous()
 
 
+def _in_loop(product: tuple[torch.Tensor, float] | None, precond: Operator | None, batch: int, n: int, k: int) -> bool:
+    """Whether the fused method runs every iteration in one call (:meth:`fused_cpu.FusedKernels.loop`): given
+    ``A``'s CSR and a scale, without a preconditioner, for 2 to ``LOOP_MAX_K`` columns. One column keeps
+    torch's product (measured, CG on 2-D Poisson, n = 1e5: the loop's own product made the solve 1.1× slower)."""
+    return product is not None and precond is None and batch > 0 and n > 0 and 2 <= k <= fused_cpu.LOOP_MAX_K
+
+
 def _cg(
     op: Operator,
     precond: Operator | None,
@@ -128,13 +135,14 @@ def _cg(
     maxiter: int,
     active: torch.Tensor,
     fused: bool = False,
+    product: tuple[torch.Tensor, float] | None = None,
     **_: object,
 ) -> tuple[torch.Tensor, int]:
     # In-place updates keep one pass over memory per vector operation; without a
     # preconditioner Z is R, so ⟨R, Z⟩ is ‖R‖² and one dot product is saved.
     kernels = _fused_kernels(R) if fused else None
     if kernels is not None:
-        return _cg_fused(kernels, op, precond, _dense(X), _dense(R), tol, maxiter, active)
+        return _cg_fused(kernels, op, precond, _dense(X), _dense(R), tol, maxiter, active, product)
     Z = R if precond is None else precond(R)
     P = Z.clone()
     AP = torch.empty_like(P, memory_format=torch.contiguous_format)  # op(·, out=) buffers are contiguous
@@ -172,14 +180,29 @@ def _cg_fused(
     tol: torch.Tensor,
     maxiter: int,
     active: torch.Tensor,
+    product: tuple[torch.Tensor, float] | None = None,
 ) -> tuple[torch.Tensor, int]:
     """:func:`_cg`'s loop with the vector work in the fused CPU loops: three passes per iteration.
 
     Without a preconditioner one call does all of it (``⟨P, AP⟩``; ``R −= α·AP`` with ``‖R‖²``;
     ``X += α·P`` with ``P = R + β·P``) and returns how many columns go on; ``X``'s update rides
     in the pass that rewrites ``P``. With one, ``Z = M⁻¹R`` and ``⟨R, Z⟩`` come between two calls.
+
+    With ``product = (A, s)`` (``op(V) = s·A V``, ``A`` a CSR tensor), no preconditioner and at most
+    :data:`fused_cpu.LOOP_MAX_K` columns, every iteration runs in one call that computes the products
+    itself, two passes per iteration: ``X``/``P`` updates with ``AP`` and ``⟨P, AP⟩`` (each row of ``P``
+    updated just before the product first reads it), then ``R −= α·AP`` with ``‖R‖²``.
     """
     batch, n, k = _blocks(R)
+    if _in_loop(product, precond, batch, n, k):
+        assert product is not None  # for mypy: _in_loop says so
+        matrix, scale = product
+        P = R.clone(memory_format=torch.contiguous_format)
+        rz = _dense(_real_dot(R, R)).clone()
+        tol2 = _dense((tol**2).to(R.dtype))
+        flags = _dense(active).clone()
+        arguments = (X, P, R, torch.empty_like(P), rz, flags, tol2)
+        return X, kernels.loop("cg_loop", matrix, scale, (batch, n, k), arguments, maxiter)
     Z = R if precond is None else _dense(precond(R))
     P = Z.clone(memory_format=torch.contiguous_format)
     AP = torch.empty_like(P)
@@ -219,11 +242,12 @@ def _bicgstab(
     maxiter: int,
     active: torch.Tensor,
     fused: bool = False,
+    product: tuple[torch.Tensor, float] | None = None,
     **_: object,
 ) -> tuple[torch.Tensor, int]:
     kernels = _fused_kernels(R) if fused else None
     if kernels is not None:
-        return _bicgstab_fused(kernels, op, precond, _dense(X), _dense(R), tol, maxiter, active)
+        return _bicgstab_fused(kernels, op, precond, _dense(X), _dense(R), tol, maxiter, active, product)
     # Near-breakdown is breakdown: |⟨r̂, r⟩| ≤ ε‖r̂‖‖r‖ (or |⟨r̂, v⟩| ≤ ε‖r̂‖‖v‖) stops the column, and the
     # driver restarts it from its true residual. Where r̂ is orthogonal to r in exact arithmetic (a one-hot
     # right-hand side), real rounding tends to give exactly 0, complex rounding ~ε, and chasing ~ε^k ratios
@@ -276,11 +300,17 @@ def _bicgstab_fused(
     tol: torch.Tensor,
     maxiter: int,
     active: torch.Tensor,
+    product: tuple[torch.Tensor, float] | None = None,
 ) -> tuple[torch.Tensor, int]:
     """:func:`_bicgstab`'s loop with the vector work in the fused CPU loops: five passes per iteration.
 
     The same scalars, tests and order of operations as the eager loop; ``X``'s update by ``α·P̂`` is
     delayed to the pass that adds ``ω·Ŝ`` (and done alone when no column takes the second half).
+
+    With ``product`` (see :func:`_cg_fused`), no preconditioner and at most :data:`fused_cpu.LOOP_MAX_K`
+    columns, every iteration runs in one call that computes both products itself, four passes per
+    iteration (the direction update rides in the pass of the first product, ``⟨R̂, V⟩``, ``‖V‖²``, ``⟨T, T⟩``
+    and ``⟨T, S⟩`` in the passes of the products).
     """
     batch, n, k = _blocks(R)
     eps = float(torch.finfo(R.dtype).eps)
@@ -289,6 +319,13 @@ def _bicgstab_fused(
     rr = _dense(_real_dot(R, R)).clone()
     rho_new = _dense(_dot(R_hat, R)).clone()  # ⟨R̂, R⟩ of the coming iteration: the last pass writes it
     tol2 = _dense((tol**2).to(R.dtype))
+    if _in_loop(product, precond, batch, n, k):
+        assert product is not None  # for mypy: _in_loop says so
+        matrix, scale = product
+        flags = _dense(active).clone()
+        vectors = (X, torch.zeros_like(R), torch.zeros_like(R), R, R_hat, torch.empty_like(R))
+        arguments = (*vectors, rr, rho_new, r_hat_norm, flags, tol2)
+        return X, kernels.loop("bicgstab_loop", matrix, scale, (batch, n, k), arguments, maxiter)
     rho, alpha, omega = (torch.ones_like(rr) for _ in range(3))
     active = _dense(active).clone()
     ok, go_on = torch.empty_like(active), torch.empty_like(active)
@@ -520,6 +557,7 @@ def krylov_solve(
     scale: float | None = None,
     op_into: ProductInto | None = None,
     fused: bool = False,
+    csr: torch.Tensor | None = None,
 ) -> KrylovResult:
     """Solve ``A X = B`` column-wise with ``method``, restarting from the true residual.
 
@@ -555,6 +593,9 @@ def krylov_solve(
     (CG: three passes, BiCGSTAB: five), compiled on first use per dtype (see
     :func:`_fused_kernels`); elsewhere, or when they cannot be built, the eager
     loop runs after a warning. The backend refuses it for a complex ``A``.
+    ``csr``, when given with ``fused`` and ``op_into``, is the sparse CSR tensor
+    ``op`` multiplies by (block-diagonal for a batch): unpreconditioned fused CG
+    then computes the products itself inside one loop (see :func:`_cg_fused`).
     """
     step = METHODS[method]
     b_norm = scaled_norm(B)
@@ -610,6 +651,7 @@ def krylov_solve(
             active,
             restart=restart,
             fused=fused,
+            product=None if csr is None or inv_sigma is None else (csr, inv_sigma),
         )
         X = X + D * (_col(s) / sigma)
         rules.charge(its)
