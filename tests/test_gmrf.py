@@ -369,7 +369,7 @@ def _indefinite_with_positive_determinant(n: int = 8) -> torch.Tensor:
 def test_a_precision_that_is_not_positive_definite_is_refused(layout):
     bad = to_layout(_indefinite_with_positive_determinant(), layout)
     with pytest.raises(NotPositiveDefiniteError, match="not positive definite"):
-        GaussianMarkovRandomField(torch.zeros(8, dtype=F64), bad)
+        GaussianMarkovRandomField(torch.zeros(8, dtype=F64), bad, validate_args=True)
     # unvalidated: nothing is factorized at construction, and the first number asked for is refused instead
     field = GaussianMarkovRandomField(torch.zeros(8, dtype=F64), bad, validate_args=False)
     for use in (lambda: field.log_prob(torch.zeros(8, dtype=F64)), lambda: field.entropy(), lambda: field.sample()):
@@ -377,7 +377,7 @@ def test_a_precision_that_is_not_positive_definite_is_refused(layout):
             use()
     laplacian = to_layout(torch.tensor([[1.0, -1.0], [-1.0, 1.0]], dtype=F64), layout)  # singular PSD
     with pytest.raises(NotPositiveDefiniteError):
-        GaussianMarkovRandomField(torch.zeros(2, dtype=F64), laplacian)
+        GaussianMarkovRandomField(torch.zeros(2, dtype=F64), laplacian, validate_args=True)
     negative_diagonal = to_layout(-torch.eye(3, dtype=F64), layout)
     with pytest.raises(NotPositiveDefiniteError):
         GaussianMarkovRandomField(torch.zeros(3, dtype=F64), negative_diagonal, validate_args=False).entropy()
@@ -387,7 +387,7 @@ def test_a_nonsymmetric_precision_is_refused():
     D = random_spd(10, seed=13)
     D[0, 1] += 0.5
     with pytest.raises(NotPositiveDefiniteError, match="not symmetric"):
-        GaussianMarkovRandomField(torch.zeros(10, dtype=F64), D.to_sparse_csr())
+        GaussianMarkovRandomField(torch.zeros(10, dtype=F64), D.to_sparse_csr(), validate_args=True)
     field = GaussianMarkovRandomField(torch.zeros(10, dtype=F64), D.to_sparse(), validate_args=False)
     with pytest.raises(StructureError):  # NotPositiveDefiniteError is one
         field.log_prob(torch.zeros(10, dtype=F64))
@@ -461,3 +461,21 @@ def test_tsgu_info_lists_the_capability(capsys):
         assert exit_.code in (0, None)
     ldlt = next(line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("- ldlt"))
     assert "[slogdet, selected inverse]" in ldlt and "[Gaussian sampling]" in ldlt and "assumes spd" in ldlt
+
+
+def test_validation_follows_torch_default_and_is_never_skipped_silently():
+    """torch.compile turns torch.distributions' default validation off process-wide
+    (``Distribution.set_default_validate_args(False)`` in torch._dynamo); a non-SPD precision is then refused at
+    first use instead of at construction — never a number."""
+    bad = _indefinite_with_positive_determinant().to_sparse()
+    default = torch.distributions.Distribution._validate_args
+    try:
+        torch.distributions.Distribution.set_default_validate_args(False)
+        field = GaussianMarkovRandomField(torch.zeros(8, dtype=F64), bad)  # not validated now
+        with pytest.raises(NotPositiveDefiniteError):
+            field.log_prob(torch.zeros(8, dtype=F64))
+        torch.distributions.Distribution.set_default_validate_args(True)
+        with pytest.raises(NotPositiveDefiniteError):
+            GaussianMarkovRandomField(torch.zeros(8, dtype=F64), bad)
+    finally:
+        torch.distributions.Distribution.set_default_validate_args(default)

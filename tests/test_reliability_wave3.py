@@ -421,3 +421,26 @@ def test_default_solver_rule_measures_a_pattern_once_and_reads_coo_and_csr_alike
             assert tsgu_core.explain(flat).backend == "scipy"
             assert tsgu_core.explain(cube).backend == "pardiso"
         assert len(calls) == 2, f"{layout}: the pattern was measured {len(calls)} times for 6 selections"
+
+
+def test_default_solver_rule_cache_keeps_its_patterns_alive():
+    """A cached measurement holds its index tensors: a freed pattern's memory cannot be reused by another
+    pattern that would then match its key (seen in a full run: the rule chose SuperLU for a 3-D matrix)."""
+    _available("pardiso")
+    _available("scipy")
+    import gc
+
+    from tsgu_backends.pardiso_backend import backend as pardiso
+    from tsgu_core.testing import poisson_2d
+
+    threshold = pardiso.DEFAULT_FROM["3-D-like"]
+    if threshold is None:
+        pytest.skip("needs a measured 3-D threshold (benchmarks/results/default_direct.md)")
+    m2 = next(m for m in range(4, 2000) if m * m >= threshold)
+    flat = poisson_2d(m2, dtype=torch.float64).to_sparse_csr()
+    pointers = (flat.crow_indices().data_ptr(), flat.col_indices().data_ptr())
+    pardiso._cached_dimension(flat)
+    del flat
+    gc.collect()
+    kept = [tuple(i.data_ptr() for i in tensors) for tensors, _ in pardiso._DIMENSIONS.values()]
+    assert pointers in kept  # still allocated: no new tensor can take these addresses while the entry lives

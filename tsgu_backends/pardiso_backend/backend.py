@@ -519,31 +519,36 @@ def mesh_dimension(crow: Any, col: Any) -> tuple[float, int]:
     return float(np.log2(far / near)), diameter
 
 
-_DIMENSIONS: collections.OrderedDict[tuple[object, ...], tuple[float, int]] = collections.OrderedDict()
+_DIMENSIONS: collections.OrderedDict[tuple[object, ...], tuple[tuple[torch.Tensor, ...], tuple[float, int]]] = (
+    collections.OrderedDict()
+)
 _DIMENSIONS_LOCK = threading.Lock()
+_DIMENSIONS_KEPT = 4
 
 
 def _cached_dimension(A: torch.Tensor) -> tuple[float, int]:
-    """:func:`mesh_dimension` of ``A``'s pattern (a batch: its first member's), remembered for the last 16 patterns.
+    """:func:`mesh_dimension` of ``A``'s pattern (a batch: its first member's), remembered for the last 4 patterns.
 
-    Keyed on ``A``'s own index tensors (storage, version and sizes) before any conversion, so a loop that solves
-    with the same ``A`` — or rebuilds it from the same index tensors — measures once, COO or CSR. (A stale hit
-    could only change which correct solver is chosen, never a result.)
+    Keyed on ``A``'s own index tensors (storage address, version and sizes) before any conversion, so a loop that
+    solves with the same ``A`` — or rebuilds it from the same index tensors — measures once, COO or CSR. Each
+    entry keeps its index tensors alive: a freed pattern's memory can then never be reused by another pattern
+    whose tensors would match the key (a stale hit chose the solver of another matrix). Only matrices between
+    the two classes' thresholds are measured, so the memory kept is bounded (four mid-size patterns' indices).
     """
     indices = (A._indices(),) if A.layout == torch.sparse_coo else (A.crow_indices(), A.col_indices())
     key = (A.layout, *((i.data_ptr(), i._version, i.numel()) for i in indices))
     with _DIMENSIONS_LOCK:
         if key in _DIMENSIONS:
             _DIMENSIONS.move_to_end(key)
-            return _DIMENSIONS[key]
+            return _DIMENSIONS[key][1]
     if A.layout == torch.sparse_coo:
         A = A.detach().coalesce()
         A = (A if A.dim() == 2 else A[0].coalesce()).to_sparse_csr()
     crow, col = (A.crow_indices(), A.col_indices()) if A.dim() == 2 else (A.crow_indices()[0], A.col_indices()[0])
     found = mesh_dimension(crow.numpy(), col.numpy())
     with _DIMENSIONS_LOCK:
-        _DIMENSIONS[key] = found
-        while len(_DIMENSIONS) > 16:
+        _DIMENSIONS[key] = (indices, found)
+        while len(_DIMENSIONS) > _DIMENSIONS_KEPT:
             _DIMENSIONS.popitem(last=False)
     return found
 

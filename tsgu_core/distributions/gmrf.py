@@ -317,7 +317,8 @@ class GaussianMarkovRandomField(Distribution):
         patterns); then ``batch_shape`` ends in ``b``. May require grad.
     validate_args : bool, optional
         As in ``torch.distributions`` (default: torch's global setting, on
-        unless Python runs with ``-O``). When on, the precision is checked
+        unless Python runs with ``-O`` — and off once ``torch.compile`` has
+        been used in the process, which sets it so). When on, the precision is checked
         at construction: symmetric (to ``1000 ε``, relative) and positive
         definite (by its factorization, which is then reused), and values
         passed to ``log_prob`` are checked. When off, nothing is factorized
