@@ -10,6 +10,7 @@ Races are made likelier by a short interpreter switch interval
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import sys
 import threading
 import time
@@ -56,11 +57,20 @@ def run_together(*groups: tuple[int, Callable[[int], Any]], timeout: float = 120
             errors.append(error)
 
     threads = [threading.Thread(target=body, args=(work, i), daemon=True) for i, work in enumerate(workers)]
-    with frequent_switches():
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout)
+    # A thread blocked in C while holding the GIL would stop the joins below from ever timing out (once, in a full
+    # run: torch's autograd took a leaf's gradient-accumulator mutex in one thread, holding the GIL, while another
+    # held that mutex waiting for the GIL). The watchdog needs no GIL: it prints every thread's stack and ends the
+    # process, so the run reports a crashed test instead of hanging.
+    faulthandler.dump_traceback_later(2 * timeout, exit=True)
+    try:
+        with frequent_switches():
+            for thread in threads:
+                thread.start()
+            deadline = time.monotonic() + timeout
+            for thread in threads:
+                thread.join(max(0.0, deadline - time.monotonic()))
+    finally:
+        faulthandler.cancel_dump_traceback_later()
     stuck = [thread.name for thread in threads if thread.is_alive()]
     assert not stuck, f"{len(stuck)} thread(s) still running after {timeout} s (a deadlock?)"
     return errors

@@ -23,7 +23,12 @@ __all__ = ["Factorization", "factorize"]
 
 
 def _raw_parts(A: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """The tensors that define ``A`` exactly as stored (uncoalesced COO included)."""
+    """The tensors that define ``A`` exactly as stored (uncoalesced COO included).
+
+    Read from ``A.detach()``: a check that only compares data creates and frees no autograd node on the leaf
+    (threads sharing a handle would otherwise all contend for the leaf's gradient accumulator on every solve).
+    """
+    A = A.detach()
     if A.layout == torch.sparse_coo:
         return A._indices(), A._values()
     return A.crow_indices(), A.col_indices(), A.values()
