@@ -55,9 +55,10 @@ THINNED = {
 """``file.py::test_function`` of the tests that keep only a covering subset in the default run."""
 
 SLOW = {
-    # the selected-inversion kernels' cache, each case a subprocess compiling every kernel afresh (~10 CPU-s):
-    # the default run keeps test_the_selinv_kernels_use_the_trusted_cache, and the cache's refusals (a folder
-    # others may write, a planted file) are checked there on the small kernels of test_fused_cpu.py
+    # the selected-inversion kernels' cache, each case a subprocess compiling every kernel afresh (~10-14 CPU-s):
+    # the cache's rules (the trusted folder, a folder others may write, a planted file) are one module
+    # (tsgu_backends/numba_cache.py), checked in the default run on the fused loops' small kernels
+    "test_fused_cpu.py::test_the_selinv_kernels_use_the_trusted_cache",
     "test_fused_cpu.py::test_the_selinv_kernels_refuse_a_0777_cache_folder_and_slogdet_is_still_right",
     "test_fused_cpu.py::test_the_selinv_kernels_load_a_planted_file_only_when_it_is_yours",
     # method="stochastic" through jax (9 CPU-s, mostly jax's compilation): the estimators only call
