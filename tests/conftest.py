@@ -59,6 +59,10 @@ SLOW = {
     # the cache's rules (the trusted folder, a folder others may write, a planted file) are one module
     # (tsgu_backends/numba_cache.py), checked in the default run on the fused loops' small kernels
     "test_fused_cpu.py::test_the_selinv_kernels_use_the_trusted_cache",
+    # float32 compiles the symmetric selected-inversion and the sampling kernels once more (seconds each on a cold
+    # cache): test_determinants.py::test_float32 keeps float32 selected inversion in the default run
+    "test_selinv.py::test_the_symmetric_path_in_float32",
+    "test_gmrf.py::test_float32",
     "test_fused_cpu.py::test_the_selinv_kernels_refuse_a_0777_cache_folder_and_slogdet_is_still_right",
     "test_fused_cpu.py::test_the_selinv_kernels_load_a_planted_file_only_when_it_is_yours",
     # method="stochastic" through jax (9 CPU-s, mostly jax's compilation): the estimators only call
