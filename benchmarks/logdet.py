@@ -41,9 +41,7 @@ from tsgu_core.testing import poisson_2d  # noqa: E402
 
 
 def _scipy(A: torch.Tensor):
-    import scipy.sparse as sp
-
-    return sp.csr_matrix((A.values().numpy(), A.col_indices().numpy(), A.crow_indices().numpy()), shape=A.shape)
+    return tsgu_core.to_scipy(A, matrix=True)
 
 
 def convection_diffusion_3d(m: int, peclet: float = 0.5) -> torch.Tensor:
@@ -54,13 +52,7 @@ def convection_diffusion_3d(m: int, peclet: float = 0.5) -> torch.Tensor:
     T = sp.diags([-peclet, peclet], [-1, 1], shape=(m, m))
     identity = sp.identity(m)
     M = (_scipy(A) + sp.kron(sp.kron(T, identity), identity)).tocsr()
-    M.sort_indices()
-    return torch.sparse_csr_tensor(
-        torch.from_numpy(M.indptr.astype("int64")),
-        torch.from_numpy(M.indices.astype("int64")),
-        torch.from_numpy(M.data),
-        M.shape,
-    )
+    return tsgu_core.from_scipy(M)
 
 
 def _slogdet_and_gradient(A: torch.Tensor) -> None:
