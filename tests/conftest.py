@@ -59,11 +59,6 @@ SLOW = {
     # the cache's rules (the trusted folder, a folder others may write, a planted file) are one module
     # (tsgu_backends/numba_cache.py), checked in the default run on the fused loops' small kernels
     "test_fused_cpu.py::test_the_selinv_kernels_use_the_trusted_cache",
-    # float32 compiles every selected-inversion and sampling kernel once more (seconds each on a cold cache); the
-    # kernels are dtype-generic and float64 and complex128 pin them in the default run
-    "test_selinv.py::test_the_symmetric_path_in_float32",
-    "test_gmrf.py::test_float32",
-    "test_determinants.py::test_float32",
     # inductor compiles C++ (14 CPU-s); every backend's traced operator runs under aot_eager in the default run
     "test_traced.py::test_compile_fullgraph_with_inductor[torch]",
     # second derivatives through the operator for jax in CSR too (10 CPU-s): the kit's jax gradgradcheck and the

@@ -75,13 +75,20 @@ class LdltState:
     def precision_sample(self, Z: torch.Tensor) -> torch.Tensor:
         """``S Z = Pᵀ U⁻¹ D^{1/2} Z``: for standard normal ``Z``, columns drawn from ``N(0, A⁻¹)``.
 
-        One back substitution with ``U`` (a numba kernel, :mod:`.sampling_kernels`) over all columns at once.
+        One back substitution with ``U`` (a numba kernel, :mod:`.sampling_kernels`) over all columns at once,
+        in double precision whatever the factor's dtype (one compiled kernel), returned in ``Z``'s dtype.
         """
         from tsgu_backends.scipy_cupy_backend.sampling_kernels import upper_solve
 
         if self._upper is None:
             U = self.lu.U.tocsc()
-            self._upper = (U.indptr.astype(np.int64), U.indices.astype(np.int64), U.data, U.diagonal())
+            wide = np.result_type(U.dtype, np.float64)  # the kernel runs in double precision only: one compile
+            self._upper = (
+                U.indptr.astype(np.int64),
+                U.indices.astype(np.int64),
+                U.data.astype(wide),
+                U.diagonal().astype(wide),
+            )
         ptr, rows, values, pivots = self._upper
         right = np.ascontiguousarray(np.sqrt(pivots)[:, None] * _numpy(Z), dtype=values.dtype)
         Y = upper_solve(ptr, rows, values, pivots, right)

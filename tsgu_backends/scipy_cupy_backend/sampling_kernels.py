@@ -1,6 +1,6 @@
 """The numba kernel of :mod:`tsgu_backends.scipy_cupy_backend.sampling` (imported on first use only).
 
-Compiled on first call per dtype and cached on disk as the selected-inversion kernels are
+Compiled on first call (called in double precision only) and cached on disk as the selected-inversion kernels are
 (:func:`tsgu_backends.numba_cache.attach_trusted_cache`: a folder only the user can write).
 """
 

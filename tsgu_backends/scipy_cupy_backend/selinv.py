@@ -36,7 +36,10 @@ A symmetric ``A`` (``A = Aᵀ``) factorized with ``perm_r = perm_c`` has
 ``Z``'s lower half is computed — ``Z_ij = −Σ_{k>j} Z_ik L_kj`` alone, half the
 work and memory of the general recurrences.
 
-The inner loops are numba kernels (:mod:`.selinv_kernels`: compiled on first use per dtype, cached on disk).
+The inner loops are numba kernels (:mod:`.selinv_kernels`: compiled on first use, cached on disk). They run
+in double precision only (float64, complex128): single-precision factors are widened on entry and the entries
+narrowed on return — as accurate as the factors allow, and one compiled kernel set per kind (real, complex)
+instead of two (each set takes 10–14 s to compile on a cold cache).
 """
 
 from __future__ import annotations
@@ -159,7 +162,7 @@ def selected_inverse_of_factors(
     Returns
     -------
     ndarray
-        The entries, in the factors' dtype.
+        The entries, in the factors' dtype (computed in double precision).
 
     Examples
     --------
@@ -182,7 +185,8 @@ def selected_inverse_of_factors(
     n = L.shape[0]
     a = perm_c[np.asarray(rows, dtype=np.int64)].astype(np.int64)  # (A⁻¹)_ij = Z[perm_c[i], perm_r[j]]
     b = perm_r[np.asarray(cols, dtype=np.int64)].astype(np.int64)
-    dtype = np.result_type(L.dtype, U.dtype)
+    factor_dtype = np.result_type(L.dtype, U.dtype)
+    dtype = np.result_type(factor_dtype, np.float64)  # float64 or complex128: the kernels' only dtypes
     diagonal = U.diagonal().astype(dtype)
     if symmetric:  # U = D Lᵀ: U is not read beyond its diagonal
         U_ptr, U_rows = np.zeros(n + 1, dtype=L.indptr.dtype), L.indices[:0]
@@ -200,7 +204,7 @@ def selected_inverse_of_factors(
         kernels["scatter"](cptr, crows, U_ptr, U_rows, Ut.data.astype(dtype, copy=False), diagonal, upper)
     z_low, z_up, z_diag = kernels["selinv"](cptr, crows, lower, upper, diagonal, blocked_from, symmetric)
     del lower, upper
-    return np.asarray(kernels["gather"](cptr, crows, z_low, z_up, z_diag, a, b))
+    return np.asarray(kernels["gather"](cptr, crows, z_low, z_up, z_diag, a, b)).astype(factor_dtype, copy=False)
 
 
 def verified(member: Any) -> Any:
