@@ -1,7 +1,10 @@
-"""The tsgu command line, through subprocesses as a user runs it (issue 16).
+"""The tsgu command line (issue 16).
 
 Exit codes: 0 success, 1 a solve failed or did not converge, 2 bad input with
-one line on stderr and never a traceback.
+one line on stderr and never a traceback. The commands run in the test process
+(``cli_runs.tsgu_in_process``: same exit codes, stdout and stderr); a fresh
+process runs the installed console script where the process is the point: it
+starts, what it imports, warnings torch shows once per process, a terminal.
 """
 
 import json
@@ -10,7 +13,6 @@ import struct
 import subprocess
 import sys
 import warnings
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -18,20 +20,24 @@ import pytest
 import scipy.io
 import scipy.sparse as sp
 import torch
+from cli_runs import tsgu_in_process, tsgu_process
 
 import tsgu_core
 from tsgu_core.testing import random_nonsymmetric
 
-SCRIPT = Path(sys.executable).parent / "tsgu"  # the installed console script
-COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "tsgu_core.cli"]
 NO_CUDA = not torch.cuda.is_available()
 
 
-def tsgu(*args, check=True, warnings_shown=False, env=None):
-    environment = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
-    if warnings_shown:  # every warning that reaches Python's machinery is printed
-        environment["PYTHONWARNINGS"] = "default"
-    result = subprocess.run([*COMMAND, *args], capture_output=True, text=True, env=environment, check=False)
+def tsgu(*args, check=True, process=False, warnings_shown=False):
+    """``tsgu ARGS`` in this process; with ``process``, the console script in a fresh process.
+
+    ``warnings_shown``: a fresh process that prints every warning reaching Python's machinery (torch shows
+    its notices once per process, so only a fresh one can show that a command leaks none).
+    """
+    if process or warnings_shown:
+        result = tsgu_process(*args, env={"PYTHONWARNINGS": "default"} if warnings_shown else None)
+    else:
+        result = tsgu_in_process(*args)
     if check:
         assert result.returncode == 0, result.stderr
     return result
@@ -56,7 +62,7 @@ def system(tmp_path):
 
 
 def test_version():
-    out = tsgu("--version").stdout
+    out = tsgu("--version", process=True).stdout  # the installed console script starts
     assert out.startswith(f"tsgu {tsgu_core.__version__} (torch ") and "Python" in out
 
 
@@ -371,8 +377,9 @@ def test_bench_json_against_the_dense_reference():
 
 
 def test_demo_recovers_the_field_quietly(tmp_path):
+    # through the installed console script: one demo (and the solves of the warning tests) as a user runs them
     out = tsgu("demo", "--size", "12", "--iterations", "60", "--backends", "scipy", "torch",
-               "--plot", str(tmp_path / "demo.png")).stdout  # fmt: skip
+               "--plot", str(tmp_path / "demo.png"), process=True).stdout  # fmt: skip
     start = float(out.split("relative error of κ at the start:")[1].split()[0])
     finals = [float(line.split()[-1]) for line in out.splitlines() if line.startswith(("scipy ", "torch "))]
     assert start > 0.3 and len(finals) == 2
@@ -387,7 +394,7 @@ def test_demo_prints_no_warning():
     assert not result.stdout.startswith("tsgu demo:") and "error of κ" in result.stdout
 
 
-def test_threads_option_sets_torch_and_the_blas_libraries():
+def test_threads_option_sets_torch_and_the_blas_libraries(monkeypatch):
     out = tsgu("demo", "--size", "6", "--iterations", "2", "--backends", "torch").stdout
     assert "(1 CPU thread)" in out.splitlines()[0]  # the demo's default: its problem is small
     out = tsgu("demo", "--size", "6", "--iterations", "2", "--backends", "torch", "--threads", "2").stdout
@@ -397,11 +404,14 @@ def test_threads_option_sets_torch_and_the_blas_libraries():
     assert report["problem"]["threads"] == 3
     from tsgu_core.cli.common import THREAD_VARIABLES, set_threads
 
-    code = (
-        "import os; from tsgu_core.cli.common import set_threads; print(set_threads(2), "
-        f"[os.environ[v] for v in {THREAD_VARIABLES!r}])"
-    )
-    assert python(code).stdout.split(None, 1) == ["2", "['2', '2', '2']\n"]
+    for variable in THREAD_VARIABLES:
+        monkeypatch.setenv(variable, "1")  # restored after the test
+    threads = torch.get_num_threads()
+    try:
+        assert set_threads(2) == 2 and torch.get_num_threads() == 2
+        assert [os.environ[variable] for variable in THREAD_VARIABLES] == ["2", "2", "2"]
+    finally:
+        torch.set_num_threads(threads)
     result = tsgu("demo", "--threads", "0", check=False)
     assert result.returncode == 2 and "--threads must be ≥ 1, got 0" in result.stderr
     assert set_threads(None) >= 1  # None leaves every count as it is

@@ -1,11 +1,10 @@
 """Issue 25, items 9, 10 and 12: hostile input gets a typed, clear error (or a one-line CLI message), never a
 traceback, a raw torch message or a silent O(n²).
 
-The command-line cases run ``tsgu`` in a subprocess, as a user does.
+The command-line cases run ``tsgu`` in the test process (``cli_runs.tsgu_in_process``: the exit code, stdout
+and stderr a user sees); under a memory limit, and for torch's once-per-process notices, in a fresh process.
 """
 
-import os
-import resource
 import subprocess
 import sys
 import warnings
@@ -15,6 +14,7 @@ import pytest
 import scipy.io
 import scipy.sparse as sp
 import torch
+from cli_runs import tsgu_in_process, tsgu_process
 
 import tsgu_core
 from tsgu_core import (
@@ -31,26 +31,12 @@ from tsgu_core import (
 )
 from tsgu_core.testing import random_nonsymmetric
 
-SCRIPT = Path(sys.executable).parent / "tsgu"
-COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "tsgu_core.cli"]
 HAS_JAX = tsgu_core.get_entry("jax").availability("cpu")
 
 
 def tsgu(*args, memory_limit=None):
-    """Run ``tsgu ARGS``; ``memory_limit`` (bytes) caps the address space as ``ulimit -v`` does."""
-
-    def limit():
-        resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
-
-    environment = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run(
-        [*COMMAND, *args],
-        capture_output=True,
-        text=True,
-        env=environment,
-        check=False,
-        preexec_fn=limit if memory_limit else None,
-    )
+    """Run ``tsgu ARGS`` in this process; ``memory_limit`` (bytes): in a fresh process capped as ``ulimit -v`` does."""
+    return tsgu_process(*args, memory_limit=memory_limit) if memory_limit else tsgu_in_process(*args)
 
 
 def refused(result, *words):

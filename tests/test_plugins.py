@@ -200,7 +200,12 @@ def run_python(code, **env):
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment, check=False)
 
 
-def test_autoload_switch():
+def test_autoload_switch(fresh_registry, monkeypatch):
+    """The switch in a fresh process, as a user sets it; ``TSGU_PLUGINS`` with it here, after a reload.
+
+    The registry reads both variables whenever it loads (the first query after start or after
+    ``reload_plugins``), so the two ``TSGU_PLUGINS`` cases need no process of their own.
+    """
     code = (
         "import tsgu_core; print(sorted(e.name for e in tsgu_core.list_backends()))\n"
         "print([b.plugin for b in tsgu_core.list_broken_plugins()])"
@@ -208,10 +213,13 @@ def test_autoload_switch():
     off = run_python(code, TSGU_DISABLE_PLUGIN_AUTOLOAD="1")
     assert off.returncode == 0, off.stderr
     assert off.stdout.splitlines()[0] == "[]"
-    chosen = run_python(code, TSGU_DISABLE_PLUGIN_AUTOLOAD="1", TSGU_PLUGINS="tsgu_backends.torch_backend.plugin")
-    assert chosen.stdout.splitlines()[0] == "['torch']", chosen.stderr
-    missing = run_python(code, TSGU_DISABLE_PLUGIN_AUTOLOAD="1", TSGU_PLUGINS="no_such_module_xyz")
-    assert "no_such_module_xyz" in missing.stdout.splitlines()[1]
+    monkeypatch.setenv("TSGU_DISABLE_PLUGIN_AUTOLOAD", "1")  # the fixture reloads the plugins afterwards
+    monkeypatch.setenv("TSGU_PLUGINS", "tsgu_backends.torch_backend.plugin")
+    tsgu_core.reload_plugins()
+    assert sorted(e.name for e in tsgu_core.list_backends()) == ["torch"]
+    monkeypatch.setenv("TSGU_PLUGINS", "no_such_module_xyz")
+    tsgu_core.reload_plugins()
+    assert "no_such_module_xyz" in [b.plugin for b in tsgu_core.list_broken_plugins()]
 
 
 def test_imports_and_listing_do_not_import_cupy_or_jax():
