@@ -72,21 +72,11 @@ SLOW = {
     # method="stochastic" through jax (9 CPU-s, mostly jax's compilation): the estimators only call
     # tsgu_core.solve, checked through torch and scipy in the default run and for jax by its own tests
     "test_stochastic.py::test_diagonal_and_gradient_through_jax",
-    # thread settings through a subprocess per setting; the numbers of the CLI's solves are checked elsewhere
-    "test_cli.py::test_threads_option_sets_torch_and_the_blas_libraries",
     # the demo on a pseudo-terminal (3 runs), and with every backend and warnings shown: its output, not its
-    # numbers (test_demo_recovers_the_field_quietly runs the demo and checks what it recovers)
+    # numbers (test_demo_recovers_the_field_quietly runs the demo and checks what it recovers); both need fresh
+    # processes (a terminal; torch's one-time notices)
     "test_cli.py::test_progress_bar_only_on_a_terminal_and_not_when_quiet",
     "test_cli.py::test_demo_prints_no_warning",
-    # the CLI's exit 1 on a failed solve is checked by test_singular_matrix_exits_1 (an unconverged solve's
-    # ConvergenceError is checked in-process); complex support in `tsgu info`/`explain` output; the demo's
-    # table when every backend fails (9, 6 and 4 CPU-s of subprocesses importing torch)
-    "test_cli.py::test_unconverged_solve_exits_1",
-    "test_cli.py::test_info_and_explain_show_complex_support",
-    "test_cli.py::test_demo_shows_failing_backends_and_exits_1_when_all_fail",
-    # did-you-mean through the command line: test_typos_get_did_you_mean checks the same suggestions in-process,
-    # and test_an_unknown_option_lists_the_accepted_ones_one_per_line the CLI's formatting
-    "test_errors_wave3.py::test_a_mistyped_method_or_backend_gets_a_suggestion_on_the_command_line",
     # forward-mode gradcheck through jax (7 CPU-s): the traced operator is the same op whatever backend solves
     # inside it; the torch and scipy cases stay, and the kit checks jax's gradients in reverse mode
     "test_traced.py::test_gradcheck_with_forward_ad[jax]",
@@ -112,29 +102,6 @@ SLOW = {
     # the deterministic test that JAX's host callback is never used for spsolve on the CPU
     "test_reliability_wave3.py::test_jax_spsolve_after_krylov_solves_never_loses_float64",
     "test_traced.py::test_compile_fullgraph_with_inductor[scipy]",
-    # each bad input is a `tsgu` subprocess importing torch (~2 CPU-s): the default run keeps those that fail
-    # before torch is imported, and per command one that fails after (unknown backend, a non-finite B,
-    # demo/bench backends and methods)
-    *(
-        f"test_cli.py::test_bad_solves_get_one_line_and_exit_2[{case}]"
-        for case in (
-            "missing file",
-            "garbage file",
-            "unknown method",
-            "unknown method of a backend",
-            "unknown option",
-            "short right-hand side",
-            "rectangular matrix",
-            "folder as matrix",
-            "complex matrix without --dtype complex128",
-            "bad on_failure",
-        )
-    ),
-    "test_cli.py::test_bad_runs_stop_before_any_work[bench cuda]",
-    *(
-        f"test_cli.py::test_bad_runs_stop_before_any_work[{case}]"
-        for case in ("demo device name", "demo cuda", "bench problem", "bench backends", "bench device index")
-    ),
 }
 """Node ids (``file.py::test_name``, or with ``[id]``) of costly tests whose point the default run checks elsewhere."""
 
