@@ -267,6 +267,22 @@ def test_a_cache_folder_of_another_user_is_refused(tmp_path):
         numba_cache.trusted_directory(folder)
 
 
+def test_kernels_built_at_another_optimization_level_are_other_cache_entries(tmp_path, monkeypatch):
+    """numba's cache key has no optimization level: ours puts it in the file names, so kernels built at another
+    ``NUMBA_OPT`` are never served to a run at the default level, nor the reverse."""
+    from numba.core import config
+
+    from tsgu_backends.torch_backend import _fused_loops
+
+    folder = numba_cache.trusted_directory(tmp_path / "kernels")
+    paths = {}
+    for level in (0, 3):
+        monkeypatch.setattr(config, "OPT", config._OptLevel(level))
+        paths[level] = Path(numba_cache.disk_cache(_fused_loops.cg_advance.py_func, folder).index_path)
+    assert paths[0] != paths[3]
+    assert "-O0" in paths[0].name and "-O3" in paths[3].name and paths[0].parent == paths[3].parent
+
+
 def test_the_cache_can_be_turned_off(monkeypatch):
     monkeypatch.setenv("TSGU_KERNEL_CACHE", "off")
     assert numba_cache.cache_directory() is None

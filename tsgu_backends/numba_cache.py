@@ -139,6 +139,19 @@ def _refused(path: str, error: UntrustedCacheError, what: str) -> None:
         warnings.warn(f"{what}: {error}", RuntimeWarning, stacklevel=2)
 
 
+def optimization_level() -> str:
+    """numba's LLVM optimization level (``$NUMBA_OPT``) as a name part: ``O3`` (the default), ``O0``, ``Omax``…
+
+    Part of every cached kernel's file name: numba's own cache key holds the signature and the CPU, not the
+    optimization level, so without it kernels built at ``NUMBA_OPT=1`` would be served to a later run at the
+    default level, and the other way round.
+    """
+    from numba.core import config
+
+    level = config.OPT
+    return "Omax" if getattr(level, "is_opt_max", False) else f"O{int(level)}"
+
+
 def _make_cache_class() -> type:
     """numba's function cache with a fixed, checked folder, descriptor-checked reads, and a lock for writers.
 
@@ -164,7 +177,7 @@ def _make_cache_class() -> type:
                 return hashlib.sha256(source.read()).digest()
 
         def get_disambiguator(self) -> str:
-            return str(self._lineno)
+            return f"{self._lineno}-{optimization_level()}"  # kernels built at another NUMBA_OPT are others
 
     class TrustedImpl(caching.CompileResultCacheImpl):
         def __init__(self, py_func: Any, directory: Path):  # not numba's: no search through other locators
