@@ -110,6 +110,12 @@ SLOW = {
     # the deterministic test that JAX's host callback is never used for spsolve on the CPU
     "test_reliability_wave3.py::test_jax_spsolve_after_krylov_solves_never_loses_float64",
     "test_traced.py::test_compile_fullgraph_with_inductor[scipy]",
+    # complex + torch.compile + second derivatives through the operator for the torch backend (6 CPU-s, Dynamo
+    # tracing its Krylov loop's callers): the operator is one opaque op whatever backend solves inside it, and the
+    # scipy case of the same test stays
+    "test_traced.py::test_complex_compile_fullgraph_and_second_derivatives[torch]",
+    # a fresh process (~2.5 CPU-s) for a constructor that shares poisson_2d's code (testing.matrices._grid_csr)
+    "test_errors_wave3.py::test_tsgu_constructors_emit_no_torch_notice[convection_diffusion_2d]",
 }
 """Node ids (``file.py::test_name``, or with ``[id]``) of costly tests whose point the default run checks elsewhere."""
 
