@@ -25,6 +25,11 @@ Rows:
   or load from the disk cache — printed separately, not timed), with ``csr=``
   (A's CSR tensor, as the backend passes it): every iteration in one numba
   call that computes the products itself;
+* ``torch fused-prev`` (CG, BiCGSTAB): ``fused=True`` with ``csr=`` as it was
+  at ``--fused-prev`` (its ``krylov.py``, ``fused_cpu.py`` and numba loops
+  loaded from ``git show``): the whole-solve loops before BiCGSTAB's second
+  product took ``R −= α·V`` into its pass (four passes per iteration, each
+  product pass updating its rows in per-chunk loops);
 * ``torch fused per-iteration`` (CG, BiCGSTAB): ``fused=True`` without ``csr=``:
   numba calls per iteration around torch's products (the loops before the
   whole-solve kernels);
@@ -33,7 +38,7 @@ Rows:
 
 The torch operator (int32 CSR) is built once outside the timings, as is
 SciPy's CSR matrix. Run: ``python benchmarks/block_krylov.py`` (``--m`` grid,
-``--repeats``, ``--before``/``--fused-before``/``--fused-c`` revisions, ``--restart``,
+``--repeats``, ``--before``/``--fused-before``/``--fused-c``/``--fused-prev`` revisions, ``--restart``,
 ``--methods``).
 """
 
@@ -72,10 +77,13 @@ _MOVED = {
 }
 
 
-def load_before(revision: str, name: str, path: str = "tsgu_backends/torch_backend/krylov.py") -> object:
+def load_before(
+    revision: str, name: str, path: str = "tsgu_backends/torch_backend/krylov.py", renames: dict[str, str] | None = None
+) -> object:
     """``path`` (default: the torch backend's ``krylov.py``) at ``revision``, imported as a separate module.
 
-    Before the re-layering the torch backend's folder was ``torch_native``: that path is tried next.
+    Before the re-layering the torch backend's folder was ``torch_native``: that path is tried next. ``renames``
+    replaces module names in its source (for one old module importing another old one).
     """
     for candidate in (path, path.replace("torch_backend", "torch_native")):
         shown = subprocess.run(["git", "show", f"{revision}:{candidate}"], cwd=ROOT, capture_output=True, text=True)
@@ -86,6 +94,8 @@ def load_before(revision: str, name: str, path: str = "tsgu_backends/torch_backe
     source = shown.stdout
     for old, new in _MOVED.items():
         source = source.replace(f"from {old} import", f"from {new} import")
+    for old, new in (renames or {}).items():
+        source = source.replace(old, new)
     path = Path(tempfile.mkdtemp()) / f"{name}.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location(name, path)
@@ -108,6 +118,11 @@ def main() -> None:
         default="882aadb",
         help="git revision whose krylov.py and fused_cpu.py are the C/ctypes fused loops (row 'fused-C'); '' skips",
     )
+    parser.add_argument(
+        "--fused-prev",
+        default="2872731",
+        help="git revision whose krylov.py, fused_cpu.py and _fused_loops.py are row 'fused-prev'; '' skips",
+    )
     parser.add_argument("--methods", default="cg,bicgstab,gmres", help="comma-separated subset")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -117,6 +132,18 @@ def main() -> None:
     if args.fused_c:  # the C loops compiled with the system compiler, driven by the krylov.py of their time
         fused_c = load_before(args.fused_c, "krylov_fused_c")
         fused_c.fused_cpu = load_before(args.fused_c, "fused_cpu_c", "tsgu_backends/torch_backend/fused_cpu.py")
+
+    fused_prev = None
+    if args.fused_prev:  # the numba loops at that revision, with the fused_cpu.py and krylov.py of their time
+        loops = "tsgu_backends/torch_backend/_fused_loops.py"
+        load_before(args.fused_prev, "fused_loops_prev", loops)
+        fused_prev = load_before(args.fused_prev, "krylov_fused_prev")
+        fused_prev.fused_cpu = load_before(
+            args.fused_prev,
+            "fused_cpu_prev",
+            "tsgu_backends/torch_backend/fused_cpu.py",
+            renames={"tsgu_backends.torch_backend._fused_loops": "fused_loops_prev"},
+        )
 
     problems = {"cg": poisson_2d(args.m), "nonsymmetric": convection_diffusion_2d(args.m)}
     n = problems["cg"].shape[0]
@@ -207,6 +234,10 @@ def main() -> None:
             torch_solve(after, method, k, "warm-up", op_into=operator.apply_into, fused=True, in_loop=True)
             build_seconds[f"{method} fused k={k}"] = time.perf_counter() - start
             torch_solve(after, method, k, "warm-up", op_into=operator.apply_into, fused=True)
+            if fused_prev is not None and k > 1:
+                start = time.perf_counter()
+                torch_solve(fused_prev, method, k, "warm-up", op_into=operator.apply_into, fused=True, in_loop=True)
+                build_seconds[f"{method} fused-prev k={k}"] = time.perf_counter() - start
             if fused_c is not None:
                 start = time.perf_counter()
                 torch_solve(fused_c, method, k, "warm-up", op_into=operator.apply_into, fused=True)
@@ -241,6 +272,10 @@ def main() -> None:
                 variants[f"{tag} torch fused per-iteration"] = lambda m=method, k=k, t=tag, o=operator: torch_solve(
                     after, m, k, f"{t} torch fused per-iteration", op_into=o.apply_into, fused=True
                 )
+            if method != "gmres" and fused_prev is not None and k > 1:  # one column: per-iteration loops
+                variants[f"{tag} torch fused-prev"] = lambda m=method, k=k, t=tag, o=operator: torch_solve(
+                    fused_prev, m, k, f"{t} torch fused-prev", op_into=o.apply_into, fused=True, in_loop=True
+                )
             if method != "gmres":
                 variants[f"{tag} torch fused"] = lambda m=method, k=k, t=tag, o=operator: torch_solve(
                     after, m, k, f"{t} torch fused", op_into=o.apply_into, fused=True, in_loop=True
@@ -266,6 +301,7 @@ def main() -> None:
     facts["eager-before revision"] = args.before
     facts["fused-before revision"] = args.fused_before
     facts["fused-C revision (C/ctypes loops)"] = args.fused_c or "(skipped)"
+    facts["fused-prev revision (numba loops before the 3-pass BiCGSTAB)"] = args.fused_prev or "(skipped)"
     facts["GMRES restart (SciPy and torch)"] = str(restart)
     facts["first fused call (build or compile + one solve)"] = ", ".join(
         f"{key}: {value:.1f} s" for key, value in build_seconds.items()

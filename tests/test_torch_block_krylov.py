@@ -263,6 +263,30 @@ def test_the_whole_solve_loop_is_the_per_iteration_loop(method, k, dtype, batche
         assert bool((residual <= 2 * rtol * torch.linalg.vector_norm(B, dim=-2)).all())  # the true residual
 
 
+@pytest.mark.parametrize("batched", [False, True])
+def test_the_whole_bicgstab_loop_stops_at_the_half_step(batched, monkeypatch):
+    """A = 2·I: every column's S = R − α·V is zero at the first half step, so the loop stops there with
+    X += α·P alone (its second product unused), as the per-iteration loop does; batched, the second member
+    (eigenvalues 1 and 3) goes on after the first member's columns stopped at their half step."""
+    n = 144
+    D = 2 * torch.eye(n, dtype=torch.float64)
+    if batched:
+        D = torch.stack([D, torch.diag(torch.tensor([1.0, 3.0] * (n // 2), dtype=torch.float64))])
+    operator = CsrOperator(D.to_sparse_csr())
+    B = torch.randn(*D.shape[:-1], 3, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    calls = _count_loop_calls(monkeypatch)
+    common = {"x0": None, "rtol": 1e-10, "atol": 0.0, "maxiter": 50, "fused": True, "op_into": operator.apply_into}
+    results = [
+        krylov.krylov_solve("bicgstab", operator.apply, None, B, **common, **extra)
+        for extra in ({}, {"csr": operator.matrix})
+    ]
+    assert len(calls) == 1  # the second solve ran in the loop
+    assert results[0].converged and results[1].converged
+    assert results[1].iterations == results[0].iterations == (2 if batched else 1)
+    torch.testing.assert_close(results[1].X, results[0].X, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(results[1].X, torch.linalg.solve(D, B))
+
+
 @pytest.mark.parametrize("method", sorted(FUSED))
 @pytest.mark.parametrize("layout", ["coo", "csr"])
 @pytest.mark.parametrize("shape", [(N,), (N, 3)])

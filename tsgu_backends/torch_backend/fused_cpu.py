@@ -19,9 +19,9 @@ pass also takes the pointwise update of the vector it multiplies — each row
 updated just before the first product row that reads it, so the update and
 the product share one pass over memory — and the dot products of its result.
 CG then makes two passes per iteration (``X``/``P`` updates with ``AP`` and
-``⟨P, AP⟩``; ``R −= α·AP`` with ``‖R‖²``), BiCGSTAB four (``P`` with
-``V = AP``, ``⟨R̂, V⟩`` and ``‖V‖²``; ``R −= α·V`` with ``‖R‖²``; ``T = AS``
-with ``⟨T, T⟩`` and ``⟨T, S⟩``; the last pass above). A product row is
+``⟨P, AP⟩``; ``R −= α·AP`` with ``‖R‖²``), BiCGSTAB three (``P`` with
+``V = AP``, ``⟨R̂, V⟩`` and ``‖V‖²``; ``S = R − α·V`` with ``‖S‖²``, ``T = AS``,
+``⟨T, T⟩`` and ``⟨T, S⟩``; the last pass above). A product row is
 summed in one vector register of ``k`` numbers (``k`` ≤ :data:`LOOP_MAX_K`,
 known when compiling: one compile per ``k``, seconds, then kept on disk);
 each column's sum runs over the row's entries in stored order. Measured

@@ -308,9 +308,9 @@ def _bicgstab_fused(
     delayed to the pass that adds ``ω·Ŝ`` (and done alone when no column takes the second half).
 
     With ``product`` (see :func:`_cg_fused`), no preconditioner and at most :data:`fused_cpu.LOOP_MAX_K`
-    columns, every iteration runs in one call that computes both products itself, four passes per
-    iteration (the direction update rides in the pass of the first product, ``⟨R̂, V⟩``, ``‖V‖²``, ``⟨T, T⟩``
-    and ``⟨T, S⟩`` in the passes of the products).
+    columns, every iteration runs in one call that computes both products itself, three passes per
+    iteration (the direction update rides in the pass of the first product, ``S = R − α·V`` with ``‖S‖²`` in
+    the pass of the second; ``⟨R̂, V⟩``, ``‖V‖²``, ``⟨T, T⟩`` and ``⟨T, S⟩`` in the passes of the products).
     """
     batch, n, k = _blocks(R)
     eps = float(torch.finfo(R.dtype).eps)
