@@ -6,10 +6,11 @@ numbers of a backend × method — the whole conformance kit among them — and 
 marked ``slow``: the rest of exhaustive parameter products, and a few expensive tests of things the
 default run checks elsewhere. ``pytest -m slow`` runs those; ``pytest -m ""`` runs everything (CI does).
 
-A test becomes ``slow`` in one of three ways, all in this file or the test's own marks:
+A test becomes ``slow`` in one of four ways, all in this file or the test's own marks:
 
 * ``@pytest.mark.slow`` on the test itself;
 * its node id (``file.py::test_name`` or ``file.py::test_name[id]``) in :data:`SLOW`;
+* for a test over conformance cases, its case's check in :data:`SLOW_CHECKS`;
 * its function in :data:`THINNED`: a parametrized test whose product is exhaustive keeps, in the
   default run, a covering subset — every value of every parameter at least once (a backend and its
   method count as one value; for a conformance ``Case``, each backend × method × check × device, each
@@ -119,6 +120,14 @@ SLOW = {
 }
 """Node ids (``file.py::test_name``, or with ``[id]``) of costly tests whose point the default run checks elsewhere."""
 
+SLOW_CHECKS = {
+    # the kit's torch.func/torch.compile check with fused=True: the traced operator is one opaque op whichever loop
+    # runs inside it (the plain torch kit's transforms check runs by default), and its vmap over B folds into more
+    # columns, which compiles each whole-solve loop once more (2·K_MATRIX columns: 11 CPU-s on a cold cache)
+    "test_torch_block_krylov.py::test_fused_passes_the_conformance_kit": {"transforms"},
+}
+"""Of a test over conformance cases, the kit's checks whose cases are all ``slow``."""
+
 
 _FD_CHECKS = {"gradcheck", "gradgradcheck", "triangular-gradcheck", "lstsq-gradcheck"}
 """The conformance kit's finite-difference checks (``torch.autograd.gradcheck``/``gradgradcheck``)."""
@@ -167,7 +176,8 @@ def _mark_slow(items):
     groups = {}
     for item in items:
         function, node = _where(item)
-        if function in SLOW or node in SLOW:
+        case = getattr(item, "callspec", None) and item.callspec.params.get("case")
+        if function in SLOW or node in SLOW or (isinstance(case, Case) and case.check in SLOW_CHECKS.get(function, ())):
             item.add_marker(slow)
         elif function in THINNED and hasattr(item, "callspec"):
             groups.setdefault(function, []).append(item)
