@@ -148,7 +148,7 @@ def optimization_level() -> str:
     """
     from numba.core import config
 
-    level = config.OPT
+    level = config.OPT  # type: ignore[attr-defined]  # set by numba at import from $NUMBA_OPT
     return "Omax" if getattr(level, "is_opt_max", False) else f"O{int(level)}"
 
 
