@@ -198,7 +198,7 @@ def off_by(rho, *, declared=None):
 
 def policy_case(layout="csr", k=2):
     D, A = case_matrix("gmres", layout, seed=11)
-    return D, A, torch.randn(N, k, dtype=torch.float64)
+    return D, A, torch.randn(N, k, dtype=torch.float64, generator=torch.Generator().manual_seed(12))
 
 
 def convergence_warnings(record):
@@ -289,8 +289,13 @@ def test_policy_for_scipy_and_jax_callables():
     b = B[:, 0]
     with pytest.raises(errors.ConvergenceError, match="callable:gmres"):  # SciPy's gmres declares rtol=1e-5
         compat.sparse_solve_c4t(A, b, solve=sla.gmres, rtol=1e-3, maxiter=1, restart=1)
-    torch.testing.assert_close(compat.sparse_solve_c4t(A, b, solve=sla.gmres), torch.linalg.solve(D, b), rtol=1e-4,
-                               atol=1e-5)  # fmt: skip
+    x, expected = compat.sparse_solve_c4t(A, b, solve=sla.gmres), torch.linalg.solve(D, b)
+    # what SciPy's gmres promises at its declared rtol = 1e-5: the residual, and so a forward error ≤ cond(D)·1e-5
+    # (an entrywise check was too strict: 1 right-hand side in 200 has a small entry off by 4e-5 relative to ‖x‖)
+    residual = torch.linalg.vector_norm(b - D @ x) / torch.linalg.vector_norm(b)
+    assert float(residual) <= 1e-5
+    error = torch.linalg.vector_norm(x - expected) / torch.linalg.vector_norm(expected)
+    assert float(error) <= float(torch.linalg.cond(D)) * 1e-5
     jax = pytest.importorskip("jax", reason="needs JAX")
     with pytest.raises(errors.ConvergenceError, match="callable:gmres"):  # the name of the callable, not a wrapper
         compat.sparse_solve_j4t(A, b, solve=jax.scipy.sparse.linalg.gmres, maxiter=1, restart=1)
